@@ -1,0 +1,46 @@
+//! Portcullis: hosted AI agents reach MCP servers inside a private network
+//! through a tunnel the network opens outbound, with every message passing a
+//! policy chain at the perimeter.
+//!
+//! # Layout
+//! - [`limits`]: every enforced limit, as a named and documented constant.
+//! - [`body`]: the boxed HTTP body type and bounded reads.
+//! - [`mcp`]: JSON-RPC parsing with limits, protocol eras and their headers,
+//!   the SSE codec, and the one place that turns errors into JSON-RPC errors.
+//! - [`tls`]: PEM loading, rustls configs, in-memory CA for `up` and tests.
+//! - [`secret`]: credential generation, hashing, comparison.
+//! - [`principal`]: the verified agent identity the relay sends to the gateway.
+//! - [`server`]: the accept loop shared by HTTP listeners.
+//! - [`tunnel`]: dialing, the upgrade handshake, reversed HTTP/2, the
+//!   gateway's connection pool and the relay's connection registry.
+//! - [`relay`]: the agent endpoint: authentication, `Origin`/`Host` checks,
+//!   routing down a tunnel.
+//! - [`gateway`]: serving tunnel streams, upstreams (Streamable HTTP and
+//!   stdio), message checks in both directions.
+//! - [`demo`]: the built-in demo MCP server used by `portcullis up`.
+//! - [`config`]: relay and gateway TOML files: raw serde types, validated.
+//! - [`up`]: the embedded default: relay, gateway and demo in one process.
+//! - [`bench`]: the end-to-end benchmark behind `portcullis bench`.
+
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
+
+pub mod bench;
+pub mod body;
+pub mod config;
+pub mod demo;
+pub mod gateway;
+pub mod limits;
+pub mod mcp;
+pub mod principal;
+pub mod relay;
+pub mod secret;
+pub mod server;
+pub mod tls;
+pub mod tunnel;
+pub mod up;

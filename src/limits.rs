@@ -1,0 +1,68 @@
+//! Every limit Portcullis enforces, as a named constant with its reason.
+//!
+//! Config files may override most of these; the constants are the documented
+//! defaults.
+
+use std::time::Duration;
+
+/// Largest JSON-RPC message (one POST body, one SSE event's data) the relay or
+/// gateway accepts. Larger bodies are refused with HTTP 413 while streaming,
+/// before they are buffered whole.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Deepest JSON nesting (objects and arrays) accepted in one message. Deep
+/// nesting is a cheap way to exhaust a parser's stack; real MCP traffic stays
+/// far below this.
+pub const MAX_JSON_DEPTH: usize = 64;
+
+/// Concurrent HTTP/2 streams one tunnel connection carries. The relay spreads
+/// calls over a tunnel's connections, so a tunnel with two connections carries
+/// twice this.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+
+/// Time an upstream has to answer a call with response headers (and, for a
+/// JSON response, its whole body). SSE streams are not cut by this.
+pub const UPSTREAM_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Time an agent has to send complete request headers (slowloris defence).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Time a gateway has to finish the TCP, proxy, TLS and upgrade handshake with
+/// a relay, and a relay has to finish TLS and the upgrade with a gateway.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Interval of HTTP/2 PING keep-alives on tunnel connections, both ends.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
+
+/// A tunnel connection whose PING is unanswered this long is closed.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Tunnel connections a gateway keeps open per tunnel by default.
+pub const DEFAULT_TUNNEL_CONNECTIONS: usize = 2;
+
+/// First reconnect delay after a tunnel connection fails.
+pub const RECONNECT_BASE: Duration = Duration::from_millis(200);
+
+/// Longest reconnect delay; the backoff doubles up to this.
+pub const RECONNECT_MAX: Duration = Duration::from_secs(30);
+
+/// A connection that stayed up this long resets the backoff to its base.
+pub const RECONNECT_STABLE_AFTER: Duration = Duration::from_secs(30);
+
+/// Grace period for in-flight streams after SIGTERM/SIGINT.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(15);
+
+/// Concurrent stdio sessions (child processes) per stdio upstream.
+pub const MAX_STDIO_SESSIONS: usize = 64;
+
+/// A stdio session with no traffic for this long is ended and its process
+/// killed.
+pub const STDIO_SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
+
+/// Messages a stdio session queues for a GET stream that is not open yet;
+/// older ones are dropped beyond this (and logged).
+pub const STDIO_BACKLOG: usize = 256;
+
+/// Longest single header value the relay accepts from an upgrade or agent
+/// request that it must parse itself (tunnel id, session id).
+pub const MAX_ID_LEN: usize = 128;

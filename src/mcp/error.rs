@@ -1,0 +1,107 @@
+//! Portcullis' MCP-facing errors and the single place that turns them into
+//! HTTP responses with JSON-RPC error bodies.
+//!
+//! Messages here are public: they reach the agent. They name what went wrong
+//! without revealing internals (upstream addresses, process output, secrets).
+
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::body::{Body, full};
+
+/// An error answered to the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum McpError {
+    #[error("Parse error: {0}")]
+    Parse(String),
+    #[error("Invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("Message too large: the limit is {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("Header mismatch: {0}")]
+    HeaderMismatch(String),
+    #[error("Unauthorized: {0}")]
+    Unauthorized(&'static str),
+    #[error("Forbidden: {0}")]
+    Forbidden(String),
+    #[error("Not found: {0}")]
+    NotFound(String),
+    #[error("Session not found")]
+    SessionNotFound,
+    #[error("Method not allowed")]
+    MethodNotAllowed,
+    #[error("Tunnel '{0}' is offline: no gateway is connected for it")]
+    TunnelOffline(String),
+    #[error("Upstream unavailable: {0}")]
+    UpstreamUnavailable(String),
+    #[error("Upstream timed out after {0} ms")]
+    UpstreamTimeout(u128),
+    #[error("Too many sessions for server '{0}'")]
+    TooManySessions(String),
+}
+
+impl McpError {
+    /// HTTP status and JSON-RPC code.
+    pub fn status_and_code(&self) -> (StatusCode, i64) {
+        match self {
+            McpError::Parse(_) => (StatusCode::BAD_REQUEST, -32700),
+            McpError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, -32600),
+            McpError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, -32600),
+            McpError::HeaderMismatch(_) => (StatusCode::BAD_REQUEST, -32020),
+            McpError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, -32001),
+            McpError::Forbidden(_) => (StatusCode::FORBIDDEN, -32000),
+            McpError::NotFound(_) => (StatusCode::NOT_FOUND, -32601),
+            McpError::SessionNotFound => (StatusCode::NOT_FOUND, -32001),
+            McpError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, -32000),
+            McpError::TunnelOffline(_) => (StatusCode::SERVICE_UNAVAILABLE, -32000),
+            McpError::UpstreamUnavailable(_) => (StatusCode::BAD_GATEWAY, -32603),
+            McpError::UpstreamTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, -32603),
+            McpError::TooManySessions(_) => (StatusCode::SERVICE_UNAVAILABLE, -32000),
+        }
+    }
+
+    /// The JSON-RPC error object `{"code":…,"message":…}` as JSON.
+    pub fn to_json_error(&self) -> serde_json::Value {
+        let (_, code) = self.status_and_code();
+        serde_json::json!({ "code": code, "message": self.to_string() })
+    }
+}
+
+/// Builds the JSON-RPC error response body for `err` answering request `id`
+/// (raw JSON text of the id, or `None` for `null`).
+pub fn error_body(err: &McpError, id: Option<&str>) -> String {
+    let id = id.unwrap_or("null");
+    let error = err.to_json_error();
+    format!(r#"{{"jsonrpc":"2.0","id":{id},"error":{error}}}"#)
+}
+
+/// The HTTP response for `err`: its status and a JSON-RPC error body.
+pub fn error_response(err: &McpError, id: Option<&str>) -> Response<Body> {
+    let (status, _) = err.status_and_code();
+    let mut resp = Response::new(full(error_body(err, id)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if matches!(err, McpError::Unauthorized(_)) {
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"portcullis\""),
+        );
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_body_is_jsonrpc() {
+        let body = error_body(&McpError::TunnelOffline("t1".into()), Some("7"));
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["id"], 7);
+        assert_eq!(v["error"]["code"], -32000);
+        assert!(v["error"]["message"].as_str().unwrap().contains("'t1' is offline"));
+    }
+}

@@ -1,0 +1,158 @@
+//! The relay's side of a tunnel connection: check the upgrade request, answer
+//! 101, and run hyper's HTTP/2 client over the upgraded stream.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::registry::Registry;
+use super::{TUNNEL_HEADER, UPGRADE_PATH, UPGRADE_PROTOCOL};
+use crate::body::{Body, empty, full};
+use crate::limits;
+use crate::secret;
+
+/// Tunnel ids and the SHA-256 digests of their tokens.
+#[derive(Debug, Clone, Default)]
+pub struct TunnelAuth {
+    tokens: HashMap<String, [u8; 32]>,
+}
+
+impl TunnelAuth {
+    /// From `(tunnel id, token digest)` pairs.
+    pub fn new(entries: impl IntoIterator<Item = (String, [u8; 32])>) -> TunnelAuth {
+        TunnelAuth {
+            tokens: entries.into_iter().collect(),
+        }
+    }
+
+    /// True when `token` is the credential of `tunnel`.
+    pub fn check(&self, tunnel: &str, token: &str) -> bool {
+        match self.tokens.get(tunnel) {
+            Some(stored) => secret::digests_equal(stored, &secret::digest(token)),
+            None => {
+                // Same work for unknown tunnels, so timing does not reveal them.
+                let _ = secret::digest(token);
+                false
+            }
+        }
+    }
+
+    /// True when the tunnel id is configured.
+    pub fn knows(&self, tunnel: &str) -> bool {
+        self.tokens.contains_key(tunnel)
+    }
+}
+
+fn refuse(status: StatusCode, message: &'static str) -> Response<Body> {
+    let mut r = Response::new(full(message));
+    *r.status_mut() = status;
+    r
+}
+
+/// Validates the upgrade request; returns the tunnel id it may serve.
+fn check_upgrade(req: &Request<Incoming>, auth: &TunnelAuth) -> Result<String, Response<Body>> {
+    if req.uri().path() != UPGRADE_PATH {
+        return Err(refuse(StatusCode::NOT_FOUND, "not a tunnel endpoint"));
+    }
+    let upgrade_ok = req
+        .headers()
+        .get(header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(UPGRADE_PROTOCOL.as_bytes()));
+    if !upgrade_ok {
+        return Err(refuse(StatusCode::UPGRADE_REQUIRED, "expected Upgrade: portcullis-tunnel/1"));
+    }
+    let tunnel = req
+        .headers()
+        .get(TUNNEL_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|t| !t.is_empty() && t.len() <= limits::MAX_ID_LEN)
+        .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "missing tunnel id"))?;
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !auth.check(tunnel, token) {
+        return Err(refuse(
+            StatusCode::UNAUTHORIZED,
+            "unknown tunnel or wrong token for this tunnel",
+        ));
+    }
+    Ok(tunnel.to_owned())
+}
+
+/// Serves one TLS connection from a gateway: the upgrade handshake, then the
+/// tunnel until it closes.
+pub async fn serve_tunnel_connection<IO>(io: IO, auth: Arc<TunnelAuth>, registry: Arc<Registry>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |mut req: Request<Incoming>| {
+        let auth = auth.clone();
+        let registry = registry.clone();
+        async move {
+            let tunnel = match check_upgrade(&req, &auth) {
+                Ok(t) => t,
+                Err(resp) => {
+                    tracing::warn!(status = resp.status().as_u16(), "tunnel upgrade refused");
+                    return Ok::<_, Infallible>(resp);
+                }
+            };
+            let on_upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                let upgraded = match on_upgrade.await {
+                    Ok(u) => u,
+                    Err(e) => {
+                        tracing::warn!(tunnel, error = %e, "tunnel upgrade failed");
+                        return;
+                    }
+                };
+                let handshake = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .keep_alive_interval(limits::KEEPALIVE_INTERVAL)
+                    .keep_alive_timeout(limits::KEEPALIVE_TIMEOUT)
+                    .keep_alive_while_idle(true)
+                    .handshake::<_, Body>(upgraded)
+                    .await;
+                let (sender, conn) = match handshake {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        tracing::warn!(tunnel, error = %e, "tunnel h2 handshake failed");
+                        return;
+                    }
+                };
+                let id = registry.add(&tunnel, sender);
+                tracing::info!(tunnel, conn = id, "tunnel connection up");
+                if let Err(e) = conn.await {
+                    tracing::info!(tunnel, conn = id, error = %e, "tunnel connection ended");
+                } else {
+                    tracing::info!(tunnel, conn = id, "tunnel connection closed");
+                }
+                registry.remove(&tunnel, id);
+            });
+            let mut resp = Response::new(empty());
+            *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            resp.headers_mut()
+                .insert(header::UPGRADE, HeaderValue::from_static(UPGRADE_PROTOCOL));
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            Ok(resp)
+        }
+    });
+    let result = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits::HANDSHAKE_TIMEOUT)
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades()
+        .await;
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "tunnel listener connection ended with error");
+    }
+}

@@ -1,0 +1,207 @@
+//! The gateway's tunnel connections: a fixed number of slots, each dialing
+//! the relay, serving HTTP/2 on the upgraded stream, and reconnecting with
+//! jittered exponential backoff; a graceful drain on shutdown.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rand::Rng;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::dial::{DialConfig, RelayTarget, dial};
+use crate::body::Body;
+use crate::limits;
+
+/// Shape of the gateway's connection pool.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// Relays to connect to; slot `i` uses `relays[i % relays.len()]`.
+    pub relays: Vec<RelayTarget>,
+    /// Connections to keep open.
+    pub connections: usize,
+    /// Concurrent streams per connection the gateway accepts.
+    pub max_streams: u32,
+    /// Grace period for in-flight streams on shutdown.
+    pub drain_grace: Duration,
+}
+
+/// Jittered exponential backoff that resets after a stable connection.
+#[derive(Debug)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            next: limits::RECONNECT_BASE,
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay before the next attempt: uniformly in `[d/2, d]`, then `d`
+    /// doubles up to the maximum.
+    pub fn delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (d * 2).min(limits::RECONNECT_MAX);
+        let half = d / 2;
+        half + rand::rng().random_range(Duration::ZERO..=half)
+    }
+
+    /// Back to the base delay.
+    pub fn reset(&mut self) {
+        self.next = limits::RECONNECT_BASE;
+    }
+}
+
+/// Connection counts the gateway publishes (for readiness and tests).
+#[derive(Clone)]
+pub struct PoolStatus {
+    connected: watch::Receiver<usize>,
+}
+
+impl PoolStatus {
+    /// Connections currently up.
+    pub fn connected(&self) -> usize {
+        *self.connected.borrow()
+    }
+
+    /// Waits until at least `n` connections are up.
+    pub async fn wait_connected(&mut self, n: usize) {
+        let _ = self.connected.wait_for(|c| *c >= n).await;
+    }
+}
+
+/// Starts the pool; returns its status handle. The pool runs until `shutdown`
+/// is cancelled, then drains each connection within the grace period. The
+/// returned join handle completes when every slot has stopped.
+pub fn start<S, F>(
+    dial_cfg: DialConfig,
+    pool: PoolConfig,
+    service: S,
+    shutdown: CancellationToken,
+) -> (PoolStatus, tokio::task::JoinHandle<()>)
+where
+    S: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+{
+    let (tx, rx) = watch::channel(0usize);
+    let tx = Arc::new(tx);
+    let dial_cfg = Arc::new(dial_cfg);
+    let mut slots = Vec::new();
+    for slot in 0..pool.connections {
+        let Some(target) = pool.relays.get(slot % pool.relays.len().max(1)).cloned() else {
+            break;
+        };
+        slots.push(tokio::spawn(run_slot(
+            slot,
+            target,
+            dial_cfg.clone(),
+            pool.clone(),
+            service.clone(),
+            tx.clone(),
+            shutdown.clone(),
+        )));
+    }
+    let all = tokio::spawn(async move {
+        for s in slots {
+            let _ = s.await;
+        }
+    });
+    (PoolStatus { connected: rx }, all)
+}
+
+async fn run_slot<S, F>(
+    slot: usize,
+    target: RelayTarget,
+    dial_cfg: Arc<DialConfig>,
+    pool: PoolConfig,
+    service: S,
+    connected: Arc<watch::Sender<usize>>,
+    shutdown: CancellationToken,
+) where
+    S: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+{
+    let mut backoff = Backoff::default();
+    while !shutdown.is_cancelled() {
+        let attempt = tokio::time::timeout(limits::HANDSHAKE_TIMEOUT, dial(&dial_cfg, &target));
+        let upgraded = tokio::select! {
+            r = attempt => r,
+            () = shutdown.cancelled() => break,
+        };
+        match upgraded {
+            Ok(Ok(io)) => {
+                let started = Instant::now();
+                connected.send_modify(|c| *c += 1);
+                tracing::info!(slot, relay = %target.addr, tunnel = %dial_cfg.tunnel_id, "tunnel connected");
+                let svc = hyper::service::service_fn(service.clone());
+                let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .max_concurrent_streams(pool.max_streams)
+                    .keep_alive_interval(limits::KEEPALIVE_INTERVAL)
+                    .keep_alive_timeout(limits::KEEPALIVE_TIMEOUT)
+                    .serve_connection(io, svc);
+                tokio::pin!(conn);
+                let result = tokio::select! {
+                    r = conn.as_mut() => r,
+                    () = shutdown.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        match tokio::time::timeout(pool.drain_grace, conn.as_mut()).await {
+                            Ok(r) => r,
+                            Err(_) => {
+                                tracing::warn!(slot, "drain grace period over; closing with streams in flight");
+                                Ok(())
+                            }
+                        }
+                    }
+                };
+                connected.send_modify(|c| *c = c.saturating_sub(1));
+                match result {
+                    Ok(()) => tracing::info!(slot, relay = %target.addr, "tunnel connection closed"),
+                    Err(e) => tracing::warn!(slot, relay = %target.addr, error = %e, "tunnel connection lost"),
+                }
+                if started.elapsed() >= limits::RECONNECT_STABLE_AFTER {
+                    backoff.reset();
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(slot, relay = %target.addr, error = %e, "tunnel connect failed"),
+            Err(_) => tracing::warn!(slot, relay = %target.addr, "tunnel handshake timed out"),
+        }
+        if shutdown.is_cancelled() {
+            break;
+        }
+        let delay = backoff.delay();
+        tracing::debug!(slot, ?delay, "reconnecting after delay");
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = shutdown.cancelled() => break,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_resets() {
+        let mut b = Backoff::default();
+        let base = limits::RECONNECT_BASE;
+        let first = b.delay();
+        assert!(first >= base / 2 && first <= base);
+        let second = b.delay();
+        assert!(second >= base && second <= base * 2);
+        for _ in 0..20 {
+            assert!(b.delay() <= limits::RECONNECT_MAX);
+        }
+        b.reset();
+        assert!(b.delay() <= base);
+    }
+}
