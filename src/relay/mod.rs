@@ -1,1 +1,144 @@
-//! placeholder
+//! The relay: the public side. It accepts tunnel connections from gateways
+//! and agent requests, authenticates agents, checks `Host` and `Origin`, and
+//! forwards each exchange down one HTTP/2 stream of a live tunnel connection.
+//! It runs no policy and keeps no payloads.
+//!
+//! - [`auth`]: agent API keys and their grants.
+//! - [`agent`]: the agent endpoint `/t/{tunnel}/{server}/mcp`.
+
+pub mod agent;
+pub mod auth;
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use crate::limits;
+use crate::server::{ServeOptions, serve};
+use crate::tunnel::acceptor::{TunnelAuth, serve_tunnel_connection};
+use crate::tunnel::registry::Registry;
+use auth::AgentAuth;
+
+/// Validated relay settings.
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    pub agents: AgentAuth,
+    pub tunnels: TunnelAuth,
+    /// `Origin` values (`scheme://host[:port]`) browsers may call from.
+    pub allowed_origins: Vec<String>,
+    /// Host names (without port) the agent endpoint answers to; `None`
+    /// accepts any. Defaults to the loopback names on a loopback listener,
+    /// which is the DNS-rebinding defence.
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Skip agent authentication (loopback only; `up --insecure-no-auth`).
+    pub insecure_no_auth: bool,
+    pub max_message_bytes: usize,
+    pub header_read_timeout: std::time::Duration,
+    pub drain_grace: std::time::Duration,
+}
+
+impl RelaySettings {
+    /// Settings with the documented defaults and no keys or tunnels.
+    pub fn new(agents: AgentAuth, tunnels: TunnelAuth) -> RelaySettings {
+        RelaySettings {
+            agents,
+            tunnels,
+            allowed_origins: Vec::new(),
+            allowed_hosts: None,
+            insecure_no_auth: false,
+            max_message_bytes: limits::MAX_MESSAGE_BYTES,
+            header_read_timeout: limits::HEADER_READ_TIMEOUT,
+            drain_grace: limits::DRAIN_GRACE,
+        }
+    }
+}
+
+/// The host names a loopback listener answers to by default.
+pub fn loopback_hosts() -> Vec<String> {
+    ["localhost", "127.0.0.1", "::1", "[::1]"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
+}
+
+/// A running relay's shared state.
+pub struct Relay {
+    settings: RelaySettings,
+    registry: Arc<Registry>,
+}
+
+impl Relay {
+    /// A relay with no connections yet.
+    pub fn new(settings: RelaySettings) -> Arc<Relay> {
+        Arc::new(Relay {
+            settings,
+            registry: Arc::new(Registry::default()),
+        })
+    }
+
+    /// The live tunnel connections.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Serves gateways' tunnel connections on `listener` (TLS required).
+    pub async fn serve_tunnels(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+        shutdown: CancellationToken,
+    ) {
+        let acceptor = TlsAcceptor::from(tls);
+        let auth = Arc::new(self.settings.tunnels.clone());
+        loop {
+            let (tcp, peer) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "tunnel accept failed");
+                        continue;
+                    }
+                },
+                () = shutdown.cancelled() => break,
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let auth = auth.clone();
+            let registry = self.registry.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(limits::HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => serve_tunnel_connection(tls, auth, registry).await,
+                    Ok(Err(e)) => tracing::warn!(%peer, error = %e, "tunnel TLS handshake failed"),
+                    Err(_) => tracing::warn!(%peer, "tunnel TLS handshake timed out"),
+                }
+            });
+        }
+    }
+
+    /// Serves agents on `listener`, over TLS when `tls` is set.
+    pub async fn serve_agents(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        shutdown: CancellationToken,
+    ) {
+        let opts = ServeOptions {
+            tls,
+            header_read_timeout: self.settings.header_read_timeout,
+            drain_grace: self.settings.drain_grace,
+        };
+        let relay = self.clone();
+        serve(
+            listener,
+            opts,
+            move |req| {
+                let relay = relay.clone();
+                async move { Ok(relay.handle_agent(req).await) }
+            },
+            shutdown,
+        )
+        .await;
+    }
+}

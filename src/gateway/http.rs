@@ -1,0 +1,112 @@
+//! Streamable HTTP upstreams: the gateway is an MCP client of a configured
+//! URL. Sessions, SSE and resumption are the upstream's; the gateway forwards
+//! the protocol headers and adds the configured credentials.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use super::outbound::{OutboundLimits, filter_response};
+use crate::body::{Body, empty, full};
+use crate::mcp::McpError;
+
+/// Request headers the gateway passes to an HTTP upstream. The agent's
+/// credential never arrived here; upstream credentials come from config.
+const UPSTREAM_REQUEST_HEADERS: &[&str] = &[
+    "content-type",
+    "accept",
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "mcp-method",
+    "mcp-name",
+    "last-event-id",
+    "traceparent",
+    "tracestate",
+    "baggage",
+];
+
+type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
+
+/// One configured HTTP upstream.
+pub struct HttpUpstream {
+    name: String,
+    url: Uri,
+    /// Static headers from config (credentials included).
+    headers: Vec<(HeaderName, HeaderValue)>,
+    client: HttpsClient,
+    limits: OutboundLimits,
+}
+
+impl HttpUpstream {
+    /// An upstream at `url`, sending `headers` on every request. HTTPS
+    /// upstreams are verified against the system roots or `tls`.
+    pub fn new(
+        name: &str,
+        url: Uri,
+        headers: Vec<(HeaderName, HeaderValue)>,
+        tls: Arc<rustls::ClientConfig>,
+        limits: OutboundLimits,
+    ) -> HttpUpstream {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config((*tls).clone())
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(std::time::Duration::from_secs(90))
+            .build(connector);
+        HttpUpstream {
+            name: name.to_owned(),
+            url,
+            headers,
+            client,
+            limits,
+        }
+    }
+
+    /// Sends one request (POST with a message body, GET, DELETE) and returns
+    /// the checked response.
+    pub async fn call(
+        &self,
+        method: Method,
+        incoming: &HeaderMap,
+        body: Option<Bytes>,
+    ) -> Result<Response<Body>, McpError> {
+        let mut req = Request::new(match body {
+            Some(b) => full(b),
+            None => empty(),
+        });
+        *req.method_mut() = method;
+        *req.uri_mut() = self.url.clone();
+        let h = req.headers_mut();
+        for name in UPSTREAM_REQUEST_HEADERS {
+            for v in incoming.get_all(*name) {
+                h.append(*name, v.clone());
+            }
+        }
+        for (name, value) in incoming {
+            if name.as_str().starts_with("mcp-param-") {
+                h.append(name.clone(), value.clone());
+            }
+        }
+        for (name, value) in &self.headers {
+            h.insert(name.clone(), value.clone());
+        }
+        let resp = tokio::time::timeout(self.limits.call_timeout, self.client.request(req))
+            .await
+            .map_err(|_| McpError::UpstreamTimeout(self.limits.call_timeout.as_millis()))?
+            .map_err(|e| {
+                tracing::warn!(server = self.name, error = %e, "upstream request failed");
+                McpError::UpstreamUnavailable(format!("server '{}' is not reachable", self.name))
+            })?;
+        Ok(filter_response(resp, self.limits, &self.name).await)
+    }
+}

@@ -1,0 +1,209 @@
+//! The agent endpoint: `/t/{tunnel}/{server}/mcp`.
+//!
+//! Order of checks: route, `Host`, `Origin`, credential, tunnel scope, size;
+//! then one h2 stream down a live tunnel connection, streamed both ways. The
+//! agent's `Authorization` never goes further: only allow-listed headers are
+//! forwarded, plus the verified principal.
+
+use http::{HeaderMap, HeaderName, Request, Response, StatusCode, Uri, header};
+use http_body_util::Limited;
+use hyper::body::Incoming;
+
+use super::Relay;
+use super::auth::bearer;
+use crate::body::{Body, boxed, full};
+use crate::mcp::{McpError, error_response};
+use crate::principal::{PRINCIPAL_HEADER, Principal};
+use crate::tunnel::TUNNEL_AUTHORITY;
+
+/// Request headers an agent may send down the tunnel. Everything else
+/// (cookies, `Authorization`, proxy headers) stays at the relay.
+const FORWARDED_REQUEST_HEADERS: &[&str] = &[
+    "content-type",
+    "accept",
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "mcp-method",
+    "mcp-name",
+    "last-event-id",
+    "traceparent",
+    "tracestate",
+    "baggage",
+];
+
+/// Prefix of stateless-era parameter headers, forwarded as well.
+const MCP_PARAM_PREFIX: &str = "mcp-param-";
+
+/// A parsed agent path.
+struct Route<'a> {
+    tunnel: &'a str,
+    server: &'a str,
+}
+
+fn route(path: &str) -> Option<Route<'_>> {
+    let rest = path.strip_prefix("/t/")?;
+    let mut parts = rest.split('/');
+    let tunnel = parts.next()?;
+    let server = parts.next()?;
+    if parts.next()? != "mcp" || parts.next().is_some() || tunnel.is_empty() || server.is_empty()
+    {
+        return None;
+    }
+    Some(Route { tunnel, server })
+}
+
+/// The host name (no port) the request was sent to.
+fn request_host(req: &Request<Incoming>) -> Option<String> {
+    let raw = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))?;
+    let auth: http::uri::Authority = raw.parse().ok()?;
+    Some(auth.host().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase())
+}
+
+fn forwarded_headers(from: &HeaderMap, principal: &Principal) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(from.len() + 1);
+    for (name, value) in from {
+        let n = name.as_str();
+        if FORWARDED_REQUEST_HEADERS.contains(&n) || n.starts_with(MCP_PARAM_PREFIX) {
+            out.append(name.clone(), value.clone());
+        }
+    }
+    if let Ok(v) = principal.to_header().parse() {
+        out.insert(HeaderName::from_static(PRINCIPAL_HEADER), v);
+    }
+    out
+}
+
+impl Relay {
+    /// Handles one agent request; never fails, every error is a response.
+    pub async fn handle_agent(&self, req: Request<Incoming>) -> Response<Body> {
+        match self.forward(req).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                tracing::info!(error = %e, "agent request refused");
+                error_response(&e, None)
+            }
+        }
+    }
+
+    async fn forward(&self, req: Request<Incoming>) -> Result<Response<Body>, McpError> {
+        let s = &self.settings;
+        if req.uri().path() == "/healthz" {
+            return Ok(Response::new(full("ok\n")));
+        }
+        let path = req.uri().path().to_owned();
+        let Some(Route { tunnel, server }) = route(&path) else {
+            return Err(McpError::NotFound(
+                "no MCP endpoint here; agent URLs look like /t/{tunnel}/{server}/mcp".into(),
+            ));
+        };
+        if let Some(hosts) = &s.allowed_hosts {
+            let host = request_host(&req).unwrap_or_default();
+            if !hosts.iter().any(|h| h.eq_ignore_ascii_case(&host)) {
+                return Err(McpError::Forbidden(format!("Host '{host}' is not allowed")));
+            }
+        }
+        if let Some(origin) = req.headers().get(header::ORIGIN) {
+            let origin = origin.to_str().unwrap_or("");
+            if !s.allowed_origins.iter().any(|o| o == origin) {
+                return Err(McpError::Forbidden(format!("Origin '{origin}' is not allowed")));
+            }
+        }
+        let principal = if s.insecure_no_auth {
+            Principal::anonymous()
+        } else {
+            let token = bearer(req.headers().get(header::AUTHORIZATION))
+                .ok_or(McpError::Unauthorized("missing bearer token"))?;
+            let grant = s
+                .agents
+                .verify(token)
+                .ok_or(McpError::Unauthorized("invalid API key"))?;
+            if !grant.tunnels.allows(tunnel) {
+                return Err(McpError::Forbidden(format!(
+                    "this key may not use tunnel '{tunnel}'"
+                )));
+            }
+            grant.principal.clone()
+        };
+        let too_large = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|n| n > s.max_message_bytes as u64);
+        if too_large {
+            return Err(McpError::TooLarge {
+                limit: s.max_message_bytes,
+            });
+        }
+        let mut sender = self
+            .registry
+            .pick(tunnel)
+            .ok_or_else(|| McpError::TunnelOffline(tunnel.to_owned()))?;
+
+        let path_and_query = match req.uri().query() {
+            Some(q) => format!("/{server}/mcp?{q}"),
+            None => format!("/{server}/mcp"),
+        };
+        let uri = Uri::builder()
+            .scheme("http")
+            .authority(TUNNEL_AUTHORITY)
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|_| McpError::InvalidRequest("invalid path".into()))?;
+        let (parts, body) = req.into_parts();
+        let mut down = Request::new(boxed(Limited::new(body, s.max_message_bytes)));
+        *down.method_mut() = parts.method;
+        *down.uri_mut() = uri;
+        *down.headers_mut() = forwarded_headers(&parts.headers, &principal);
+
+        let tunnel = tunnel.to_owned();
+        let resp = sender.send_request(down).await.map_err(|e| {
+            tracing::warn!(tunnel, error = %e, "tunnel stream failed");
+            McpError::UpstreamUnavailable(format!("the tunnel '{tunnel}' dropped the call"))
+        })?;
+        let (mut parts, body) = resp.into_parts();
+        // h2 forbids connection-specific headers, so there is nothing
+        // hop-by-hop to strip; the gateway chose what to expose.
+        parts.headers.remove(header::CONTENT_LENGTH);
+        if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+            return Err(McpError::UpstreamUnavailable("unexpected upgrade".into()));
+        }
+        Ok(Response::from_parts(parts, boxed(body)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        let r = route("/t/abc/crm/mcp").unwrap();
+        assert_eq!((r.tunnel, r.server), ("abc", "crm"));
+        for bad in ["/t/abc/crm", "/t//crm/mcp", "/t/abc/crm/mcp/x", "/x/abc/crm/mcp", "/t/abc//mcp"] {
+            assert!(route(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_allowlisted_headers_go_down() {
+        let mut h = HeaderMap::new();
+        h.insert("authorization", "Bearer secret".parse().unwrap());
+        h.insert("cookie", "a=b".parse().unwrap());
+        h.insert("mcp-session-id", "s1".parse().unwrap());
+        h.insert("mcp-param-region", "eu".parse().unwrap());
+        h.insert(PRINCIPAL_HEADER, "forged".parse().unwrap());
+        let out = forwarded_headers(&h, &Principal::anonymous());
+        assert!(out.get("authorization").is_none());
+        assert!(out.get("cookie").is_none());
+        assert_eq!(out.get("mcp-session-id").unwrap(), "s1");
+        assert_eq!(out.get("mcp-param-region").unwrap(), "eu");
+        let p = Principal::from_header(out.get(PRINCIPAL_HEADER).unwrap().as_bytes()).unwrap();
+        assert_eq!(p, Principal::anonymous());
+    }
+}
