@@ -1,1 +1,228 @@
-//! placeholder
+//! `portcullis bench`: the full path (agent → relay → tunnel → gateway →
+//! upstream) against the same upstream called directly, in one run, plus the
+//! relay's memory per idle tunnel. Prints a table; targets are checked by
+//! reading it, not by timing assertions in tests.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::client::McpClient;
+use crate::up::{self, UpOptions};
+
+/// Benchmark sizes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchOptions {
+    /// Sequential calls measured at concurrency 1 (after warm-up).
+    #[arg(long, default_value_t = 2000)]
+    pub calls: usize,
+    /// Calls per task at concurrency 32.
+    #[arg(long, default_value_t = 200)]
+    pub calls_per_task: usize,
+    /// Idle tunnels for the memory measurement (0 skips it).
+    #[arg(long, default_value_t = 1000)]
+    pub tunnels: usize,
+}
+
+/// Tasks in the throughput run.
+const CONCURRENCY: usize = 32;
+/// Size of the tool-call arguments.
+const ARG_BYTES: usize = 1024;
+/// Warm-up calls before measuring.
+const WARMUP: usize = 200;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(idx).copied().unwrap_or_default()
+}
+
+struct Latency {
+    p50: Duration,
+    p99: Duration,
+}
+
+async fn latency(client: &mut McpClient, calls: usize) -> anyhow::Result<Latency> {
+    let args = json!({ "query": "x".repeat(ARG_BYTES) });
+    for _ in 0..WARMUP {
+        client.call_tool("search_tickets", args.clone()).await?;
+    }
+    let mut samples = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let t = Instant::now();
+        let r = client.call_tool("search_tickets", args.clone()).await?;
+        samples.push(t.elapsed());
+        anyhow::ensure!(r.get("result").is_some(), "call failed: {r}");
+    }
+    samples.sort();
+    Ok(Latency {
+        p50: percentile(&samples, 0.5),
+        p99: percentile(&samples, 0.99),
+    })
+}
+
+async fn throughput(client: &McpClient, per_task: usize) -> anyhow::Result<f64> {
+    let args = json!({ "query": "x".repeat(ARG_BYTES) });
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..CONCURRENCY {
+        let mut c = client.clone();
+        let args = args.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..per_task {
+                let r = c.call_tool("search_tickets", args.clone()).await?;
+                anyhow::ensure!(r.get("result").is_some(), "call failed: {r}");
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok((CONCURRENCY * per_task) as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Resident set size of this process, in KiB (Linux).
+pub fn rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// Runs the benchmark and returns the printed table.
+pub async fn run(opts: BenchOptions) -> anyhow::Result<String> {
+    let running = up::start(UpOptions::default()).await?;
+    let demo = running
+        .demo_addr
+        .ok_or_else(|| anyhow::anyhow!("demo server did not start"))?;
+    let mut direct = McpClient::new(&format!("http://{demo}/mcp"), None);
+    direct.initialize().await?;
+    let url = running
+        .servers
+        .get(up::DEMO_SERVER)
+        .cloned()
+        .unwrap_or_default();
+    let mut tunneled = McpClient::new(&url, running.token.as_deref());
+    tunneled.initialize().await?;
+
+    let d1 = latency(&mut direct, opts.calls).await?;
+    let t1 = latency(&mut tunneled, opts.calls).await?;
+    let dt = throughput(&direct, opts.calls_per_task).await?;
+    let tt = throughput(&tunneled, opts.calls_per_task).await?;
+    running.stop().await;
+
+    let mut out = String::new();
+    let _ = writeln!(out, "tools/call, {ARG_BYTES} B arguments, demo upstream on loopback");
+    let _ = writeln!(out, "| path | p50 µs (c=1) | p99 µs (c=1) | calls/s (c={CONCURRENCY}) |");
+    let _ = writeln!(out, "|---|---:|---:|---:|");
+    let _ = writeln!(out, "| direct | {:.0} | {:.0} | {:.0} |", us(d1.p50), us(d1.p99), dt);
+    let _ = writeln!(out, "| relay → tunnel → gateway | {:.0} | {:.0} | {:.0} |", us(t1.p50), us(t1.p99), tt);
+    let _ = writeln!(
+        out,
+        "| added by Portcullis | {:.0} (target ≤ 150) | {:.0} | {:.2}× direct (target ≥ 0.5×) |",
+        us(t1.p50.saturating_sub(d1.p50)),
+        us(t1.p99.saturating_sub(d1.p99)),
+        tt / dt
+    );
+    if opts.tunnels > 0 {
+        let per = idle_tunnel_memory(opts.tunnels).await?;
+        let _ = writeln!(out);
+        let _ = writeln!(out, "| idle tunnels | connections each | RSS added per tunnel (relay and gateway ends together) |");
+        let _ = writeln!(out, "|---:|---:|---:|");
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.1} KiB (target for the relay alone ≤ 64 KiB) |",
+            opts.tunnels,
+            crate::limits::DEFAULT_TUNNEL_CONNECTIONS,
+            per
+        );
+    }
+    Ok(out)
+}
+
+/// Connects `n` tunnels (default connection count each) to one relay and
+/// returns the RSS growth per tunnel in KiB. Both ends live in this process,
+/// so the figure bounds the relay's share from above.
+async fn idle_tunnel_memory(n: usize) -> anyhow::Result<f64> {
+    use crate::gateway::Gateway;
+    use crate::relay::{Relay, RelaySettings};
+    use crate::relay::auth::AgentAuth;
+    use crate::secret;
+    use crate::tls::{self, GeneratedCa};
+    use crate::tunnel::acceptor::TunnelAuth;
+    use crate::tunnel::connector::PoolConfig;
+    use crate::tunnel::dial::{DialConfig, ProxyConfig, RelayTarget};
+    use tokio_util::sync::CancellationToken;
+
+    let ca = GeneratedCa::new("bench CA")?;
+    let relay_id = ca.issue(&["localhost"])?;
+    let ids: Vec<(String, String)> = (0..n)
+        .map(|_| (secret::random_id(), secret::generate(secret::TUNNEL_TOKEN_PREFIX)))
+        .collect();
+    let relay = Relay::new(RelaySettings::new(
+        AgentAuth::default(),
+        TunnelAuth::new(ids.iter().map(|(id, t)| (id.clone(), secret::digest(t)))),
+    ));
+    let shutdown = CancellationToken::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let server_tls = tls::server_config(&relay_id, None, &[b"http/1.1"])?;
+    let client_tls = tls::client_config(Some(&[ca.cert()]), None, &[b"http/1.1"])?;
+    tokio::spawn(relay.clone().serve_tunnels(listener, server_tls, shutdown.clone()));
+    let gateway = Gateway::new(Default::default(), crate::config::gateway::default_limits());
+    // Let allocator arenas settle before the baseline.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = rss_kib().unwrap_or(0);
+    let conns = crate::limits::DEFAULT_TUNNEL_CONNECTIONS;
+    let mut handles = Vec::new();
+    for (id, token) in &ids {
+        let (_status, h) = gateway.connect(
+            DialConfig {
+                tunnel_id: id.clone(),
+                token: token.clone(),
+                tls: client_tls.clone(),
+                proxy: ProxyConfig::default(),
+            },
+            PoolConfig {
+                relays: vec![RelayTarget {
+                    addr: addr.to_string(),
+                    server_name: "localhost".into(),
+                }],
+                connections: conns,
+                max_streams: crate::limits::MAX_STREAMS_PER_CONNECTION,
+                drain_grace: Duration::from_secs(1),
+            },
+            shutdown.clone(),
+        );
+        handles.push(h);
+    }
+    let registry = Arc::clone(relay.registry());
+    tokio::time::timeout(Duration::from_secs(120), async {
+        for (id, _) in &ids {
+            registry.wait_for(id, conns).await;
+        }
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("tunnels did not all connect within 120 s"))?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_kib().unwrap_or(0);
+    shutdown.cancel();
+    for h in handles {
+        let _ = h.await;
+    }
+    Ok(after.saturating_sub(before) as f64 / n as f64)
+}
+

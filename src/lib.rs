@@ -20,6 +20,7 @@
 //! - [`demo`]: the built-in demo MCP server used by `portcullis up`.
 //! - [`config`]: relay and gateway TOML files: raw serde types, validated.
 //! - [`up`]: the embedded default: relay, gateway and demo in one process.
+//! - [`client`]: a minimal Streamable HTTP client for the benchmark and tests.
 //! - [`bench`]: the end-to-end benchmark behind `portcullis bench`.
 
 #![deny(
@@ -32,6 +33,7 @@
 
 pub mod bench;
 pub mod body;
+pub mod client;
 pub mod config;
 pub mod demo;
 pub mod gateway;

@@ -1,1 +1,227 @@
-fn main() {}
+//! The `portcullis` command line: parse, load config, run.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use portcullis::config::gateway::{GatewayConfig, UpstreamSpec};
+use portcullis::config::relay::RelayConfig;
+use portcullis::{bench, secret, up};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "portcullis", version, about = "Hosted AI agents reach private MCP servers through an outbound-only tunnel")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Relay, gateway and a demo MCP server in one process, ready to call.
+    Up {
+        /// Agent listener address.
+        #[arg(long, default_value = "127.0.0.1:8640")]
+        listen: SocketAddr,
+        /// Print the agent URLs and token as one JSON line once ready.
+        #[arg(long)]
+        json: bool,
+        /// Also tunnel NAME=http://host:port/mcp or NAME=stdio:COMMAND ARGS… (repeatable).
+        #[arg(long = "server", value_name = "NAME=SPEC")]
+        servers: Vec<String>,
+        /// Do not start the demo server.
+        #[arg(long)]
+        no_demo: bool,
+        /// Accept agents without a key. Loopback listeners only; for test tools that cannot send headers.
+        #[arg(long)]
+        insecure_no_auth: bool,
+        /// Tunnel connections to keep.
+        #[arg(long, default_value_t = portcullis::limits::DEFAULT_TUNNEL_CONNECTIONS)]
+        connections: usize,
+    },
+    /// Run a relay (public side) from a TOML config.
+    Relay {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run a gateway (private side) from a TOML config.
+    Gateway {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Generate an agent key or tunnel token and print its SHA-256 for the relay config.
+    Keygen {
+        /// `agent` or `tunnel`.
+        #[arg(default_value = "agent")]
+        kind: String,
+    },
+    /// Measure the tunnel against a direct call and print a table.
+    Bench(bench::BenchOptions),
+}
+
+fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut term = match signal(SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    t.cancel();
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down: draining in-flight calls");
+        t.cancel();
+    });
+    token
+}
+
+fn parse_server(s: &str) -> Result<(String, UpstreamSpec)> {
+    let (name, spec) = s
+        .split_once('=')
+        .with_context(|| format!("--server '{s}': expected NAME=SPEC"))?;
+    let spec = UpstreamSpec::parse(spec).map_err(|e| anyhow::anyhow!("--server {name}: {e}"))?;
+    Ok((name.to_owned(), spec))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Up {
+            listen,
+            json,
+            servers,
+            no_demo,
+            insecure_no_auth,
+            connections,
+        } => {
+            let servers = servers.iter().map(|s| parse_server(s)).collect::<Result<Vec<_>>>()?;
+            let opts = up::UpOptions {
+                agent_listen: listen,
+                servers,
+                demo: !no_demo,
+                insecure_no_auth,
+                connections,
+            };
+            let running = up::start(opts).await?;
+            if insecure_no_auth {
+                eprintln!("WARNING: --insecure-no-auth: ANY local process can call these servers without a key.");
+            }
+            let url = running
+                .servers
+                .get(up::DEMO_SERVER)
+                .or_else(|| running.servers.values().next())
+                .cloned()
+                .unwrap_or_default();
+            if json {
+                let line = serde_json::json!({
+                    "url": url,
+                    "token": running.token,
+                    "servers": running.servers,
+                    "tunnel": running.tunnel_id,
+                    "insecure_no_auth": insecure_no_auth,
+                });
+                println!("{line}");
+            } else {
+                print_banner(&running, &url);
+            }
+            let signal = shutdown_on_signal();
+            signal.cancelled().await;
+            running.stop().await;
+            Ok(())
+        }
+        Command::Relay { config } => {
+            let cfg = RelayConfig::load(&config)?;
+            cfg.run(shutdown_on_signal()).await?;
+            Ok(())
+        }
+        Command::Gateway { config } => {
+            let cfg = GatewayConfig::load(&config)?;
+            let shutdown = shutdown_on_signal();
+            let (_status, task) = cfg.gateway.connect(cfg.dial, cfg.pool, shutdown);
+            task.await?;
+            Ok(())
+        }
+        Command::Keygen { kind } => {
+            let prefix = match kind.as_str() {
+                "agent" => secret::AGENT_KEY_PREFIX,
+                "tunnel" => secret::TUNNEL_TOKEN_PREFIX,
+                other => bail!("unknown kind '{other}': use agent or tunnel"),
+            };
+            let s = secret::generate(prefix);
+            println!("secret: {s}");
+            println!("sha256: {}", secret::digest_hex(&s));
+            if kind == "tunnel" {
+                println!("tunnel id: {}", secret::random_id());
+            }
+            Ok(())
+        }
+        Command::Bench(opts) => {
+            let report = bench::run(opts).await?;
+            println!("{report}");
+            Ok(())
+        }
+    }
+}
+
+fn print_banner(running: &up::Running, url: &str) {
+    let auth = running
+        .token
+        .as_deref()
+        .map(|t| format!("Authorization: Bearer {t}"));
+    println!("Portcullis is up: relay, gateway and tunnel ({} connections).\n", running.pool.connected());
+    for (name, u) in &running.servers {
+        println!("  server {name:<10} {u}");
+    }
+    if let Some(t) = &running.token {
+        println!("\n  agent token      {t}");
+    }
+    let header_flag = auth
+        .as_deref()
+        .map(|a| format!(" --header \"{a}\""))
+        .unwrap_or_default();
+    println!("\nCall a tool with the MCP Inspector CLI (Node 22+):\n");
+    println!(
+        "  npx -y @modelcontextprotocol/inspector --cli {url} --transport http{header_flag} \\\n    --method tools/call --tool-name lookup_customer --tool-arg customer_id=C-1001"
+    );
+    let headers = running
+        .token
+        .as_deref()
+        .map(|t| format!("headers={{\"Authorization\": \"Bearer {t}\"}}"))
+        .unwrap_or_else(|| "headers={}".into());
+    println!("\nOr with the Python SDK (pip install mcp):\n");
+    println!(
+        r#"  python3 - <<'PY'
+import asyncio
+from mcp import ClientSession
+from mcp.client.streamable_http import streamablehttp_client
+async def main():
+    async with streamablehttp_client("{url}", {headers}) as (r, w, _):
+        async with ClientSession(r, w) as s:
+            await s.initialize()
+            print(await s.call_tool("lookup_customer", {{"customer_id": "C-1001"}}))
+asyncio.run(main())
+PY"#
+    );
+    println!("\nCtrl-C stops.");
+}

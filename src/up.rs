@@ -1,1 +1,205 @@
-//! placeholder
+//! `portcullis up`: a relay, a gateway and the demo MCP server in one
+//! process, with certificates generated in memory, ready to call.
+//!
+//! Like `ngrok http 3000`, it also tunnels the user's own servers
+//! (`--server NAME=URL` or `--server NAME=stdio:COMMAND`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::gateway::{UpstreamSpec, default_limits};
+use crate::demo::DemoServer;
+use crate::gateway::Gateway;
+use crate::limits;
+use crate::principal::Principal;
+use crate::relay::auth::{AgentAuth, AgentGrant, TunnelScope};
+use crate::relay::{Relay, RelaySettings, loopback_hosts};
+use crate::secret;
+use crate::tls::{self, GeneratedCa};
+use crate::tunnel::acceptor::TunnelAuth;
+use crate::tunnel::connector::{PoolConfig, PoolStatus};
+use crate::tunnel::dial::{DialConfig, ProxyConfig, RelayTarget};
+
+/// Name of the demo server in agent URLs.
+pub const DEMO_SERVER: &str = "demo";
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    /// Agent listener address.
+    pub agent_listen: SocketAddr,
+    /// Servers to tunnel besides (or instead of) the demo.
+    pub servers: Vec<(String, UpstreamSpec)>,
+    /// Start and tunnel the demo server.
+    pub demo: bool,
+    /// Skip agent authentication (loopback listener only).
+    pub insecure_no_auth: bool,
+    /// Tunnel connections.
+    pub connections: usize,
+}
+
+impl Default for UpOptions {
+    fn default() -> Self {
+        UpOptions {
+            agent_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            servers: Vec::new(),
+            demo: true,
+            insecure_no_auth: false,
+            connections: limits::DEFAULT_TUNNEL_CONNECTIONS,
+        }
+    }
+}
+
+/// Why `up` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum UpError {
+    #[error("--insecure-no-auth only works on a loopback agent listener, not {0}")]
+    InsecureNotLoopback(SocketAddr),
+    #[error("server name '{0}' is invalid or used twice")]
+    BadServerName(String),
+    #[error("nothing to tunnel: give --server or drop --no-demo")]
+    NoServers,
+    #[error("cannot listen: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+}
+
+/// A running stack.
+pub struct Running {
+    pub tunnel_id: String,
+    /// The demo agent key (absent under `--insecure-no-auth`).
+    pub token: Option<String>,
+    /// Agent listener address.
+    pub agent_addr: SocketAddr,
+    /// Agent URL per server name.
+    pub servers: BTreeMap<String, String>,
+    /// Address of the relay's tunnel listener.
+    pub tunnel_addr: SocketAddr,
+    /// Address of the demo server, when started.
+    pub demo_addr: Option<SocketAddr>,
+    pub relay: Arc<Relay>,
+    pub gateway: Arc<Gateway>,
+    pub pool: PoolStatus,
+    pub shutdown: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Cancels everything and waits for the drain.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Starts relay, gateway and demo; returns once the tunnel is connected.
+pub async fn start(opts: UpOptions) -> Result<Running, UpError> {
+    if opts.insecure_no_auth && !opts.agent_listen.ip().is_loopback() {
+        return Err(UpError::InsecureNotLoopback(opts.agent_listen));
+    }
+    let shutdown = CancellationToken::new();
+    let mut tasks = Vec::new();
+    let out_limits = default_limits();
+
+    let mut upstreams = HashMap::new();
+    let mut demo_addr = None;
+    if opts.demo {
+        let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let addr = listener.local_addr()?;
+        demo_addr = Some(addr);
+        tasks.push(tokio::spawn(DemoServer::new().serve(listener, shutdown.clone())));
+        let spec = UpstreamSpec::parse(&format!("http://{addr}/mcp")).map_err(|_| UpError::NoServers)?;
+        upstreams.insert(DEMO_SERVER.to_owned(), spec.build(DEMO_SERVER, out_limits)?);
+    }
+    for (name, spec) in &opts.servers {
+        if !crate::config::valid_name(name) || upstreams.contains_key(name) {
+            return Err(UpError::BadServerName(name.clone()));
+        }
+        upstreams.insert(name.clone(), spec.build(name, out_limits)?);
+    }
+    if upstreams.is_empty() {
+        return Err(UpError::NoServers);
+    }
+    let names: Vec<String> = upstreams.keys().cloned().collect();
+
+    let ca = GeneratedCa::new("portcullis up CA")?;
+    let relay_id = ca.issue(&["localhost", "127.0.0.1"])?;
+    let tunnel_id = secret::random_id();
+    let tunnel_token = secret::generate(secret::TUNNEL_TOKEN_PREFIX);
+    let agent_key = secret::generate(secret::AGENT_KEY_PREFIX);
+
+    let agents = AgentAuth::new([(
+        secret::digest(&agent_key),
+        AgentGrant {
+            principal: Principal {
+                subject: "demo-agent".into(),
+                groups: vec!["support".into()],
+            },
+            tunnels: TunnelScope::Only(vec![tunnel_id.clone()]),
+        },
+    )]);
+    let mut settings = RelaySettings::new(
+        agents,
+        TunnelAuth::new([(tunnel_id.clone(), secret::digest(&tunnel_token))]),
+    );
+    settings.insecure_no_auth = opts.insecure_no_auth;
+    if opts.agent_listen.ip().is_loopback() {
+        settings.allowed_hosts = Some(loopback_hosts());
+    }
+    let relay = Relay::new(settings);
+    let tunnel_listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let tunnel_addr = tunnel_listener.local_addr()?;
+    let agent_listener = TcpListener::bind(opts.agent_listen).await?;
+    let agent_addr = agent_listener.local_addr()?;
+    let server_tls = tls::server_config(&relay_id, None, &[b"http/1.1"])?;
+    tasks.push(tokio::spawn(relay.clone().serve_tunnels(
+        tunnel_listener,
+        server_tls,
+        shutdown.clone(),
+    )));
+    tasks.push(tokio::spawn(relay.clone().serve_agents(agent_listener, None, shutdown.clone())));
+
+    let gateway = Gateway::new(upstreams, out_limits);
+    let dial = DialConfig {
+        tunnel_id: tunnel_id.clone(),
+        token: tunnel_token,
+        tls: tls::client_config(Some(&[ca.cert()]), None, &[b"http/1.1"])?,
+        proxy: ProxyConfig::default(),
+    };
+    let pool = PoolConfig {
+        relays: vec![RelayTarget::new(&tunnel_addr.to_string())],
+        connections: opts.connections.max(1),
+        max_streams: limits::MAX_STREAMS_PER_CONNECTION,
+        drain_grace: limits::DRAIN_GRACE,
+    };
+    let (mut status, pool_task) = gateway.connect(dial, pool, shutdown.clone());
+    tasks.push(pool_task);
+    status.wait_connected(opts.connections.max(1)).await;
+    relay.registry().wait_for(&tunnel_id, opts.connections.max(1)).await;
+
+    let base = format!("http://{agent_addr}/t/{tunnel_id}");
+    let servers = names
+        .iter()
+        .map(|n| (n.clone(), format!("{base}/{n}/mcp")))
+        .collect();
+    Ok(Running {
+        tunnel_id,
+        token: (!opts.insecure_no_auth).then_some(agent_key),
+        agent_addr,
+        servers,
+        tunnel_addr,
+        demo_addr,
+        relay,
+        gateway,
+        pool: status,
+        shutdown,
+        tasks,
+    })
+}

@@ -1,0 +1,273 @@
+//! `gateway.toml`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Uri};
+use serde::Deserialize;
+
+use super::{ConfigError, SecretSource, read_toml, relative_to, valid_name};
+use crate::gateway::http::HttpUpstream;
+use crate::gateway::outbound::OutboundLimits;
+use crate::gateway::stdio::{StdioCommand, StdioUpstream};
+use crate::gateway::{Gateway, Upstream};
+use crate::limits;
+use crate::tls::{self, Identity};
+use crate::tunnel::connector::PoolConfig;
+use crate::tunnel::dial::{DialConfig, ProxyConfig, RelayTarget};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGateway {
+    tunnel: RawTunnel,
+    #[serde(default)]
+    limits: RawLimits,
+    servers: BTreeMap<String, RawServer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTunnel {
+    id: String,
+    token: SecretSource,
+    /// `host:port` of each relay's tunnel listener.
+    relays: Vec<String>,
+    /// Name to verify the relay certificate against, when it differs from
+    /// the host in `relays`.
+    server_name: Option<String>,
+    /// CA to verify the relay with; the system roots when absent.
+    ca: Option<PathBuf>,
+    client_cert: Option<PathBuf>,
+    client_key: Option<PathBuf>,
+    connections: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_message_bytes: Option<usize>,
+    max_json_depth: Option<usize>,
+    max_streams_per_connection: Option<u32>,
+    call_timeout_secs: Option<u64>,
+    drain_grace_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    /// Streamable HTTP endpoint.
+    url: Option<String>,
+    /// Static headers sent to the upstream.
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    /// Bearer token for the upstream, from env or file.
+    bearer_token: Option<SecretSource>,
+    /// CA for an https upstream; the system roots when absent.
+    ca: Option<PathBuf>,
+    /// Stdio command: program and arguments.
+    command: Option<Vec<String>>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    cwd: Option<PathBuf>,
+}
+
+/// A validated gateway config.
+pub struct GatewayConfig {
+    pub gateway: Arc<Gateway>,
+    pub dial: DialConfig,
+    pub pool: PoolConfig,
+}
+
+/// How one server is reached, as given on a command line or in a file.
+#[derive(Debug, Clone)]
+pub enum UpstreamSpec {
+    Http {
+        url: Uri,
+        headers: Vec<(HeaderName, HeaderValue)>,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    },
+    Stdio(StdioCommand),
+}
+
+impl UpstreamSpec {
+    /// Parses `http://…`/`https://…` or `stdio:COMMAND ARGS…` (arguments split
+    /// on whitespace).
+    pub fn parse(spec: &str) -> Result<UpstreamSpec, String> {
+        if let Some(cmd) = spec.strip_prefix("stdio:") {
+            let mut parts = cmd.split_whitespace().map(str::to_owned);
+            let program = parts.next().ok_or("stdio: needs a command")?;
+            return Ok(UpstreamSpec::Stdio(StdioCommand {
+                program,
+                args: parts.collect(),
+                env: Vec::new(),
+                cwd: None,
+            }));
+        }
+        let url: Uri = spec.parse().map_err(|_| format!("'{spec}' is not a URL"))?;
+        match url.scheme_str() {
+            Some("http") | Some("https") if url.authority().is_some() => Ok(UpstreamSpec::Http {
+                url,
+                headers: Vec::new(),
+                tls: None,
+            }),
+            _ => Err(format!("'{spec}' must be an http(s):// URL or stdio:COMMAND")),
+        }
+    }
+
+    /// Builds the upstream.
+    pub fn build(&self, name: &str, limits: OutboundLimits) -> Result<Upstream, crate::tls::TlsError> {
+        Ok(match self {
+            UpstreamSpec::Http { url, headers, tls } => {
+                let tls = match tls {
+                    Some(t) => t.clone(),
+                    None => tls::client_config(None, None, &[b"h2", b"http/1.1"]).or_else(|_| {
+                        // No system roots (minimal containers): plain-http
+                        // upstreams still work; https ones fail to verify.
+                        tls::client_config(Some(&[]), None, &[b"h2", b"http/1.1"])
+                    })?,
+                };
+                Upstream::Http(HttpUpstream::new(name, url.clone(), headers.clone(), tls, limits))
+            }
+            UpstreamSpec::Stdio(cmd) => Upstream::Stdio(StdioUpstream::new(name, cmd.clone(), limits)),
+        })
+    }
+}
+
+/// Limits with their documented defaults.
+pub fn default_limits() -> OutboundLimits {
+    OutboundLimits {
+        max_message_bytes: limits::MAX_MESSAGE_BYTES,
+        max_depth: limits::MAX_JSON_DEPTH,
+        call_timeout: limits::UPSTREAM_CALL_TIMEOUT,
+    }
+}
+
+impl GatewayConfig {
+    /// Loads and validates `path`.
+    pub fn load(path: &Path) -> Result<GatewayConfig, ConfigError> {
+        let raw: RawGateway = read_toml(path)?;
+        let invalid = |field: &str, message: String| ConfigError::Invalid {
+            path: path.display().to_string(),
+            field: field.to_owned(),
+            message,
+        };
+        let t = &raw.tunnel;
+        if !valid_name(&t.id) {
+            return Err(invalid("tunnel.id", "use 1-64 of A-Z a-z 0-9 _ -".into()));
+        }
+        let token = t.token.read(path, "tunnel.token")?;
+        if t.relays.is_empty() {
+            return Err(invalid("tunnel.relays", "name at least one relay host:port".into()));
+        }
+        let relays = t
+            .relays
+            .iter()
+            .map(|r| {
+                let mut target = RelayTarget::new(r);
+                if let Some(n) = &t.server_name {
+                    target.server_name = n.clone();
+                }
+                target
+            })
+            .collect();
+        let ca = t
+            .ca
+            .as_ref()
+            .map(|p| tls::load_certs(&relative_to(path, p)))
+            .transpose()?;
+        let identity = match (&t.client_cert, &t.client_key) {
+            (Some(c), Some(k)) => Some(Identity::from_pem_files(&relative_to(path, c), &relative_to(path, k))?),
+            (None, None) => None,
+            _ => return Err(invalid("tunnel", "give both client_cert and client_key, or neither".into())),
+        };
+        let tls = tls::client_config(ca.as_deref(), identity.as_ref(), &[b"http/1.1"])?;
+        let proxy = ProxyConfig::from_env().map_err(|e| invalid("HTTPS_PROXY", e.to_string()))?;
+        let connections = t.connections.unwrap_or(limits::DEFAULT_TUNNEL_CONNECTIONS);
+        if connections == 0 || connections > 64 {
+            return Err(invalid("tunnel.connections", "must be 1-64".into()));
+        }
+        let mut out_limits = default_limits();
+        let l = &raw.limits;
+        if let Some(n) = l.max_message_bytes {
+            out_limits.max_message_bytes = n;
+        }
+        if let Some(n) = l.max_json_depth {
+            out_limits.max_depth = n;
+        }
+        if let Some(s) = l.call_timeout_secs {
+            out_limits.call_timeout = Duration::from_secs(s);
+        }
+        let mut upstreams = HashMap::new();
+        for (name, s) in &raw.servers {
+            let field = format!("servers.{name}");
+            if !valid_name(name) {
+                return Err(invalid(&field, "server names use 1-64 of A-Z a-z 0-9 _ -".into()));
+            }
+            let spec = match (&s.url, &s.command) {
+                (Some(url), None) => {
+                    let UpstreamSpec::Http { url, .. } =
+                        UpstreamSpec::parse(url).map_err(|m| invalid(&format!("{field}.url"), m))?
+                    else {
+                        return Err(invalid(&format!("{field}.url"), "not an http(s) URL".into()));
+                    };
+                    let mut headers = Vec::new();
+                    for (k, v) in &s.headers {
+                        let name = HeaderName::try_from(k.as_str())
+                            .map_err(|_| invalid(&format!("{field}.headers"), format!("bad header name '{k}'")))?;
+                        let value = HeaderValue::try_from(v.as_str())
+                            .map_err(|_| invalid(&format!("{field}.headers"), format!("bad value for '{k}'")))?;
+                        headers.push((name, value));
+                    }
+                    if let Some(src) = &s.bearer_token {
+                        let token = src.read(path, &format!("{field}.bearer_token"))?;
+                        let mut v = HeaderValue::try_from(format!("Bearer {token}"))
+                            .map_err(|_| invalid(&format!("{field}.bearer_token"), "not a valid header value".into()))?;
+                        v.set_sensitive(true);
+                        headers.push((http::header::AUTHORIZATION, v));
+                    }
+                    let tls = match &s.ca {
+                        Some(p) => {
+                            let cas = tls::load_certs(&relative_to(path, p))?;
+                            Some(tls::client_config(Some(&cas), None, &[b"h2", b"http/1.1"])?)
+                        }
+                        None => None,
+                    };
+                    UpstreamSpec::Http { url, headers, tls }
+                }
+                (None, Some(cmd)) => {
+                    let (program, args) = cmd
+                        .split_first()
+                        .ok_or_else(|| invalid(&format!("{field}.command"), "must not be empty".into()))?;
+                    UpstreamSpec::Stdio(StdioCommand {
+                        program: program.clone(),
+                        args: args.to_vec(),
+                        env: s.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                        cwd: s.cwd.as_ref().map(|c| relative_to(path, c)),
+                    })
+                }
+                _ => return Err(invalid(&field, "give exactly one of url or command".into())),
+            };
+            upstreams.insert(name.clone(), spec.build(name, out_limits)?);
+        }
+        if upstreams.is_empty() {
+            return Err(invalid("servers", "configure at least one server".into()));
+        }
+        Ok(GatewayConfig {
+            gateway: Gateway::new(upstreams, out_limits),
+            dial: DialConfig {
+                tunnel_id: t.id.clone(),
+                token,
+                tls,
+                proxy,
+            },
+            pool: PoolConfig {
+                relays,
+                connections,
+                max_streams: l.max_streams_per_connection.unwrap_or(limits::MAX_STREAMS_PER_CONNECTION),
+                drain_grace: l.drain_grace_secs.map_or(limits::DRAIN_GRACE, Duration::from_secs),
+            },
+        })
+    }
+}
