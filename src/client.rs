@@ -66,13 +66,14 @@ impl McpClient {
         }
     }
 
-    /// Sends raw bytes with the usual headers plus `extra`.
-    pub async fn send(
+    /// Sends raw bytes with the usual headers plus `extra`; returns the
+    /// response with its body still streaming.
+    pub async fn send_streaming(
         &self,
         method: Method,
         body: Bytes,
         extra: &[(&str, &str)],
-    ) -> Result<Reply, ClientError> {
+    ) -> Result<http::Response<hyper::body::Incoming>, ClientError> {
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = method;
         *req.uri_mut() = self.url.parse().map_err(|e| ClientError::Http(format!("{e}")))?;
@@ -98,11 +99,20 @@ impl McpClient {
             let value = HeaderValue::try_from(*v).map_err(|e| ClientError::Http(e.to_string()))?;
             h.insert(name, value);
         }
-        let resp = self
-            .http
+        self.http
             .request(req)
             .await
-            .map_err(|e| ClientError::Http(e.to_string()))?;
+            .map_err(|e| ClientError::Http(e.to_string()))
+    }
+
+    /// Sends raw bytes with the usual headers plus `extra`.
+    pub async fn send(
+        &self,
+        method: Method,
+        body: Bytes,
+        extra: &[(&str, &str)],
+    ) -> Result<Reply, ClientError> {
+        let resp = self.send_streaming(method, body, extra).await?;
         let (parts, body) = resp.into_parts();
         let body = body
             .collect()
@@ -141,12 +151,17 @@ impl McpClient {
         })
     }
 
-    /// Sends a request and returns the reply.
-    pub async fn request(&mut self, method: &str, params: Value) -> Result<Reply, ClientError> {
+    /// A request body with the next id.
+    pub fn request_body(&mut self, method: &str, params: Value) -> Bytes {
         let id = self.next_id;
         self.next_id += 1;
-        let body = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
-        self.send(Method::POST, Bytes::from(body.to_string()), &[]).await
+        Bytes::from(json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params }).to_string())
+    }
+
+    /// Sends a request and returns the reply.
+    pub async fn request(&mut self, method: &str, params: Value) -> Result<Reply, ClientError> {
+        let body = self.request_body(method, params);
+        self.send(Method::POST, body, &[]).await
     }
 
     /// Initializes a session (and sends `notifications/initialized`).

@@ -122,10 +122,10 @@ impl UpstreamSpec {
             UpstreamSpec::Http { url, headers, tls } => {
                 let tls = match tls {
                     Some(t) => t.clone(),
-                    None => tls::client_config(None, None, &[b"h2", b"http/1.1"]).or_else(|_| {
+                    None => tls::client_config(None, None, &[]).or_else(|_| {
                         // No system roots (minimal containers): plain-http
                         // upstreams still work; https ones fail to verify.
-                        tls::client_config(Some(&[]), None, &[b"h2", b"http/1.1"])
+                        tls::client_config(Some(&[]), None, &[])
                     })?,
                 };
                 Upstream::Http(HttpUpstream::new(name, url.clone(), headers.clone(), tls, limits))
@@ -230,7 +230,7 @@ impl GatewayConfig {
                     let tls = match &s.ca {
                         Some(p) => {
                             let cas = tls::load_certs(&relative_to(path, p))?;
-                            Some(tls::client_config(Some(&cas), None, &[b"h2", b"http/1.1"])?)
+                            Some(tls::client_config(Some(&cas), None, &[])?)
                         }
                         None => None,
                     };

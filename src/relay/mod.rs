@@ -107,9 +107,10 @@ impl Relay {
             let acceptor = acceptor.clone();
             let auth = auth.clone();
             let registry = self.registry.clone();
+            let shutdown = shutdown.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(limits::HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => serve_tunnel_connection(tls, auth, registry).await,
+                    Ok(Ok(tls)) => serve_tunnel_connection(tls, auth, registry, shutdown).await,
                     Ok(Err(e)) => tracing::warn!(%peer, error = %e, "tunnel TLS handshake failed"),
                     Err(_) => tracing::warn!(%peer, "tunnel TLS handshake timed out"),
                 }

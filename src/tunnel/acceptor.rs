@@ -10,6 +10,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
 
 use super::registry::Registry;
 use super::{TUNNEL_HEADER, UPGRADE_PATH, UPGRADE_PROTOCOL};
@@ -90,13 +91,21 @@ fn check_upgrade(req: &Request<Incoming>, auth: &TunnelAuth) -> Result<String, R
 
 /// Serves one TLS connection from a gateway: the upgrade handshake, then the
 /// tunnel until it closes.
-pub async fn serve_tunnel_connection<IO>(io: IO, auth: Arc<TunnelAuth>, registry: Arc<Registry>)
-where
+///
+/// When `shutdown` is cancelled the tunnel connections close, so gateways
+/// reconnect to another relay (or this one, restarted).
+pub async fn serve_tunnel_connection<IO>(
+    io: IO,
+    auth: Arc<TunnelAuth>,
+    registry: Arc<Registry>,
+    shutdown: CancellationToken,
+) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let svc = service_fn(move |mut req: Request<Incoming>| {
         let auth = auth.clone();
         let registry = registry.clone();
+        let shutdown = shutdown.clone();
         async move {
             let tunnel = match check_upgrade(&req, &auth) {
                 Ok(t) => t,
@@ -130,10 +139,14 @@ where
                 };
                 let id = registry.add(&tunnel, sender);
                 tracing::info!(tunnel, conn = id, "tunnel connection up");
-                if let Err(e) = conn.await {
-                    tracing::info!(tunnel, conn = id, error = %e, "tunnel connection ended");
-                } else {
-                    tracing::info!(tunnel, conn = id, "tunnel connection closed");
+                tokio::select! {
+                    r = conn => match r {
+                        Err(e) => tracing::info!(tunnel, conn = id, error = %e, "tunnel connection ended"),
+                        Ok(()) => tracing::info!(tunnel, conn = id, "tunnel connection closed"),
+                    },
+                    () = shutdown.cancelled() => {
+                        tracing::info!(tunnel, conn = id, "relay shutting down; tunnel connection closed");
+                    }
                 }
                 registry.remove(&tunnel, id);
             });

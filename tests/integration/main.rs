@@ -1,0 +1,6 @@
+//! Integration tests: real TLS, real tunnels, real MCP peers, all on loopback.
+
+mod forwarding;
+mod peers;
+mod support;
+mod tunnel;

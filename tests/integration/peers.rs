@@ -1,0 +1,1 @@
+//! Real MCP peers (installed by `.ci/install-peers`).

@@ -1,0 +1,254 @@
+//! Shared fixtures: in-process stacks, a header-recording upstream, a CONNECT
+//! proxy, and the real peers installed by `.ci/install-peers`.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use portcullis::gateway::{Gateway, Upstream};
+use portcullis::principal::Principal;
+use portcullis::relay::auth::{AgentAuth, AgentGrant, TunnelScope};
+use portcullis::relay::{Relay, RelaySettings, loopback_hosts};
+use portcullis::secret;
+use portcullis::tls::{self, GeneratedCa};
+use portcullis::tunnel::acceptor::TunnelAuth;
+use portcullis::tunnel::connector::{PoolConfig, PoolStatus};
+use portcullis::tunnel::dial::{DialConfig, ProxyConfig, RelayTarget};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+/// Upper bound for any single wait in a test.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// Awaits `f` or fails the test after [`WAIT`].
+pub async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
+    tokio::time::timeout(WAIT, f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// One tunnel's credentials.
+pub struct TunnelCred {
+    pub id: String,
+    pub token: String,
+}
+
+impl TunnelCred {
+    pub fn new() -> TunnelCred {
+        TunnelCred {
+            id: secret::random_id(),
+            token: secret::generate(secret::TUNNEL_TOKEN_PREFIX),
+        }
+    }
+}
+
+/// A relay running in this process.
+pub struct TestRelay {
+    pub relay: Arc<Relay>,
+    pub tunnel_addr: SocketAddr,
+    pub agent_addr: SocketAddr,
+    pub ca: Arc<GeneratedCa>,
+    pub shutdown: CancellationToken,
+}
+
+/// Starts a relay for `tunnels`; `agents` are (key, tunnels it may use).
+pub async fn start_relay(
+    ca: Arc<GeneratedCa>,
+    tunnels: &[&TunnelCred],
+    agents: &[(&str, Vec<String>)],
+    tunnel_addr: Option<SocketAddr>,
+    client_ca: Option<&[rustls::pki_types::CertificateDer<'static>]>,
+) -> TestRelay {
+    let grants = agents.iter().map(|(key, ts)| {
+        (
+            secret::digest(key),
+            AgentGrant {
+                principal: Principal {
+                    subject: format!("agent-{}", &key[..8]),
+                    groups: vec!["support".into()],
+                },
+                tunnels: TunnelScope::Only(ts.clone()),
+            },
+        )
+    });
+    let mut settings = RelaySettings::new(
+        AgentAuth::new(grants),
+        TunnelAuth::new(tunnels.iter().map(|t| (t.id.clone(), secret::digest(&t.token)))),
+    );
+    settings.allowed_hosts = Some(loopback_hosts());
+    settings.allowed_origins = vec!["https://agent.example.com".into()];
+    let relay = Relay::new(settings);
+    let shutdown = CancellationToken::new();
+    let tl = TcpListener::bind(tunnel_addr.unwrap_or_else(|| "127.0.0.1:0".parse().unwrap()))
+        .await
+        .unwrap();
+    let al = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let id = ca.issue(&["localhost", "127.0.0.1"]).unwrap();
+    let server_tls = tls::server_config(&id, client_ca, &[b"http/1.1"]).unwrap();
+    let tunnel_addr = tl.local_addr().unwrap();
+    let agent_addr = al.local_addr().unwrap();
+    tokio::spawn(relay.clone().serve_tunnels(tl, server_tls, shutdown.clone()));
+    tokio::spawn(relay.clone().serve_agents(al, None, shutdown.clone()));
+    TestRelay {
+        relay,
+        tunnel_addr,
+        agent_addr,
+        ca,
+        shutdown,
+    }
+}
+
+impl TestRelay {
+    pub fn url(&self, tunnel: &str, server: &str) -> String {
+        format!("http://{}/t/{tunnel}/{server}/mcp", self.agent_addr)
+    }
+}
+
+/// Starts a gateway for `cred` with `upstreams` against `relay_addr`.
+pub fn start_gateway(
+    ca: &GeneratedCa,
+    cred: &TunnelCred,
+    relay_addr: SocketAddr,
+    upstreams: HashMap<String, Upstream>,
+    connections: usize,
+    proxy: ProxyConfig,
+    identity: Option<&tls::Identity>,
+) -> (Arc<Gateway>, PoolStatus, CancellationToken, tokio::task::JoinHandle<()>) {
+    let gateway = Gateway::new(upstreams, portcullis::config::gateway::default_limits());
+    let shutdown = CancellationToken::new();
+    let (status, task) = gateway.connect(
+        DialConfig {
+            tunnel_id: cred.id.clone(),
+            token: cred.token.clone(),
+            tls: tls::client_config(Some(&[ca.cert()]), identity, &[b"http/1.1"]).unwrap(),
+            proxy,
+        },
+        PoolConfig {
+            relays: vec![RelayTarget {
+                addr: relay_addr.to_string(),
+                server_name: "localhost".into(),
+            }],
+            connections,
+            max_streams: 64,
+            drain_grace: Duration::from_secs(10),
+        },
+        shutdown.clone(),
+    );
+    (gateway, status, shutdown, task)
+}
+
+/// An HTTP upstream spec for `url`.
+pub fn http_upstream(name: &str, url: &str) -> Upstream {
+    portcullis::config::gateway::UpstreamSpec::parse(url)
+        .unwrap()
+        .build(name, portcullis::config::gateway::default_limits())
+        .unwrap()
+}
+
+/// What the recording upstream saw.
+#[derive(Default, Clone)]
+pub struct Seen {
+    pub requests: Arc<Mutex<Vec<(HeaderMap, Bytes)>>>,
+}
+
+impl Seen {
+    pub fn all(&self) -> Vec<(HeaderMap, Bytes)> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+/// A minimal MCP upstream that records every request's headers and body and
+/// answers each request with an empty result (no session).
+pub async fn recording_upstream() -> (SocketAddr, Seen) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Seen::default();
+    let s = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            let s = s.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let s = s.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body = body.collect().await.unwrap().to_bytes();
+                        s.requests.lock().unwrap().push((parts.headers, body.clone()));
+                        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                        let resp = match v.get("id") {
+                            Some(id) => Response::builder()
+                                .header("content-type", "application/json")
+                                .header("x-internal-secret", "must-not-leak")
+                                .body(Full::new(Bytes::from(format!(
+                                    r#"{{"jsonrpc":"2.0","id":{id},"result":{{}}}}"#
+                                ))))
+                                .unwrap(),
+                            None => Response::builder().status(202).body(Full::new(Bytes::new())).unwrap(),
+                        };
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// A real (minimal) HTTP CONNECT proxy; counts the tunnels it opened.
+pub async fn connect_proxy() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let targets = Arc::new(Mutex::new(Vec::new()));
+    let t = targets.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut client, _)) = listener.accept().await else { return };
+            let t = t.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                while !head.ends_with(b"\r\n\r\n") {
+                    let Ok(b) = client.read_u8().await else { return };
+                    head.push(b);
+                }
+                let text = String::from_utf8_lossy(&head).to_string();
+                let target = text.split_whitespace().nth(1).unwrap_or("").to_owned();
+                t.lock().unwrap().push(target.clone());
+                let Ok(mut upstream) = TcpStream::connect(&target).await else {
+                    let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n").await;
+                    return;
+                };
+                let _ = client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await;
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            });
+        }
+    });
+    (addr, targets)
+}
+
+/// Root of the installed test peers.
+pub fn peers_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/peers")
+}
+
+/// Fails with instructions when the real peers are not installed.
+pub fn require(path: PathBuf) -> PathBuf {
+    assert!(
+        path.exists(),
+        "{} is missing: run `bash .ci/install-peers` once (it installs Node 22, server-everything, the conformance suite and the Python MCP SDK under target/peers)",
+        path.display()
+    );
+    path
+}
