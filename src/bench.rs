@@ -125,11 +125,29 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<String> {
     running.stop().await;
 
     let mut out = String::new();
-    let _ = writeln!(out, "tools/call, {ARG_BYTES} B arguments, demo upstream on loopback");
-    let _ = writeln!(out, "| path | p50 µs (c=1) | p99 µs (c=1) | calls/s (c={CONCURRENCY}) |");
+    let _ = writeln!(
+        out,
+        "tools/call, {ARG_BYTES} B arguments, demo upstream on loopback"
+    );
+    let _ = writeln!(
+        out,
+        "| path | p50 µs (c=1) | p99 µs (c=1) | calls/s (c={CONCURRENCY}) |"
+    );
     let _ = writeln!(out, "|---|---:|---:|---:|");
-    let _ = writeln!(out, "| direct | {:.0} | {:.0} | {:.0} |", us(d1.p50), us(d1.p99), dt);
-    let _ = writeln!(out, "| relay → tunnel → gateway | {:.0} | {:.0} | {:.0} |", us(t1.p50), us(t1.p99), tt);
+    let _ = writeln!(
+        out,
+        "| direct | {:.0} | {:.0} | {:.0} |",
+        us(d1.p50),
+        us(d1.p99),
+        dt
+    );
+    let _ = writeln!(
+        out,
+        "| relay → tunnel → gateway | {:.0} | {:.0} | {:.0} |",
+        us(t1.p50),
+        us(t1.p99),
+        tt
+    );
     let _ = writeln!(
         out,
         "| added by Portcullis | {:.0} (target ≤ 150) | {:.0} | {:.2}× direct (target ≥ 0.5×) |",
@@ -140,7 +158,10 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<String> {
     if opts.tunnels > 0 {
         let per = idle_tunnel_memory(opts.tunnels).await?;
         let _ = writeln!(out);
-        let _ = writeln!(out, "| idle tunnels | connections each | RSS added per tunnel (relay and gateway ends together) |");
+        let _ = writeln!(
+            out,
+            "| idle tunnels | connections each | RSS added per tunnel (relay and gateway ends together) |"
+        );
         let _ = writeln!(out, "|---:|---:|---:|");
         let _ = writeln!(
             out,
@@ -158,8 +179,8 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<String> {
 /// so the figure bounds the relay's share from above.
 async fn idle_tunnel_memory(n: usize) -> anyhow::Result<f64> {
     use crate::gateway::Gateway;
-    use crate::relay::{Relay, RelaySettings};
     use crate::relay::auth::AgentAuth;
+    use crate::relay::{Relay, RelaySettings};
     use crate::secret;
     use crate::tls::{self, GeneratedCa};
     use crate::tunnel::acceptor::TunnelAuth;
@@ -170,7 +191,12 @@ async fn idle_tunnel_memory(n: usize) -> anyhow::Result<f64> {
     let ca = GeneratedCa::new("bench CA")?;
     let relay_id = ca.issue(&["localhost"])?;
     let ids: Vec<(String, String)> = (0..n)
-        .map(|_| (secret::random_id(), secret::generate(secret::TUNNEL_TOKEN_PREFIX)))
+        .map(|_| {
+            (
+                secret::random_id(),
+                secret::generate(secret::TUNNEL_TOKEN_PREFIX),
+            )
+        })
         .collect();
     let relay = Relay::new(RelaySettings::new(
         AgentAuth::default(),
@@ -181,7 +207,11 @@ async fn idle_tunnel_memory(n: usize) -> anyhow::Result<f64> {
     let addr = listener.local_addr()?;
     let server_tls = tls::server_config(&relay_id, None, &[b"http/1.1"])?;
     let client_tls = tls::client_config(Some(&[ca.cert()]), None, &[b"http/1.1"])?;
-    tokio::spawn(relay.clone().serve_tunnels(listener, server_tls, shutdown.clone()));
+    tokio::spawn(
+        relay
+            .clone()
+            .serve_tunnels(listener, server_tls, shutdown.clone()),
+    );
     let gateway = Gateway::new(Default::default(), crate::config::gateway::default_limits());
     // Let allocator arenas settle before the baseline.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -225,4 +255,3 @@ async fn idle_tunnel_memory(n: usize) -> anyhow::Result<f64> {
     }
     Ok(after.saturating_sub(before) as f64 / n as f64)
 }
-

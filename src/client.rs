@@ -76,23 +76,36 @@ impl McpClient {
     ) -> Result<http::Response<hyper::body::Incoming>, ClientError> {
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = method;
-        *req.uri_mut() = self.url.parse().map_err(|e| ClientError::Http(format!("{e}")))?;
+        *req.uri_mut() = self
+            .url
+            .parse()
+            .map_err(|e| ClientError::Http(format!("{e}")))?;
         let h = req.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         h.insert(
             header::ACCEPT,
             HeaderValue::from_static("application/json, text/event-stream"),
         );
-        h.insert(PROTOCOL_VERSION_HEADER, HeaderValue::from_static(CLIENT_PROTOCOL_VERSION));
-        if let Some(t) = &self.token {
-            if let Ok(v) = HeaderValue::from_str(&format!("Bearer {t}")) {
-                h.insert(header::AUTHORIZATION, v);
-            }
+        h.insert(
+            PROTOCOL_VERSION_HEADER,
+            HeaderValue::from_static(CLIENT_PROTOCOL_VERSION),
+        );
+        if let Some(v) = self
+            .token
+            .as_ref()
+            .and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok())
+        {
+            h.insert(header::AUTHORIZATION, v);
         }
-        if let Some(s) = &self.session {
-            if let Ok(v) = HeaderValue::from_str(s) {
-                h.insert(SESSION_HEADER, v);
-            }
+        if let Some(v) = self
+            .session
+            .as_ref()
+            .and_then(|s| HeaderValue::from_str(s).ok())
+        {
+            h.insert(SESSION_HEADER, v);
         }
         for (k, v) in extra {
             let name = HeaderName::try_from(*k).map_err(|e| ClientError::Http(e.to_string()))?;
@@ -155,7 +168,9 @@ impl McpClient {
     pub fn request_body(&mut self, method: &str, params: Value) -> Bytes {
         let id = self.next_id;
         self.next_id += 1;
-        Bytes::from(json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params }).to_string())
+        Bytes::from(
+            json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params }).to_string(),
+        )
     }
 
     /// Sends a request and returns the reply.
@@ -186,7 +201,8 @@ impl McpClient {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let note = json!({ "jsonrpc": "2.0", "method": "notifications/initialized" });
-        self.send(Method::POST, Bytes::from(note.to_string()), &[]).await?;
+        self.send(Method::POST, Bytes::from(note.to_string()), &[])
+            .await?;
         reply
             .last()
             .cloned()

@@ -28,7 +28,9 @@ use crate::secret;
 use crate::server::{ServeOptions, serve};
 
 /// Protocol versions the demo server speaks, newest first.
-const SUPPORTED_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26"];
+const SUPPORTED_VERSIONS: &[&str] = &[LATEST_VERSION, "2025-06-18", "2025-03-26"];
+/// The version offered when the client asks for one the demo lacks.
+const LATEST_VERSION: &str = "2025-11-25";
 /// Sessions the demo keeps before refusing new ones.
 const MAX_DEMO_SESSIONS: usize = 10_000;
 /// Steps `generate_report` accepts.
@@ -115,13 +117,36 @@ fn tools() -> Value {
 
 fn customer(id: &str) -> Option<Value> {
     let (name, email, phone, card, iban, tier) = match id {
-        "C-1001" => ("Ada Lovelace", "ada.lovelace@example.com", "+44 20 7946 0018", "4111 1111 1111 1111", "GB82 WEST 1234 5698 7654 32", "gold"),
-        "C-1002" => ("Grace Hopper", "grace@example.org", "+1 202 555 0143", "5500 0000 0000 0004", "DE89 3704 0044 0532 0130 00", "silver"),
-        "C-1003" => ("Alan Turing", "alan.turing@example.net", "+44 161 496 0734", "3400 0000 0000 009", "FR14 2004 1010 0505 0001 3M02 606", "bronze"),
+        "C-1001" => (
+            "Ada Lovelace",
+            "ada.lovelace@example.com",
+            "+44 20 7946 0018",
+            "4111 1111 1111 1111",
+            "GB82 WEST 1234 5698 7654 32",
+            "gold",
+        ),
+        "C-1002" => (
+            "Grace Hopper",
+            "grace@example.org",
+            "+1 202 555 0143",
+            "5500 0000 0000 0004",
+            "DE89 3704 0044 0532 0130 00",
+            "silver",
+        ),
+        "C-1003" => (
+            "Alan Turing",
+            "alan.turing@example.net",
+            "+44 161 496 0734",
+            "3400 0000 0000 009",
+            "FR14 2004 1010 0505 0001 3M02 606",
+            "bronze",
+        ),
         _ => return None,
     };
-    Some(json!({ "id": id, "name": name, "email": email, "phone": phone,
-                 "card_number": card, "iban": iban, "tier": tier }))
+    Some(
+        json!({ "id": id, "name": name, "email": email, "phone": phone,
+                 "card_number": card, "iban": iban, "tier": tier }),
+    )
 }
 
 fn text_result(text: String, structured: Option<Value>, is_error: bool) -> Value {
@@ -166,10 +191,16 @@ fn call_tool(name: &str, args: &Value) -> Result<Value, (i64, String)> {
             ))
         }
         "search_tickets" => {
-            let q = arg_str(args, "query").ok_or_else(|| bad("query is required"))?.to_lowercase();
+            let q = arg_str(args, "query")
+                .ok_or_else(|| bad("query is required"))?
+                .to_lowercase();
             let tickets = [
                 ("T-501", "C-1001", "Card charged twice for order 7731"),
-                ("T-502", "C-1002", "Cannot reset password; contact grace@example.org"),
+                (
+                    "T-502",
+                    "C-1002",
+                    "Cannot reset password; contact grace@example.org",
+                ),
                 ("T-503", "C-1003", "Refund not received after 14 days"),
             ];
             let hits: Vec<Value> = tickets
@@ -182,9 +213,17 @@ fn call_tool(name: &str, args: &Value) -> Result<Value, (i64, String)> {
         }
         "delete_customer" => {
             let id = arg_str(args, "customer_id").ok_or_else(|| bad("customer_id is required"))?;
-            Ok(text_result(format!("Customer {id} scheduled for erasure"), None, false))
+            Ok(text_result(
+                format!("Customer {id} scheduled for erasure"),
+                None,
+                false,
+            ))
         }
-        "generate_report" => Ok(text_result("Revenue report: Q3 EUR 1.2M, Q4 EUR 1.4M".into(), None, false)),
+        "generate_report" => Ok(text_result(
+            "Revenue report: Q3 EUR 1.2M, Q4 EUR 1.4M".into(),
+            None,
+            false,
+        )),
         _ => Err((-32602, format!("Unknown tool: {name}"))),
     }
 }
@@ -201,8 +240,10 @@ fn err(id: &str, code: i64, message: &str) -> String {
 fn json_resp(status: StatusCode, body: String) -> Response<Body> {
     let mut r = Response::new(full(body));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -232,7 +273,10 @@ impl DemoServer {
     }
 
     fn has_session(&self, id: &str) -> bool {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner()).contains(id)
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(id)
     }
 
     /// Handles one HTTP request.
@@ -249,7 +293,10 @@ impl DemoServer {
             Method::POST => {}
             Method::DELETE => {
                 let removed = session.is_some_and(|s| {
-                    self.sessions.lock().unwrap_or_else(|p| p.into_inner()).remove(&s)
+                    self.sessions
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&s)
                 });
                 return if removed {
                     Response::new(full(Bytes::new()))
@@ -266,7 +313,14 @@ impl DemoServer {
             .is_some_and(|v| v.contains("text/event-stream"));
         let bytes = match read_limited(req.into_body(), limits::MAX_MESSAGE_BYTES).await {
             Ok(b) => b,
-            Err(_) => return error_response(&McpError::TooLarge { limit: limits::MAX_MESSAGE_BYTES }, None),
+            Err(_) => {
+                return error_response(
+                    &McpError::TooLarge {
+                        limit: limits::MAX_MESSAGE_BYTES,
+                    },
+                    None,
+                );
+            }
         };
         let msg = match Message::parse(bytes, limits::MAX_JSON_DEPTH) {
             Ok(m) => m,
@@ -298,16 +352,22 @@ impl DemoServer {
             .unwrap_or(Value::Null);
         match method {
             "initialize" => {
-                let requested = params.get("protocolVersion").and_then(Value::as_str).unwrap_or("");
+                let requested = params
+                    .get("protocolVersion")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
                 let version = SUPPORTED_VERSIONS
                     .iter()
                     .find(|v| **v == requested)
-                    .unwrap_or(&SUPPORTED_VERSIONS[0]);
+                    .unwrap_or(&LATEST_VERSION);
                 let sid = secret::random_id();
                 {
                     let mut s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
                     if s.len() >= MAX_DEMO_SESSIONS {
-                        return error_response(&McpError::TooManySessions("demo".into()), Some(&id));
+                        return error_response(
+                            &McpError::TooManySessions("demo".into()),
+                            Some(&id),
+                        );
                     }
                     s.insert(sid.clone());
                 }
@@ -327,7 +387,10 @@ impl DemoServer {
             "tools/list" => json_resp(StatusCode::OK, ok(&id, json!({ "tools": tools() }))),
             "tools/call" => {
                 let name = params.get("name").and_then(Value::as_str).unwrap_or("");
-                let args = params.get("arguments").cloned().unwrap_or_else(|| json!({}));
+                let args = params
+                    .get("arguments")
+                    .cloned()
+                    .unwrap_or_else(|| json!({}));
                 if name == "generate_report" && accepts_sse {
                     return report_stream(id, &args, msg.progress_token.clone());
                 }
@@ -336,7 +399,10 @@ impl DemoServer {
                     Err((code, m)) => json_resp(StatusCode::OK, err(&id, code, &m)),
                 }
             }
-            _ => json_resp(StatusCode::OK, err(&id, -32601, &format!("Method not found: {method}"))),
+            _ => json_resp(
+                StatusCode::OK,
+                err(&id, -32601, &format!("Method not found: {method}")),
+            ),
         }
     }
 }
@@ -381,8 +447,12 @@ fn report_stream(id: String, args: &Value, progress_token: Option<String>) -> Re
             Some((Ok::<_, BoxError>(Frame::data(ev.encode())), step + 1))
         }
     });
-    let mut r = Response::new(http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(s)));
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    let mut r = Response::new(http_body_util::BodyExt::boxed(
+        http_body_util::StreamBody::new(s),
+    ));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     r
 }

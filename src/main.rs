@@ -11,7 +11,11 @@ use portcullis::{bench, secret, up};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "portcullis", version, about = "Hosted AI agents reach private MCP servers through an outbound-only tunnel")]
+#[command(
+    name = "portcullis",
+    version,
+    about = "Hosted AI agents reach private MCP servers through an outbound-only tunnel"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -115,7 +119,10 @@ async fn main() -> Result<()> {
             insecure_no_auth,
             connections,
         } => {
-            let servers = servers.iter().map(|s| parse_server(s)).collect::<Result<Vec<_>>>()?;
+            let servers = servers
+                .iter()
+                .map(|s| parse_server(s))
+                .collect::<Result<Vec<_>>>()?;
             let opts = up::UpOptions {
                 agent_listen: listen,
                 servers,
@@ -125,7 +132,9 @@ async fn main() -> Result<()> {
             };
             let running = up::start(opts).await?;
             if insecure_no_auth {
-                eprintln!("WARNING: --insecure-no-auth: ANY local process can call these servers without a key.");
+                eprintln!(
+                    "WARNING: --insecure-no-auth: ANY local process can call these servers without a key."
+                );
             }
             let url = running
                 .servers
@@ -189,7 +198,10 @@ fn print_banner(running: &up::Running, url: &str) {
         .token
         .as_deref()
         .map(|t| format!("Authorization: Bearer {t}"));
-    println!("Portcullis is up: relay, gateway and tunnel ({} connections).\n", running.pool.connected());
+    println!(
+        "Portcullis is up: relay, gateway and tunnel ({} connections).\n",
+        running.pool.connected()
+    );
     for (name, u) in &running.servers {
         println!("  server {name:<10} {u}");
     }

@@ -109,8 +109,7 @@ pub fn server_config(
         }
         None => builder.with_no_client_auth(),
     };
-    let mut config =
-        builder.with_single_cert(identity.chain.clone(), identity.key.clone_key())?;
+    let mut config = builder.with_single_cert(identity.chain.clone(), identity.key.clone_key())?;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
 }
@@ -164,8 +163,9 @@ impl GeneratedCa {
 
     /// Issues a leaf certificate for `names` (DNS names or IP addresses).
     pub fn issue(&self, names: &[&str]) -> Result<Identity, TlsError> {
-        let params =
-            rcgen::CertificateParams::new(names.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())?;
+        let params = rcgen::CertificateParams::new(
+            names.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(),
+        )?;
         let key = rcgen::KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(Identity {

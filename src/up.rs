@@ -114,8 +114,11 @@ pub async fn start(opts: UpOptions) -> Result<Running, UpError> {
         let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let addr = listener.local_addr()?;
         demo_addr = Some(addr);
-        tasks.push(tokio::spawn(DemoServer::new().serve(listener, shutdown.clone())));
-        let spec = UpstreamSpec::parse(&format!("http://{addr}/mcp")).map_err(|_| UpError::NoServers)?;
+        tasks.push(tokio::spawn(
+            DemoServer::new().serve(listener, shutdown.clone()),
+        ));
+        let spec =
+            UpstreamSpec::parse(&format!("http://{addr}/mcp")).map_err(|_| UpError::NoServers)?;
         upstreams.insert(DEMO_SERVER.to_owned(), spec.build(DEMO_SERVER, out_limits)?);
     }
     for (name, spec) in &opts.servers {
@@ -164,7 +167,11 @@ pub async fn start(opts: UpOptions) -> Result<Running, UpError> {
         server_tls,
         shutdown.clone(),
     )));
-    tasks.push(tokio::spawn(relay.clone().serve_agents(agent_listener, None, shutdown.clone())));
+    tasks.push(tokio::spawn(relay.clone().serve_agents(
+        agent_listener,
+        None,
+        shutdown.clone(),
+    )));
 
     let gateway = Gateway::new(upstreams, out_limits);
     let dial = DialConfig {
@@ -182,7 +189,10 @@ pub async fn start(opts: UpOptions) -> Result<Running, UpError> {
     let (mut status, pool_task) = gateway.connect(dial, pool, shutdown.clone());
     tasks.push(pool_task);
     status.wait_connected(opts.connections.max(1)).await;
-    relay.registry().wait_for(&tunnel_id, opts.connections.max(1)).await;
+    relay
+        .registry()
+        .wait_for(&tunnel_id, opts.connections.max(1))
+        .await;
 
     let base = format!("http://{agent_addr}/t/{tunnel_id}");
     let servers = names

@@ -112,12 +112,18 @@ impl UpstreamSpec {
                 headers: Vec::new(),
                 tls: None,
             }),
-            _ => Err(format!("'{spec}' must be an http(s):// URL or stdio:COMMAND")),
+            _ => Err(format!(
+                "'{spec}' must be an http(s):// URL or stdio:COMMAND"
+            )),
         }
     }
 
     /// Builds the upstream.
-    pub fn build(&self, name: &str, limits: OutboundLimits) -> Result<Upstream, crate::tls::TlsError> {
+    pub fn build(
+        &self,
+        name: &str,
+        limits: OutboundLimits,
+    ) -> Result<Upstream, crate::tls::TlsError> {
         Ok(match self {
             UpstreamSpec::Http { url, headers, tls } => {
                 let tls = match tls {
@@ -128,9 +134,17 @@ impl UpstreamSpec {
                         tls::client_config(Some(&[]), None, &[])
                     })?,
                 };
-                Upstream::Http(HttpUpstream::new(name, url.clone(), headers.clone(), tls, limits))
+                Upstream::Http(Box::new(HttpUpstream::new(
+                    name,
+                    url.clone(),
+                    headers.clone(),
+                    tls,
+                    limits,
+                )))
             }
-            UpstreamSpec::Stdio(cmd) => Upstream::Stdio(StdioUpstream::new(name, cmd.clone(), limits)),
+            UpstreamSpec::Stdio(cmd) => {
+                Upstream::Stdio(StdioUpstream::new(name, cmd.clone(), limits))
+            }
         })
     }
 }
@@ -159,7 +173,10 @@ impl GatewayConfig {
         }
         let token = t.token.read(path, "tunnel.token")?;
         if t.relays.is_empty() {
-            return Err(invalid("tunnel.relays", "name at least one relay host:port".into()));
+            return Err(invalid(
+                "tunnel.relays",
+                "name at least one relay host:port".into(),
+            ));
         }
         let relays = t
             .relays
@@ -172,15 +189,22 @@ impl GatewayConfig {
                 target
             })
             .collect();
-        let ca = t
-            .ca
-            .as_ref()
-            .map(|p| tls::load_certs(&relative_to(path, p)))
-            .transpose()?;
+        let ca =
+            t.ca.as_ref()
+                .map(|p| tls::load_certs(&relative_to(path, p)))
+                .transpose()?;
         let identity = match (&t.client_cert, &t.client_key) {
-            (Some(c), Some(k)) => Some(Identity::from_pem_files(&relative_to(path, c), &relative_to(path, k))?),
+            (Some(c), Some(k)) => Some(Identity::from_pem_files(
+                &relative_to(path, c),
+                &relative_to(path, k),
+            )?),
             (None, None) => None,
-            _ => return Err(invalid("tunnel", "give both client_cert and client_key, or neither".into())),
+            _ => {
+                return Err(invalid(
+                    "tunnel",
+                    "give both client_cert and client_key, or neither".into(),
+                ));
+            }
         };
         let tls = tls::client_config(ca.as_deref(), identity.as_ref(), &[b"http/1.1"])?;
         let proxy = ProxyConfig::from_env().map_err(|e| invalid("HTTPS_PROXY", e.to_string()))?;
@@ -203,27 +227,43 @@ impl GatewayConfig {
         for (name, s) in &raw.servers {
             let field = format!("servers.{name}");
             if !valid_name(name) {
-                return Err(invalid(&field, "server names use 1-64 of A-Z a-z 0-9 _ -".into()));
+                return Err(invalid(
+                    &field,
+                    "server names use 1-64 of A-Z a-z 0-9 _ -".into(),
+                ));
             }
             let spec = match (&s.url, &s.command) {
                 (Some(url), None) => {
-                    let UpstreamSpec::Http { url, .. } =
-                        UpstreamSpec::parse(url).map_err(|m| invalid(&format!("{field}.url"), m))?
+                    let UpstreamSpec::Http { url, .. } = UpstreamSpec::parse(url)
+                        .map_err(|m| invalid(&format!("{field}.url"), m))?
                     else {
-                        return Err(invalid(&format!("{field}.url"), "not an http(s) URL".into()));
+                        return Err(invalid(
+                            &format!("{field}.url"),
+                            "not an http(s) URL".into(),
+                        ));
                     };
                     let mut headers = Vec::new();
                     for (k, v) in &s.headers {
-                        let name = HeaderName::try_from(k.as_str())
-                            .map_err(|_| invalid(&format!("{field}.headers"), format!("bad header name '{k}'")))?;
-                        let value = HeaderValue::try_from(v.as_str())
-                            .map_err(|_| invalid(&format!("{field}.headers"), format!("bad value for '{k}'")))?;
+                        let name = HeaderName::try_from(k.as_str()).map_err(|_| {
+                            invalid(
+                                &format!("{field}.headers"),
+                                format!("bad header name '{k}'"),
+                            )
+                        })?;
+                        let value = HeaderValue::try_from(v.as_str()).map_err(|_| {
+                            invalid(&format!("{field}.headers"), format!("bad value for '{k}'"))
+                        })?;
                         headers.push((name, value));
                     }
                     if let Some(src) = &s.bearer_token {
                         let token = src.read(path, &format!("{field}.bearer_token"))?;
-                        let mut v = HeaderValue::try_from(format!("Bearer {token}"))
-                            .map_err(|_| invalid(&format!("{field}.bearer_token"), "not a valid header value".into()))?;
+                        let mut v =
+                            HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| {
+                                invalid(
+                                    &format!("{field}.bearer_token"),
+                                    "not a valid header value".into(),
+                                )
+                            })?;
                         v.set_sensitive(true);
                         headers.push((http::header::AUTHORIZATION, v));
                     }
@@ -237,9 +277,9 @@ impl GatewayConfig {
                     UpstreamSpec::Http { url, headers, tls }
                 }
                 (None, Some(cmd)) => {
-                    let (program, args) = cmd
-                        .split_first()
-                        .ok_or_else(|| invalid(&format!("{field}.command"), "must not be empty".into()))?;
+                    let (program, args) = cmd.split_first().ok_or_else(|| {
+                        invalid(&format!("{field}.command"), "must not be empty".into())
+                    })?;
                     UpstreamSpec::Stdio(StdioCommand {
                         program: program.clone(),
                         args: args.to_vec(),
@@ -265,8 +305,12 @@ impl GatewayConfig {
             pool: PoolConfig {
                 relays,
                 connections,
-                max_streams: l.max_streams_per_connection.unwrap_or(limits::MAX_STREAMS_PER_CONNECTION),
-                drain_grace: l.drain_grace_secs.map_or(limits::DRAIN_GRACE, Duration::from_secs),
+                max_streams: l
+                    .max_streams_per_connection
+                    .unwrap_or(limits::MAX_STREAMS_PER_CONNECTION),
+                drain_grace: l
+                    .drain_grace_secs
+                    .map_or(limits::DRAIN_GRACE, Duration::from_secs),
             },
         })
     }

@@ -96,27 +96,42 @@ impl RelayConfig {
         let mut tunnels = Vec::new();
         for (i, t) in raw.tunnels.iter().enumerate() {
             if !valid_name(&t.id) {
-                return Err(invalid(&format!("tunnels[{i}].id"), "use 1-64 of A-Z a-z 0-9 _ -".into()));
+                return Err(invalid(
+                    &format!("tunnels[{i}].id"),
+                    "use 1-64 of A-Z a-z 0-9 _ -".into(),
+                ));
             }
             let digest = secret::parse_digest(&t.token_sha256).ok_or_else(|| {
-                invalid(&format!("tunnels[{i}].token_sha256"), "expected 64 hex digits (see `portcullis keygen`)".into())
+                invalid(
+                    &format!("tunnels[{i}].token_sha256"),
+                    "expected 64 hex digits (see `portcullis keygen`)".into(),
+                )
             })?;
             tunnels.push((t.id.clone(), digest));
         }
         let mut agents = Vec::new();
         for (i, a) in raw.agents.iter().enumerate() {
             let digest = secret::parse_digest(&a.key_sha256).ok_or_else(|| {
-                invalid(&format!("agents[{i}].key_sha256"), "expected 64 hex digits (see `portcullis keygen`)".into())
+                invalid(
+                    &format!("agents[{i}].key_sha256"),
+                    "expected 64 hex digits (see `portcullis keygen`)".into(),
+                )
             })?;
             if a.subject.is_empty() {
-                return Err(invalid(&format!("agents[{i}].subject"), "must not be empty".into()));
+                return Err(invalid(
+                    &format!("agents[{i}].subject"),
+                    "must not be empty".into(),
+                ));
             }
             let scope = if a.tunnels.iter().any(|t| t == "*") {
                 TunnelScope::All
             } else {
                 for t in &a.tunnels {
                     if !tunnels.iter().any(|(id, _)| id == t) {
-                        return Err(invalid(&format!("agents[{i}].tunnels"), format!("unknown tunnel '{t}'")));
+                        return Err(invalid(
+                            &format!("agents[{i}].tunnels"),
+                            format!("unknown tunnel '{t}'"),
+                        ));
                     }
                 }
                 TunnelScope::Only(a.tunnels.clone())
@@ -133,7 +148,8 @@ impl RelayConfig {
             ));
         }
         let tl = &raw.tunnel_listener;
-        let identity = Identity::from_pem_files(&relative_to(path, &tl.cert), &relative_to(path, &tl.key))?;
+        let identity =
+            Identity::from_pem_files(&relative_to(path, &tl.cert), &relative_to(path, &tl.key))?;
         let client_ca = tl
             .client_ca
             .as_ref()
@@ -147,11 +163,19 @@ impl RelayConfig {
                 Some(tls::server_config(&id, None, &[b"h2", b"http/1.1"])?)
             }
             (None, None) => None,
-            _ => return Err(invalid("agent_listener", "give both cert and key, or neither".into())),
+            _ => {
+                return Err(invalid(
+                    "agent_listener",
+                    "give both cert and key, or neither".into(),
+                ));
+            }
         };
         for o in &al.allowed_origins {
             if !(o.starts_with("https://") || o.starts_with("http://")) || o.ends_with('/') {
-                return Err(invalid("agent_listener.allowed_origins", format!("'{o}' is not scheme://host[:port]")));
+                return Err(invalid(
+                    "agent_listener.allowed_origins",
+                    format!("'{o}' is not scheme://host[:port]"),
+                ));
             }
         }
         let mut settings = RelaySettings::new(AgentAuth::new(agents), TunnelAuth::new(tunnels));
@@ -185,8 +209,14 @@ impl RelayConfig {
         let agent_listener = tokio::net::TcpListener::bind(self.agent_listen).await?;
         tracing::info!(tunnels = %self.tunnel_listen, agents = %self.agent_listen, "relay listening");
         let relay = Relay::new(self.settings);
-        let t = tokio::spawn(relay.clone().serve_tunnels(tunnel_listener, self.tunnel_tls, shutdown.clone()));
-        relay.serve_agents(agent_listener, self.agent_tls, shutdown).await;
+        let t = tokio::spawn(relay.clone().serve_tunnels(
+            tunnel_listener,
+            self.tunnel_tls,
+            shutdown.clone(),
+        ));
+        relay
+            .serve_agents(agent_listener, self.agent_tls, shutdown)
+            .await;
         let _ = t.await;
         Ok(())
     }

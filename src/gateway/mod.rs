@@ -27,7 +27,7 @@ use outbound::OutboundLimits;
 
 /// An upstream MCP server.
 pub enum Upstream {
-    Http(http::HttpUpstream),
+    Http(Box<http::HttpUpstream>),
     Stdio(stdio::StdioUpstream),
 }
 
@@ -114,7 +114,10 @@ impl Gateway {
             .and_then(|v| Principal::from_header(v.as_bytes()))
             .ok_or((McpError::Unauthorized("no verified principal"), None))?;
         let upstream = self.upstreams.get(&server).ok_or_else(|| {
-            (McpError::NotFound(format!("no server named '{server}' on this tunnel")), None)
+            (
+                McpError::NotFound(format!("no server named '{server}' on this tunnel")),
+                None,
+            )
         })?;
         let session = parts
             .headers
@@ -127,9 +130,10 @@ impl Gateway {
                     .await
                     .map_err(|e| match e {
                         ReadError::TooLarge { limit } => (McpError::TooLarge { limit }, None),
-                        ReadError::Io(e) => {
-                            (McpError::InvalidRequest(format!("request body failed: {e}")), None)
-                        }
+                        ReadError::Io(e) => (
+                            McpError::InvalidRequest(format!("request body failed: {e}")),
+                            None,
+                        ),
                     })?;
                 let msg = Message::parse(bytes, self.limits.max_depth).map_err(|e| {
                     let err = if e.code() == -32700 {
@@ -175,7 +179,10 @@ impl Gateway {
                 }
             }
             Method::GET => match upstream {
-                Upstream::Http(u) => u.call(Method::GET, &parts.headers, None).await.map_err(|e| (e, None)),
+                Upstream::Http(u) => u
+                    .call(Method::GET, &parts.headers, None)
+                    .await
+                    .map_err(|e| (e, None)),
                 Upstream::Stdio(u) => u.get(session.as_deref()).map_err(|e| (e, None)),
             },
             Method::DELETE => match upstream {

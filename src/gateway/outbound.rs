@@ -70,7 +70,10 @@ where
     let mut headers = response_headers(&parts.headers);
     let ctype = content_type(&parts.headers).to_ascii_lowercase();
     if ctype.starts_with("text/event-stream") {
-        headers.insert(header::CACHE_CONTROL, http::HeaderValue::from_static("no-cache"));
+        headers.insert(
+            header::CACHE_CONTROL,
+            http::HeaderValue::from_static("no-cache"),
+        );
         let mut out = Response::new(sse_body(body, limits, server.to_owned()));
         *out.status_mut() = parts.status;
         *out.headers_mut() = headers;
@@ -86,7 +89,9 @@ where
         Ok(Err(ReadError::TooLarge { limit })) => {
             tracing::warn!(server, limit, "upstream response too large");
             return error_response(
-                &McpError::UpstreamUnavailable(format!("the upstream response exceeded {limit} bytes")),
+                &McpError::UpstreamUnavailable(format!(
+                    "the upstream response exceeded {limit} bytes"
+                )),
                 None,
             );
         }
@@ -108,11 +113,14 @@ where
         if let Err(e) = check_message(bytes.clone(), &limits) {
             tracing::warn!(server, error = %e, "upstream sent an invalid message");
             return error_response(
-                &McpError::UpstreamUnavailable("the upstream sent an invalid JSON-RPC message".into()),
+                &McpError::UpstreamUnavailable(
+                    "the upstream sent an invalid JSON-RPC message".into(),
+                ),
                 None,
             );
         }
-    } else if parts.status.is_success() && !bytes.is_empty() && parts.status != StatusCode::ACCEPTED {
+    } else if parts.status.is_success() && !bytes.is_empty() && parts.status != StatusCode::ACCEPTED
+    {
         // A success body that is neither JSON nor SSE is not MCP: it could be
         // anything the upstream has, so it does not leave.
         tracing::warn!(server, content_type = ctype, "upstream sent a non-MCP body");
@@ -153,11 +161,12 @@ where
     let s = stream::unfold(state, |mut st| async move {
         loop {
             if let Some(ev) = st.ready.pop_front() {
-                if let Some(data) = ev.data.as_deref().filter(|d| !d.is_empty()) {
-                    if let Err(e) = check_message(Bytes::copy_from_slice(data.as_bytes()), &st.limits) {
-                        tracing::warn!(server = st.server, error = %e, "upstream SSE event rejected; ending stream");
-                        return None;
-                    }
+                let data = ev.data.as_deref().filter(|d| !d.is_empty());
+                if let Some(Err(e)) =
+                    data.map(|d| check_message(Bytes::copy_from_slice(d.as_bytes()), &st.limits))
+                {
+                    tracing::warn!(server = st.server, error = %e, "upstream SSE event rejected; ending stream");
+                    return None;
                 }
                 return Some((Ok::<_, BoxError>(Frame::data(ev.encode())), st));
             }

@@ -181,7 +181,10 @@ impl StdioUpstream {
 
     /// Live sessions (child processes).
     pub fn session_count(&self) -> usize {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 
     fn spawn(&self) -> Result<(String, Arc<Session>), McpError> {
@@ -213,7 +216,9 @@ impl StdioUpstream {
         let (Some(stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
-            return Err(McpError::UpstreamUnavailable("stdio pipes unavailable".into()));
+            return Err(McpError::UpstreamUnavailable(
+                "stdio pipes unavailable".into(),
+            ));
         };
         let id = secret::random_id();
         let (stdin_tx, mut stdin_rx) = mpsc::channel::<Bytes>(STREAM_BUFFER);
@@ -339,7 +344,9 @@ impl StdioUpstream {
         {
             let mut r = session.router();
             if r.pending.iter().any(|p| p.id == id) {
-                return Err(McpError::InvalidRequest(format!("request id {id} is already in flight")));
+                return Err(McpError::InvalidRequest(format!(
+                    "request id {id} is already in flight"
+                )));
             }
             r.pending.push(Pending {
                 id: id.clone(),
@@ -348,7 +355,10 @@ impl StdioUpstream {
             });
         }
         if session.stdin.send(line).await.is_err() {
-            return Err(McpError::UpstreamUnavailable(format!("server '{}' has exited", self.name)));
+            return Err(McpError::UpstreamUnavailable(format!(
+                "server '{}' has exited",
+                self.name
+            )));
         }
         let mut resp = if accepts_sse {
             sse_response(rx)
@@ -364,23 +374,22 @@ impl StdioUpstream {
                 }
                 Err(_) => {
                     session.router().pending.retain(|p| p.id != id);
-                    return Err(McpError::UpstreamTimeout(self.limits.call_timeout.as_millis()));
+                    return Err(McpError::UpstreamTimeout(
+                        self.limits.call_timeout.as_millis(),
+                    ));
                 }
             }
         };
-        if new {
-            if let Ok(v) = HeaderValue::from_str(&sid) {
-                resp.headers_mut().insert(SESSION_HEADER, v);
-            }
+        if let Some(v) = new.then(|| HeaderValue::from_str(&sid).ok()).flatten() {
+            resp.headers_mut().insert(SESSION_HEADER, v);
         }
         Ok(resp)
     }
 
     /// Opens the session's GET stream.
     pub fn get(&self, session_id: Option<&str>) -> Result<Response<Body>, McpError> {
-        let sid = session_id.ok_or_else(|| {
-            McpError::InvalidRequest("missing Mcp-Session-Id header".into())
-        })?;
+        let sid = session_id
+            .ok_or_else(|| McpError::InvalidRequest("missing Mcp-Session-Id header".into()))?;
         let session = self.session(sid).ok_or(McpError::SessionNotFound)?;
         session.touch();
         let (tx, rx) = mpsc::channel(limits::STDIO_BACKLOG.max(STREAM_BUFFER));
@@ -395,9 +404,8 @@ impl StdioUpstream {
 
     /// Ends a session and its process.
     pub fn delete(&self, session_id: Option<&str>) -> Result<Response<Body>, McpError> {
-        let sid = session_id.ok_or_else(|| {
-            McpError::InvalidRequest("missing Mcp-Session-Id header".into())
-        })?;
+        let sid = session_id
+            .ok_or_else(|| McpError::InvalidRequest("missing Mcp-Session-Id header".into()))?;
         let session = self
             .sessions
             .lock()
@@ -449,7 +457,11 @@ async fn route(session: &Session, msg: Message, name: &str) {
                 match r.pending.iter().position(|p| p.id == id) {
                     Some(i) => Some(r.pending.remove(i).tx),
                     None => {
-                        tracing::warn!(server = name, id, "response to no request in flight; dropped");
+                        tracing::warn!(
+                            server = name,
+                            id,
+                            "response to no request in flight; dropped"
+                        );
                         None
                     }
                 }
@@ -461,7 +473,10 @@ async fn route(session: &Session, msg: Message, name: &str) {
                     None => {
                         if r.backlog.len() >= limits::STDIO_BACKLOG {
                             r.backlog.pop_front();
-                            tracing::warn!(server = name, "stdio backlog full; oldest message dropped");
+                            tracing::warn!(
+                                server = name,
+                                "stdio backlog full; oldest message dropped"
+                            );
                         }
                         r.backlog.push_back(msg.raw.clone());
                         None

@@ -130,21 +130,35 @@ mod tests {
 
     #[test]
     fn header_rules() {
-        let call = msg(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"échéance"}}"#);
+        let call =
+            msg(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"échéance"}}"#);
         let b64 = format!(
             "=?base64?{}?=",
             base64::engine::general_purpose::STANDARD.encode("échéance")
         );
         let cases: Vec<(Vec<(&'static str, &str)>, bool)> = vec![
             (vec![("mcp-method", "tools/call"), ("mcp-name", &b64)], true),
-            (vec![("mcp-method", " tools/call "), ("mcp-name", &b64)], true),
+            (
+                vec![("mcp-method", " tools/call "), ("mcp-name", &b64)],
+                true,
+            ),
             (vec![("mcp-method", "tools/call")], false),
-            (vec![("mcp-method", "TOOLS/CALL"), ("mcp-name", &b64)], false),
+            (
+                vec![("mcp-method", "TOOLS/CALL"), ("mcp-name", &b64)],
+                false,
+            ),
             (vec![("mcp-name", &b64)], false),
-            (vec![("mcp-method", "tools/call"), ("mcp-name", "other")], false),
+            (
+                vec![("mcp-method", "tools/call"), ("mcp-name", "other")],
+                false,
+            ),
         ];
         for (h, ok) in cases {
-            assert_eq!(check_standard_headers(&headers(&h), &call).is_ok(), ok, "{h:?}");
+            assert_eq!(
+                check_standard_headers(&headers(&h), &call).is_ok(),
+                ok,
+                "{h:?}"
+            );
         }
         let list = msg(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#);
         assert!(check_standard_headers(&headers(&[("mcp-method", "tools/list")]), &list).is_ok());
@@ -158,8 +172,14 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#,
         );
         assert_eq!(Era::of(&HeaderMap::new(), Some(&modern)), Era::Stateless);
-        assert_eq!(Era::of(&headers(&[("mcp-protocol-version", "2025-11-25")]), None), Era::Session);
-        assert_eq!(Era::of(&headers(&[("mcp-protocol-version", "2026-07-28")]), None), Era::Stateless);
+        assert_eq!(
+            Era::of(&headers(&[("mcp-protocol-version", "2025-11-25")]), None),
+            Era::Session
+        );
+        assert_eq!(
+            Era::of(&headers(&[("mcp-protocol-version", "2026-07-28")]), None),
+            Era::Stateless
+        );
         assert_eq!(Era::of(&HeaderMap::new(), None), Era::Session);
     }
 }

@@ -102,6 +102,11 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["id"], 7);
         assert_eq!(v["error"]["code"], -32000);
-        assert!(v["error"]["message"].as_str().unwrap().contains("'t1' is offline"));
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("'t1' is offline")
+        );
     }
 }

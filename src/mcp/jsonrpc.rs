@@ -250,9 +250,15 @@ mod tests {
     fn classifies_messages() {
         let cases = [
             (r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, Kind::Request),
-            (r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#, Kind::Notification),
+            (
+                r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+                Kind::Notification,
+            ),
             (r#"{"jsonrpc":"2.0","id":"a","result":{}}"#, Kind::Response),
-            (r#"{"jsonrpc":"2.0","id":null,"error":{"code":1,"message":"x"}}"#, Kind::Error),
+            (
+                r#"{"jsonrpc":"2.0","id":null,"error":{"code":1,"message":"x"}}"#,
+                Kind::Error,
+            ),
         ];
         for (text, kind) in cases {
             assert_eq!(parse(text).map(|m| m.kind), Ok(kind), "{text}");
@@ -270,8 +276,10 @@ mod tests {
         assert_eq!(m.name.as_deref(), Some("refund"));
         assert_eq!(m.progress_token.as_deref(), Some("\"p1\""));
         assert_eq!(m.meta_protocol_version.as_deref(), Some("2026-07-28"));
-        let r = parse(r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///a"}}"#)
-            .unwrap();
+        let r = parse(
+            r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///a"}}"#,
+        )
+        .unwrap();
         assert_eq!(r.name.as_deref(), Some("file:///a"));
     }
 
@@ -289,9 +297,15 @@ mod tests {
             (r#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#, -32600),
             (r#"{"jsonrpc":"2.0","id":1}"#, -32600),
             (r#"{"jsonrpc":"2.0","id":1,"result":{},"error":{}}"#, -32600),
-            (r#"{"jsonrpc":"2.0","id":1,"method":"x","params":3}"#, -32600),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"x","params":3}"#,
+                -32600,
+            ),
             (r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"ping"}"#, -32700),
-            (r#"{"jsonrpc":"2.0","id":1,"method":"x","params":[[[[[[[[[1]]]]]]]]]}"#, -32600),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"x","params":[[[[[[[[[1]]]]]]]]]}"#,
+                -32600,
+            ),
         ];
         for (text, code) in cases {
             let err = parse(text).expect_err(text);

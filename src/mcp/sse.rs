@@ -110,18 +110,15 @@ impl Decoder {
         let mut chunk = chunk;
         if self.pending_cr {
             self.pending_cr = false;
-            if chunk.first() == Some(&b'\n') {
-                chunk = &chunk[1..];
+            if let Some(rest) = chunk.strip_prefix(b"\n") {
+                chunk = rest;
             }
         }
         self.buf.extend_from_slice(chunk);
-        loop {
-            let Some(pos) = self.buf.iter().position(|&b| b == b'\n' || b == b'\r') else {
-                break;
-            };
+        while let Some(pos) = self.buf.iter().position(|&b| b == b'\n' || b == b'\r') {
             let line = self.buf.split_to(pos);
             let term = self.buf.split_to(1);
-            if term[0] == b'\r' {
+            if term.first() == Some(&b'\r') {
                 match self.buf.first() {
                     Some(b'\n') => {
                         let _ = self.buf.split_to(1);
@@ -233,6 +230,9 @@ mod tests {
         let err = d.push(b"data: 0123456789abcdefghij", &mut out).unwrap_err();
         assert_eq!(err, SseError::TooLarge { limit: 16 });
         let mut d = Decoder::new(16);
-        assert!(d.push(b"data: 0123\ndata: 456789abcdef\n", &mut out).is_err());
+        assert!(
+            d.push(b"data: 0123\ndata: 456789abcdef\n", &mut out)
+                .is_err()
+        );
     }
 }

@@ -45,8 +45,7 @@ fn route(path: &str) -> Option<Route<'_>> {
     let mut parts = rest.split('/');
     let tunnel = parts.next()?;
     let server = parts.next()?;
-    if parts.next()? != "mcp" || parts.next().is_some() || tunnel.is_empty() || server.is_empty()
-    {
+    if parts.next()? != "mcp" || parts.next().is_some() || tunnel.is_empty() || server.is_empty() {
         return None;
     }
     Some(Route { tunnel, server })
@@ -61,7 +60,12 @@ fn request_host(req: &Request<Incoming>) -> Option<String> {
         .map(str::to_owned)
         .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))?;
     let auth: http::uri::Authority = raw.parse().ok()?;
-    Some(auth.host().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase())
+    Some(
+        auth.host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase(),
+    )
 }
 
 fn forwarded_headers(from: &HeaderMap, principal: &Principal) -> HeaderMap {
@@ -110,7 +114,9 @@ impl Relay {
         if let Some(origin) = req.headers().get(header::ORIGIN) {
             let origin = origin.to_str().unwrap_or("");
             if !s.allowed_origins.iter().any(|o| o == origin) {
-                return Err(McpError::Forbidden(format!("Origin '{origin}' is not allowed")));
+                return Err(McpError::Forbidden(format!(
+                    "Origin '{origin}' is not allowed"
+                )));
             }
         }
         let principal = if s.insecure_no_auth {
@@ -185,7 +191,13 @@ mod tests {
     fn routes() {
         let r = route("/t/abc/crm/mcp").unwrap();
         assert_eq!((r.tunnel, r.server), ("abc", "crm"));
-        for bad in ["/t/abc/crm", "/t//crm/mcp", "/t/abc/crm/mcp/x", "/x/abc/crm/mcp", "/t/abc//mcp"] {
+        for bad in [
+            "/t/abc/crm",
+            "/t//crm/mcp",
+            "/t/abc/crm/mcp/x",
+            "/x/abc/crm/mcp",
+            "/t/abc//mcp",
+        ] {
             assert!(route(bad).is_none(), "{bad}");
         }
     }

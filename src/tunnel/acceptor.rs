@@ -50,23 +50,29 @@ impl TunnelAuth {
     }
 }
 
-fn refuse(status: StatusCode, message: &'static str) -> Response<Body> {
+fn refuse(status: StatusCode, message: &'static str) -> Box<Response<Body>> {
     let mut r = Response::new(full(message));
     *r.status_mut() = status;
-    r
+    Box::new(r)
 }
 
 /// Validates the upgrade request; returns the tunnel id it may serve.
-fn check_upgrade(req: &Request<Incoming>, auth: &TunnelAuth) -> Result<String, Response<Body>> {
+fn check_upgrade(
+    req: &Request<Incoming>,
+    auth: &TunnelAuth,
+) -> Result<String, Box<Response<Body>>> {
     if req.uri().path() != UPGRADE_PATH {
         return Err(refuse(StatusCode::NOT_FOUND, "not a tunnel endpoint"));
     }
-    let upgrade_ok = req
-        .headers()
-        .get(header::UPGRADE)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(UPGRADE_PROTOCOL.as_bytes()));
+    let upgrade_ok = req.headers().get(header::UPGRADE).is_some_and(|v| {
+        v.as_bytes()
+            .eq_ignore_ascii_case(UPGRADE_PROTOCOL.as_bytes())
+    });
     if !upgrade_ok {
-        return Err(refuse(StatusCode::UPGRADE_REQUIRED, "expected Upgrade: portcullis-tunnel/1"));
+        return Err(refuse(
+            StatusCode::UPGRADE_REQUIRED,
+            "expected Upgrade: portcullis-tunnel/1",
+        ));
     }
     let tunnel = req
         .headers()
@@ -111,7 +117,7 @@ pub async fn serve_tunnel_connection<IO>(
                 Ok(t) => t,
                 Err(resp) => {
                     tracing::warn!(status = resp.status().as_u16(), "tunnel upgrade refused");
-                    return Ok::<_, Infallible>(resp);
+                    return Ok::<_, Infallible>(*resp);
                 }
             };
             let on_upgrade = hyper::upgrade::on(&mut req);

@@ -164,14 +164,20 @@ async fn run_slot<S, F>(
                 };
                 connected.send_modify(|c| *c = c.saturating_sub(1));
                 match result {
-                    Ok(()) => tracing::info!(slot, relay = %target.addr, "tunnel connection closed"),
-                    Err(e) => tracing::warn!(slot, relay = %target.addr, error = %e, "tunnel connection lost"),
+                    Ok(()) => {
+                        tracing::info!(slot, relay = %target.addr, "tunnel connection closed")
+                    }
+                    Err(e) => {
+                        tracing::warn!(slot, relay = %target.addr, error = %e, "tunnel connection lost")
+                    }
                 }
                 if started.elapsed() >= limits::RECONNECT_STABLE_AFTER {
                     backoff.reset();
                 }
             }
-            Ok(Err(e)) => tracing::warn!(slot, relay = %target.addr, error = %e, "tunnel connect failed"),
+            Ok(Err(e)) => {
+                tracing::warn!(slot, relay = %target.addr, error = %e, "tunnel connect failed")
+            }
             Err(_) => tracing::warn!(slot, relay = %target.addr, "tunnel handshake timed out"),
         }
         if shutdown.is_cancelled() {

@@ -95,7 +95,9 @@ impl ProxyConfig {
             None => (None, rest),
         };
         if hostport.is_empty() || hostport.contains('/') {
-            return Err(TunnelError::ProxyConfig(format!("'{url}' is not http://host:port")));
+            return Err(TunnelError::ProxyConfig(format!(
+                "'{url}' is not http://host:port"
+            )));
         }
         let hostport = if hostport.contains(':') && !hostport.ends_with(']') {
             hostport.to_owned()
@@ -105,7 +107,10 @@ impl ProxyConfig {
         Ok(ProxyConfig {
             proxy: Some(hostport),
             authorization: auth.map(|a| {
-                format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(a))
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(a)
+                )
             }),
             no_proxy,
         })
@@ -114,9 +119,10 @@ impl ProxyConfig {
     /// The proxy to use for `host`, unless `NO_PROXY` exempts it.
     pub fn proxy_for(&self, host: &str) -> Option<&str> {
         let host = host.to_ascii_lowercase();
-        let exempt = self.no_proxy.iter().any(|n| {
-            n == "*" || host == *n || host.ends_with(&format!(".{n}"))
-        });
+        let exempt = self
+            .no_proxy
+            .iter()
+            .any(|n| n == "*" || host == *n || host.ends_with(&format!(".{n}")));
         if exempt { None } else { self.proxy.as_deref() }
     }
 }
@@ -124,12 +130,13 @@ impl ProxyConfig {
 /// Opens TCP to the relay, through the proxy when one applies.
 async fn connect_tcp(target: &RelayTarget, proxy: &ProxyConfig) -> Result<TcpStream, TunnelError> {
     let Some(proxy_addr) = proxy.proxy_for(host_of(&target.addr)) else {
-        let tcp = TcpStream::connect(&target.addr)
-            .await
-            .map_err(|source| TunnelError::Connect {
-                addr: target.addr.clone(),
-                source,
-            })?;
+        let tcp =
+            TcpStream::connect(&target.addr)
+                .await
+                .map_err(|source| TunnelError::Connect {
+                    addr: target.addr.clone(),
+                    source,
+                })?;
         let _ = tcp.set_nodelay(true);
         return Ok(tcp);
     };
@@ -140,10 +147,7 @@ async fn connect_tcp(target: &RelayTarget, proxy: &ProxyConfig) -> Result<TcpStr
             source,
         })?;
     let _ = tcp.set_nodelay(true);
-    let mut req = format!(
-        "CONNECT {0} HTTP/1.1\r\nHost: {0}\r\n",
-        target.addr
-    );
+    let mut req = format!("CONNECT {0} HTTP/1.1\r\nHost: {0}\r\n", target.addr);
     if let Some(auth) = &proxy.authorization {
         req.push_str(&format!("Proxy-Authorization: {auth}\r\n"));
     }
@@ -259,7 +263,10 @@ mod tests {
         assert_eq!(star.proxy_for("x"), None);
         assert!(ProxyConfig::parse(Some("socks5://p:1"), None).is_err());
         assert_eq!(
-            ProxyConfig::parse(Some("http://p"), None).unwrap().proxy.as_deref(),
+            ProxyConfig::parse(Some("http://p"), None)
+                .unwrap()
+                .proxy
+                .as_deref(),
             Some("p:80")
         );
     }

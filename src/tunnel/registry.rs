@@ -101,9 +101,9 @@ impl Registry {
 
     /// Live connections of a tunnel.
     pub fn connections(&self, tunnel: &str) -> usize {
-        self.lock()
-            .get(tunnel)
-            .map_or(0, |t| t.conns.iter().filter(|c| !c.sender.is_closed()).count())
+        self.lock().get(tunnel).map_or(0, |t| {
+            t.conns.iter().filter(|c| !c.sender.is_closed()).count()
+        })
     }
 
     /// Streams sent so far on each live connection of a tunnel.

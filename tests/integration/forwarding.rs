@@ -20,10 +20,28 @@ async fn recorded() -> (TestRelay, String, String, Seen) {
     let ca = Arc::new(GeneratedCa::new("t").unwrap());
     let cred = TunnelCred::new();
     let key = secret::generate("pk_");
-    let relay = start_relay(ca.clone(), &[&cred], &[(&key, vec![cred.id.clone()])], None, None).await;
+    let relay = start_relay(
+        ca.clone(),
+        &[&cred],
+        &[(&key, vec![cred.id.clone()])],
+        None,
+        None,
+    )
+    .await;
     let (addr, seen) = recording_upstream().await;
-    let ups = HashMap::from([("rec".to_owned(), http_upstream("rec", &format!("http://{addr}/mcp")))]);
-    let (_gw, mut status, _stop, _t) = start_gateway(&ca, &cred, relay.tunnel_addr, ups, 1, ProxyConfig::default(), None);
+    let ups = HashMap::from([(
+        "rec".to_owned(),
+        http_upstream("rec", &format!("http://{addr}/mcp")),
+    )]);
+    let (_gw, mut status, _stop, _t) = start_gateway(
+        &ca,
+        &cred,
+        relay.tunnel_addr,
+        ups,
+        1,
+        ProxyConfig::default(),
+        None,
+    );
     within("tunnel", status.wait_connected(1)).await;
     let url = relay.url(&cred.id, "rec");
     (relay, url, key, seen)
@@ -38,11 +56,17 @@ async fn agent_credentials_never_reach_the_upstream() {
         ("cookie", "session=agent-cookie"),
         ("x-forwarded-for", "203.0.113.9"),
         ("portcullis-principal", "forged"),
-        ("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        (
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        ),
     ];
     let reply = c.send(Method::POST, body, &extra).await.unwrap();
     assert_eq!(reply.status, 200);
-    assert!(reply.headers.get("x-internal-secret").is_none(), "upstream-only header leaked");
+    assert!(
+        reply.headers.get("x-internal-secret").is_none(),
+        "upstream-only header leaked"
+    );
     let all = seen.all();
     assert_eq!(all.len(), 1);
     let (headers, _) = &all[0];
@@ -50,10 +74,21 @@ async fn agent_credentials_never_reach_the_upstream() {
         let v = headers[h].to_str().unwrap_or("");
         assert!(!v.contains(&key), "agent key reached the upstream in {h}");
     }
-    for banned in ["authorization", "cookie", "x-forwarded-for", "portcullis-principal"] {
-        assert!(headers.get(banned).is_none(), "{banned} reached the upstream");
+    for banned in [
+        "authorization",
+        "cookie",
+        "x-forwarded-for",
+        "portcullis-principal",
+    ] {
+        assert!(
+            headers.get(banned).is_none(),
+            "{banned} reached the upstream"
+        );
     }
-    assert!(headers.get("traceparent").is_some(), "trace context must pass");
+    assert!(
+        headers.get("traceparent").is_some(),
+        "trace context must pass"
+    );
 }
 
 #[tokio::test]
@@ -70,12 +105,37 @@ async fn bad_messages_are_rejected_and_never_forwarded() {
         "x".repeat(portcullis::limits::MAX_MESSAGE_BYTES + 1)
     );
     let cases: Vec<(&str, String, u16, i64)> = vec![
-        ("truncated", r#"{"jsonrpc":"2.0","id":1,"#.into(), 400, -32700),
+        (
+            "truncated",
+            r#"{"jsonrpc":"2.0","id":1,"#.into(),
+            400,
+            -32700,
+        ),
         ("not json", "hello".into(), 400, -32700),
-        ("batch", r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#.into(), 400, -32600),
-        ("no version", r#"{"id":1,"method":"ping"}"#.into(), 400, -32600),
-        ("object id", r#"{"jsonrpc":"2.0","id":{},"method":"ping"}"#.into(), 400, -32600),
-        ("duplicate key", r#"{"jsonrpc":"2.0","id":1,"method":"ping","method":"tools/call"}"#.into(), 400, -32700),
+        (
+            "batch",
+            r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#.into(),
+            400,
+            -32600,
+        ),
+        (
+            "no version",
+            r#"{"id":1,"method":"ping"}"#.into(),
+            400,
+            -32600,
+        ),
+        (
+            "object id",
+            r#"{"jsonrpc":"2.0","id":{},"method":"ping"}"#.into(),
+            400,
+            -32600,
+        ),
+        (
+            "duplicate key",
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping","method":"tools/call"}"#.into(),
+            400,
+            -32700,
+        ),
         ("too deep", deep, 400, -32600),
         ("too large", huge, 413, -32600),
     ];
@@ -85,8 +145,18 @@ async fn bad_messages_are_rejected_and_never_forwarded() {
         assert_eq!(reply.last().unwrap()["error"]["code"], code, "{what}");
     }
     // A huge body without Content-Length is cut while streaming.
-    assert!(seen.all().is_empty(), "a rejected message reached the upstream");
-    let ok = c.send(Method::POST, Bytes::from(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#), &[]).await.unwrap();
+    assert!(
+        seen.all().is_empty(),
+        "a rejected message reached the upstream"
+    );
+    let ok = c
+        .send(
+            Method::POST,
+            Bytes::from(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#),
+            &[],
+        )
+        .await
+        .unwrap();
     assert_eq!(ok.status, 200);
     assert_eq!(seen.all().len(), 1);
 }
@@ -104,18 +174,37 @@ async fn stateless_era_headers_must_match_the_body() {
     };
     let v = ("mcp-protocol-version", "2026-07-28");
     let cases: Vec<(Vec<(&str, &str)>, u16)> = vec![
-        (vec![v, ("mcp-method", "tools/call"), ("mcp-name", "refund")], 200),
-        (vec![v, ("mcp-method", "tools/call"), ("mcp-name", " refund ")], 200),
-        (vec![v, ("mcp-method", "tools/list"), ("mcp-name", "refund")], 400),
-        (vec![v, ("mcp-method", "tools/call"), ("mcp-name", "delete_all")], 400),
+        (
+            vec![v, ("mcp-method", "tools/call"), ("mcp-name", "refund")],
+            200,
+        ),
+        (
+            vec![v, ("mcp-method", "tools/call"), ("mcp-name", " refund ")],
+            200,
+        ),
+        (
+            vec![v, ("mcp-method", "tools/list"), ("mcp-name", "refund")],
+            400,
+        ),
+        (
+            vec![v, ("mcp-method", "tools/call"), ("mcp-name", "delete_all")],
+            400,
+        ),
         (vec![v, ("mcp-method", "tools/call")], 400),
         (vec![v, ("mcp-name", "refund")], 400),
     ];
     for (headers, status) in cases {
-        let reply = c.send(Method::POST, body("refund"), &headers).await.unwrap();
+        let reply = c
+            .send(Method::POST, body("refund"), &headers)
+            .await
+            .unwrap();
         assert_eq!(reply.status.as_u16(), status, "{headers:?}");
         if status == 400 {
-            assert_eq!(reply.last().unwrap()["error"]["code"], -32020, "{headers:?}");
+            assert_eq!(
+                reply.last().unwrap()["error"]["code"],
+                -32020,
+                "{headers:?}"
+            );
         }
     }
     assert_eq!(seen.all().len(), 2, "only matching requests are forwarded");
@@ -128,7 +217,13 @@ async fn host_and_origin_are_checked() {
     let ping = || Bytes::from(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#);
     let own_host = relay.agent_addr.to_string();
     let cases: Vec<(Vec<(&str, &str)>, u16)> = vec![
-        (vec![("host", "evil.example.com"), ("origin", "http://evil.example.com")], 403),
+        (
+            vec![
+                ("host", "evil.example.com"),
+                ("origin", "http://evil.example.com"),
+            ],
+            403,
+        ),
         (vec![("host", "evil.example.com")], 403),
         (vec![("origin", "http://evil.example.com")], 403),
         (vec![("origin", "https://agent.example.com")], 200),
@@ -148,8 +243,11 @@ async fn sse_progress_streams_event_by_event() {
     let mut c = McpClient::new(&running.servers["demo"], running.token.as_deref());
     c.initialize().await.unwrap();
     let reply = c
-        .request("tools/call", json!({"name": "generate_report", "arguments": {"steps": 5},
-                                      "_meta": {"progressToken": 42}}))
+        .request(
+            "tools/call",
+            json!({"name": "generate_report", "arguments": {"steps": 5},
+                                      "_meta": {"progressToken": 42}}),
+        )
         .await
         .unwrap();
     assert_eq!(reply.headers["content-type"], "text/event-stream");
@@ -160,7 +258,12 @@ async fn sse_progress_streams_event_by_event() {
         .map(|m| m["params"]["progress"].as_u64().unwrap())
         .collect();
     assert_eq!(progress, [1, 2, 3, 4, 5]);
-    assert!(reply.last().unwrap()["result"]["content"][0]["text"].as_str().unwrap().contains("Revenue"));
+    assert!(
+        reply.last().unwrap()["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Revenue")
+    );
     running.stop().await;
 }
 
@@ -171,8 +274,16 @@ async fn unknown_server_and_paths_are_clear_errors() {
     let mut c = McpClient::new(&url, running.token.as_deref());
     let reply = c.request("ping", json!({})).await.unwrap();
     assert_eq!(reply.status, 404);
-    assert!(reply.last().unwrap()["error"]["message"].as_str().unwrap().contains("no server named 'nope'"));
-    let mut c = McpClient::new(&format!("http://{}/elsewhere", running.agent_addr), running.token.as_deref());
+    assert!(
+        reply.last().unwrap()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no server named 'nope'")
+    );
+    let mut c = McpClient::new(
+        &format!("http://{}/elsewhere", running.agent_addr),
+        running.token.as_deref(),
+    );
     assert_eq!(c.request("ping", json!({})).await.unwrap().status, 404);
     running.stop().await;
 }

@@ -56,7 +56,6 @@ pub struct TestRelay {
     pub relay: Arc<Relay>,
     pub tunnel_addr: SocketAddr,
     pub agent_addr: SocketAddr,
-    pub ca: Arc<GeneratedCa>,
     pub shutdown: CancellationToken,
 }
 
@@ -82,7 +81,11 @@ pub async fn start_relay(
     });
     let mut settings = RelaySettings::new(
         AgentAuth::new(grants),
-        TunnelAuth::new(tunnels.iter().map(|t| (t.id.clone(), secret::digest(&t.token)))),
+        TunnelAuth::new(
+            tunnels
+                .iter()
+                .map(|t| (t.id.clone(), secret::digest(&t.token))),
+        ),
     );
     settings.allowed_hosts = Some(loopback_hosts());
     settings.allowed_origins = vec!["https://agent.example.com".into()];
@@ -96,13 +99,16 @@ pub async fn start_relay(
     let server_tls = tls::server_config(&id, client_ca, &[b"http/1.1"]).unwrap();
     let tunnel_addr = tl.local_addr().unwrap();
     let agent_addr = al.local_addr().unwrap();
-    tokio::spawn(relay.clone().serve_tunnels(tl, server_tls, shutdown.clone()));
+    tokio::spawn(
+        relay
+            .clone()
+            .serve_tunnels(tl, server_tls, shutdown.clone()),
+    );
     tokio::spawn(relay.clone().serve_agents(al, None, shutdown.clone()));
     TestRelay {
         relay,
         tunnel_addr,
         agent_addr,
-        ca,
         shutdown,
     }
 }
@@ -122,7 +128,12 @@ pub fn start_gateway(
     connections: usize,
     proxy: ProxyConfig,
     identity: Option<&tls::Identity>,
-) -> (Arc<Gateway>, PoolStatus, CancellationToken, tokio::task::JoinHandle<()>) {
+) -> (
+    Arc<Gateway>,
+    PoolStatus,
+    CancellationToken,
+    tokio::task::JoinHandle<()>,
+) {
     let gateway = Gateway::new(upstreams, portcullis::config::gateway::default_limits());
     let shutdown = CancellationToken::new();
     let (status, task) = gateway.connect(
@@ -175,7 +186,9 @@ pub async fn recording_upstream() -> (SocketAddr, Seen) {
     let s = seen.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else { return };
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
             let s = s.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -183,8 +196,12 @@ pub async fn recording_upstream() -> (SocketAddr, Seen) {
                     async move {
                         let (parts, body) = req.into_parts();
                         let body = body.collect().await.unwrap().to_bytes();
-                        s.requests.lock().unwrap().push((parts.headers, body.clone()));
-                        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                        s.requests
+                            .lock()
+                            .unwrap()
+                            .push((parts.headers, body.clone()));
+                        let v: serde_json::Value =
+                            serde_json::from_slice(&body).unwrap_or_default();
                         let resp = match v.get("id") {
                             Some(id) => Response::builder()
                                 .header("content-type", "application/json")
@@ -193,7 +210,10 @@ pub async fn recording_upstream() -> (SocketAddr, Seen) {
                                     r#"{{"jsonrpc":"2.0","id":{id},"result":{{}}}}"#
                                 ))))
                                 .unwrap(),
-                            None => Response::builder().status(202).body(Full::new(Bytes::new())).unwrap(),
+                            None => Response::builder()
+                                .status(202)
+                                .body(Full::new(Bytes::new()))
+                                .unwrap(),
                         };
                         Ok::<_, Infallible>(resp)
                     }
@@ -215,12 +235,16 @@ pub async fn connect_proxy() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
     let t = targets.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((mut client, _)) = listener.accept().await else { return };
+            let Ok((mut client, _)) = listener.accept().await else {
+                return;
+            };
             let t = t.clone();
             tokio::spawn(async move {
                 let mut head = Vec::new();
                 while !head.ends_with(b"\r\n\r\n") {
-                    let Ok(b) = client.read_u8().await else { return };
+                    let Ok(b) = client.read_u8().await else {
+                        return;
+                    };
                     head.push(b);
                 }
                 let text = String::from_utf8_lossy(&head).to_string();
@@ -230,7 +254,9 @@ pub async fn connect_proxy() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
                     let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n").await;
                     return;
                 };
-                let _ = client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await;
+                let _ = client
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .await;
                 let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
             });
         }

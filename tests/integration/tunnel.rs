@@ -5,19 +5,22 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use http_body_util::BodyExt;
 use portcullis::client::McpClient;
 use portcullis::secret;
 use portcullis::tls::GeneratedCa;
 use portcullis::tunnel::TunnelError;
 use portcullis::tunnel::dial::{DialConfig, ProxyConfig, RelayTarget, dial};
 use portcullis::up::{self, UpOptions};
-use http_body_util::BodyExt;
 use serde_json::json;
 
 use crate::support::*;
 
 fn demo_upstreams(addr: std::net::SocketAddr) -> HashMap<String, portcullis::gateway::Upstream> {
-    HashMap::from([("demo".to_owned(), http_upstream("demo", &format!("http://{addr}/mcp")))])
+    HashMap::from([(
+        "demo".to_owned(),
+        http_upstream("demo", &format!("http://{addr}/mcp")),
+    )])
 }
 
 async fn demo_server() -> std::net::SocketAddr {
@@ -35,13 +38,18 @@ async fn offline_tunnel_is_an_immediate_503() {
     let relay = start_relay(ca, &[&cred], &[(&key, vec![cred.id.clone()])], None, None).await;
     let mut c = McpClient::new(&relay.url(&cred.id, "demo"), Some(&key));
     let started = Instant::now();
-    let reply = within("offline answer", c.request("ping", json!({}))).await.unwrap();
+    let reply = within("offline answer", c.request("ping", json!({})))
+        .await
+        .unwrap();
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(reply.status, 503);
     let msg = reply.last().unwrap();
     assert_eq!(msg["error"]["code"], -32000);
     let text = msg["error"]["message"].as_str().unwrap();
-    assert!(text.contains(&cred.id) && text.contains("offline"), "{text}");
+    assert!(
+        text.contains(&cred.id) && text.contains("offline"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -68,13 +76,20 @@ async fn wrong_tunnel_token_is_refused() {
         Ok(_) => panic!("a wrong token opened the tunnel"),
     }
     // The right one does.
-    let ok = DialConfig { token: cred.token.clone(), ..cfg };
+    let ok = DialConfig {
+        token: cred.token.clone(),
+        ..cfg
+    };
     assert!(dial(&ok, &target).await.is_ok());
     // A relay certificate from another CA is refused by the gateway.
     let stranger = GeneratedCa::new("other").unwrap();
-    let bad_tls = portcullis::tls::client_config(Some(&[stranger.cert()]), None, &[b"http/1.1"]).unwrap();
+    let bad_tls =
+        portcullis::tls::client_config(Some(&[stranger.cert()]), None, &[b"http/1.1"]).unwrap();
     let cfg = DialConfig { tls: bad_tls, ..ok };
-    assert!(matches!(dial(&cfg, &target).await, Err(TunnelError::Tls { .. })));
+    assert!(matches!(
+        dial(&cfg, &target).await,
+        Err(TunnelError::Tls { .. })
+    ));
 }
 
 #[tokio::test]
@@ -83,11 +98,38 @@ async fn agent_key_for_one_tunnel_cannot_reach_another() {
     let a = TunnelCred::new();
     let b = TunnelCred::new();
     let key_a = secret::generate("pk_");
-    let relay = start_relay(ca.clone(), &[&a, &b], &[(&key_a, vec![a.id.clone()])], None, None).await;
+    let relay = start_relay(
+        ca.clone(),
+        &[&a, &b],
+        &[(&key_a, vec![a.id.clone()])],
+        None,
+        None,
+    )
+    .await;
     let demo = demo_server().await;
-    let (_ga, mut sa, _, _) = start_gateway(&ca, &a, relay.tunnel_addr, demo_upstreams(demo), 1, ProxyConfig::default(), None);
-    let (_gb, mut sb, _, _) = start_gateway(&ca, &b, relay.tunnel_addr, demo_upstreams(demo), 1, ProxyConfig::default(), None);
-    within("tunnels", async { sa.wait_connected(1).await; sb.wait_connected(1).await }).await;
+    let (_ga, mut sa, _, _) = start_gateway(
+        &ca,
+        &a,
+        relay.tunnel_addr,
+        demo_upstreams(demo),
+        1,
+        ProxyConfig::default(),
+        None,
+    );
+    let (_gb, mut sb, _, _) = start_gateway(
+        &ca,
+        &b,
+        relay.tunnel_addr,
+        demo_upstreams(demo),
+        1,
+        ProxyConfig::default(),
+        None,
+    );
+    within("tunnels", async {
+        sa.wait_connected(1).await;
+        sb.wait_connected(1).await
+    })
+    .await;
 
     let mut ok = McpClient::new(&relay.url(&a.id, "demo"), Some(&key_a));
     ok.initialize().await.unwrap();
@@ -104,12 +146,21 @@ async fn calls_spread_over_both_connections() {
     let mut c = McpClient::new(&running.servers["demo"], running.token.as_deref());
     c.initialize().await.unwrap();
     for _ in 0..20 {
-        let r = c.call_tool("lookup_customer", json!({"customer_id": "C-1002"})).await.unwrap();
+        let r = c
+            .call_tool("lookup_customer", json!({"customer_id": "C-1002"}))
+            .await
+            .unwrap();
         assert_eq!(r["result"]["structuredContent"]["name"], "Grace Hopper");
     }
-    let per_conn = running.relay.registry().streams_per_connection(&running.tunnel_id);
+    let per_conn = running
+        .relay
+        .registry()
+        .streams_per_connection(&running.tunnel_id);
     assert_eq!(per_conn.len(), 2, "{per_conn:?}");
-    assert!(per_conn.iter().all(|n| *n >= 5), "streams not spread: {per_conn:?}");
+    assert!(
+        per_conn.iter().all(|n| *n >= 5),
+        "streams not spread: {per_conn:?}"
+    );
     running.stop().await;
 }
 
@@ -121,7 +172,15 @@ async fn gateway_reconnects_after_relay_restart() {
     let agents = [(key.as_str(), vec![cred.id.clone()])];
     let relay = start_relay(ca.clone(), &[&cred], &agents, None, None).await;
     let demo = demo_server().await;
-    let (_gw, mut status, _stop, _t) = start_gateway(&ca, &cred, relay.tunnel_addr, demo_upstreams(demo), 2, ProxyConfig::default(), None);
+    let (_gw, mut status, _stop, _t) = start_gateway(
+        &ca,
+        &cred,
+        relay.tunnel_addr,
+        demo_upstreams(demo),
+        2,
+        ProxyConfig::default(),
+        None,
+    );
     within("first connect", status.wait_connected(2)).await;
 
     let addr = relay.tunnel_addr;
@@ -136,7 +195,10 @@ async fn gateway_reconnects_after_relay_restart() {
     within("reconnect", relay2.relay.registry().wait_for(&cred.id, 2)).await;
     let mut c = McpClient::new(&relay2.url(&cred.id, "demo"), Some(&key));
     c.initialize().await.unwrap();
-    let r = c.call_tool("lookup_customer", json!({"customer_id": "C-1001"})).await.unwrap();
+    let r = c
+        .call_tool("lookup_customer", json!({"customer_id": "C-1001"}))
+        .await
+        .unwrap();
     assert_eq!(r["result"]["structuredContent"]["name"], "Ada Lovelace");
 }
 
@@ -145,13 +207,32 @@ async fn gateway_dials_through_a_connect_proxy() {
     let ca = Arc::new(GeneratedCa::new("t").unwrap());
     let cred = TunnelCred::new();
     let key = secret::generate("pk_");
-    let relay = start_relay(ca.clone(), &[&cred], &[(&key, vec![cred.id.clone()])], None, None).await;
+    let relay = start_relay(
+        ca.clone(),
+        &[&cred],
+        &[(&key, vec![cred.id.clone()])],
+        None,
+        None,
+    )
+    .await;
     let (proxy_addr, targets) = connect_proxy().await;
-    let proxy = ProxyConfig::parse(Some(&format!("http://{proxy_addr}")), Some("example.com")).unwrap();
+    let proxy =
+        ProxyConfig::parse(Some(&format!("http://{proxy_addr}")), Some("example.com")).unwrap();
     let demo = demo_server().await;
-    let (_gw, mut status, _stop, _t) = start_gateway(&ca, &cred, relay.tunnel_addr, demo_upstreams(demo), 1, proxy, None);
+    let (_gw, mut status, _stop, _t) = start_gateway(
+        &ca,
+        &cred,
+        relay.tunnel_addr,
+        demo_upstreams(demo),
+        1,
+        proxy,
+        None,
+    );
     within("connect via proxy", status.wait_connected(1)).await;
-    assert_eq!(targets.lock().unwrap().as_slice(), [relay.tunnel_addr.to_string()]);
+    assert_eq!(
+        targets.lock().unwrap().as_slice(),
+        [relay.tunnel_addr.to_string()]
+    );
     let mut c = McpClient::new(&relay.url(&cred.id, "demo"), Some(&key));
     c.initialize().await.unwrap();
 }
@@ -186,23 +267,47 @@ async fn drain_finishes_in_flight_calls() {
     let ca = Arc::new(GeneratedCa::new("t").unwrap());
     let cred = TunnelCred::new();
     let key = secret::generate("pk_");
-    let relay = start_relay(ca.clone(), &[&cred], &[(&key, vec![cred.id.clone()])], None, None).await;
+    let relay = start_relay(
+        ca.clone(),
+        &[&cred],
+        &[(&key, vec![cred.id.clone()])],
+        None,
+        None,
+    )
+    .await;
     let demo = demo_server().await;
-    let (_gw, mut status, stop, task) = start_gateway(&ca, &cred, relay.tunnel_addr, demo_upstreams(demo), 1, ProxyConfig::default(), None);
+    let (_gw, mut status, stop, task) = start_gateway(
+        &ca,
+        &cred,
+        relay.tunnel_addr,
+        demo_upstreams(demo),
+        1,
+        ProxyConfig::default(),
+        None,
+    );
     within("connect", status.wait_connected(1)).await;
     let mut c = McpClient::new(&relay.url(&cred.id, "demo"), Some(&key));
     c.initialize().await.unwrap();
     // 10 steps of 20 ms: the first event proves the call is in flight when
     // the gateway is told to stop.
-    let body = c.request_body("tools/call", json!({"name": "generate_report", "arguments": {"steps": 10},
-                                                  "_meta": {"progressToken": "p"}}));
-    let resp = c.send_streaming(http::Method::POST, body, &[]).await.unwrap();
+    let body = c.request_body(
+        "tools/call",
+        json!({"name": "generate_report", "arguments": {"steps": 10},
+                                                  "_meta": {"progressToken": "p"}}),
+    );
+    let resp = c
+        .send_streaming(http::Method::POST, body, &[])
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let mut body = resp.into_body();
     let first = within("first event", body.frame()).await.unwrap().unwrap();
     assert!(String::from_utf8_lossy(first.data_ref().unwrap()).contains("notifications/progress"));
     stop.cancel();
-    let rest = within("rest of the call", body.collect()).await.unwrap().to_bytes();
+    let rest = within("rest of the call", body.collect())
+        .await
+        .unwrap()
+        .to_bytes();
     let rest = String::from_utf8_lossy(&rest);
     assert_eq!(rest.matches("notifications/progress").count(), 9, "{rest}");
     assert!(rest.contains("Revenue report"), "{rest}");
