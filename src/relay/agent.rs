@@ -68,6 +68,23 @@ fn request_host(req: &Request<Incoming>) -> Option<String> {
     )
 }
 
+/// True when `origin` (`scheme://host[:port]`) names exactly the authority
+/// the request was sent to.
+fn is_same_origin(origin: &str, req: &Request<Incoming>) -> bool {
+    let Some(authority) = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    host.is_some_and(|h| h.eq_ignore_ascii_case(authority))
+}
+
 fn forwarded_headers(from: &HeaderMap, principal: &Principal) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(from.len() + 1);
     for (name, value) in from {
@@ -105,15 +122,21 @@ impl Relay {
                 "no MCP endpoint here; agent URLs look like /t/{tunnel}/{server}/mcp".into(),
             ));
         };
+        // DNS rebinding defence: the Host must be one of ours (when the
+        // list is set), and a browser Origin must be allow-listed or the
+        // very origin of that checked Host.
+        let mut host_checked = false;
         if let Some(hosts) = &s.allowed_hosts {
             let host = request_host(&req).unwrap_or_default();
             if !hosts.iter().any(|h| h.eq_ignore_ascii_case(&host)) {
                 return Err(McpError::Forbidden(format!("Host '{host}' is not allowed")));
             }
+            host_checked = true;
         }
         if let Some(origin) = req.headers().get(header::ORIGIN) {
             let origin = origin.to_str().unwrap_or("");
-            if !s.allowed_origins.iter().any(|o| o == origin) {
+            let same_origin = host_checked && is_same_origin(origin, &req);
+            if !same_origin && !s.allowed_origins.iter().any(|o| o == origin) {
                 return Err(McpError::Forbidden(format!(
                     "Origin '{origin}' is not allowed"
                 )));

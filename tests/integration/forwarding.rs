@@ -216,6 +216,7 @@ async fn host_and_origin_are_checked() {
     let c = McpClient::new(&url, Some(&key));
     let ping = || Bytes::from(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#);
     let own_host = relay.agent_addr.to_string();
+    let same_origin = format!("http://{own_host}");
     let cases: Vec<(Vec<(&str, &str)>, u16)> = vec![
         (
             vec![
@@ -228,13 +229,24 @@ async fn host_and_origin_are_checked() {
         (vec![("origin", "http://evil.example.com")], 403),
         (vec![("origin", "https://agent.example.com")], 200),
         (vec![("host", own_host.as_str())], 200),
+        (
+            vec![
+                ("host", own_host.as_str()),
+                ("origin", same_origin.as_str()),
+            ],
+            200,
+        ),
+        (
+            vec![("host", "localhost"), ("origin", same_origin.as_str())],
+            403,
+        ),
         (vec![("host", "localhost")], 200),
     ];
     for (headers, status) in cases {
         let reply = c.send(Method::POST, ping(), &headers).await.unwrap();
         assert_eq!(reply.status.as_u16(), status, "{headers:?}");
     }
-    assert_eq!(seen.all().len(), 3);
+    assert_eq!(seen.all().len(), 4);
 }
 
 #[tokio::test]

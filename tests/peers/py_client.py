@@ -79,7 +79,22 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                 from mcp.client.streamable_http import streamablehttp_client
 
                 streams = await stack.enter_async_context(streamablehttp_client(args.url, headers=headers))
-            session = await stack.enter_async_context(ClientSession(streams[0], streams[1]))
+            kwargs: dict[str, Any] = {}
+            if args.sampling_reply is not None:
+                from mcp import types
+
+                async def _sample(context: Any, params: Any) -> Any:
+                    # Answers the server's sampling/createMessage request; the
+                    # reply travels back up through whatever sits in between.
+                    return types.CreateMessageResult(
+                        role="assistant",
+                        content=types.TextContent(type="text", text=args.sampling_reply),
+                        model="py-client-test",
+                        stop_reason="endTurn",
+                    )
+
+                kwargs["sampling_callback"] = _sample
+            session = await stack.enter_async_context(ClientSession(streams[0], streams[1], **kwargs))
             init = await session.initialize()
             tools = await session.list_tools()
             out: dict[str, Any] = {
@@ -99,6 +114,10 @@ def main() -> int:
     p.add_argument("--token", help="bearer token, sent as 'Authorization: Bearer TOKEN'")
     p.add_argument("--tool", help="tool to call after tools/list")
     p.add_argument("--args", default="{}", help="tool arguments as a JSON object (default {})")
+    p.add_argument(
+        "--sampling-reply",
+        help="advertise sampling and answer every sampling/createMessage request with this text",
+    )
     p.add_argument("--timeout", type=float, default=30.0, help="overall timeout in seconds (default 30)")
     args = p.parse_args()
     try:
