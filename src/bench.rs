@@ -102,8 +102,13 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-/// Runs the benchmark and returns the printed table.
+/// Runs the benchmark and returns the printed table. The client runs on the
+/// runtime's workers like every other task, not on the thread that called.
 pub async fn run(opts: BenchOptions) -> anyhow::Result<String> {
+    tokio::spawn(run_on_workers(opts)).await?
+}
+
+async fn run_on_workers(opts: BenchOptions) -> anyhow::Result<String> {
     let running = up::start(UpOptions::default()).await?;
     let demo = running
         .demo_addr

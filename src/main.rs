@@ -60,6 +60,8 @@ enum Command {
         #[arg(default_value = "agent")]
         kind: String,
     },
+    /// Print a documented example config (`relay` or `gateway`).
+    Example { kind: String },
     /// Measure the tunnel against a direct call and print a table.
     Bench(bench::BenchOptions),
 }
@@ -108,6 +110,7 @@ async fn main() -> Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     match cli.command {
@@ -182,6 +185,14 @@ async fn main() -> Result<()> {
             println!("sha256: {}", secret::digest_hex(&s));
             if kind == "tunnel" {
                 println!("tunnel id: {}", secret::random_id());
+            }
+            Ok(())
+        }
+        Command::Example { kind } => {
+            match kind.as_str() {
+                "relay" => print!("{}", portcullis::config::EXAMPLE_RELAY),
+                "gateway" => print!("{}", portcullis::config::EXAMPLE_GATEWAY),
+                other => bail!("unknown example '{other}': use relay or gateway"),
             }
             Ok(())
         }

@@ -10,6 +10,11 @@
 pub mod gateway;
 pub mod relay;
 
+/// The documented example `relay.toml` (`portcullis example relay`).
+pub const EXAMPLE_RELAY: &str = include_str!("examples/relay.toml");
+/// The documented example `gateway.toml` (`portcullis example gateway`).
+pub const EXAMPLE_GATEWAY: &str = include_str!("examples/gateway.toml");
+
 use std::path::{Path, PathBuf};
 
 /// Why a config file is unusable.

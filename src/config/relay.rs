@@ -207,7 +207,11 @@ impl RelayConfig {
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let tunnel_listener = tokio::net::TcpListener::bind(self.tunnel_listen).await?;
         let agent_listener = tokio::net::TcpListener::bind(self.agent_listen).await?;
-        tracing::info!(tunnels = %self.tunnel_listen, agents = %self.agent_listen, "relay listening");
+        tracing::info!(
+            tunnels = %tunnel_listener.local_addr()?,
+            agents = %agent_listener.local_addr()?,
+            "relay listening"
+        );
         let relay = Relay::new(self.settings);
         let t = tokio::spawn(relay.clone().serve_tunnels(
             tunnel_listener,

@@ -1,0 +1,270 @@
+//! The binary as an operator runs it: `relay` and `gateway` as separate
+//! processes from TOML files, the shipped examples, `keygen`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use portcullis::client::McpClient;
+use portcullis::config::gateway::GatewayConfig;
+use portcullis::config::relay::RelayConfig;
+use portcullis::secret;
+use portcullis::tls::GeneratedCa;
+use serde_json::json;
+
+use crate::support::within;
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn scratch_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(secret::random_id());
+    std::fs::create_dir_all(dir.join("certs")).unwrap();
+    dir
+}
+
+fn pem_key(id: &portcullis::tls::Identity) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(id.key.secret_der());
+    let lines: Vec<_> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+        lines.join("\n")
+    )
+}
+
+fn pem_cert(der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<_> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        lines.join("\n")
+    )
+}
+
+/// Writes a CA and a relay certificate for localhost into `dir/certs`.
+fn write_certs(dir: &Path) {
+    let ca = GeneratedCa::new("ops CA").unwrap();
+    let id = ca.issue(&["localhost", "127.0.0.1"]).unwrap();
+    std::fs::write(dir.join("certs/ca.crt"), ca.pem()).unwrap();
+    let chain: String = id.chain.iter().map(|c| pem_cert(c)).collect();
+    std::fs::write(dir.join("certs/relay.crt"), chain).unwrap();
+    std::fs::write(dir.join("certs/relay.key"), pem_key(&id)).unwrap();
+}
+
+#[test]
+fn shipped_example_configs_parse_and_validate() {
+    let dir = scratch_dir();
+    write_certs(&dir);
+    std::fs::write(dir.join("relay.toml"), portcullis::config::EXAMPLE_RELAY).unwrap();
+    RelayConfig::load(&dir.join("relay.toml"))
+        .unwrap_or_else(|e| panic!("example relay.toml: {e}"));
+    std::fs::create_dir_all(dir.join("secrets")).unwrap();
+    std::fs::write(dir.join("secrets/crm-token"), "upstream-secret\n").unwrap();
+    let gw = portcullis::config::EXAMPLE_GATEWAY.replace(
+        r#"token = { env = "PORTCULLIS_TUNNEL_TOKEN" }"#,
+        r#"token = { file = "secrets/crm-token" }"#,
+    );
+    std::fs::write(dir.join("gateway.toml"), gw).unwrap();
+    let cfg = GatewayConfig::load(&dir.join("gateway.toml"))
+        .unwrap_or_else(|e| panic!("example gateway.toml: {e}"));
+    let mut names: Vec<_> = cfg.gateway.server_names().collect();
+    names.sort();
+    assert_eq!(names, ["crm", "time"]);
+}
+
+#[test]
+fn bad_configs_are_clear_errors() {
+    let dir = scratch_dir();
+    write_certs(&dir);
+    let cases = [
+        (
+            "typo",
+            portcullis::config::EXAMPLE_RELAY.replace("[limits]", "[limits]\nmax_mesage_bytes = 1"),
+            "unknown field",
+        ),
+        (
+            "bad hash",
+            portcullis::config::EXAMPLE_RELAY.replace("3f4e0c0b", "zz"),
+            "token_sha256",
+        ),
+        (
+            "unknown tunnel",
+            portcullis::config::EXAMPLE_RELAY
+                .replace(r#"tunnels = ["acme-prod"]"#, r#"tunnels = ["nope"]"#),
+            "unknown tunnel 'nope'",
+        ),
+        (
+            "missing cert",
+            portcullis::config::EXAMPLE_RELAY.replace("certs/relay.key", "certs/missing.key"),
+            "missing.key",
+        ),
+    ];
+    for (what, text, expect) in cases {
+        std::fs::write(dir.join("relay.toml"), text).unwrap();
+        let err = RelayConfig::load(&dir.join("relay.toml"))
+            .err()
+            .unwrap_or_else(|| panic!("{what} accepted"));
+        assert!(err.to_string().contains(expect), "{what}: {err}");
+    }
+    let gw = portcullis::config::EXAMPLE_GATEWAY
+        .replace("PORTCULLIS_TUNNEL_TOKEN", "PORTCULLIS_TEST_UNSET_VAR");
+    std::fs::write(dir.join("gateway.toml"), gw).unwrap();
+    let err = GatewayConfig::load(&dir.join("gateway.toml"))
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string()
+            .contains("PORTCULLIS_TEST_UNSET_VAR is not set"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_and_gateway_run_as_separate_processes() {
+    let dir = scratch_dir();
+    write_certs(&dir);
+    let tunnel = secret::random_id();
+    let token = secret::generate(secret::TUNNEL_TOKEN_PREFIX);
+    let key = secret::generate(secret::AGENT_KEY_PREFIX);
+    std::fs::write(
+        dir.join("relay.toml"),
+        format!(
+            r#"
+[tunnel_listener]
+listen = "127.0.0.1:0"
+cert = "certs/relay.crt"
+key = "certs/relay.key"
+[agent_listener]
+listen = "127.0.0.1:0"
+[[tunnels]]
+id = "{tunnel}"
+token_sha256 = "{}"
+[[agents]]
+subject = "ops-test"
+key_sha256 = "{}"
+tunnels = ["{tunnel}"]
+"#,
+            secret::digest_hex(&token),
+            secret::digest_hex(&key)
+        ),
+    )
+    .unwrap();
+    let mut relay = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["relay", "--config"])
+        .arg(dir.join("relay.toml"))
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = relay.stderr.take().unwrap();
+    let _relay = Proc(relay);
+    let mut lines = BufReader::new(stderr).lines();
+    let (tunnels_addr, agents_addr) = loop {
+        let line = lines.next().expect("relay exited").unwrap();
+        if line.contains("relay listening") {
+            let field = |name: &str| {
+                line.split_whitespace()
+                    .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                    .unwrap()
+                    .to_owned()
+            };
+            break (field("tunnels"), field("agents"));
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+
+    let demo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let demo_addr = demo.local_addr().unwrap();
+    tokio::spawn(portcullis::demo::DemoServer::new().serve(demo, Default::default()));
+    std::fs::write(dir.join("token"), &token).unwrap();
+    std::fs::write(
+        dir.join("gateway.toml"),
+        format!(
+            r#"
+[tunnel]
+id = "{tunnel}"
+token = {{ file = "token" }}
+relays = ["{tunnels_addr}"]
+server_name = "localhost"
+ca = "certs/ca.crt"
+[servers.crm]
+url = "http://{demo_addr}/mcp"
+"#
+        ),
+    )
+    .unwrap();
+    let gateway = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["gateway", "--config"])
+        .arg(dir.join("gateway.toml"))
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut gateway = Proc(gateway);
+
+    let url = format!("http://{agents_addr}/t/{tunnel}/crm/mcp");
+    let mut c = McpClient::new(&url, Some(&key));
+    within("gateway to connect", async {
+        while c.initialize().await.is_err() {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let r = c
+        .call_tool("lookup_customer", json!({"customer_id": "C-1003"}))
+        .await
+        .unwrap();
+    assert_eq!(r["result"]["structuredContent"]["name"], "Alan Turing");
+
+    // SIGTERM drains and exits cleanly.
+    let pid = gateway.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = within(
+        "gateway exit",
+        tokio::task::spawn_blocking(move || gateway.0.wait()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn keygen_prints_a_secret_and_its_digest() {
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["keygen", "agent"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let secret = text
+        .lines()
+        .find_map(|l| l.strip_prefix("secret: "))
+        .unwrap();
+    let digest = text
+        .lines()
+        .find_map(|l| l.strip_prefix("sha256: "))
+        .unwrap();
+    assert_eq!(secret::digest_hex(secret), digest);
+}
