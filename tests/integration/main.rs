@@ -1,6 +1,7 @@
 //! Integration tests: real TLS, real tunnels, real MCP peers, all on loopback.
 
 mod cli;
+mod faults;
 mod forwarding;
 mod peers;
 mod support;
