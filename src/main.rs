@@ -231,18 +231,19 @@ fn print_banner(running: &up::Running, url: &str) {
         .token
         .as_deref()
         .map(|t| format!("headers={{\"Authorization\": \"Bearer {t}\"}}"))
-        .unwrap_or_else(|| "headers={}".into());
-    println!("\nOr with the Python SDK (pip install mcp):\n");
+        .unwrap_or_default();
+    println!("\nOr with the Python SDK (pip install 'mcp>=2'):\n");
     println!(
         r#"  python3 - <<'PY'
-import asyncio
+import asyncio, httpx2
 from mcp import ClientSession
-from mcp.client.streamable_http import streamablehttp_client
+from mcp.client.streamable_http import streamable_http_client
 async def main():
-    async with streamablehttp_client("{url}", {headers}) as (r, w, _):
-        async with ClientSession(r, w) as s:
-            await s.initialize()
-            print(await s.call_tool("lookup_customer", {{"customer_id": "C-1001"}}))
+    async with httpx2.AsyncClient({headers}) as http:
+        async with streamable_http_client("{url}", http_client=http) as (r, w, *_):
+            async with ClientSession(r, w) as s:
+                await s.initialize()
+                print(await s.call_tool("lookup_customer", {{"customer_id": "C-1001"}}))
 asyncio.run(main())
 PY"#
     );
