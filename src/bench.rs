@@ -165,12 +165,12 @@ async fn run_on_workers(opts: BenchOptions) -> anyhow::Result<String> {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "| idle tunnels | connections each | RSS added per tunnel (relay and gateway ends together) |"
+            "| idle tunnels | connections each | relay RSS added per tunnel (gateways in a child process) |"
         );
         let _ = writeln!(out, "|---:|---:|---:|");
         let _ = writeln!(
             out,
-            "| {} | {} | {:.1} KiB (target for the relay alone ≤ 64 KiB) |",
+            "| {} | {} | {:.1} KiB (target ≤ 64 KiB) |",
             opts.tunnels,
             crate::limits::DEFAULT_TUNNEL_CONNECTIONS,
             per
@@ -179,18 +179,15 @@ async fn run_on_workers(opts: BenchOptions) -> anyhow::Result<String> {
     Ok(out)
 }
 
-/// Connects `n` tunnels (default connection count each) to one relay and
-/// returns the RSS growth per tunnel in KiB. Both ends live in this process,
-/// so the figure bounds the relay's share from above.
+/// Connects `n` tunnels (default connection count each) to a relay in this
+/// process, from gateways in a child process, and returns the relay's RSS
+/// growth per tunnel in KiB.
 async fn idle_tunnel_memory(n: usize) -> anyhow::Result<f64> {
-    use crate::gateway::Gateway;
     use crate::relay::auth::AgentAuth;
     use crate::relay::{Relay, RelaySettings};
     use crate::secret;
     use crate::tls::{self, GeneratedCa};
     use crate::tunnel::acceptor::TunnelAuth;
-    use crate::tunnel::connector::PoolConfig;
-    use crate::tunnel::dial::{DialConfig, ProxyConfig, RelayTarget};
     use tokio_util::sync::CancellationToken;
 
     let ca = GeneratedCa::new("bench CA")?;
@@ -211,52 +208,91 @@ async fn idle_tunnel_memory(n: usize) -> anyhow::Result<f64> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let server_tls = tls::server_config(&relay_id, None, &[b"http/1.1"])?;
-    let client_tls = tls::client_config(Some(&[ca.cert()]), None, &[b"http/1.1"])?;
     tokio::spawn(
         relay
             .clone()
             .serve_tunnels(listener, server_tls, shutdown.clone()),
     );
-    let gateway = Gateway::new(Default::default(), crate::config::gateway::default_limits());
+
+    let dir = std::env::temp_dir().join(format!("portcullis-bench-{}", secret::random_id()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("ca.pem"), ca.pem())?;
+    let list: String = ids.iter().map(|(id, t)| format!("{id} {t}\n")).collect();
+    std::fs::write(dir.join("tunnels"), list)?;
+
     // Let allocator arenas settle before the baseline.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = rss_kib().unwrap_or(0);
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .arg("bench-gateways")
+        .arg("--relay")
+        .arg(addr.to_string())
+        .arg("--dir")
+        .arg(&dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
     let conns = crate::limits::DEFAULT_TUNNEL_CONNECTIONS;
-    let mut handles = Vec::new();
-    for (id, token) in &ids {
-        let (_status, h) = gateway.connect(
+    let registry = Arc::clone(relay.registry());
+    let connected = tokio::time::timeout(Duration::from_secs(120), async {
+        for (id, _) in &ids {
+            registry.wait_for(id, conns).await;
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_kib().unwrap_or(0);
+    let _ = child.kill().await;
+    shutdown.cancel();
+    let _ = std::fs::remove_dir_all(&dir);
+    connected.map_err(|_| anyhow::anyhow!("tunnels did not all connect within 120 s"))?;
+    Ok(after.saturating_sub(before) as f64 / n as f64)
+}
+
+/// The child side of the memory measurement: one gateway per tunnel listed
+/// in `dir/tunnels`, connected to `relay`, until stdin closes.
+pub async fn run_gateways(relay: String, dir: std::path::PathBuf) -> anyhow::Result<()> {
+    use crate::gateway::Gateway;
+    use crate::tls;
+    use crate::tunnel::connector::PoolConfig;
+    use crate::tunnel::dial::{DialConfig, ProxyConfig, RelayTarget};
+    use tokio_util::sync::CancellationToken;
+
+    let cas = tls::load_certs(&dir.join("ca.pem"))?;
+    let client_tls = tls::client_config(Some(&cas), None, &[b"http/1.1"])?;
+    let gateway = Gateway::new(Default::default(), crate::config::gateway::default_limits());
+    let shutdown = CancellationToken::new();
+    let list = std::fs::read_to_string(dir.join("tunnels"))?;
+    for line in list.lines() {
+        let Some((id, token)) = line.split_once(' ') else {
+            continue;
+        };
+        let _ = gateway.connect(
             DialConfig {
-                tunnel_id: id.clone(),
-                token: token.clone(),
+                tunnel_id: id.to_owned(),
+                token: token.to_owned(),
                 tls: client_tls.clone(),
                 proxy: ProxyConfig::default(),
             },
             PoolConfig {
                 relays: vec![RelayTarget {
-                    addr: addr.to_string(),
+                    addr: relay.clone(),
                     server_name: "localhost".into(),
                 }],
-                connections: conns,
+                connections: crate::limits::DEFAULT_TUNNEL_CONNECTIONS,
                 max_streams: crate::limits::MAX_STREAMS_PER_CONNECTION,
                 drain_grace: Duration::from_secs(1),
             },
             shutdown.clone(),
         );
-        handles.push(h);
     }
-    let registry = Arc::clone(relay.registry());
-    tokio::time::timeout(Duration::from_secs(120), async {
-        for (id, _) in &ids {
-            registry.wait_for(id, conns).await;
-        }
+    // Blocks until the parent closes our stdin (or dies).
+    let _ = tokio::task::spawn_blocking(|| {
+        let mut sink = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink)
     })
-    .await
-    .map_err(|_| anyhow::anyhow!("tunnels did not all connect within 120 s"))?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = rss_kib().unwrap_or(0);
+    .await;
     shutdown.cancel();
-    for h in handles {
-        let _ = h.await;
-    }
-    Ok(after.saturating_sub(before) as f64 / n as f64)
+    Ok(())
 }

@@ -64,6 +64,14 @@ enum Command {
     Example { kind: String },
     /// Measure the tunnel against a direct call and print a table.
     Bench(bench::BenchOptions),
+    /// Internal: the gateways of the benchmark's memory measurement.
+    #[command(hide = true)]
+    BenchGateways {
+        #[arg(long)]
+        relay: String,
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 fn shutdown_on_signal() -> CancellationToken {
@@ -196,6 +204,7 @@ async fn main() -> Result<()> {
             }
             Ok(())
         }
+        Command::BenchGateways { relay, dir } => bench::run_gateways(relay, dir).await,
         Command::Bench(opts) => {
             let report = bench::run(opts).await?;
             println!("{report}");

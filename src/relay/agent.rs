@@ -6,12 +6,11 @@
 //! forwarded, plus the verified principal.
 
 use http::{HeaderMap, HeaderName, Request, Response, StatusCode, Uri, header};
-use http_body_util::Limited;
 use hyper::body::Incoming;
 
 use super::Relay;
 use super::auth::bearer;
-use crate::body::{Body, boxed, full};
+use crate::body::{Body, ReadError, boxed, full, read_limited};
 use crate::mcp::{McpError, error_response};
 use crate::principal::{PRINCIPAL_HEADER, Principal};
 use crate::tunnel::TUNNEL_AUTHORITY;
@@ -20,6 +19,7 @@ use crate::tunnel::TUNNEL_AUTHORITY;
 /// (cookies, `Authorization`, proxy headers) stays at the relay.
 const FORWARDED_REQUEST_HEADERS: &[&str] = &[
     "content-type",
+    "content-length",
     "accept",
     "mcp-session-id",
     "mcp-protocol-version",
@@ -185,7 +185,16 @@ impl Relay {
             .build()
             .map_err(|_| McpError::InvalidRequest("invalid path".into()))?;
         let (parts, body) = req.into_parts();
-        let mut down = Request::new(boxed(Limited::new(body, s.max_message_bytes)));
+        // An MCP request body is one JSON-RPC message, bounded by the
+        // message limit: read it here, so an oversized one is refused before
+        // it uses the tunnel, and h2 sends it without a body-pipe task.
+        let body = read_limited(body, s.max_message_bytes)
+            .await
+            .map_err(|e| match e {
+                ReadError::TooLarge { limit } => McpError::TooLarge { limit },
+                ReadError::Io(e) => McpError::InvalidRequest(format!("request body failed: {e}")),
+            })?;
+        let mut down = Request::new(full(body));
         *down.method_mut() = parts.method;
         *down.uri_mut() = uri;
         *down.headers_mut() = forwarded_headers(&parts.headers, &principal);
@@ -195,10 +204,10 @@ impl Relay {
             tracing::warn!(tunnel, error = %e, "tunnel stream failed");
             McpError::UpstreamUnavailable(format!("the tunnel '{tunnel}' dropped the call"))
         })?;
-        let (mut parts, body) = resp.into_parts();
+        let (parts, body) = resp.into_parts();
         // h2 forbids connection-specific headers, so there is nothing
-        // hop-by-hop to strip; the gateway chose what to expose.
-        parts.headers.remove(header::CONTENT_LENGTH);
+        // hop-by-hop to strip; the gateway chose what to expose. A
+        // Content-Length it sent lets the agent side skip chunked framing.
         if parts.status == StatusCode::SWITCHING_PROTOCOLS {
             return Err(McpError::UpstreamUnavailable("unexpected upgrade".into()));
         }
