@@ -13,21 +13,7 @@ use hyper_util::rt::TokioExecutor;
 use super::outbound::{OutboundLimits, filter_response};
 use crate::body::{Body, empty, full};
 use crate::mcp::McpError;
-
-/// Request headers the gateway passes to an HTTP upstream. The agent's
-/// credential never arrived here; upstream credentials come from config.
-const UPSTREAM_REQUEST_HEADERS: &[&str] = &[
-    "content-type",
-    "accept",
-    "mcp-session-id",
-    "mcp-protocol-version",
-    "mcp-method",
-    "mcp-name",
-    "last-event-id",
-    "traceparent",
-    "tracestate",
-    "baggage",
-];
+use crate::mcp::era::is_forwarded_request_header;
 
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
 
@@ -87,13 +73,10 @@ impl HttpUpstream {
         *req.method_mut() = method;
         *req.uri_mut() = self.url.clone();
         let h = req.headers_mut();
-        for name in UPSTREAM_REQUEST_HEADERS {
-            for v in incoming.get_all(*name) {
-                h.append(*name, v.clone());
-            }
-        }
+        // The agent's credential never arrived here; upstream credentials
+        // come from config below.
         for (name, value) in incoming {
-            if name.as_str().starts_with("mcp-param-") {
+            if is_forwarded_request_header(name.as_str()) {
                 h.append(name.clone(), value.clone());
             }
         }

@@ -485,8 +485,19 @@ async fn route(session: &Session, msg: Message, name: &str) {
             }
         }
     };
-    if let Some(tx) = target {
-        // The agent may have gone; that only loses this stream.
-        let _ = tx.send(msg.raw).await;
+    let Some(tx) = target else { return };
+    let Err(lost) = tx.send(msg.raw).await else {
+        return;
+    };
+    // The agent closed that stream. A response is lost with it (the client
+    // abandoned the request); anything else waits for the next GET stream.
+    if matches!(msg.kind, Kind::Request | Kind::Notification) {
+        let mut r = session.router();
+        if r.get_stream.as_ref().is_some_and(|g| g.is_closed()) {
+            r.get_stream = None;
+        }
+        if r.backlog.len() < limits::STDIO_BACKLOG {
+            r.backlog.push_back(lost.0);
+        }
     }
 }

@@ -24,6 +24,30 @@ pub const METHOD_HEADER: &str = "mcp-method";
 /// Header repeating the call's target name (stateless era).
 pub const NAME_HEADER: &str = "mcp-name";
 
+/// Request headers that carry MCP protocol state or trace context. They are
+/// the only agent headers forwarded down the tunnel and on to an HTTP
+/// upstream (besides `Mcp-Param-*`); credentials and cookies never are.
+pub const FORWARDED_REQUEST_HEADERS: &[&str] = &[
+    "content-type",
+    "accept",
+    SESSION_HEADER,
+    PROTOCOL_VERSION_HEADER,
+    METHOD_HEADER,
+    NAME_HEADER,
+    "last-event-id",
+    "traceparent",
+    "tracestate",
+    "baggage",
+];
+
+/// Prefix of the stateless era's parameter headers, forwarded as well.
+pub const PARAM_HEADER_PREFIX: &str = "mcp-param-";
+
+/// True for a request header that may travel past the relay.
+pub fn is_forwarded_request_header(name: &str) -> bool {
+    FORWARDED_REQUEST_HEADERS.contains(&name) || name.starts_with(PARAM_HEADER_PREFIX)
+}
+
 /// Which family of the protocol a request belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Era {

@@ -11,28 +11,10 @@ use hyper::body::Incoming;
 use super::Relay;
 use super::auth::bearer;
 use crate::body::{Body, ReadError, boxed, full, read_limited};
+use crate::mcp::era::is_forwarded_request_header;
 use crate::mcp::{McpError, error_response};
 use crate::principal::{PRINCIPAL_HEADER, Principal};
 use crate::tunnel::TUNNEL_AUTHORITY;
-
-/// Request headers an agent may send down the tunnel. Everything else
-/// (cookies, `Authorization`, proxy headers) stays at the relay.
-const FORWARDED_REQUEST_HEADERS: &[&str] = &[
-    "content-type",
-    "content-length",
-    "accept",
-    "mcp-session-id",
-    "mcp-protocol-version",
-    "mcp-method",
-    "mcp-name",
-    "last-event-id",
-    "traceparent",
-    "tracestate",
-    "baggage",
-];
-
-/// Prefix of stateless-era parameter headers, forwarded as well.
-const MCP_PARAM_PREFIX: &str = "mcp-param-";
 
 /// A parsed agent path.
 struct Route<'a> {
@@ -88,8 +70,8 @@ fn is_same_origin(origin: &str, req: &Request<Incoming>) -> bool {
 fn forwarded_headers(from: &HeaderMap, principal: &Principal) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(from.len() + 1);
     for (name, value) in from {
-        let n = name.as_str();
-        if FORWARDED_REQUEST_HEADERS.contains(&n) || n.starts_with(MCP_PARAM_PREFIX) {
+        // Content-Length too: it saves chunked framing on the way down.
+        if is_forwarded_request_header(name.as_str()) || name == header::CONTENT_LENGTH {
             out.append(name.clone(), value.clone());
         }
     }

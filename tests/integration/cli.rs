@@ -29,21 +29,7 @@ fn scratch_dir() -> PathBuf {
     dir
 }
 
-fn pem_key(id: &portcullis::tls::Identity) -> String {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(id.key.secret_der());
-    let lines: Vec<_> = b64
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).unwrap())
-        .collect();
-    format!(
-        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
-        lines.join("\n")
-    )
-}
-
-fn pem_cert(der: &[u8]) -> String {
+fn pem(label: &str, der: &[u8]) -> String {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
     let lines: Vec<_> = b64
@@ -52,7 +38,7 @@ fn pem_cert(der: &[u8]) -> String {
         .map(|c| std::str::from_utf8(c).unwrap())
         .collect();
     format!(
-        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
         lines.join("\n")
     )
 }
@@ -62,9 +48,13 @@ fn write_certs(dir: &Path) {
     let ca = GeneratedCa::new("ops CA").unwrap();
     let id = ca.issue(&["localhost", "127.0.0.1"]).unwrap();
     std::fs::write(dir.join("certs/ca.crt"), ca.pem()).unwrap();
-    let chain: String = id.chain.iter().map(|c| pem_cert(c)).collect();
+    let chain: String = id.chain.iter().map(|c| pem("CERTIFICATE", c)).collect();
     std::fs::write(dir.join("certs/relay.crt"), chain).unwrap();
-    std::fs::write(dir.join("certs/relay.key"), pem_key(&id)).unwrap();
+    std::fs::write(
+        dir.join("certs/relay.key"),
+        pem("PRIVATE KEY", id.key.secret_der()),
+    )
+    .unwrap();
 }
 
 #[test]

@@ -1,7 +1,6 @@
 //! Faults: slow clients, dead and hanging upstreams, crashing stdio servers.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use portcullis::client::McpClient;
@@ -9,7 +8,6 @@ use portcullis::config::gateway::{UpstreamSpec, default_limits};
 use portcullis::relay::auth::AgentAuth;
 use portcullis::relay::{Relay, RelaySettings};
 use portcullis::secret;
-use portcullis::tls::GeneratedCa;
 use portcullis::tunnel::dial::ProxyConfig;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -39,51 +37,14 @@ async fn slow_header_senders_are_cut_off() {
     );
 }
 
-/// A relay and one tunnel to some upstreams.
-struct Stack {
-    relay: TestRelay,
-    tunnel: String,
-    key: String,
-}
-
-impl Stack {
-    fn client(&self, server: &str) -> McpClient {
-        McpClient::new(&self.relay.url(&self.tunnel, server), Some(&self.key))
-    }
-}
-
 /// One tunnel to `upstreams`; returns a client for `server`.
 async fn through(
     server: &str,
     upstreams: HashMap<String, portcullis::gateway::Upstream>,
-) -> (McpClient, Stack) {
-    let ca = Arc::new(GeneratedCa::new("t").unwrap());
-    let cred = TunnelCred::new();
-    let key = secret::generate("pk_");
-    let relay = start_relay(
-        ca.clone(),
-        &[&cred],
-        &[(&key, vec![cred.id.clone()])],
-        None,
-        None,
-    )
-    .await;
-    let (_gw, mut status, _stop, _t) = start_gateway(
-        &ca,
-        &cred,
-        relay.tunnel_addr,
-        upstreams,
-        1,
-        ProxyConfig::default(),
-        None,
-    );
-    within("tunnel", status.wait_connected(1)).await;
-    let stack = Stack {
-        relay,
-        tunnel: cred.id.clone(),
-        key,
-    };
-    (stack.client(server), stack)
+) -> (McpClient, OneTunnel) {
+    let t = OneTunnel::start().await;
+    let _gw = t.gateway(upstreams, 1, ProxyConfig::default()).await;
+    (t.client(server), t)
 }
 
 #[tokio::test]

@@ -2,13 +2,10 @@
 //! protocol headers, Host/Origin checks, SSE.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use http::Method;
 use portcullis::client::McpClient;
-use portcullis::secret;
-use portcullis::tls::GeneratedCa;
 use portcullis::tunnel::dial::ProxyConfig;
 use portcullis::up::{self, UpOptions};
 use serde_json::json;
@@ -16,35 +13,17 @@ use serde_json::json;
 use crate::support::*;
 
 /// A relay + gateway in front of the recording upstream.
-async fn recorded() -> (TestRelay, String, String, Seen) {
-    let ca = Arc::new(GeneratedCa::new("t").unwrap());
-    let cred = TunnelCred::new();
-    let key = secret::generate("pk_");
-    let relay = start_relay(
-        ca.clone(),
-        &[&cred],
-        &[(&key, vec![cred.id.clone()])],
-        None,
-        None,
-    )
-    .await;
+async fn recorded() -> (OneTunnel, String, String, Seen) {
+    let t = OneTunnel::start().await;
     let (addr, seen) = recording_upstream().await;
     let ups = HashMap::from([(
         "rec".to_owned(),
         http_upstream("rec", &format!("http://{addr}/mcp")),
     )]);
-    let (_gw, mut status, _stop, _t) = start_gateway(
-        &ca,
-        &cred,
-        relay.tunnel_addr,
-        ups,
-        1,
-        ProxyConfig::default(),
-        None,
-    );
-    within("tunnel", status.wait_connected(1)).await;
-    let url = relay.url(&cred.id, "rec");
-    (relay, url, key, seen)
+    let _gw = t.gateway(ups, 1, ProxyConfig::default()).await;
+    let url = t.relay.url(&t.cred.id, "rec");
+    let key = t.key.clone();
+    (t, url, key, seen)
 }
 
 #[tokio::test]
@@ -212,7 +191,8 @@ async fn stateless_era_headers_must_match_the_body() {
 
 #[tokio::test]
 async fn host_and_origin_are_checked() {
-    let (relay, url, key, seen) = recorded().await;
+    let (t, url, key, seen) = recorded().await;
+    let relay = &t.relay;
     let c = McpClient::new(&url, Some(&key));
     let ping = || Bytes::from(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#);
     let own_host = relay.agent_addr.to_string();

@@ -278,3 +278,74 @@ pub fn require(path: PathBuf) -> PathBuf {
     );
     path
 }
+
+/// A relay with one tunnel and one agent key allowed on it.
+pub struct OneTunnel {
+    pub ca: Arc<GeneratedCa>,
+    pub cred: TunnelCred,
+    pub key: String,
+    pub relay: TestRelay,
+}
+
+impl OneTunnel {
+    pub async fn start() -> OneTunnel {
+        let ca = Arc::new(GeneratedCa::new("test CA").unwrap());
+        let cred = TunnelCred::new();
+        let key = secret::generate(secret::AGENT_KEY_PREFIX);
+        let relay = start_relay(
+            ca.clone(),
+            &[&cred],
+            &[(&key, vec![cred.id.clone()])],
+            None,
+            None,
+        )
+        .await;
+        OneTunnel {
+            ca,
+            cred,
+            key,
+            relay,
+        }
+    }
+
+    /// Starts a gateway for the tunnel and waits until `connections` are up.
+    pub async fn gateway(
+        &self,
+        upstreams: HashMap<String, Upstream>,
+        connections: usize,
+        proxy: ProxyConfig,
+    ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+        let (_gw, mut status, stop, task) = start_gateway(
+            &self.ca,
+            &self.cred,
+            self.relay.tunnel_addr,
+            upstreams,
+            connections,
+            proxy,
+            None,
+        );
+        within("tunnel connections", status.wait_connected(connections)).await;
+        (stop, task)
+    }
+
+    /// An agent client for `server` on this tunnel.
+    pub fn client(&self, server: &str) -> portcullis::client::McpClient {
+        portcullis::client::McpClient::new(&self.relay.url(&self.cred.id, server), Some(&self.key))
+    }
+}
+
+/// The demo server on a loopback port.
+pub async fn demo_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(portcullis::demo::DemoServer::new().serve(l, Default::default()));
+    addr
+}
+
+/// `{"demo": <HTTP upstream at addr>}`.
+pub fn demo_upstreams(addr: SocketAddr) -> HashMap<String, Upstream> {
+    HashMap::from([(
+        "demo".to_owned(),
+        http_upstream("demo", &format!("http://{addr}/mcp")),
+    )])
+}

@@ -1,7 +1,6 @@
 //! The tunnel itself: credentials, scoping, offline answers, reconnects,
 //! spreading, proxies, mTLS and the drain.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,20 +14,6 @@ use portcullis::up::{self, UpOptions};
 use serde_json::json;
 
 use crate::support::*;
-
-fn demo_upstreams(addr: std::net::SocketAddr) -> HashMap<String, portcullis::gateway::Upstream> {
-    HashMap::from([(
-        "demo".to_owned(),
-        http_upstream("demo", &format!("http://{addr}/mcp")),
-    )])
-}
-
-async fn demo_server() -> std::net::SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(portcullis::demo::DemoServer::new().serve(l, Default::default()));
-    addr
-}
 
 #[tokio::test]
 async fn offline_tunnel_is_an_immediate_503() {
@@ -204,37 +189,18 @@ async fn gateway_reconnects_after_relay_restart() {
 
 #[tokio::test]
 async fn gateway_dials_through_a_connect_proxy() {
-    let ca = Arc::new(GeneratedCa::new("t").unwrap());
-    let cred = TunnelCred::new();
-    let key = secret::generate("pk_");
-    let relay = start_relay(
-        ca.clone(),
-        &[&cred],
-        &[(&key, vec![cred.id.clone()])],
-        None,
-        None,
-    )
-    .await;
+    let t = OneTunnel::start().await;
     let (proxy_addr, targets) = connect_proxy().await;
     let proxy =
         ProxyConfig::parse(Some(&format!("http://{proxy_addr}")), Some("example.com")).unwrap();
-    let demo = demo_server().await;
-    let (_gw, mut status, _stop, _t) = start_gateway(
-        &ca,
-        &cred,
-        relay.tunnel_addr,
-        demo_upstreams(demo),
-        1,
-        proxy,
-        None,
-    );
-    within("connect via proxy", status.wait_connected(1)).await;
+    let _gw = t
+        .gateway(demo_upstreams(demo_server().await), 1, proxy)
+        .await;
     assert_eq!(
         targets.lock().unwrap().as_slice(),
-        [relay.tunnel_addr.to_string()]
+        [t.relay.tunnel_addr.to_string()]
     );
-    let mut c = McpClient::new(&relay.url(&cred.id, "demo"), Some(&key));
-    c.initialize().await.unwrap();
+    t.client("demo").initialize().await.unwrap();
 }
 
 #[tokio::test]
@@ -264,29 +230,15 @@ async fn mutual_tls_requires_a_gateway_certificate() {
 
 #[tokio::test]
 async fn drain_finishes_in_flight_calls() {
-    let ca = Arc::new(GeneratedCa::new("t").unwrap());
-    let cred = TunnelCred::new();
-    let key = secret::generate("pk_");
-    let relay = start_relay(
-        ca.clone(),
-        &[&cred],
-        &[(&key, vec![cred.id.clone()])],
-        None,
-        None,
-    )
-    .await;
-    let demo = demo_server().await;
-    let (_gw, mut status, stop, task) = start_gateway(
-        &ca,
-        &cred,
-        relay.tunnel_addr,
-        demo_upstreams(demo),
-        1,
-        ProxyConfig::default(),
-        None,
-    );
-    within("connect", status.wait_connected(1)).await;
-    let mut c = McpClient::new(&relay.url(&cred.id, "demo"), Some(&key));
+    let t = OneTunnel::start().await;
+    let (stop, task) = t
+        .gateway(
+            demo_upstreams(demo_server().await),
+            1,
+            ProxyConfig::default(),
+        )
+        .await;
+    let mut c = t.client("demo");
     c.initialize().await.unwrap();
     // 10 steps of 20 ms: the first event proves the call is in flight when
     // the gateway is told to stop.
@@ -313,12 +265,12 @@ async fn drain_finishes_in_flight_calls() {
     assert!(rest.contains("Revenue report"), "{rest}");
     within("gateway stop", task).await.unwrap();
     within("relay notices", async {
-        while relay.relay.registry().connections(&cred.id) > 0 {
+        while t.relay.relay.registry().connections(&t.cred.id) > 0 {
             tokio::task::yield_now().await;
         }
     })
     .await;
     // New calls now find the tunnel offline.
-    let mut c2 = McpClient::new(&relay.url(&cred.id, "demo"), Some(&key));
+    let mut c2 = t.client("demo");
     assert_eq!(c2.request("ping", json!({})).await.unwrap().status, 503);
 }
