@@ -108,8 +108,90 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<String> {
     tokio::spawn(run_on_workers(opts)).await?
 }
 
+/// A policy with three no-op plugins in one chain.
+const NOOP_CHAIN: &str = r#"
+[plugins.noop1]
+source = "builtin:noop"
+[plugins.noop2]
+source = "builtin:noop"
+[plugins.noop3]
+source = "builtin:noop"
+[[servers."*"]]
+plugin = "noop1"
+[[servers."*"]]
+plugin = "noop2"
+[[servers."*"]]
+plugin = "noop3"
+"#;
+
+/// Host-side wall time of plugin calls on a 1 KiB message.
+async fn plugin_costs(calls: usize) -> anyhow::Result<(Duration, Duration)> {
+    use crate::plugin::{LoadedPlugin, PluginEngine, PluginLimits};
+    use crate::policy::verdict::{Direction, MessageContext, MessageKind};
+
+    let engine = PluginEngine::new(None)?;
+    let bytes =
+        crate::plugin::builtin("noop").ok_or_else(|| anyhow::anyhow!("noop plugin missing"))?;
+    let noop = LoadedPlugin::load(
+        &engine,
+        "noop",
+        bytes,
+        "{}".into(),
+        PluginLimits::default(),
+        Default::default(),
+    )
+    .await?;
+    let message = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "search_tickets", "arguments": {"query": "x".repeat(ARG_BYTES - 90)}}})
+    .to_string();
+    let ctx = MessageContext {
+        direction: Direction::ToServer,
+        tunnel: "bench".into(),
+        server: "demo".into(),
+        kind: MessageKind::Request,
+        method: Some("tools/call".into()),
+        target: Some("search_tickets".into()),
+        request_id: Some("1".into()),
+        session_id: None,
+        protocol_version: None,
+        principal: crate::principal::Principal::anonymous(),
+    };
+    let mut one = Vec::with_capacity(calls);
+    for i in 0..calls + WARMUP {
+        let t = Instant::now();
+        noop.call(&ctx, &message).await?;
+        if i >= WARMUP {
+            one.push(t.elapsed());
+        }
+    }
+    one.sort();
+    let dir = std::env::temp_dir().join(format!("portcullis-bench-{}", crate::secret::random_id()));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("noop3.toml");
+    std::fs::write(&path, NOOP_CHAIN)?;
+    let policy = crate::policy::load(&path, &engine, Default::default()).await?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let raw = bytes::Bytes::from(message);
+    let mut three = Vec::with_capacity(calls);
+    for i in 0..calls + WARMUP {
+        let t = Instant::now();
+        let _ = policy
+            .apply(&ctx, raw.clone(), crate::limits::MAX_JSON_DEPTH)
+            .await;
+        if i >= WARMUP {
+            three.push(t.elapsed());
+        }
+    }
+    three.sort();
+    Ok((percentile(&one, 0.5), percentile(&three, 0.5)))
+}
+
 async fn run_on_workers(opts: BenchOptions) -> anyhow::Result<String> {
-    let running = up::start(UpOptions::default()).await?;
+    let running = up::start(UpOptions {
+        no_policy: true,
+        ..UpOptions::default()
+    })
+    .await?;
     let demo = running
         .demo_addr
         .ok_or_else(|| anyhow::anyhow!("demo server did not start"))?;
@@ -128,6 +210,28 @@ async fn run_on_workers(opts: BenchOptions) -> anyhow::Result<String> {
     let dt = throughput(&direct, opts.calls_per_task).await?;
     let tt = throughput(&tunneled, opts.calls_per_task).await?;
     running.stop().await;
+
+    // The same path with a three-plugin no-op chain in the gateway.
+    let dir = std::env::temp_dir().join(format!("portcullis-bench-{}", crate::secret::random_id()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("noop3.toml"), NOOP_CHAIN)?;
+    let chained = up::start(UpOptions {
+        policy: Some(dir.join("noop3.toml")),
+        ..UpOptions::default()
+    })
+    .await?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let url = chained
+        .servers
+        .get(up::DEMO_SERVER)
+        .cloned()
+        .unwrap_or_default();
+    let mut with_chain = McpClient::new(&url, chained.token.as_deref());
+    with_chain.initialize().await?;
+    let c1 = latency(&mut with_chain, opts.calls).await?;
+    let ct = throughput(&with_chain, opts.calls_per_task).await?;
+    chained.stop().await;
+    let (one_plugin, three_plugins) = plugin_costs(opts.calls).await?;
 
     let mut out = String::new();
     let _ = writeln!(
@@ -159,6 +263,33 @@ async fn run_on_workers(opts: BenchOptions) -> anyhow::Result<String> {
         us(t1.p50.saturating_sub(d1.p50)),
         us(t1.p99.saturating_sub(d1.p99)),
         tt / dt
+    );
+    let _ = writeln!(
+        out,
+        "| tunnel + 3 no-op plugins (both directions) | {:.0} | {:.0} | {:.0} |",
+        us(c1.p50),
+        us(c1.p99),
+        ct
+    );
+    let _ = writeln!(
+        out,
+        "| added with the chain | {:.0} (target ≤ 200) | {:.0} | {:.2}× direct |",
+        us(c1.p50.saturating_sub(d1.p50)),
+        us(c1.p99.saturating_sub(d1.p99)),
+        ct / dt
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(out, "| plugin host, 1 KiB message | p50 µs |");
+    let _ = writeln!(out, "|---|---:|");
+    let _ = writeln!(
+        out,
+        "| one no-op plugin call | {:.1} (target ≤ 5) |",
+        us(one_plugin)
+    );
+    let _ = writeln!(
+        out,
+        "| 3-plugin no-op chain | {:.1} (target ≤ 15) |",
+        us(three_plugins)
     );
     if opts.tunnels > 0 {
         let per = idle_tunnel_memory(opts.tunnels).await?;

@@ -1,19 +1,20 @@
 //! The one HTTP body type Portcullis passes around, and helpers to build it.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 
 /// Boxed error carried by bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A streaming, boxed HTTP body.
-pub type Body = BoxBody<Bytes, BoxError>;
+/// A streaming, boxed HTTP body. `Send` but not `Sync`: bodies that run the
+/// policy chain hold plugin calls, which are not `Sync`.
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
 /// A body holding `bytes` whole.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())
         .map_err(|never| match never {})
-        .boxed()
+        .boxed_unsync()
 }
 
 /// An empty body.
@@ -24,10 +25,10 @@ pub fn empty() -> Body {
 /// Boxes any body whose error converts into [`BoxError`].
 pub fn boxed<B>(body: B) -> Body
 where
-    B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    body.map_err(Into::into).boxed()
+    body.map_err(Into::into).boxed_unsync()
 }
 
 /// Why a body could not be read whole.

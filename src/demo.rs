@@ -447,7 +447,7 @@ fn report_stream(id: String, args: &Value, progress_token: Option<String>) -> Re
             Some((Ok::<_, BoxError>(Frame::data(ev.encode())), step + 1))
         }
     });
-    let mut r = Response::new(http_body_util::BodyExt::boxed(
+    let mut r = Response::new(http_body_util::BodyExt::boxed_unsync(
         http_body_util::StreamBody::new(s),
     ));
     r.headers_mut().insert(

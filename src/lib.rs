@@ -47,6 +47,8 @@ pub mod demo;
 pub mod gateway;
 pub mod limits;
 pub mod mcp;
+pub mod plugin;
+pub mod policy;
 pub mod principal;
 pub mod relay;
 pub mod secret;

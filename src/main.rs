@@ -7,6 +7,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use portcullis::config::gateway::{GatewayConfig, UpstreamSpec};
 use portcullis::config::relay::RelayConfig;
+use portcullis::plugin::PluginEngine;
+use portcullis::plugin::engine::default_cache_dir;
 use portcullis::{bench, secret, up};
 use tokio_util::sync::CancellationToken;
 
@@ -19,6 +21,12 @@ use tokio_util::sync::CancellationToken;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Parse a policy, load every plugin and call its init.
+    Check { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -43,6 +51,17 @@ enum Command {
         /// Tunnel connections to keep.
         #[arg(long, default_value_t = portcullis::limits::DEFAULT_TUNNEL_CONNECTIONS)]
         connections: usize,
+        /// Policy file (plugins and chains). Default: policies/default.toml, built in.
+        #[arg(long, conflicts_with = "no_policy")]
+        policy: Option<PathBuf>,
+        /// Run with no policy chain at all.
+        #[arg(long)]
+        no_policy: bool,
+    },
+    /// Check policy files.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
     },
     /// Run a relay (public side) from a TOML config.
     Relay {
@@ -129,6 +148,8 @@ async fn main() -> Result<()> {
             no_demo,
             insecure_no_auth,
             connections,
+            policy,
+            no_policy,
         } => {
             let servers = servers
                 .iter()
@@ -140,6 +161,8 @@ async fn main() -> Result<()> {
                 demo: !no_demo,
                 insecure_no_auth,
                 connections,
+                policy,
+                no_policy,
             };
             let running = up::start(opts).await?;
             if insecure_no_auth {
@@ -175,8 +198,25 @@ async fn main() -> Result<()> {
             cfg.run(shutdown_on_signal()).await?;
             Ok(())
         }
+        Command::Policy {
+            command: PolicyCommand::Check { file },
+        } => {
+            let engine = PluginEngine::new(default_cache_dir())?;
+            let policy = portcullis::policy::load(&file, &engine, Default::default()).await?;
+            println!("{}: ok (sha256 {})", file.display(), policy.digest);
+            for (name, digest) in policy.plugins() {
+                println!("  plugin {name}: sha256 {digest}");
+            }
+            Ok(())
+        }
         Command::Gateway { config } => {
             let cfg = GatewayConfig::load(&config)?;
+            if let Some(path) = &cfg.policy {
+                let engine = PluginEngine::new(default_cache_dir())?;
+                let policy = portcullis::policy::load(path, &engine, cfg.gateway.catalog()).await?;
+                tracing::info!(policy = %path.display(), digest = policy.digest, "policy loaded");
+                cfg.gateway.set_policy(Some(std::sync::Arc::new(policy)));
+            }
             let shutdown = shutdown_on_signal();
             let (_status, task) = cfg.gateway.connect(cfg.dial, cfg.pool, shutdown);
             task.await?;

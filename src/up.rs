@@ -15,6 +15,8 @@ use crate::config::gateway::{UpstreamSpec, default_limits};
 use crate::demo::DemoServer;
 use crate::gateway::Gateway;
 use crate::limits;
+use crate::plugin::PluginEngine;
+use crate::plugin::engine::default_cache_dir;
 use crate::principal::Principal;
 use crate::relay::auth::{AgentAuth, AgentGrant, TunnelScope};
 use crate::relay::{Relay, RelaySettings, loopback_hosts};
@@ -23,6 +25,9 @@ use crate::tls::{self, GeneratedCa};
 use crate::tunnel::acceptor::TunnelAuth;
 use crate::tunnel::connector::{PoolConfig, PoolStatus};
 use crate::tunnel::dial::{DialConfig, ProxyConfig, RelayTarget};
+
+/// The policy `up` runs with unless told otherwise (`policies/default.toml`).
+pub const DEFAULT_POLICY: &str = include_str!("../policies/default.toml");
 
 /// Name of the demo server in agent URLs.
 pub const DEMO_SERVER: &str = "demo";
@@ -40,6 +45,10 @@ pub struct UpOptions {
     pub insecure_no_auth: bool,
     /// Tunnel connections.
     pub connections: usize,
+    /// Policy file; `None` runs [`DEFAULT_POLICY`].
+    pub policy: Option<std::path::PathBuf>,
+    /// Run without any policy (benchmarks of the bare tunnel).
+    pub no_policy: bool,
 }
 
 impl Default for UpOptions {
@@ -50,6 +59,8 @@ impl Default for UpOptions {
             demo: true,
             insecure_no_auth: false,
             connections: limits::DEFAULT_TUNNEL_CONNECTIONS,
+            policy: None,
+            no_policy: false,
         }
     }
 }
@@ -67,6 +78,10 @@ pub enum UpError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
+    #[error(transparent)]
+    Plugin(#[from] crate::plugin::PluginError),
 }
 
 /// A running stack.
@@ -174,6 +189,18 @@ pub async fn start(opts: UpOptions) -> Result<Running, UpError> {
     )));
 
     let gateway = Gateway::new(upstreams, out_limits);
+    if !opts.no_policy {
+        let engine = PluginEngine::new(default_cache_dir())?;
+        let policy = match &opts.policy {
+            Some(path) => crate::policy::load(path, &engine, gateway.catalog()).await?,
+            None => {
+                let anchor = std::path::Path::new("policies/default.toml");
+                crate::policy::file::load_text(DEFAULT_POLICY, anchor, &engine, gateway.catalog())
+                    .await?
+            }
+        };
+        gateway.set_policy(Some(Arc::new(policy)));
+    }
     let dial = DialConfig {
         tunnel_id: tunnel_id.clone(),
         token: tunnel_token,

@@ -22,6 +22,8 @@ use crate::tunnel::dial::{DialConfig, ProxyConfig, RelayTarget};
 #[serde(deny_unknown_fields)]
 struct RawGateway {
     tunnel: RawTunnel,
+    /// Policy file (plugins and chains); no policy when absent.
+    policy: Option<PathBuf>,
     #[serde(default)]
     limits: RawLimits,
     servers: BTreeMap<String, RawServer>,
@@ -76,6 +78,8 @@ struct RawServer {
 /// A validated gateway config.
 pub struct GatewayConfig {
     pub gateway: Arc<Gateway>,
+    /// The policy file to load, resolved against the config's directory.
+    pub policy: Option<PathBuf>,
     pub dial: DialConfig,
     pub pool: PoolConfig,
 }
@@ -296,6 +300,7 @@ impl GatewayConfig {
         }
         Ok(GatewayConfig {
             gateway: Gateway::new(upstreams, out_limits),
+            policy: raw.policy.as_ref().map(|p| relative_to(path, p)),
             dial: DialConfig {
                 tunnel_id: t.id.clone(),
                 token,

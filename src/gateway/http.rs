@@ -10,7 +10,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use super::outbound::{OutboundLimits, filter_response};
+use super::outbound::{OutboundLimits, ReplyContext, filter_response};
 use crate::body::{Body, empty, full};
 use crate::mcp::McpError;
 use crate::mcp::era::is_forwarded_request_header;
@@ -65,6 +65,7 @@ impl HttpUpstream {
         method: Method,
         incoming: &HeaderMap,
         body: Option<Bytes>,
+        reply: ReplyContext,
     ) -> Result<Response<Body>, McpError> {
         let mut req = Request::new(match body {
             Some(b) => full(b),
@@ -90,6 +91,6 @@ impl HttpUpstream {
                 tracing::warn!(server = self.name, error = %e, "upstream request failed");
                 McpError::UpstreamUnavailable(format!("server '{}' is not reachable", self.name))
             })?;
-        Ok(filter_response(resp, self.limits, &self.name).await)
+        Ok(filter_response(resp, reply).await)
     }
 }

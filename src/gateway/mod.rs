@@ -5,25 +5,32 @@
 //! - [`outbound`]: checks on everything an upstream sends back.
 //! - [`http`]: Streamable HTTP upstreams.
 //! - [`stdio`]: stdio upstreams, one process per session.
+//!
+//! Every message passes the policy chain (`src/policy`): requests from the
+//! agent before they are forwarded, and every reply — JSON bodies and each
+//! SSE event — in [`outbound::check_reply`] before it enters the tunnel.
 
 pub mod http;
 pub mod outbound;
 pub mod stdio;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
-use ::http::{HeaderMap, Method, Request, Response, header};
+use ::http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 
-use crate::body::{Body, ReadError, read_limited};
-use crate::mcp::era::SESSION_HEADER;
-use crate::mcp::{Era, McpError, Message, check_standard_headers, error_response};
+use crate::body::{Body, ReadError, full, read_limited};
+use crate::mcp::era::{PROTOCOL_VERSION_HEADER, SESSION_HEADER};
+use crate::mcp::{Era, Kind, McpError, Message, check_standard_headers, error_response};
+use crate::policy::catalog::Catalog;
+use crate::policy::verdict::{Direction, MessageContext, MessageKind};
+use crate::policy::{Outcome, Policy, StepRecord};
 use crate::principal::{PRINCIPAL_HEADER, Principal};
 use crate::tunnel::connector::{self, PoolConfig, PoolStatus};
 use crate::tunnel::dial::DialConfig;
-use outbound::OutboundLimits;
+use outbound::{OutboundLimits, ReplyContext, denial_body};
 
 /// An upstream MCP server.
 pub enum Upstream {
@@ -31,18 +38,12 @@ pub enum Upstream {
     Stdio(stdio::StdioUpstream),
 }
 
-/// The gateway's upstreams and limits.
+/// The gateway's upstreams, limits, policy and tool catalog.
 pub struct Gateway {
     upstreams: HashMap<String, Upstream>,
     limits: OutboundLimits,
-}
-
-/// What the gateway knows about one call (the policy chain's context).
-#[derive(Debug, Clone)]
-pub struct CallContext {
-    pub server: String,
-    pub principal: Principal,
-    pub era: Era,
+    policy: RwLock<Option<Arc<Policy>>>,
+    catalog: Arc<Catalog>,
 }
 
 fn server_of(path: &str) -> Option<&str> {
@@ -59,15 +60,70 @@ fn accepts_sse(headers: &HeaderMap) -> bool {
         .any(|v| v.contains("text/event-stream") || v.contains("*/*"))
 }
 
+/// Logs what each plugin decided (the audit issue turns these into durable
+/// records). Never logs message contents.
+pub fn log_records(ctx: &MessageContext, records: &[StepRecord]) {
+    for r in records {
+        tracing::debug!(
+            server = ctx.server,
+            subject = ctx.principal.subject,
+            method = ctx.method.as_deref().unwrap_or(""),
+            plugin = r.plugin,
+            decision = r.decision,
+            elapsed_us = r.elapsed.as_micros() as u64,
+            "policy step"
+        );
+    }
+}
+
+/// The response to a request the chain denied: a JSON-RPC error for a
+/// request (HTTP 200, as for any JSON-RPC error), 403 for anything else.
+fn denied_response(msg: &Message, d: &crate::policy::verdict::Denial) -> Response<Body> {
+    let is_request = msg.kind == Kind::Request;
+    let id = if is_request { msg.id.as_deref() } else { None };
+    let mut resp = Response::new(full(denial_body(id, d)));
+    if !is_request {
+        *resp.status_mut() = StatusCode::FORBIDDEN;
+    }
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        ::http::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
 impl Gateway {
-    /// A gateway serving `upstreams`.
+    /// A gateway serving `upstreams`, with no policy.
     pub fn new(upstreams: HashMap<String, Upstream>, limits: OutboundLimits) -> Arc<Gateway> {
-        Arc::new(Gateway { upstreams, limits })
+        Arc::new(Gateway {
+            upstreams,
+            limits,
+            policy: RwLock::new(None),
+            catalog: Arc::new(Catalog::default()),
+        })
     }
 
     /// Names of the configured servers.
     pub fn server_names(&self) -> impl Iterator<Item = &str> {
         self.upstreams.keys().map(String::as_str)
+    }
+
+    /// The catalog plugins read tool definitions from.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.clone()
+    }
+
+    /// Swaps the policy in; calls in flight finish on the one they started
+    /// with.
+    pub fn set_policy(&self, policy: Option<Arc<Policy>>) {
+        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = policy;
+    }
+
+    fn policy(&self) -> Option<Arc<Policy>> {
+        self.policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Opens the tunnel connections and serves them until `shutdown`.
@@ -78,20 +134,22 @@ impl Gateway {
         shutdown: CancellationToken,
     ) -> (PoolStatus, tokio::task::JoinHandle<()>) {
         let gw = self.clone();
+        let tunnel: Arc<str> = Arc::from(dial.tunnel_id.as_str());
         connector::start(
             dial,
             pool,
             move |req| {
                 let gw = gw.clone();
-                async move { Ok(gw.handle(req).await) }
+                let tunnel = tunnel.clone();
+                async move { Ok(gw.handle(req, &tunnel).await) }
             },
             shutdown,
         )
     }
 
     /// Handles one stream from the relay; every error becomes a response.
-    pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
-        match self.dispatch(req).await {
+    pub async fn handle(&self, req: Request<Incoming>, tunnel: &str) -> Response<Body> {
+        match self.dispatch(req, tunnel).await {
             Ok(r) => r,
             Err((e, id)) => {
                 tracing::info!(error = %e, "call refused at the gateway");
@@ -103,6 +161,7 @@ impl Gateway {
     async fn dispatch(
         &self,
         req: Request<Incoming>,
+        tunnel: &str,
     ) -> Result<Response<Body>, (McpError, Option<String>)> {
         let (parts, body) = req.into_parts();
         let server = server_of(parts.uri.path())
@@ -124,6 +183,29 @@ impl Gateway {
             .get(SESSION_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let policy = self.policy();
+        let mut base = MessageContext {
+            direction: Direction::ToClient,
+            tunnel: tunnel.to_owned(),
+            server,
+            kind: MessageKind::Notification,
+            method: None,
+            target: None,
+            request_id: None,
+            session_id: session.clone(),
+            protocol_version: parts
+                .headers
+                .get(PROTOCOL_VERSION_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            principal,
+        };
+        let reply = |base: MessageContext| ReplyContext {
+            policy: policy.clone(),
+            catalog: self.catalog.clone(),
+            base,
+            limits: self.limits,
+        };
         match parts.method {
             Method::POST => {
                 let bytes = read_limited(body, self.limits.max_message_bytes)
@@ -135,7 +217,7 @@ impl Gateway {
                             None,
                         ),
                     })?;
-                let msg = Message::parse(bytes, self.limits.max_depth).map_err(|e| {
+                let mut msg = Message::parse(bytes, self.limits.max_depth).map_err(|e| {
                     let err = if e.code() == -32700 {
                         McpError::Parse(e.to_string())
                     } else {
@@ -144,27 +226,54 @@ impl Gateway {
                     (err, None)
                 })?;
                 let id = msg.id.clone();
-                let ctx = CallContext {
-                    server,
-                    principal,
-                    era: Era::of(&parts.headers, Some(&msg)),
-                };
-                if ctx.era == Era::Stateless {
+                let era = Era::of(&parts.headers, Some(&msg));
+                if era == Era::Stateless {
                     check_standard_headers(&parts.headers, &msg).map_err(|e| (e, id.clone()))?;
+                    if base.protocol_version.is_none() {
+                        base.protocol_version = msg.meta_protocol_version.clone();
+                    }
                 }
-                tracing::debug!(
-                    server = ctx.server,
-                    subject = ctx.principal.subject,
-                    method = msg.method_str(),
-                    "forwarding message"
-                );
+                base.method = msg.method.clone();
+                base.target = msg.name.clone();
+                if let Some(p) = &policy {
+                    let mut ctx = base.clone();
+                    ctx.direction = Direction::ToServer;
+                    ctx.kind = msg.kind.into();
+                    ctx.request_id = msg.id.clone();
+                    if p.wants(&ctx) {
+                        let (outcome, records) =
+                            p.apply(&ctx, msg.raw.clone(), self.limits.max_depth).await;
+                        log_records(&ctx, &records);
+                        match outcome {
+                            Outcome::Deny(d) => return Ok(denied_response(&msg, &d)),
+                            Outcome::Pass(b) if b != msg.raw => {
+                                msg = Message::parse(b, self.limits.max_depth).map_err(|e| {
+                                    (McpError::InvalidRequest(e.to_string()), id.clone())
+                                })?;
+                            }
+                            Outcome::Pass(_) => {}
+                        }
+                    }
+                }
+                if msg.kind == Kind::Response || msg.kind == Kind::Error {
+                    // The agent answering a server request: the reply that
+                    // comes back (202) carries no message to check.
+                    base.method = None;
+                    base.target = None;
+                }
+                base.request_id = msg.id.clone();
                 match upstream {
                     Upstream::Http(u) => u
-                        .call(Method::POST, &parts.headers, Some(msg.raw.clone()))
+                        .call(
+                            Method::POST,
+                            &parts.headers,
+                            Some(msg.raw.clone()),
+                            reply(base),
+                        )
                         .await
                         .map_err(|e| (e, id)),
                     Upstream::Stdio(u) => {
-                        if ctx.era == Era::Stateless {
+                        if era == Era::Stateless {
                             return Err((
                                 McpError::InvalidRequest(
                                     "this server is a stdio server, which speaks only the session-based protocol (2025-11-25 and earlier)".into(),
@@ -172,22 +281,29 @@ impl Gateway {
                                 id,
                             ));
                         }
-                        u.post(session.as_deref(), msg, accepts_sse(&parts.headers))
-                            .await
-                            .map_err(|e| (e, id))
+                        u.post(
+                            session.as_deref(),
+                            msg,
+                            accepts_sse(&parts.headers),
+                            reply(base),
+                        )
+                        .await
+                        .map_err(|e| (e, id))
                     }
                 }
             }
             Method::GET => match upstream {
                 Upstream::Http(u) => u
-                    .call(Method::GET, &parts.headers, None)
+                    .call(Method::GET, &parts.headers, None, reply(base))
                     .await
                     .map_err(|e| (e, None)),
-                Upstream::Stdio(u) => u.get(session.as_deref()).map_err(|e| (e, None)),
+                Upstream::Stdio(u) => u
+                    .get(session.as_deref(), reply(base))
+                    .map_err(|e| (e, None)),
             },
             Method::DELETE => match upstream {
                 Upstream::Http(u) => u
-                    .call(Method::DELETE, &parts.headers, None)
+                    .call(Method::DELETE, &parts.headers, None, reply(base))
                     .await
                     .map_err(|e| (e, None)),
                 Upstream::Stdio(u) => u.delete(session.as_deref()).map_err(|e| (e, None)),

@@ -1,8 +1,11 @@
 //! Everything an upstream sends back, checked before it enters the tunnel:
 //! JSON bodies are parsed whole (bounded), SSE streams event by event, and
-//! only allow-listed response headers leave.
+//! only allow-listed response headers leave. Every server→client message
+//! passes [`check_reply`]: parse, learn the tool catalog, run the policy
+//! chain's response phase.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::stream;
@@ -12,7 +15,10 @@ use hyper::body::Frame;
 
 use crate::body::{Body, BoxError, ReadError, full, read_limited};
 use crate::mcp::sse::{Decoder, Event};
-use crate::mcp::{McpError, Message, error_response};
+use crate::mcp::{Kind, McpError, Message, error_response};
+use crate::policy::catalog::Catalog;
+use crate::policy::verdict::{Denial, MessageContext};
+use crate::policy::{Outcome, Policy};
 
 /// Response headers an upstream may send to the agent.
 const FORWARDED_RESPONSE_HEADERS: &[&str] = &[
@@ -30,6 +36,60 @@ pub struct OutboundLimits {
     pub max_message_bytes: usize,
     pub max_depth: usize,
     pub call_timeout: std::time::Duration,
+}
+
+/// What the gateway knows when a reply comes back: the policy in force, the
+/// catalog, and the context of the exchange (direction to-client; method and
+/// target of the request answered, when there is one).
+#[derive(Clone)]
+pub struct ReplyContext {
+    pub policy: Option<Arc<Policy>>,
+    pub catalog: Arc<Catalog>,
+    pub base: MessageContext,
+    pub limits: OutboundLimits,
+}
+
+/// A JSON-RPC error answering `id` (raw JSON text) with a policy denial.
+pub fn denial_body(id: Option<&str>, d: &Denial) -> String {
+    let error = serde_json::json!({ "code": d.code, "message": d.public_message });
+    format!(
+        r#"{{"jsonrpc":"2.0","id":{},"error":{error}}}"#,
+        id.unwrap_or("null")
+    )
+}
+
+/// Checks one server→client message. `Ok(Some)` is what to send (the
+/// message, a rewrite, or an error replacing a denied response); `Ok(None)`
+/// drops a denied notification or server request; `Err` is a message that
+/// is not valid JSON-RPC.
+pub async fn check_reply(rc: &ReplyContext, data: Bytes) -> Result<Option<Bytes>, String> {
+    let msg = Message::parse(data, rc.limits.max_depth).map_err(|e| e.to_string())?;
+    let is_reply = matches!(msg.kind, Kind::Response | Kind::Error);
+    if is_reply && msg.kind == Kind::Response && rc.base.method.as_deref() == Some("tools/list") {
+        rc.catalog.learn(&rc.base.server, &msg.raw, false);
+    }
+    let Some(policy) = &rc.policy else {
+        return Ok(Some(msg.raw));
+    };
+    let mut ctx = rc.base.clone();
+    ctx.kind = msg.kind.into();
+    ctx.request_id = msg.id.clone();
+    if !is_reply {
+        ctx.method = msg.method.clone();
+        ctx.target = msg.name.clone();
+    }
+    if !policy.wants(&ctx) {
+        return Ok(Some(msg.raw));
+    }
+    let (outcome, records) = policy
+        .apply(&ctx, msg.raw.clone(), rc.limits.max_depth)
+        .await;
+    crate::gateway::log_records(&ctx, &records);
+    Ok(match outcome {
+        Outcome::Pass(bytes) => Some(bytes),
+        Outcome::Deny(d) if is_reply => Some(Bytes::from(denial_body(msg.id.as_deref(), &d))),
+        Outcome::Deny(_) => None,
+    })
 }
 
 /// Copies the allow-listed headers.
@@ -50,31 +110,23 @@ fn content_type(headers: &HeaderMap) -> &str {
         .unwrap_or("")
 }
 
-/// Checks a server→client message. Today: it must be a well-formed,
-/// bounded JSON-RPC message. The policy chain hooks in here.
-fn check_message(data: Bytes, limits: &OutboundLimits) -> Result<Message, String> {
-    Message::parse(data, limits.max_depth).map_err(|e| e.to_string())
-}
-
 /// Turns an upstream response into the response sent up the tunnel.
-pub async fn filter_response<B>(
-    resp: Response<B>,
-    limits: OutboundLimits,
-    server: &str,
-) -> Response<Body>
+pub async fn filter_response<B>(resp: Response<B>, rc: ReplyContext) -> Response<Body>
 where
-    B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
     let (parts, body) = resp.into_parts();
     let mut headers = response_headers(&parts.headers);
     let ctype = content_type(&parts.headers).to_ascii_lowercase();
+    let server = rc.base.server.clone();
+    let limits = rc.limits;
     if ctype.starts_with("text/event-stream") {
         headers.insert(
             header::CACHE_CONTROL,
             http::HeaderValue::from_static("no-cache"),
         );
-        let mut out = Response::new(sse_body(body, limits, server.to_owned()));
+        let mut out = Response::new(sse_body(body, rc));
         *out.status_mut() = parts.status;
         *out.headers_mut() = headers;
         return out;
@@ -92,32 +144,36 @@ where
                 &McpError::UpstreamUnavailable(format!(
                     "the upstream response exceeded {limit} bytes"
                 )),
-                None,
+                rc.base.request_id.as_deref(),
             );
         }
         Ok(Err(ReadError::Io(e))) => {
             tracing::warn!(server, error = %e, "upstream response body failed");
             return error_response(
                 &McpError::UpstreamUnavailable("the upstream response was cut off".into()),
-                None,
+                rc.base.request_id.as_deref(),
             );
         }
         Err(_) => {
             return error_response(
                 &McpError::UpstreamTimeout(limits.call_timeout.as_millis()),
-                None,
+                rc.base.request_id.as_deref(),
             );
         }
     };
-    if ctype.starts_with("application/json") && !bytes.is_empty() {
-        if let Err(e) = check_message(bytes.clone(), &limits) {
-            tracing::warn!(server, error = %e, "upstream sent an invalid message");
-            return error_response(
-                &McpError::UpstreamUnavailable(
-                    "the upstream sent an invalid JSON-RPC message".into(),
-                ),
-                None,
-            );
+    let bytes = if ctype.starts_with("application/json") && !bytes.is_empty() {
+        match check_reply(&rc, bytes).await {
+            Ok(Some(b)) => b,
+            Ok(None) => Bytes::new(),
+            Err(e) => {
+                tracing::warn!(server, error = %e, "upstream sent an invalid message");
+                return error_response(
+                    &McpError::UpstreamUnavailable(
+                        "the upstream sent an invalid JSON-RPC message".into(),
+                    ),
+                    rc.base.request_id.as_deref(),
+                );
+            }
         }
     } else if parts.status.is_success() && !bytes.is_empty() && parts.status != StatusCode::ACCEPTED
     {
@@ -126,9 +182,11 @@ where
         tracing::warn!(server, content_type = ctype, "upstream sent a non-MCP body");
         return error_response(
             &McpError::UpstreamUnavailable("the upstream sent a response that is not MCP".into()),
-            None,
+            rc.base.request_id.as_deref(),
         );
-    }
+    } else {
+        bytes
+    };
     let mut out = Response::new(full(bytes));
     *out.status_mut() = parts.status;
     *out.headers_mut() = headers;
@@ -139,41 +197,44 @@ struct SseState<B> {
     body: std::pin::Pin<Box<B>>,
     decoder: Decoder,
     ready: VecDeque<Event>,
-    limits: OutboundLimits,
-    server: String,
+    rc: ReplyContext,
 }
 
 /// A body that re-emits the upstream's SSE stream one checked event at a
 /// time. An invalid or oversized event ends the stream (fail closed): the
 /// agent's client reconnects or reports the error; the bad data never leaves.
-fn sse_body<B>(body: B, limits: OutboundLimits, server: String) -> Body
+/// A dropped event keeps its id (as an empty event), so resumption cursors
+/// stay intact.
+fn sse_body<B>(body: B, rc: ReplyContext) -> Body
 where
-    B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
     let state = SseState {
         body: Box::pin(body),
-        decoder: Decoder::new(limits.max_message_bytes),
+        decoder: Decoder::new(rc.limits.max_message_bytes),
         ready: VecDeque::new(),
-        limits,
-        server,
+        rc,
     };
     let s = stream::unfold(state, |mut st| async move {
         loop {
-            if let Some(ev) = st.ready.pop_front() {
-                let data = ev.data.as_deref().filter(|d| !d.is_empty());
-                if let Some(Err(e)) =
-                    data.map(|d| check_message(Bytes::copy_from_slice(d.as_bytes()), &st.limits))
-                {
-                    tracing::warn!(server = st.server, error = %e, "upstream SSE event rejected; ending stream");
-                    return None;
+            if let Some(mut ev) = st.ready.pop_front() {
+                if let Some(data) = ev.data.take().filter(|d| !d.is_empty()) {
+                    match check_reply(&st.rc, Bytes::from(data)).await {
+                        Ok(Some(b)) => ev.data = Some(String::from_utf8_lossy(&b).into_owned()),
+                        Ok(None) => ev.data = Some(String::new()),
+                        Err(e) => {
+                            tracing::warn!(server = st.rc.base.server, error = %e, "upstream SSE event rejected; ending stream");
+                            return None;
+                        }
+                    }
                 }
                 return Some((Ok::<_, BoxError>(Frame::data(ev.encode())), st));
             }
             let frame = match st.body.as_mut().frame().await {
                 None => return None,
                 Some(Err(e)) => {
-                    tracing::debug!(server = st.server, error = %e.into(), "upstream SSE stream ended with error");
+                    tracing::debug!(server = st.rc.base.server, error = %e.into(), "upstream SSE stream ended with error");
                     return None;
                 }
                 Some(Ok(f)) => f,
@@ -183,11 +244,11 @@ where
             };
             let mut events = Vec::new();
             if let Err(e) = st.decoder.push(&chunk, &mut events) {
-                tracing::warn!(server = st.server, error = %e, "upstream SSE stream rejected");
+                tracing::warn!(server = st.rc.base.server, error = %e, "upstream SSE stream rejected");
                 return None;
             }
             st.ready.extend(events);
         }
     });
-    BodyExt::boxed(StreamBody::new(s))
+    BodyExt::boxed_unsync(StreamBody::new(s))
 }

@@ -32,7 +32,7 @@ use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, LinesCodec};
 use tokio_util::sync::CancellationToken;
 
-use super::outbound::OutboundLimits;
+use super::outbound::{OutboundLimits, ReplyContext, check_reply};
 use crate::body::{Body, BoxError, full};
 use crate::limits;
 use crate::mcp::era::SESSION_HEADER;
@@ -105,16 +105,24 @@ pub struct StdioUpstream {
     idle_timeout: Duration,
 }
 
-fn sse_response(rx: mpsc::Receiver<Bytes>) -> Response<Body> {
-    let stream = tokio_stream_from(rx).map(|data| {
-        let ev = Event {
-            event: Some("message".into()),
-            data: Some(String::from_utf8_lossy(&data).into_owned()),
-            ..Event::default()
-        };
-        Ok::<_, BoxError>(Frame::data(ev.encode()))
-    });
-    let mut resp = Response::new(http_body_util::BodyExt::boxed(StreamBody::new(stream)));
+fn sse_response(rx: mpsc::Receiver<Bytes>, reply: ReplyContext) -> Response<Body> {
+    let stream = tokio_stream_from(rx)
+        .then(move |data| {
+            let reply = reply.clone();
+            async move { checked(&reply, data).await }
+        })
+        .filter_map(|data| async move { data })
+        .map(|data| {
+            let ev = Event {
+                event: Some("message".into()),
+                data: Some(String::from_utf8_lossy(&data).into_owned()),
+                ..Event::default()
+            };
+            Ok::<_, BoxError>(Frame::data(ev.encode()))
+        });
+    let mut resp = Response::new(http_body_util::BodyExt::boxed_unsync(StreamBody::new(
+        stream,
+    )));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/event-stream"),
@@ -122,6 +130,19 @@ fn sse_response(rx: mpsc::Receiver<Bytes>) -> Response<Body> {
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     resp
+}
+
+/// A server message after the reply checks, or `None` when it is dropped.
+/// The reader already parsed it, so a parse failure here cannot happen; it
+/// is dropped all the same (fail closed).
+async fn checked(reply: &ReplyContext, data: Bytes) -> Option<Bytes> {
+    match check_reply(reply, data).await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(server = reply.base.server, error = %e, "stdio message rejected");
+            None
+        }
+    }
 }
 
 fn tokio_stream_from(rx: mpsc::Receiver<Bytes>) -> impl futures_util::Stream<Item = Bytes> {
@@ -313,6 +334,7 @@ impl StdioUpstream {
         session_id: Option<&str>,
         msg: Message,
         accepts_sse: bool,
+        reply: ReplyContext,
     ) -> Result<Response<Body>, McpError> {
         let (sid, session, new) = match session_id {
             Some(sid) => {
@@ -361,11 +383,14 @@ impl StdioUpstream {
             )));
         }
         let mut resp = if accepts_sse {
-            sse_response(rx)
+            sse_response(rx, reply)
         } else {
             let waited = tokio::time::timeout(self.limits.call_timeout, rx.recv()).await;
             match waited {
-                Ok(Some(bytes)) => json_response(bytes),
+                Ok(Some(bytes)) => match checked(&reply, bytes).await {
+                    Some(b) => json_response(b),
+                    None => accepted(),
+                },
                 Ok(None) => {
                     return Err(McpError::UpstreamUnavailable(format!(
                         "server '{}' ended the session",
@@ -387,7 +412,11 @@ impl StdioUpstream {
     }
 
     /// Opens the session's GET stream.
-    pub fn get(&self, session_id: Option<&str>) -> Result<Response<Body>, McpError> {
+    pub fn get(
+        &self,
+        session_id: Option<&str>,
+        reply: ReplyContext,
+    ) -> Result<Response<Body>, McpError> {
         let sid = session_id
             .ok_or_else(|| McpError::InvalidRequest("missing Mcp-Session-Id header".into()))?;
         let session = self.session(sid).ok_or(McpError::SessionNotFound)?;
@@ -399,7 +428,7 @@ impl StdioUpstream {
         }
         r.get_stream = Some(tx);
         drop(r);
-        Ok(sse_response(rx))
+        Ok(sse_response(rx, reply))
     }
 
     /// Ends a session and its process.

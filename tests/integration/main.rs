@@ -4,5 +4,6 @@ mod cli;
 mod faults;
 mod forwarding;
 mod peers;
+mod plugins;
 mod support;
 mod tunnel;

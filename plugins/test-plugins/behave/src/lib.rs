@@ -1,0 +1,198 @@
+//! `behave`: a plugin for the host's tests, misbehaving on demand.
+//!
+//! Its configuration `{"mode": "..."}` picks the behaviour:
+//!
+//! | mode               | `handle` does                                                           |
+//! |--------------------|-------------------------------------------------------------------------|
+//! | `allow`            | allows everything                                                       |
+//! | `deny`             | denies everything: -32001, "denied by test", "test private reason"      |
+//! | `rewrite-request`  | to-server `tools/call` requests: sets `params.arguments.rewritten = true` |
+//! | `rewrite-response` | to-client responses: every `result.content[].text` becomes "REDACTED"   |
+//! | `deny-response`    | denies every to-client message (-32001, "response denied by test")      |
+//! | `loop`             | never returns                                                           |
+//! | `alloc`            | allocates 1 MiB blocks forever, keeping them                            |
+//! | `trap`             | panics (traps) when the message text contains `boom`, else allows       |
+//! | `garbage`          | rewrites to the invalid JSON `not json {`                               |
+//! | `env`              | probes env vars, `/` and `/etc/passwd`, then denies (-32001) with the public message `env=N fs=ok\|err` |
+//! | `fail-init`        | (`init` fails with "fail-init: the config says so")                    |
+//! | `count`            | allows, annotating count `seen` = messages this instance has handled     |
+//! | `tool-def`         | `tools/call` requests: denies (-32001) with the public message = host `tool-definition(ctx.server, target)` JSON, or `none` |
+//!
+//! Interests are everything, except `rewrite-request`: `tools/call`, to-server.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use portcullis_plugin_sdk::{
+    Context, Direction, Interests, Message, MessageKind, Plugin, Verdict, allow, codes, deny,
+    rewrite, tool_definition_raw,
+};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum Mode {
+    Allow,
+    Deny,
+    RewriteRequest,
+    RewriteResponse,
+    DenyResponse,
+    Loop,
+    Alloc,
+    Trap,
+    Garbage,
+    Env,
+    FailInit,
+    Count,
+    ToolDef,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    mode: Mode,
+}
+
+static MODE: OnceLock<Mode> = OnceLock::new();
+static SEEN: AtomicU64 = AtomicU64::new(0);
+
+struct Behave;
+
+impl Plugin for Behave {
+    fn init(config: String) -> Result<Interests, String> {
+        let Config { mode } =
+            serde_json::from_str(&config).map_err(|e| format!("behave: invalid config: {e}"))?;
+        if mode == Mode::FailInit {
+            return Err("fail-init: the config says so".into());
+        }
+        MODE.set(mode)
+            .map_err(|_| "behave: init called twice".to_string())?;
+        Ok(match mode {
+            Mode::RewriteRequest => {
+                Interests::methods(["tools/call"]).directions([Direction::ToServer])
+            }
+            _ => Interests::all(),
+        })
+    }
+
+    fn handle(ctx: Context, message: String) -> Verdict {
+        let seen = SEEN.fetch_add(1, Ordering::Relaxed) + 1;
+        let Some(&mode) = MODE.get() else {
+            return deny(
+                codes::POLICY_DENIED,
+                "not initialised",
+                "behave: handle before init",
+            );
+        };
+        match mode {
+            Mode::Allow | Mode::FailInit => allow(),
+            Mode::Deny => deny(
+                codes::POLICY_DENIED,
+                "denied by test",
+                "test private reason",
+            ),
+            Mode::RewriteRequest => rewrite_request(&ctx, &message),
+            Mode::RewriteResponse => rewrite_response(&ctx, &message),
+            Mode::DenyResponse if ctx.is_to_client() => deny(
+                codes::POLICY_DENIED,
+                "response denied by test",
+                "test private reason",
+            ),
+            Mode::DenyResponse => allow(),
+            Mode::Loop => spin(),
+            Mode::Alloc => hog(),
+            Mode::Trap if message.contains("boom") => panic!("behave: boom"),
+            Mode::Trap => allow(),
+            Mode::Garbage => rewrite("not json {"),
+            Mode::Env => probe_sandbox(),
+            Mode::Count => allow().with_count("seen", seen),
+            Mode::ToolDef => tool_def(&ctx, &message),
+        }
+    }
+}
+
+portcullis_plugin_sdk::export_plugin!(Behave);
+
+fn rewrite_request(ctx: &Context, message: &str) -> Verdict {
+    if !ctx.is_tool_call() {
+        return allow();
+    }
+    let Ok(mut msg) = Message::parse(message) else {
+        return allow();
+    };
+    match msg.tool_call_arguments_mut() {
+        Some(args) => {
+            args.insert("rewritten".into(), true.into());
+            msg.rewrite()
+        }
+        None => allow(),
+    }
+}
+
+fn rewrite_response(ctx: &Context, message: &str) -> Verdict {
+    if !(ctx.is_to_client() && ctx.kind == MessageKind::Response) {
+        return allow();
+    }
+    let Ok(mut msg) = Message::parse(message) else {
+        return allow();
+    };
+    match msg.for_each_content_text(|text| *text = "REDACTED".into()) {
+        0 => allow(),
+        n => msg.rewrite().with_count("redacted", n as u64),
+    }
+}
+
+fn spin() -> Verdict {
+    let mut i: u64 = 0;
+    loop {
+        i = std::hint::black_box(i.wrapping_add(1));
+    }
+}
+
+fn hog() -> Verdict {
+    static HOARD: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+    let mut hoard = HOARD.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        hoard.push(std::hint::black_box(vec![0xA5u8; 1 << 20]));
+    }
+}
+
+fn probe_sandbox() -> Verdict {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let args = std::env::args().count();
+    let readdir = std::fs::read_dir("/").map(|d| d.count());
+    let passwd = std::fs::read("/etc/passwd").map(|b| b.len());
+    let fs = if readdir.is_ok() || passwd.is_ok() {
+        "ok"
+    } else {
+        "err"
+    };
+    deny(
+        codes::POLICY_DENIED,
+        format!("env={} fs={fs}", env.len()),
+        format!(
+            "env keys={:?} args={args} read_dir(/)={:?} read(/etc/passwd)={:?}",
+            env.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+            readdir.map_err(|e| e.to_string()),
+            passwd.map_err(|e| e.to_string()),
+        ),
+    )
+}
+
+fn tool_def(ctx: &Context, message: &str) -> Verdict {
+    if !(ctx.kind == MessageKind::Request && ctx.method_is("tools/call")) {
+        return allow();
+    }
+    let from_message = Message::parse(message)
+        .ok()
+        .and_then(|m| m.tool_call_name().map(str::to_owned));
+    let Some(tool) = ctx.target.clone().or(from_message) else {
+        return deny(codes::POLICY_DENIED, "none", "tool-def: no target");
+    };
+    let public = tool_definition_raw(&ctx.server, &tool).unwrap_or_else(|| "none".into());
+    deny(
+        codes::POLICY_DENIED,
+        public,
+        format!("tool-def: {}/{tool}", ctx.server),
+    )
+}

@@ -1,0 +1,231 @@
+//! A loaded plugin: compiled once, pre-instantiated, with a pool of
+//! initialised instances. Each call gets an epoch deadline and runs under the
+//! instance's memory cap; an instance that traps is thrown away.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Store, StoreLimitsBuilder, Trap};
+
+use super::bindings::{Plugin, PluginPre};
+use super::engine::{EPOCH_TICK, PluginEngine};
+use super::host::HostState;
+use super::{PluginError, context_to_wit, interests_from_wit, verdict_from_wit};
+use crate::policy::catalog::Catalog;
+use crate::policy::verdict::{Interests, MessageContext, Verdict};
+
+/// Default time a plugin has per message.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_millis(5);
+/// Time a plugin has for `init`.
+pub const INIT_DEADLINE: Duration = Duration::from_secs(2);
+/// Default linear-memory cap per instance.
+pub const DEFAULT_MEMORY_BYTES: usize = 64 * 1024 * 1024;
+/// Idle initialised instances kept per plugin.
+pub const MAX_IDLE_INSTANCES: usize = 16;
+
+/// Per-plugin limits.
+#[derive(Debug, Clone, Copy)]
+pub struct PluginLimits {
+    pub deadline: Duration,
+    pub memory_bytes: usize,
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        PluginLimits {
+            deadline: DEFAULT_DEADLINE,
+            memory_bytes: DEFAULT_MEMORY_BYTES,
+        }
+    }
+}
+
+/// Why a call produced no verdict. Each of these denies the message unless
+/// the policy made the plugin fail-open.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum CallError {
+    #[error("plugin overran its {0:?} deadline")]
+    Deadline(Duration),
+    #[error("plugin exceeded its memory cap")]
+    Memory,
+    #[error("plugin trapped: {0}")]
+    Trap(String),
+    #[error("plugin could not be instantiated: {0}")]
+    Instantiate(String),
+    #[error("plugin returned an invalid message: {0}")]
+    BadOutput(String),
+}
+
+struct Slot {
+    store: Store<HostState>,
+    plugin: Plugin,
+}
+
+/// A plugin ready to handle messages.
+pub struct LoadedPlugin {
+    /// Name in the policy file.
+    pub name: String,
+    /// SHA-256 of the component's bytes, hex.
+    pub digest: String,
+    /// What the plugin asked to see.
+    pub interests: Interests,
+    engine: PluginEngine,
+    pre: PluginPre<HostState>,
+    config: String,
+    limits: PluginLimits,
+    catalog: Arc<Catalog>,
+    name_arc: Arc<str>,
+    pool: Mutex<Vec<Slot>>,
+    instantiations: std::sync::atomic::AtomicU64,
+}
+
+fn ticks(d: Duration) -> u64 {
+    (d.as_micros() / EPOCH_TICK.as_micros().max(1)).max(1) as u64 + 1
+}
+
+fn classify(err: &wasmtime::Error, deadline: Duration) -> CallError {
+    if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        return CallError::Deadline(deadline);
+    }
+    let text = format!("{err:#}");
+    if text.contains("memory") && (text.contains("grow") || text.contains("limit")) {
+        return CallError::Memory;
+    }
+    CallError::Trap(
+        text.lines()
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take(300)
+            .collect(),
+    )
+}
+
+impl LoadedPlugin {
+    /// Compiles and links `bytes`, then creates one instance and calls
+    /// `init` with `config` (JSON text): a plugin that refuses its
+    /// configuration fails here, at load time.
+    pub async fn load(
+        engine: &PluginEngine,
+        name: &str,
+        bytes: &[u8],
+        config: String,
+        limits: PluginLimits,
+        catalog: Arc<Catalog>,
+    ) -> Result<LoadedPlugin, PluginError> {
+        let component = engine.compile(name, bytes)?;
+        let mut linker: Linker<HostState> = Linker::new(engine.engine());
+        let link_err = |e: wasmtime::Error| PluginError::Instantiate {
+            name: name.to_owned(),
+            reason: format!("{e:#}"),
+        };
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link_err)?;
+        Plugin::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s).map_err(link_err)?;
+        let pre = PluginPre::new(linker.instantiate_pre(&component).map_err(link_err)?)
+            .map_err(link_err)?;
+        let mut plugin = LoadedPlugin {
+            name: name.to_owned(),
+            digest: hex::encode(Sha256::digest(bytes)),
+            interests: Interests::default(),
+            engine: engine.clone(),
+            pre,
+            config,
+            limits,
+            catalog,
+            name_arc: Arc::from(name),
+            pool: Mutex::new(Vec::new()),
+            instantiations: std::sync::atomic::AtomicU64::new(0),
+        };
+        let (slot, interests) = plugin.instantiate().await.map_err(|e| match e {
+            InitFailure::Refused(reason) => PluginError::Init {
+                name: name.to_owned(),
+                reason,
+            },
+            InitFailure::Call(e) => PluginError::Instantiate {
+                name: name.to_owned(),
+                reason: e.to_string(),
+            },
+        })?;
+        plugin.interests = interests;
+        plugin.lock().push(slot);
+        Ok(plugin)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Slot>> {
+        self.pool.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Instances created so far (the first at load, then one per trap or
+    /// when every pooled instance is busy).
+    pub fn instantiations(&self) -> u64 {
+        self.instantiations
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    async fn instantiate(&self) -> Result<(Slot, Interests), InitFailure> {
+        self.instantiations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.limits.memory_bytes)
+            .trap_on_grow_failure(true)
+            .instances(8)
+            .tables(8)
+            .memories(4)
+            .build();
+        let state = HostState::new(self.name_arc.clone(), limits, self.catalog.clone());
+        let mut store = Store::new(self.engine.engine(), state);
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(ticks(INIT_DEADLINE));
+        let plugin = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| InitFailure::Call(CallError::Instantiate(format!("{e:#}"))))?;
+        let interests = plugin
+            .portcullis_policy_policy()
+            .call_init(&mut store, &self.config)
+            .await
+            .map_err(|e| InitFailure::Call(classify(&e, INIT_DEADLINE)))?
+            .map_err(InitFailure::Refused)?;
+        Ok((Slot { store, plugin }, interests_from_wit(interests)))
+    }
+
+    /// Runs the plugin on one message.
+    pub async fn call(&self, ctx: &MessageContext, message: &str) -> Result<Verdict, CallError> {
+        let pooled = self.lock().pop();
+        let mut slot = match pooled {
+            Some(s) => s,
+            None => match self.instantiate().await {
+                Ok((s, _)) => s,
+                Err(InitFailure::Call(e)) => return Err(e),
+                Err(InitFailure::Refused(r)) => return Err(CallError::Instantiate(r)),
+            },
+        };
+        slot.store.set_epoch_deadline(ticks(self.limits.deadline));
+        let wit_ctx = context_to_wit(ctx);
+        let result = slot
+            .plugin
+            .portcullis_policy_policy()
+            .call_handle(&mut slot.store, &wit_ctx, message)
+            .await;
+        match result {
+            Ok(v) => {
+                let mut pool = self.lock();
+                if pool.len() < MAX_IDLE_INSTANCES {
+                    pool.push(slot);
+                }
+                Ok(verdict_from_wit(v))
+            }
+            // The instance may be corrupt after a trap: it is dropped here
+            // and the next call gets a fresh one.
+            Err(e) => Err(classify(&e, self.limits.deadline)),
+        }
+    }
+}
+
+enum InitFailure {
+    Refused(String),
+    Call(CallError),
+}

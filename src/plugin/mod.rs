@@ -1,0 +1,129 @@
+//! The WebAssembly plugin host: wasmtime with the component model.
+//!
+//! The one `bindgen!` of the project lives here, and wasmtime's types stay in
+//! this module: the rest of the gateway speaks [`crate::policy::verdict`].
+//!
+//! - [`engine`]: the shared engine (pooling allocator, epoch interruption, an
+//!   epoch ticker thread) and compilation with an on-disk artifact cache.
+//! - [`host`]: per-instance state, the `host` imports, WASI with nothing in
+//!   it, and plugin stdout/stderr to the log.
+//! - [`instance`]: a loaded plugin: `InstancePre`, a pool of initialised
+//!   instances, the deadline and memory cap per call, fail-closed outcomes.
+
+pub mod engine;
+pub mod host;
+pub mod instance;
+
+pub use engine::PluginEngine;
+pub use instance::{CallError, LoadedPlugin, PluginLimits};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "wit",
+        world: "plugin",
+        exports: { default: async },
+    });
+}
+
+use crate::policy::verdict as v;
+use bindings::portcullis::policy::types as w;
+
+/// Why a plugin could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("plugin '{name}': cannot read {path}: {reason}")]
+    Read {
+        name: String,
+        path: String,
+        reason: String,
+    },
+    #[error("plugin '{name}' is not a valid component: {reason}")]
+    Compile { name: String, reason: String },
+    #[error("plugin '{name}' cannot be instantiated: {reason}")]
+    Instantiate { name: String, reason: String },
+    #[error("plugin '{name}' refused its configuration: {reason}")]
+    Init { name: String, reason: String },
+    #[error("plugin engine: {0}")]
+    Engine(String),
+}
+
+fn direction_to_wit(d: v::Direction) -> w::Direction {
+    match d {
+        v::Direction::ToServer => w::Direction::ToServer,
+        v::Direction::ToClient => w::Direction::ToClient,
+    }
+}
+
+fn direction_from_wit(d: w::Direction) -> v::Direction {
+    match d {
+        w::Direction::ToServer => v::Direction::ToServer,
+        w::Direction::ToClient => v::Direction::ToClient,
+    }
+}
+
+fn context_to_wit(c: &v::MessageContext) -> w::Context {
+    w::Context {
+        direction: direction_to_wit(c.direction),
+        tunnel: c.tunnel.clone(),
+        server: c.server.clone(),
+        kind: match c.kind {
+            v::MessageKind::Request => w::MessageKind::Request,
+            v::MessageKind::Notification => w::MessageKind::Notification,
+            v::MessageKind::Response => w::MessageKind::Response,
+            v::MessageKind::Error => w::MessageKind::Error,
+        },
+        method: c.method.clone(),
+        target: c.target.clone(),
+        request_id: c.request_id.clone(),
+        session_id: c.session_id.clone(),
+        protocol_version: c.protocol_version.clone(),
+        principal: w::Principal {
+            subject: c.principal.subject.clone(),
+            groups: c.principal.groups.clone(),
+            claims: "{}".into(),
+        },
+    }
+}
+
+fn verdict_from_wit(vd: w::Verdict) -> v::Verdict {
+    v::Verdict {
+        decision: match vd.decision {
+            w::Decision::Allow => v::Decision::Allow,
+            w::Decision::Rewrite(s) => v::Decision::Rewrite(s),
+            w::Decision::Deny(d) => v::Decision::Deny(v::Denial {
+                code: d.code,
+                public_message: d.public_message,
+                private_reason: d.private_reason,
+            }),
+        },
+        annotations: vd
+            .annotations
+            .into_iter()
+            .map(|a| v::Annotation {
+                key: a.key,
+                value: match a.value {
+                    w::AnnotationValue::Count(n) => v::AnnotationValue::Count(n),
+                    w::AnnotationValue::Label(s) => v::AnnotationValue::Label(s),
+                },
+            })
+            .collect(),
+    }
+}
+
+fn interests_from_wit(i: w::Interests) -> v::Interests {
+    v::Interests {
+        methods: i.methods,
+        directions: i.directions.into_iter().map(direction_from_wit).collect(),
+    }
+}
+
+mod builtins {
+    include!(concat!(env!("OUT_DIR"), "/builtins.rs"));
+}
+
+pub use builtins::BUILTINS;
+
+/// The bytes of a plugin compiled into the binary (`builtin:NAME`).
+pub fn builtin(name: &str) -> Option<&'static [u8]> {
+    BUILTINS.iter().find(|(n, _)| *n == name).map(|(_, b)| *b)
+}

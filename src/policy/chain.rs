@@ -1,0 +1,241 @@
+//! Running a chain on one message and combining the verdicts.
+//!
+//! Order: the `"*"` chain, then the server's own. A rewrite feeds the next
+//! plugin; the first enforced deny stops the chain. Audit-mode steps run and
+//! are recorded but never block or rewrite. A plugin error (trap, deadline,
+//! memory, bad output) denies unless that step is `on_error = "allow"`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::Deserialize;
+
+use super::verdict::{Annotation, Decision, Denial, Direction, MessageContext, glob_match};
+use crate::mcp::Message;
+use crate::plugin::{CallError, LoadedPlugin};
+
+/// Chain key that applies to every server.
+pub const ALL_SERVERS: &str = "*";
+/// JSON-RPC code when a plugin failed and the step fails closed.
+pub const POLICY_FAILURE_CODE: i32 = -32603;
+/// Public message when a plugin failed and the step fails closed.
+pub const POLICY_FAILURE_MESSAGE: &str = "Blocked by policy: the policy could not decide";
+
+/// Which messages a step sees.
+#[derive(Debug, Default, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Agent → server.
+    Request,
+    /// Server → agent.
+    Response,
+    #[default]
+    Both,
+}
+
+/// Whether a step's verdict counts.
+#[derive(Debug, Default, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    /// Run and record; never block or rewrite.
+    Audit,
+}
+
+/// One plugin in a chain.
+pub struct Step {
+    pub plugin: Arc<LoadedPlugin>,
+    pub phase: Phase,
+    pub mode: Mode,
+    pub fail_open: bool,
+    /// Only messages naming one of these tools (globs); empty = all.
+    pub tools: Vec<String>,
+}
+
+impl Step {
+    fn applies(&self, ctx: &MessageContext) -> bool {
+        let phase_ok = match self.phase {
+            Phase::Both => true,
+            Phase::Request => ctx.direction == Direction::ToServer,
+            Phase::Response => ctx.direction == Direction::ToClient,
+        };
+        let tools_ok = self.tools.is_empty()
+            || ctx
+                .target
+                .as_deref()
+                .is_some_and(|t| self.tools.iter().any(|g| glob_match(g, t)));
+        phase_ok
+            && tools_ok
+            && self
+                .plugin
+                .interests
+                .wants(ctx.direction, ctx.method.as_deref())
+    }
+}
+
+/// What one step did, for the audit.
+#[derive(Debug, Clone)]
+pub struct StepRecord {
+    pub plugin: String,
+    pub digest: String,
+    pub mode: Mode,
+    /// `allow`, `rewrite`, `deny` or `error`.
+    pub decision: &'static str,
+    /// Private reason of a deny, or the error.
+    pub reason: Option<String>,
+    pub annotations: Vec<Annotation>,
+    pub elapsed: Duration,
+}
+
+/// The chain's result for one message.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Send this (the original bytes, or the last rewrite).
+    Pass(Bytes),
+    /// Do not send; answer with this.
+    Deny(Denial),
+}
+
+/// A loaded policy.
+pub struct Policy {
+    /// SHA-256 of the policy file, hex.
+    pub digest: String,
+    chains: BTreeMap<String, Vec<Step>>,
+}
+
+impl Policy {
+    pub fn new(digest: String, chains: BTreeMap<String, Vec<Step>>) -> Policy {
+        Policy { digest, chains }
+    }
+
+    /// The loaded plugin called `name`, if a chain uses it.
+    pub fn plugin(&self, name: &str) -> Option<Arc<LoadedPlugin>> {
+        self.chains
+            .values()
+            .flatten()
+            .find(|s| s.plugin.name == name)
+            .map(|s| s.plugin.clone())
+    }
+
+    /// Plugins and their digests, in chain order, without repeats.
+    pub fn plugins(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for step in self.chains.values().flatten() {
+            if !out.iter().any(|(n, _)| *n == step.plugin.name) {
+                out.push((step.plugin.name.clone(), step.plugin.digest.clone()));
+            }
+        }
+        out
+    }
+
+    fn steps<'a>(&'a self, server: &str) -> impl Iterator<Item = &'a Step> {
+        let all = self.chains.get(ALL_SERVERS).into_iter().flatten();
+        let own = self
+            .chains
+            .get(server)
+            .filter(|_| server != ALL_SERVERS)
+            .into_iter()
+            .flatten();
+        all.chain(own)
+    }
+
+    /// True when some step would look at this message.
+    pub fn wants(&self, ctx: &MessageContext) -> bool {
+        self.steps(&ctx.server).any(|s| s.applies(ctx))
+    }
+
+    /// Runs the chain on one message.
+    pub async fn apply(
+        &self,
+        ctx: &MessageContext,
+        raw: Bytes,
+        max_depth: usize,
+    ) -> (Outcome, Vec<StepRecord>) {
+        let mut current = raw;
+        let mut records = Vec::new();
+        for step in self.steps(&ctx.server) {
+            if !step.applies(ctx) {
+                continue;
+            }
+            let text = String::from_utf8_lossy(&current);
+            let started = Instant::now();
+            let result = step.plugin.call(ctx, &text).await;
+            let elapsed = started.elapsed();
+            let result = result.and_then(|v| match v.decision {
+                Decision::Rewrite(new) => check_rewrite(&current, new, max_depth)
+                    .map(|bytes| (Decision::Rewrite(String::new()), Some(bytes), v.annotations)),
+                d => Ok((d, None, v.annotations)),
+            });
+            let mut record = StepRecord {
+                plugin: step.plugin.name.clone(),
+                digest: step.plugin.digest.clone(),
+                mode: step.mode,
+                decision: "allow",
+                reason: None,
+                annotations: Vec::new(),
+                elapsed,
+            };
+            let enforce = step.mode == Mode::Enforce;
+            match result {
+                Ok((Decision::Allow, _, ann)) => record.annotations = ann,
+                Ok((Decision::Rewrite(_), Some(bytes), ann)) => {
+                    record.decision = "rewrite";
+                    record.annotations = ann;
+                    if enforce {
+                        current = bytes;
+                    }
+                }
+                Ok((Decision::Rewrite(_), None, _)) => {}
+                Ok((Decision::Deny(d), _, ann)) => {
+                    record.decision = "deny";
+                    record.reason = Some(d.private_reason.clone());
+                    record.annotations = ann;
+                    if enforce {
+                        records.push(record);
+                        return (Outcome::Deny(d), records);
+                    }
+                }
+                Err(e) => {
+                    record.decision = "error";
+                    record.reason = Some(e.to_string());
+                    tracing::warn!(plugin = step.plugin.name, error = %e, "plugin failed");
+                    if enforce && !step.fail_open {
+                        records.push(record);
+                        let denial = Denial {
+                            code: POLICY_FAILURE_CODE,
+                            public_message: POLICY_FAILURE_MESSAGE.into(),
+                            private_reason: e.to_string(),
+                        };
+                        return (Outcome::Deny(denial), records);
+                    }
+                }
+            }
+            records.push(record);
+        }
+        (Outcome::Pass(current), records)
+    }
+}
+
+/// A rewrite must be one well-formed JSON-RPC message of the same kind
+/// answering the same id: a plugin may change content, not redirect it.
+fn check_rewrite(original: &Bytes, new: String, max_depth: usize) -> Result<Bytes, CallError> {
+    let new = Bytes::from(new);
+    let parsed =
+        Message::parse(new.clone(), max_depth).map_err(|e| CallError::BadOutput(e.to_string()))?;
+    let before = Message::parse(original.clone(), max_depth)
+        .map_err(|e| CallError::BadOutput(e.to_string()))?;
+    if parsed.id != before.id {
+        return Err(CallError::BadOutput(
+            "a rewrite changed the message id".into(),
+        ));
+    }
+    if parsed.has_method() != before.has_method() {
+        return Err(CallError::BadOutput(
+            "a rewrite changed the kind of message".into(),
+        ));
+    }
+    Ok(new)
+}

@@ -1,0 +1,182 @@
+//! Policy files (TOML): the plugins, their configuration, and the chain per
+//! server.
+//!
+//! ```toml
+//! [plugins.hide-admin]
+//! source = "builtin:deny-tools"        # or a path to a .wasm component
+//! config = { deny = ["delete_*"] }     # passed to the plugin's init as JSON
+//! deadline_ms = 5                      # optional, per message
+//! memory_mib = 64                      # optional, per instance
+//!
+//! [[servers."*"]]                      # runs for every server, first
+//! plugin = "hide-admin"
+//! phase = "both"                       # request | response | both
+//! mode = "enforce"                     # enforce | audit
+//! on_error = "deny"                    # deny (default) | allow
+//! tools = ["delete_*"]                 # optional: only calls naming these tools
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::catalog::Catalog;
+use super::chain::{Mode, Phase, Policy, Step};
+use crate::config::relative_to;
+use crate::plugin::{LoadedPlugin, PluginEngine, PluginError, PluginLimits};
+
+/// Why a policy could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("cannot read policy {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("policy {path}: {message}")]
+    Invalid { path: String, message: String },
+    #[error("policy {path}: {source}")]
+    Plugin {
+        path: String,
+        #[source]
+        source: PluginError,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    #[serde(default)]
+    plugins: BTreeMap<String, RawPlugin>,
+    #[serde(default)]
+    servers: BTreeMap<String, Vec<RawStep>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlugin {
+    source: String,
+    #[serde(default)]
+    config: Option<toml::Value>,
+    deadline_ms: Option<u64>,
+    memory_mib: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    plugin: String,
+    #[serde(default)]
+    phase: Phase,
+    #[serde(default)]
+    mode: Mode,
+    #[serde(default)]
+    on_error: OnError,
+    #[serde(default)]
+    tools: Vec<String>,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum OnError {
+    #[default]
+    Deny,
+    Allow,
+}
+
+/// Where a plugin's bytes come from.
+fn plugin_bytes(policy: &Path, source: &str) -> Result<Vec<u8>, String> {
+    if let Some(name) = source.strip_prefix("builtin:") {
+        return crate::plugin::builtin(name)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| {
+                format!(
+                    "unknown builtin plugin '{name}' (builtins: {})",
+                    crate::plugin::BUILTINS
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            });
+    }
+    let path: PathBuf = relative_to(policy, Path::new(source));
+    std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// Loads a policy file: parses it, loads every plugin and calls its `init`.
+pub async fn load(
+    path: &Path,
+    engine: &PluginEngine,
+    catalog: Arc<Catalog>,
+) -> Result<Policy, PolicyError> {
+    let text = std::fs::read_to_string(path).map_err(|e| PolicyError::Read {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    load_text(&text, path, engine, catalog).await
+}
+
+/// Loads a policy from its text; `path` names it in errors and anchors
+/// relative plugin paths.
+pub async fn load_text(
+    text: &str,
+    path: &Path,
+    engine: &PluginEngine,
+    catalog: Arc<Catalog>,
+) -> Result<Policy, PolicyError> {
+    let invalid = |message: String| PolicyError::Invalid {
+        path: path.display().to_string(),
+        message,
+    };
+    let raw: RawPolicy = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+    let mut plugins = BTreeMap::new();
+    for (name, p) in &raw.plugins {
+        let bytes =
+            plugin_bytes(path, &p.source).map_err(|m| invalid(format!("plugins.{name}: {m}")))?;
+        let config = match &p.config {
+            Some(v) => serde_json::to_string(v)
+                .map_err(|e| invalid(format!("plugins.{name}.config: {e}")))?,
+            None => "{}".to_owned(),
+        };
+        let mut limits = PluginLimits::default();
+        if let Some(ms) = p.deadline_ms {
+            limits.deadline = Duration::from_millis(ms.max(1));
+        }
+        if let Some(mib) = p.memory_mib {
+            limits.memory_bytes = mib.max(1) * 1024 * 1024;
+        }
+        let loaded = LoadedPlugin::load(engine, name, &bytes, config, limits, catalog.clone())
+            .await
+            .map_err(|source| PolicyError::Plugin {
+                path: path.display().to_string(),
+                source,
+            })?;
+        plugins.insert(name.clone(), Arc::new(loaded));
+    }
+    let mut chains = BTreeMap::new();
+    for (server, steps) in &raw.servers {
+        let mut chain = Vec::new();
+        for (i, s) in steps.iter().enumerate() {
+            let plugin = plugins.get(&s.plugin).cloned().ok_or_else(|| {
+                invalid(format!(
+                    "servers.{server}[{i}]: no plugin named '{}'",
+                    s.plugin
+                ))
+            })?;
+            chain.push(Step {
+                plugin,
+                phase: s.phase,
+                mode: s.mode,
+                fail_open: s.on_error == OnError::Allow,
+                tools: s.tools.clone(),
+            });
+        }
+        chains.insert(server.clone(), chain);
+    }
+    Ok(Policy::new(
+        hex::encode(Sha256::digest(text.as_bytes())),
+        chains,
+    ))
+}

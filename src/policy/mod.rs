@@ -1,0 +1,15 @@
+//! The policy chain: which plugins run on which messages, in what order,
+//! with what mode and failure mode, and how their verdicts combine.
+//!
+//! - [`verdict`]: the chain's own types (context, decisions, annotations).
+//! - [`chain`]: steps, phases, modes, and running a chain on a message.
+//! - [`file`]: policy files (TOML) and loading their plugins.
+//! - [`catalog`]: upstream tool definitions learned from `tools/list`.
+
+pub mod catalog;
+pub mod chain;
+pub mod file;
+pub mod verdict;
+
+pub use chain::{Outcome, Policy, StepRecord};
+pub use file::{PolicyError, load};

@@ -1,0 +1,345 @@
+//! The policy chain through the real host, with real compiled components
+//! (`plugins/`, built by build.rs), on real tunnels.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Method;
+use portcullis::client::McpClient;
+use portcullis::plugin::PluginEngine;
+use portcullis::tunnel::dial::ProxyConfig;
+use portcullis::up::{self, UpOptions};
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+fn plugin_dir() -> PathBuf {
+    PathBuf::from(env!("PORTCULLIS_PLUGIN_DIR"))
+}
+
+fn engine() -> PluginEngine {
+    PluginEngine::new(None).unwrap()
+}
+
+/// A policy with one `behave` step in `mode`, plus extra step settings.
+fn behave_policy(mode: &str, step_extra: &str, plugin_extra: &str) -> String {
+    format!(
+        r#"
+[plugins.t]
+source = "{}"
+config = {{ mode = "{mode}" }}
+{plugin_extra}
+
+[[servers."*"]]
+plugin = "t"
+{step_extra}
+"#,
+        plugin_dir().join("behave.wasm").display()
+    )
+}
+
+fn write_policy(text: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(portcullis::secret::random_id());
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("policy.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A tunnel to the demo server and the recording upstream, with a policy.
+struct PolicyStack {
+    t: OneTunnel,
+    seen: Seen,
+    policy: Arc<portcullis::policy::Policy>,
+}
+
+impl PolicyStack {
+    async fn start(policy: &str) -> PolicyStack {
+        let t = OneTunnel::start().await;
+        let (rec, seen) = recording_upstream().await;
+        let mut ups = demo_upstreams(demo_server().await);
+        ups.insert(
+            "rec".into(),
+            http_upstream("rec", &format!("http://{rec}/mcp")),
+        );
+        let (gw, mut status, _stop, _task) = start_gateway(
+            &t.ca,
+            &t.cred,
+            t.relay.tunnel_addr,
+            ups,
+            1,
+            ProxyConfig::default(),
+            None,
+        );
+        let policy = portcullis::policy::load(&write_policy(policy), &engine(), gw.catalog())
+            .await
+            .unwrap();
+        let policy = Arc::new(policy);
+        gw.set_policy(Some(policy.clone()));
+        within("tunnel", status.wait_connected(1)).await;
+        PolicyStack { t, seen, policy }
+    }
+
+    async fn demo(&self) -> McpClient {
+        let mut c = self.t.client("demo");
+        c.initialize().await.unwrap();
+        c
+    }
+}
+
+fn error_of(reply: &Value) -> (i64, String) {
+    (
+        reply["error"]["code"].as_i64().unwrap_or(0),
+        reply["error"]["message"].as_str().unwrap_or("").to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_denied_request_never_reaches_the_upstream() {
+    let s = PolicyStack::start(&behave_policy("deny", "", "")).await;
+    let mut c = s.t.client("rec");
+    let reply = c.request("ping", json!({})).await.unwrap();
+    assert_eq!(reply.status, 200);
+    let msg = reply.last().unwrap();
+    assert_eq!(msg["id"], 1);
+    assert_eq!(error_of(msg), (-32001, "denied by test".into()));
+    assert!(
+        !String::from_utf8_lossy(&reply.body).contains("private"),
+        "private reason leaked"
+    );
+    assert!(
+        s.seen.all().is_empty(),
+        "a denied request reached the upstream"
+    );
+}
+
+#[tokio::test]
+async fn a_request_rewrite_is_what_the_upstream_gets() {
+    let s = PolicyStack::start(&behave_policy("rewrite-request", "", "")).await;
+    let mut c = s.t.client("rec");
+    c.call_tool("refund", json!({"amount": 5})).await.unwrap();
+    let all = s.seen.all();
+    let body: Value = serde_json::from_slice(&all[0].1).unwrap();
+    assert_eq!(
+        body["params"]["arguments"],
+        json!({"amount": 5, "rewritten": true})
+    );
+}
+
+#[tokio::test]
+async fn a_denied_response_never_leaves() {
+    let s = PolicyStack::start(&behave_policy("deny-response", "", "")).await;
+    let mut c = s.t.client("demo");
+    // initialize's own result is denied too: the agent gets an error.
+    let reply = c
+        .request("initialize", json!({"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}))
+        .await
+        .unwrap();
+    assert_eq!(
+        error_of(reply.last().unwrap()),
+        (-32001, "response denied by test".into())
+    );
+    assert!(!String::from_utf8_lossy(&reply.body).contains("portcullis-demo-crm"));
+}
+
+#[tokio::test]
+async fn response_rewrites_and_audit_mode() {
+    let s = PolicyStack::start(&behave_policy("rewrite-response", "", "")).await;
+    let mut c = s.demo().await;
+    let r = c
+        .call_tool("lookup_customer", json!({"customer_id": "C-1001"}))
+        .await
+        .unwrap();
+    assert_eq!(r["result"]["content"][0]["text"], "REDACTED");
+
+    // The same deny in audit mode blocks nothing.
+    let s = PolicyStack::start(&behave_policy("deny", r#"mode = "audit""#, "")).await;
+    let mut c = s.demo().await;
+    let r = c
+        .call_tool("lookup_customer", json!({"customer_id": "C-1001"}))
+        .await
+        .unwrap();
+    assert_eq!(r["result"]["structuredContent"]["name"], "Ada Lovelace");
+}
+
+#[tokio::test]
+async fn every_sse_event_is_checked() {
+    let s = PolicyStack::start(&behave_policy("deny-response", r#"phase = "response""#, "")).await;
+    let c = s.t.client("demo");
+    // Every response is denied (initialize's too), so use the stateless
+    // form, which needs no session.
+    let body = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+        "params": {"name": "generate_report", "arguments": {"steps": 3},
+                   "_meta": {"progressToken": "p", "io.modelcontextprotocol/protocolVersion": "2026-07-28"}}});
+    let reply = c
+        .send(
+            Method::POST,
+            Bytes::from(body.to_string()),
+            &[
+                ("mcp-protocol-version", "2026-07-28"),
+                ("mcp-method", "tools/call"),
+                ("mcp-name", "generate_report"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.headers["content-type"], "text/event-stream");
+    // Progress notifications were dropped one by one; the result became an
+    // error answering id 9.
+    assert!(
+        reply
+            .messages
+            .iter()
+            .all(|m| m["method"] != "notifications/progress"),
+        "{:?}",
+        reply.messages
+    );
+    let last = reply.last().unwrap();
+    assert_eq!(last["id"], 9);
+    assert_eq!(error_of(last).0, -32001);
+    assert!(!String::from_utf8_lossy(&reply.body).contains("Revenue"));
+}
+
+#[tokio::test]
+async fn runaway_plugins_are_stopped_and_deny() {
+    let cases = [("loop", ""), ("alloc", "memory_mib = 16"), ("garbage", "")];
+    for (mode, plugin_extra) in cases {
+        let s = PolicyStack::start(&behave_policy(mode, "", plugin_extra)).await;
+        let mut c = s.t.client("rec");
+        let started = Instant::now();
+        let reply = within(mode, c.request("ping", json!({}))).await.unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{mode} took {:?}",
+            started.elapsed()
+        );
+        let (code, message) = error_of(reply.last().unwrap());
+        assert_eq!(code, -32603, "{mode}");
+        assert!(message.contains("Blocked by policy"), "{mode}: {message}");
+        assert!(s.seen.all().is_empty(), "{mode}: the call went through");
+    }
+    // Fail-open when the policy says so explicitly.
+    let s = PolicyStack::start(&behave_policy("loop", r#"on_error = "allow""#, "")).await;
+    let reply = s.t.client("rec").request("ping", json!({})).await.unwrap();
+    assert!(reply.last().unwrap()["result"].is_object());
+}
+
+#[tokio::test]
+async fn a_trapped_instance_is_replaced() {
+    let s = PolicyStack::start(&behave_policy("trap", "", "")).await;
+    let mut c = s.t.client("rec");
+    let boom = c.call_tool("boom", json!({})).await.unwrap();
+    assert_eq!(error_of(&boom).0, -32603);
+    let plugin = s.policy.plugin("t").unwrap();
+    let after_trap = plugin.instantiations();
+    for _ in 0..3 {
+        let ok = c.request("ping", json!({})).await.unwrap();
+        assert!(
+            ok.last().unwrap()["result"].is_object(),
+            "{:?}",
+            ok.messages
+        );
+    }
+    assert_eq!(s.seen.all().len(), 3);
+    // One fresh instance replaced the trapped one, then it was reused.
+    assert_eq!(plugin.instantiations(), after_trap + 1);
+}
+
+#[tokio::test]
+async fn plugins_get_no_environment_or_filesystem() {
+    // The gateway process has plenty of environment; the plugin sees none.
+    let s = PolicyStack::start(&behave_policy("env", "", "")).await;
+    let reply = s.t.client("rec").request("ping", json!({})).await.unwrap();
+    let (_, message) = error_of(reply.last().unwrap());
+    assert_eq!(message, "env=0 fs=err");
+}
+
+#[tokio::test]
+async fn plugins_read_tool_definitions_from_the_catalog() {
+    let s = PolicyStack::start(&behave_policy("tool-def", r#"phase = "request""#, "")).await;
+    let mut c = s.demo().await;
+    // Unknown until a tools/list has passed.
+    let r = c.call_tool("issue_refund", json!({})).await.unwrap();
+    assert_eq!(error_of(&r).1, "none");
+    c.request("tools/list", json!({})).await.unwrap();
+    let r = c.call_tool("issue_refund", json!({})).await.unwrap();
+    let def: Value = serde_json::from_str(&error_of(&r).1).unwrap();
+    assert_eq!(def["name"], "issue_refund");
+    assert_eq!(
+        def["inputSchema"]["required"],
+        json!(["customer_id", "amount"])
+    );
+}
+
+#[tokio::test]
+async fn instances_are_reused_between_calls() {
+    let s = PolicyStack::start(&behave_policy("count", "", "")).await;
+    let mut c = s.t.client("rec");
+    for _ in 0..5 {
+        c.request("ping", json!({})).await.unwrap();
+    }
+    assert_eq!(s.seen.all().len(), 5);
+    // Sequential calls reuse the instance created (and initialised) at load.
+    assert_eq!(s.policy.plugin("t").unwrap().instantiations(), 1);
+}
+
+#[tokio::test]
+async fn the_default_policy_hides_and_refuses_erasure() {
+    let running = up::start(UpOptions::default()).await.unwrap();
+    let mut c = McpClient::new(&running.servers["demo"], running.token.as_deref());
+    c.initialize().await.unwrap();
+    let list = c.request("tools/list", json!({})).await.unwrap();
+    let names: Vec<_> = list.last().unwrap()["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(names.contains(&"lookup_customer".to_owned()), "{names:?}");
+    assert!(!names.iter().any(|n| n == "delete_customer"), "{names:?}");
+    for name in ["delete_customer", "DELETE_customer"] {
+        let r = c
+            .call_tool(name, json!({"customer_id": "C-1001"}))
+            .await
+            .unwrap();
+        assert_eq!(error_of(&r), (-32602, format!("Unknown tool: {name}")));
+    }
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn init_failures_are_readable_load_errors() {
+    let path = write_policy(&behave_policy("fail-init", "", ""));
+    let err = portcullis::policy::load(&path, &engine(), Default::default())
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("plugin 't' refused its configuration: fail-init: the config says so"),
+        "{err}"
+    );
+    // The CLI says the same and exits non-zero.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["policy", "check"])
+        .arg(&path)
+        .env(
+            "PORTCULLIS_CACHE_DIR",
+            std::env::temp_dir().join("portcullis-test-cache"),
+        )
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("fail-init: the config says so"));
+    // Every shipped policy checks clean.
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/policies")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            portcullis::policy::load(&path, &engine(), Default::default())
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
+    }
+}
