@@ -16,7 +16,11 @@
 //! - [`relay`]: the agent endpoint: authentication, `Origin`/`Host` checks,
 //!   routing down a tunnel.
 //! - [`gateway`]: serving tunnel streams, upstreams (Streamable HTTP and
-//!   stdio), message checks in both directions.
+//!   stdio), message checks and the policy chain in both directions.
+//! - [`plugin`]: the wasmtime component host: the one `bindgen!` of
+//!   `wit/policy.wit`, the engine, sandboxed instances, pools and limits.
+//! - [`policy`]: policy files, chains (phases, modes, failure modes), verdict
+//!   merging, and the tool catalog plugins read.
 //! - [`demo`]: the built-in demo MCP server used by `portcullis up`.
 //! - [`config`]: relay and gateway TOML files: raw serde types, validated.
 //! - [`up`]: the embedded default: relay, gateway and demo in one process.

@@ -211,13 +211,19 @@ async fn main() -> Result<()> {
         }
         Command::Gateway { config } => {
             let cfg = GatewayConfig::load(&config)?;
+            let shutdown = shutdown_on_signal();
             if let Some(path) = &cfg.policy {
                 let engine = PluginEngine::new(default_cache_dir())?;
                 let policy = portcullis::policy::load(path, &engine, cfg.gateway.catalog()).await?;
                 tracing::info!(policy = %path.display(), digest = policy.digest, "policy loaded");
                 cfg.gateway.set_policy(Some(std::sync::Arc::new(policy)));
+                let reloader = portcullis::policy::reload::Reloader::new(
+                    cfg.gateway.clone(),
+                    path.clone(),
+                    engine,
+                );
+                tokio::spawn(reloader.run(shutdown.clone()));
             }
-            let shutdown = shutdown_on_signal();
             let (_status, task) = cfg.gateway.connect(cfg.dial, cfg.pool, shutdown);
             task.await?;
             Ok(())

@@ -35,6 +35,9 @@ pub fn default_cache_dir() -> Option<PathBuf> {
 pub struct PluginEngine {
     engine: Engine,
     cache_dir: Option<PathBuf>,
+    /// Components compiled by this engine, by digest of their bytes: a
+    /// policy reload that changes only configuration compiles nothing.
+    compiled: Arc<std::sync::Mutex<std::collections::HashMap<[u8; 32], Arc<Component>>>>,
 }
 
 impl PluginEngine {
@@ -66,7 +69,11 @@ impl PluginEngine {
                 }
             })
             .map_err(|e| PluginError::Engine(e.to_string()))?;
-        Ok(PluginEngine { engine, cache_dir })
+        Ok(PluginEngine {
+            engine,
+            cache_dir,
+            compiled: Arc::default(),
+        })
     }
 
     /// The wasmtime engine.
@@ -76,6 +83,17 @@ impl PluginEngine {
 
     /// Compiles `bytes`, or loads the cached artifact of an earlier run.
     pub fn compile(&self, name: &str, bytes: &[u8]) -> Result<Arc<Component>, PluginError> {
+        let digest: [u8; 32] = Sha256::digest(bytes).into();
+        let lock = || self.compiled.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = lock().get(&digest) {
+            return Ok(c.clone());
+        }
+        let component = self.compile_uncached(name, bytes)?;
+        lock().insert(digest, component.clone());
+        Ok(component)
+    }
+
+    fn compile_uncached(&self, name: &str, bytes: &[u8]) -> Result<Arc<Component>, PluginError> {
         let compile_err = |reason: String| PluginError::Compile {
             name: name.to_owned(),
             reason,

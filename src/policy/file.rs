@@ -5,7 +5,7 @@
 //! [plugins.hide-admin]
 //! source = "builtin:deny-tools"        # or a path to a .wasm component
 //! config = { deny = ["delete_*"] }     # passed to the plugin's init as JSON
-//! deadline_ms = 5                      # optional, per message
+//! deadline_ms = 10                     # optional, per message
 //! memory_mib = 64                      # optional, per instance
 //!
 //! [[servers."*"]]                      # runs for every server, first

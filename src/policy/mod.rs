@@ -5,10 +5,12 @@
 //! - [`chain`]: steps, phases, modes, and running a chain on a message.
 //! - [`file`]: policy files (TOML) and loading their plugins.
 //! - [`catalog`]: upstream tool definitions learned from `tools/list`.
+//! - [`reload`]: hot reload on file change or SIGHUP, swapped atomically.
 
 pub mod catalog;
 pub mod chain;
 pub mod file;
+pub mod reload;
 pub mod verdict;
 
 pub use chain::{Outcome, Policy, StepRecord};

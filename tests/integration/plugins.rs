@@ -343,3 +343,82 @@ async fn init_failures_are_readable_load_errors() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_reload_under_load_and_broken_policies_are_rejected() {
+    use portcullis::policy::reload::{Reload, Reloader};
+
+    let t = OneTunnel::start().await;
+    let (gw, mut status, _stop, _task) = start_gateway(
+        &t.ca,
+        &t.cred,
+        t.relay.tunnel_addr,
+        demo_upstreams(demo_server().await),
+        2,
+        ProxyConfig::default(),
+        None,
+    );
+    let path = write_policy(&behave_policy("count", "", ""));
+    let engine = engine();
+    let first = portcullis::policy::load(&path, &engine, gw.catalog())
+        .await
+        .unwrap();
+    gw.set_policy(Some(Arc::new(first)));
+    within("tunnel", status.wait_connected(2)).await;
+    let mut reloader = Reloader::new(gw.clone(), path.clone(), engine);
+
+    // Eight agents call continuously (bounded: 40 calls each) while the
+    // policy is swapped back and forth underneath them.
+    let mut agents = Vec::new();
+    for _ in 0..8 {
+        let mut c = t.client("demo");
+        c.initialize().await.unwrap();
+        agents.push(tokio::spawn(async move {
+            for _ in 0..40 {
+                let r = c
+                    .call_tool("lookup_customer", json!({"customer_id": "C-1002"}))
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    r["result"]["structuredContent"]["name"], "Grace Hopper",
+                    "{r}"
+                );
+            }
+        }));
+    }
+    for i in 0..6 {
+        let mode = if i % 2 == 0 { "allow" } else { "count" };
+        std::fs::write(&path, behave_policy(mode, "", "")).unwrap();
+        assert!(matches!(
+            reloader.check(false).await.unwrap(),
+            Reload::Swapped(_)
+        ));
+        assert!(matches!(
+            reloader.check(false).await.unwrap(),
+            Reload::Unchanged
+        ));
+    }
+    // A broken policy (its plugin refuses its config) is rejected …
+    std::fs::write(&path, behave_policy("fail-init", "", "")).unwrap();
+    let err = reloader.check(false).await.unwrap_err().to_string();
+    assert!(err.contains("fail-init"), "{err}");
+    // … and so is one that does not parse.
+    std::fs::write(&path, "[plugins.t\nsource=").unwrap();
+    assert!(reloader.check(false).await.is_err());
+    for a in agents {
+        within("agents", a).await.unwrap();
+    }
+    // The gateway still serves, on the last good policy.
+    let mut c = t.client("demo");
+    c.initialize().await.unwrap();
+    let r = c
+        .call_tool("lookup_customer", json!({"customer_id": "C-1001"}))
+        .await
+        .unwrap();
+    assert_eq!(r["result"]["structuredContent"]["name"], "Ada Lovelace");
+    // Now deny everything: the swap takes effect for new calls.
+    std::fs::write(&path, behave_policy("deny", "", "")).unwrap();
+    reloader.check(false).await.unwrap();
+    let r = c.request("ping", json!({})).await.unwrap();
+    assert_eq!(error_of(r.last().unwrap()).0, -32001);
+}
