@@ -27,6 +27,13 @@ struct Cli {
 enum PolicyCommand {
     /// Parse a policy, load every plugin and call its init.
     Check { file: PathBuf },
+    /// Run the test cases kept beside a policy (NAME.cases.toml) through its real plugins.
+    Test {
+        file: PathBuf,
+        /// Cases file; default: next to the policy, NAME.cases.toml.
+        #[arg(long)]
+        cases: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -206,6 +213,21 @@ async fn main() -> Result<()> {
             println!("{}: ok (sha256 {})", file.display(), policy.digest);
             for (name, digest) in policy.plugins() {
                 println!("  plugin {name}: sha256 {digest}");
+            }
+            Ok(())
+        }
+        Command::Policy {
+            command: PolicyCommand::Test { file, cases },
+        } => {
+            let engine = PluginEngine::new(default_cache_dir())?;
+            let policy = portcullis::policy::load(&file, &engine, Default::default()).await?;
+            let cases = cases.unwrap_or_else(|| portcullis::policy::cases::cases_path(&file));
+            let report =
+                portcullis::policy::cases::run(&policy, &cases, portcullis::limits::MAX_JSON_DEPTH)
+                    .await?;
+            print!("{}", report.text);
+            if report.failed > 0 {
+                std::process::exit(1);
             }
             Ok(())
         }

@@ -5,8 +5,10 @@
 //! - [`chain`]: steps, phases, modes, and running a chain on a message.
 //! - [`file`]: policy files (TOML) and loading their plugins.
 //! - [`catalog`]: upstream tool definitions learned from `tools/list`.
+//! - [`cases`]: `portcullis policy test`: cases beside a policy, run for real.
 //! - [`reload`]: hot reload on file change or SIGHUP, swapped atomically.
 
+pub mod cases;
 pub mod catalog;
 pub mod chain;
 pub mod file;

@@ -333,15 +333,6 @@ async fn init_failures_are_readable_load_errors() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("fail-init: the config says so"));
-    // Every shipped policy checks clean.
-    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/policies")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "toml") {
-            portcullis::policy::load(&path, &engine(), Default::default())
-                .await
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -421,4 +412,63 @@ async fn hot_reload_under_load_and_broken_policies_are_rejected() {
     reloader.check(false).await.unwrap();
     let r = c.request("ping", json!({})).await.unwrap();
     assert_eq!(error_of(r.last().unwrap()).0, -32001);
+}
+
+#[tokio::test]
+async fn shipped_policies_pass_their_cases_and_failures_are_reported() {
+    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/policies"));
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.ends_with(".toml") || name.ends_with(".cases.toml") {
+            continue;
+        }
+        let cases = portcullis::policy::cases::cases_path(&path);
+        assert!(cases.exists(), "{name} ships without {}", cases.display());
+        let policy = portcullis::policy::load(&path, &engine(), Default::default())
+            .await
+            .unwrap();
+        let report = portcullis::policy::cases::run(&policy, &cases, 64)
+            .await
+            .unwrap();
+        assert_eq!(report.failed, 0, "{name}:\n{}", report.text);
+        assert!(report.passed > 0);
+        checked += 1;
+    }
+    assert!(checked > 0);
+
+    // A case that expects the wrong thing fails, readably, with exit 1.
+    let policy = dir.join("default.toml");
+    let bad = write_policy("");
+    let bad_cases = bad.with_file_name("bad.cases.toml");
+    std::fs::write(
+        &bad_cases,
+        r#"
+[[case]]
+name = "wrongly expects erasure to pass"
+message = '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_customer"}}'
+expect = "allow"
+"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["policy", "test"])
+        .arg(&policy)
+        .arg("--cases")
+        .arg(&bad_cases)
+        .env(
+            "PORTCULLIS_CACHE_DIR",
+            std::env::temp_dir().join("portcullis-test-cache"),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("FAIL  wrongly expects erasure to pass"),
+        "{text}"
+    );
+    assert!(text.contains("expected allow, got deny"), "{text}");
+    assert!(text.contains("0 of 1 cases as expected"), "{text}");
 }
