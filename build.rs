@@ -7,7 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Plugins embedded in the binary: (name in policies, crate's file stem).
-const BUILTINS: &[(&str, &str)] = &[("deny-tools", "deny_tools"), ("noop", "noop")];
+const BUILTINS: &[(&str, &str)] = &[
+    ("deny-tools", "deny_tools"),
+    ("authz", "authz"),
+    ("noop", "noop"),
+];
 const TARGET: &str = "wasm32-wasip2";
 
 fn main() {
@@ -19,6 +23,7 @@ fn main() {
         "Cargo.lock",
         "sdk",
         "deny-tools",
+        "authz",
         "test-plugins",
     ] {
         println!("cargo:rerun-if-changed={}", plugins.join(p).display());

@@ -189,6 +189,7 @@ async fn plugin_costs(calls: usize) -> anyhow::Result<(Duration, Duration)> {
 async fn run_on_workers(opts: BenchOptions) -> anyhow::Result<String> {
     let running = up::start(UpOptions {
         no_policy: true,
+        no_audit: true,
         ..UpOptions::default()
     })
     .await?;

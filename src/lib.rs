@@ -25,6 +25,7 @@
 //! - [`config`]: relay and gateway TOML files: raw serde types, validated.
 //! - [`up`]: the embedded default: relay, gateway and demo in one process.
 //! - [`client`]: a minimal Streamable HTTP client for the benchmark and tests.
+//! - [`audit`]: decision records, the hash-chained durable spool, verify and tail.
 //! - [`bench`]: the end-to-end benchmark behind `portcullis bench`.
 
 #![deny(
@@ -43,6 +44,7 @@
     )
 )]
 
+pub mod audit;
 pub mod bench;
 pub mod body;
 pub mod client;

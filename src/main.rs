@@ -37,6 +37,23 @@ enum PolicyCommand {
 }
 
 #[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain of a spool; report every edited, deleted, reordered or truncated record.
+    Verify {
+        dir: PathBuf,
+        /// Environment variable holding the HMAC key, if the spool is keyed.
+        #[arg(long)]
+        key_env: Option<String>,
+    },
+    /// Print the last records of a spool, one line each.
+    Tail {
+        dir: PathBuf,
+        #[arg(short, default_value_t = 20)]
+        n: usize,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Relay, gateway and a demo MCP server in one process, ready to call.
     Up {
@@ -64,6 +81,14 @@ enum Command {
         /// Run with no policy chain at all.
         #[arg(long)]
         no_policy: bool,
+        /// Directory for the audit spool (default: a new one under the temp dir; printed).
+        #[arg(long)]
+        audit_dir: Option<PathBuf>,
+    },
+    /// Verify or read an audit spool.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
     },
     /// Check policy files.
     Policy {
@@ -157,6 +182,7 @@ async fn main() -> Result<()> {
             connections,
             policy,
             no_policy,
+            audit_dir,
         } => {
             let servers = servers
                 .iter()
@@ -170,6 +196,8 @@ async fn main() -> Result<()> {
                 connections,
                 policy,
                 no_policy,
+                audit_dir,
+                no_audit: false,
             };
             let running = up::start(opts).await?;
             if insecure_no_auth {
@@ -189,6 +217,7 @@ async fn main() -> Result<()> {
                     "token": running.token,
                     "servers": running.servers,
                     "tunnel": running.tunnel_id,
+                    "audit_dir": running.audit_dir,
                     "insecure_no_auth": insecure_no_auth,
                 });
                 println!("{line}");
@@ -234,6 +263,12 @@ async fn main() -> Result<()> {
         Command::Gateway { config } => {
             let cfg = GatewayConfig::load(&config)?;
             let shutdown = shutdown_on_signal();
+            if let Some(audit) = cfg.audit.clone() {
+                let dir = audit.dir.clone();
+                let spool = portcullis::audit::Spool::open(audit)?;
+                tracing::info!(dir = %dir.display(), mode = ?spool.mode(), "audit spool open");
+                cfg.gateway.set_audit(std::sync::Arc::new(spool));
+            }
             if let Some(path) = &cfg.policy {
                 let engine = PluginEngine::new(default_cache_dir())?;
                 let policy = portcullis::policy::load(path, &engine, cfg.gateway.catalog()).await?;
@@ -248,6 +283,45 @@ async fn main() -> Result<()> {
             }
             let (_status, task) = cfg.gateway.connect(cfg.dial, cfg.pool, shutdown);
             task.await?;
+            Ok(())
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { dir, key_env },
+        } => {
+            let key = match &key_env {
+                Some(var) => Some(
+                    std::env::var(var)
+                        .with_context(|| format!("{var} is not set"))?
+                        .into_bytes(),
+                ),
+                None => None,
+            };
+            let v = portcullis::audit::verify::verify(&dir, key.as_deref())?;
+            for f in &v.findings {
+                println!("{}: {}", f.at, f.problem);
+            }
+            if v.findings.is_empty() {
+                println!(
+                    "{}: intact, {} records, last sequence {}",
+                    dir.display(),
+                    v.records,
+                    v.last_seq
+                );
+                Ok(())
+            } else {
+                println!(
+                    "{}: {} problems in {} records",
+                    dir.display(),
+                    v.findings.len(),
+                    v.records
+                );
+                std::process::exit(1);
+            }
+        }
+        Command::Audit {
+            command: AuditCommand::Tail { dir, n },
+        } => {
+            print!("{}", portcullis::audit::verify::tail(&dir, n)?);
             Ok(())
         }
         Command::Keygen { kind } => {
@@ -324,5 +398,11 @@ async def main():
 asyncio.run(main())
 PY"#
     );
+    if let Some(dir) = &running.audit_dir {
+        println!(
+            "\nAudit trail: {0}  (portcullis audit tail {0}; portcullis audit verify {0})",
+            dir.display()
+        );
+    }
     println!("\nCtrl-C stops.");
 }

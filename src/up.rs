@@ -49,6 +49,11 @@ pub struct UpOptions {
     pub policy: Option<std::path::PathBuf>,
     /// Run without any policy (benchmarks of the bare tunnel).
     pub no_policy: bool,
+    /// Where the audit spool goes; `None` makes a fresh directory under the
+    /// system temp dir.
+    pub audit_dir: Option<std::path::PathBuf>,
+    /// Run without an audit spool (benchmarks of the bare tunnel).
+    pub no_audit: bool,
 }
 
 impl Default for UpOptions {
@@ -61,6 +66,8 @@ impl Default for UpOptions {
             connections: limits::DEFAULT_TUNNEL_CONNECTIONS,
             policy: None,
             no_policy: false,
+            audit_dir: None,
+            no_audit: false,
         }
     }
 }
@@ -82,6 +89,8 @@ pub enum UpError {
     Policy(#[from] crate::policy::PolicyError),
     #[error(transparent)]
     Plugin(#[from] crate::plugin::PluginError),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::SpoolError),
 }
 
 /// A running stack.
@@ -100,6 +109,8 @@ pub struct Running {
     pub relay: Arc<Relay>,
     pub gateway: Arc<Gateway>,
     pub pool: PoolStatus,
+    /// The audit spool's directory, when one runs.
+    pub audit_dir: Option<std::path::PathBuf>,
     pub shutdown: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -112,6 +123,11 @@ impl Running {
             let _ = t.await;
         }
     }
+}
+
+/// A short random name for per-run directories.
+fn tunnel_id_hint() -> String {
+    secret::random_id().chars().take(12).collect()
 }
 
 /// Starts relay, gateway and demo; returns once the tunnel is connected.
@@ -201,6 +217,21 @@ pub async fn start(opts: UpOptions) -> Result<Running, UpError> {
         };
         gateway.set_policy(Some(Arc::new(policy)));
     }
+    let audit_dir = if opts.no_audit {
+        None
+    } else {
+        let dir = opts.audit_dir.clone().unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("portcullis-audit-{}", &tunnel_id_hint()))
+        });
+        let spool = crate::audit::Spool::open(crate::audit::SpoolConfig {
+            dir: dir.clone(),
+            mode: crate::audit::AuditMode::BestEffort,
+            key: None,
+            quota_bytes: crate::audit::spool::DEFAULT_QUOTA_BYTES,
+        })?;
+        gateway.set_audit(Arc::new(spool));
+        Some(dir)
+    };
     let dial = DialConfig {
         tunnel_id: tunnel_id.clone(),
         token: tunnel_token,
@@ -236,6 +267,7 @@ pub async fn start(opts: UpOptions) -> Result<Running, UpError> {
         relay,
         gateway,
         pool: status,
+        audit_dir,
         shutdown,
         tasks,
     })

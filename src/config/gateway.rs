@@ -24,6 +24,8 @@ struct RawGateway {
     tunnel: RawTunnel,
     /// Policy file (plugins and chains); no policy when absent.
     policy: Option<PathBuf>,
+    /// The audit spool; no audit trail when absent.
+    audit: Option<RawAudit>,
     #[serde(default)]
     limits: RawLimits,
     servers: BTreeMap<String, RawServer>,
@@ -44,6 +46,21 @@ struct RawTunnel {
     client_cert: Option<PathBuf>,
     client_key: Option<PathBuf>,
     connections: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    /// Spool directory.
+    dir: PathBuf,
+    /// `strict` (calls fail when their record cannot be persisted) or
+    /// `best_effort` (default).
+    #[serde(default)]
+    mode: crate::audit::AuditMode,
+    /// HMAC key for the hash chain, from env or file.
+    key: Option<SecretSource>,
+    /// Disk quota in MiB (default 1024).
+    quota_mib: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -80,6 +97,8 @@ pub struct GatewayConfig {
     pub gateway: Arc<Gateway>,
     /// The policy file to load, resolved against the config's directory.
     pub policy: Option<PathBuf>,
+    /// The audit spool to open.
+    pub audit: Option<crate::audit::SpoolConfig>,
     pub dial: DialConfig,
     pub pool: PoolConfig,
 }
@@ -298,9 +317,27 @@ impl GatewayConfig {
         if upstreams.is_empty() {
             return Err(invalid("servers", "configure at least one server".into()));
         }
+        let audit = match &raw.audit {
+            Some(a) => Some(crate::audit::SpoolConfig {
+                dir: relative_to(path, &a.dir),
+                mode: a.mode,
+                key: a
+                    .key
+                    .as_ref()
+                    .map(|k| k.read(path, "audit.key").map(String::into_bytes))
+                    .transpose()?,
+                quota_bytes: a
+                    .quota_mib
+                    .map_or(crate::audit::spool::DEFAULT_QUOTA_BYTES, |m| {
+                        m * 1024 * 1024
+                    }),
+            }),
+            None => None,
+        };
         Ok(GatewayConfig {
             gateway: Gateway::new(upstreams, out_limits),
             policy: raw.policy.as_ref().map(|p| relative_to(path, p)),
+            audit,
             dial: DialConfig {
                 tunnel_id: t.id.clone(),
                 token,

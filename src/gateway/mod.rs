@@ -21,6 +21,7 @@ use ::http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::{DecisionRecord, Spool};
 use crate::body::{Body, ReadError, full, read_limited};
 use crate::mcp::era::{PROTOCOL_VERSION_HEADER, SESSION_HEADER};
 use crate::mcp::{Era, Kind, McpError, Message, check_standard_headers, error_response};
@@ -44,6 +45,7 @@ pub struct Gateway {
     limits: OutboundLimits,
     policy: RwLock<Option<Arc<Policy>>>,
     catalog: Arc<Catalog>,
+    audit: std::sync::OnceLock<Arc<Spool>>,
 }
 
 fn server_of(path: &str) -> Option<&str> {
@@ -100,6 +102,7 @@ impl Gateway {
             limits,
             policy: RwLock::new(None),
             catalog: Arc::new(Catalog::default()),
+            audit: std::sync::OnceLock::new(),
         })
     }
 
@@ -117,6 +120,35 @@ impl Gateway {
     /// with.
     pub fn set_policy(&self, policy: Option<Arc<Policy>>) {
         *self.policy.write().unwrap_or_else(|p| p.into_inner()) = policy;
+    }
+
+    /// The audit spool, when one is set.
+    pub fn audit(&self) -> Option<Arc<Spool>> {
+        self.audit.get().cloned()
+    }
+
+    /// Records every decision in `spool` from now on (set once).
+    pub fn set_audit(&self, spool: Arc<Spool>) {
+        let _ = self.audit.set(spool);
+    }
+
+    /// Records one decision; an error means strict mode could not persist it.
+    async fn record(
+        &self,
+        ctx: &MessageContext,
+        steps: &[StepRecord],
+        outcome: &str,
+        policy: Option<&Arc<Policy>>,
+    ) -> Result<(), crate::audit::SpoolError> {
+        match self.audit.get() {
+            Some(spool) => {
+                let digest = policy.map(|p| p.digest.as_str());
+                spool
+                    .append(&DecisionRecord::new(ctx, steps, outcome, digest))
+                    .await
+            }
+            None => Ok(()),
+        }
     }
 
     fn policy(&self) -> Option<Arc<Policy>> {
@@ -205,6 +237,7 @@ impl Gateway {
             catalog: self.catalog.clone(),
             base,
             limits: self.limits,
+            audit: self.audit.get().cloned(),
         };
         match parts.method {
             Method::POST => {
@@ -235,23 +268,41 @@ impl Gateway {
                 }
                 base.method = msg.method.clone();
                 base.target = msg.name.clone();
-                if let Some(p) = &policy {
-                    let mut ctx = base.clone();
-                    ctx.direction = Direction::ToServer;
-                    ctx.kind = msg.kind.into();
-                    ctx.request_id = msg.id.clone();
-                    if p.wants(&ctx) {
-                        let (outcome, records) =
-                            p.apply(&ctx, msg.raw.clone(), self.limits.max_depth).await;
-                        log_records(&ctx, &records);
-                        match outcome {
-                            Outcome::Deny(d) => return Ok(denied_response(&msg, &d)),
-                            Outcome::Pass(b) if b != msg.raw => {
-                                msg = Message::parse(b, self.limits.max_depth).map_err(|e| {
-                                    (McpError::InvalidRequest(e.to_string()), id.clone())
-                                })?;
-                            }
-                            Outcome::Pass(_) => {}
+                let mut ctx = base.clone();
+                ctx.direction = Direction::ToServer;
+                ctx.kind = msg.kind.into();
+                ctx.request_id = msg.id.clone();
+                let (outcome, records) = match &policy {
+                    Some(p) if p.wants(&ctx) => {
+                        p.apply(&ctx, msg.raw.clone(), self.limits.max_depth).await
+                    }
+                    _ => (Outcome::Pass(msg.raw.clone()), Vec::new()),
+                };
+                log_records(&ctx, &records);
+                match outcome {
+                    Outcome::Deny(d) => {
+                        // A denial is recorded; whether or not that worked,
+                        // the call is not made.
+                        let _ = self.record(&ctx, &records, "denied", policy.as_ref()).await;
+                        return Ok(denied_response(&msg, &d));
+                    }
+                    Outcome::Pass(b) => {
+                        let label = if b == msg.raw {
+                            "forwarded"
+                        } else {
+                            "rewritten"
+                        };
+                        if self
+                            .record(&ctx, &records, label, policy.as_ref())
+                            .await
+                            .is_err()
+                        {
+                            return Err((McpError::AuditUnavailable, id));
+                        }
+                        if b != msg.raw {
+                            msg = Message::parse(b, self.limits.max_depth).map_err(|e| {
+                                (McpError::InvalidRequest(e.to_string()), id.clone())
+                            })?;
                         }
                     }
                 }

@@ -13,6 +13,7 @@ use http::{HeaderMap, Response, StatusCode, header};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 
+use crate::audit::{DecisionRecord, Spool};
 use crate::body::{Body, BoxError, ReadError, full, read_limited};
 use crate::mcp::sse::{Decoder, Event};
 use crate::mcp::{Kind, McpError, Message, error_response};
@@ -47,6 +48,7 @@ pub struct ReplyContext {
     pub catalog: Arc<Catalog>,
     pub base: MessageContext,
     pub limits: OutboundLimits,
+    pub audit: Option<Arc<Spool>>,
 }
 
 /// A JSON-RPC error answering `id` (raw JSON text) with a policy denial.
@@ -68,9 +70,9 @@ pub async fn check_reply(rc: &ReplyContext, data: Bytes) -> Result<Option<Bytes>
     if is_reply && msg.kind == Kind::Response && rc.base.method.as_deref() == Some("tools/list") {
         rc.catalog.learn(&rc.base.server, &msg.raw, false);
     }
-    let Some(policy) = &rc.policy else {
+    if rc.policy.is_none() && rc.audit.is_none() {
         return Ok(Some(msg.raw));
-    };
+    }
     let mut ctx = rc.base.clone();
     ctx.kind = msg.kind.into();
     ctx.request_id = msg.id.clone();
@@ -78,13 +80,30 @@ pub async fn check_reply(rc: &ReplyContext, data: Bytes) -> Result<Option<Bytes>
         ctx.method = msg.method.clone();
         ctx.target = msg.name.clone();
     }
-    if !policy.wants(&ctx) {
-        return Ok(Some(msg.raw));
-    }
-    let (outcome, records) = policy
-        .apply(&ctx, msg.raw.clone(), rc.limits.max_depth)
-        .await;
+    let (outcome, records) = match &rc.policy {
+        Some(p) if p.wants(&ctx) => p.apply(&ctx, msg.raw.clone(), rc.limits.max_depth).await,
+        _ => (Outcome::Pass(msg.raw.clone()), Vec::new()),
+    };
     crate::gateway::log_records(&ctx, &records);
+    let label = match &outcome {
+        Outcome::Pass(b) if *b == msg.raw => "forwarded",
+        Outcome::Pass(_) => "rewritten",
+        Outcome::Deny(_) if is_reply => "denied",
+        Outcome::Deny(_) => "dropped",
+    };
+    if let Some(spool) = &rc.audit {
+        let digest = rc.policy.as_ref().map(|p| p.digest.as_str());
+        if let Err(e) = spool
+            .append(&DecisionRecord::new(&ctx, &records, label, digest))
+            .await
+        {
+            // Strict mode: what cannot be recorded does not leave.
+            tracing::error!(error = %e, "audit record not persisted; reply withheld");
+            let err = McpError::AuditUnavailable;
+            return Ok(is_reply
+                .then(|| Bytes::from(crate::mcp::error::error_body(&err, msg.id.as_deref()))));
+        }
+    }
     Ok(match outcome {
         Outcome::Pass(bytes) => Some(bytes),
         Outcome::Deny(d) if is_reply => Some(Bytes::from(denial_body(msg.id.as_deref(), &d))),

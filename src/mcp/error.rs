@@ -37,6 +37,8 @@ pub enum McpError {
     UpstreamTimeout(u128),
     #[error("Too many sessions for server '{0}'")]
     TooManySessions(String),
+    #[error("Audit trail unavailable: the call was not made")]
+    AuditUnavailable,
 }
 
 impl McpError {
@@ -56,6 +58,7 @@ impl McpError {
             McpError::UpstreamUnavailable(_) => (StatusCode::BAD_GATEWAY, -32603),
             McpError::UpstreamTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, -32603),
             McpError::TooManySessions(_) => (StatusCode::SERVICE_UNAVAILABLE, -32000),
+            McpError::AuditUnavailable => (StatusCode::SERVICE_UNAVAILABLE, -32603),
         }
     }
 

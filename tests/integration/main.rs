@@ -1,5 +1,6 @@
 //! Integration tests: real TLS, real tunnels, real MCP peers, all on loopback.
 
+mod audit;
 mod cli;
 mod faults;
 mod forwarding;

@@ -1,0 +1,290 @@
+//! The configuration as written in the policy file, and its compilation into
+//! a [`Policy`]. Every error names where it is (`rules[1] ("support-refund"):
+//! when[0]: ...`) so the operator can find it.
+
+use std::collections::HashSet;
+
+use portcullis_plugin_sdk::Value;
+use serde::{Deserialize, Deserializer};
+
+use crate::rules::{CallMethod, Check, Cmp, Condition, Effect, Glob, Policy, Rule, Step, fold};
+
+/// Methods open to everyone when `open_methods` is not given.
+pub const DEFAULT_OPEN_METHODS: &[&str] = &[
+    "initialize",
+    "ping",
+    "notifications/*",
+    "tools/list",
+    "prompts/list",
+    "resources/list",
+    "resources/templates/list",
+    "logging/setLevel",
+    "completion/complete",
+];
+
+/// The top level of the configuration.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    /// Checked one by one, so errors can name the rule.
+    rules: Vec<Value>,
+    #[serde(default)]
+    open_methods: Option<Vec<String>>,
+}
+
+/// One rule as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    id: String,
+    effect: Effect,
+    #[serde(default)]
+    subjects: Option<Vec<String>>,
+    #[serde(default)]
+    groups: Option<Vec<String>>,
+    #[serde(default)]
+    servers: Option<Vec<String>>,
+    #[serde(default)]
+    tunnels: Option<Vec<String>>,
+    #[serde(default)]
+    methods: Option<Vec<String>>,
+    #[serde(default)]
+    tools: Option<Vec<String>>,
+    #[serde(default)]
+    when: Option<Vec<RawCondition>>,
+}
+
+/// One argument condition as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCondition {
+    arg: String,
+    op: Op,
+    /// `Some(Null)` for `"value": null`, `None` when the key is missing.
+    #[serde(default, deserialize_with = "present_value")]
+    value: Option<Value>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Op {
+    Eq,
+    Ne,
+    In,
+    NotIn,
+    Lt,
+    Lte,
+    Gt,
+    Gte,
+    Regex,
+    Present,
+    Absent,
+}
+
+fn present_value<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+/// Parses and compiles the configuration text given to `init`.
+pub fn parse(text: &str) -> Result<Policy, String> {
+    let raw: RawConfig =
+        serde_json::from_str(text).map_err(|e| format!("authz: invalid config: {e}"))?;
+
+    let open_methods = match raw.open_methods {
+        None => DEFAULT_OPEN_METHODS.iter().map(|m| Glob::new(m)).collect(),
+        Some(list) => {
+            if let Some(i) = list.iter().position(String::is_empty) {
+                return Err(format!(
+                    "authz: invalid config: open_methods[{i}] is an empty pattern"
+                ));
+            }
+            list.iter().map(|m| Glob::new(m)).collect()
+        }
+    };
+
+    let mut policy = Policy {
+        deny: Vec::new(),
+        allow: Vec::new(),
+        open_methods,
+        deny_names: false,
+    };
+    let mut ids = HashSet::new();
+    for (i, value) in raw.rules.into_iter().enumerate() {
+        let at = match value.get("id").and_then(Value::as_str) {
+            Some(id) => format!("rules[{i}] ({id:?})"),
+            None => format!("rules[{i}]"),
+        };
+        let rule = compile_rule(value).map_err(|e| format!("authz: invalid config: {at}: {e}"))?;
+        if !ids.insert(rule.id.clone()) {
+            return Err(format!(
+                "authz: invalid config: {at}: duplicate rule id (ids must be unique)"
+            ));
+        }
+        match rule.effect {
+            Effect::Allow => policy.allow.push(rule),
+            Effect::Deny => {
+                policy.deny_names |= rule.tools.is_some();
+                policy.deny.push(rule);
+            }
+        }
+    }
+    Ok(policy)
+}
+
+fn compile_rule(value: Value) -> Result<Rule, String> {
+    let raw: RawRule = serde_json::from_value(value).map_err(|e| e.to_string())?;
+    if raw.id.is_empty() {
+        return Err("`id` is empty".into());
+    }
+
+    let methods = match &raw.methods {
+        None => CallMethod::ALL.iter().fold(0, |bits, m| bits | m.bit()),
+        Some(patterns) => {
+            nonempty("methods", patterns)?;
+            let mut bits = 0;
+            for (j, p) in patterns.iter().enumerate() {
+                let glob = Glob::new(p);
+                let hit = CallMethod::ALL
+                    .iter()
+                    .filter(|m| glob.matches(m.name()))
+                    .fold(0, |bits, m| bits | m.bit());
+                if hit == 0 {
+                    return Err(format!(
+                        "methods[{j}] {p:?} matches none of tools/call, prompts/get, \
+                         resources/read (other methods are governed by open_methods)"
+                    ));
+                }
+                bits |= hit;
+            }
+            bits
+        }
+    };
+
+    let tools = match &raw.tools {
+        None => None,
+        Some(patterns) => {
+            nonempty("tools", patterns)?;
+            Some(
+                patterns
+                    .iter()
+                    .map(|p| match raw.effect {
+                        Effect::Allow => Glob::new(p),
+                        Effect::Deny => Glob::new(&fold(p)),
+                    })
+                    .collect(),
+            )
+        }
+    };
+
+    let when = match raw.when {
+        None => Vec::new(),
+        Some(conditions) => conditions
+            .into_iter()
+            .enumerate()
+            .map(|(j, c)| compile_condition(c).map_err(|e| format!("when[{j}]: {e}")))
+            .collect::<Result<_, _>>()?,
+    };
+
+    if let Some(groups) = &raw.groups {
+        nonempty("groups", groups)?;
+    }
+    Ok(Rule {
+        subjects: globs("subjects", raw.subjects.as_deref())?,
+        groups: raw.groups,
+        servers: globs("servers", raw.servers.as_deref())?,
+        tunnels: globs("tunnels", raw.tunnels.as_deref())?,
+        id: raw.id,
+        effect: raw.effect,
+        methods,
+        tools,
+        when,
+    })
+}
+
+/// A selector list must have at least one entry, none of them empty: `[]`
+/// would silently match nothing (omit the key to match anything).
+fn nonempty(key: &str, list: &[String]) -> Result<(), String> {
+    if list.is_empty() {
+        return Err(format!(
+            "`{key}` is an empty list (omit it to match anything)"
+        ));
+    }
+    if let Some(j) = list.iter().position(String::is_empty) {
+        return Err(format!("{key}[{j}] is an empty string"));
+    }
+    Ok(())
+}
+
+fn globs(key: &str, list: Option<&[String]>) -> Result<Option<Vec<Glob>>, String> {
+    let Some(list) = list else { return Ok(None) };
+    nonempty(key, list)?;
+    Ok(Some(list.iter().map(|p| Glob::new(p)).collect()))
+}
+
+fn compile_condition(c: RawCondition) -> Result<Condition, String> {
+    if c.arg.is_empty() || c.arg.split('.').any(str::is_empty) {
+        return Err(format!(
+            "arg {:?} is not a dotted path (e.g. \"refund.amount\", \"items.0.sku\")",
+            c.arg
+        ));
+    }
+    let path = c.arg.split('.').map(Step::new).collect();
+    let check = match (c.op, c.value) {
+        (Op::Present | Op::Absent, Some(_)) => {
+            return Err(format!("op {:?} takes no value", op_name(c.op)));
+        }
+        (Op::Present, None) => Check::Present,
+        (Op::Absent, None) => Check::Absent,
+        (op, None) => return Err(format!("op {:?} needs a value", op_name(op))),
+        (Op::Eq, Some(v)) => Check::Eq(v),
+        (Op::Ne, Some(v)) => Check::Ne(v),
+        (Op::In, Some(Value::Array(vs))) => Check::In(vs),
+        (Op::NotIn, Some(Value::Array(vs))) => Check::NotIn(vs),
+        (op @ (Op::In | Op::NotIn), Some(_)) => {
+            return Err(format!("op {:?} needs an array value", op_name(op)));
+        }
+        (op @ (Op::Lt | Op::Lte | Op::Gt | Op::Gte), Some(v)) => {
+            let Value::Number(n) = v else {
+                return Err(format!(
+                    "op {:?} needs a number value (not a string or other type)",
+                    op_name(op)
+                ));
+            };
+            let cmp = match op {
+                Op::Lt => Cmp::Lt,
+                Op::Lte => Cmp::Lte,
+                Op::Gt => Cmp::Gt,
+                _ => Cmp::Gte,
+            };
+            Check::Cmp(cmp, n)
+        }
+        (Op::Regex, Some(Value::String(pattern))) => Check::Regex(full_match_regex(&pattern)?),
+        (Op::Regex, Some(_)) => return Err("op \"regex\" needs a string value".into()),
+    };
+    Ok(Condition { path, check })
+}
+
+fn op_name(op: Op) -> &'static str {
+    match op {
+        Op::Eq => "eq",
+        Op::Ne => "ne",
+        Op::In => "in",
+        Op::NotIn => "not_in",
+        Op::Lt => "lt",
+        Op::Lte => "lte",
+        Op::Gt => "gt",
+        Op::Gte => "gte",
+        Op::Regex => "regex",
+        Op::Present => "present",
+        Op::Absent => "absent",
+    }
+}
+
+/// Compiles `pattern` to match whole strings only. The pattern must be a
+/// complete regex on its own, so wrapping it cannot change its structure
+/// (`a)|(b` would otherwise escape the anchors).
+fn full_match_regex(pattern: &str) -> Result<regex_lite::Regex, String> {
+    let invalid = |e: regex_lite::Error| format!("invalid regex {pattern:?}: {e}");
+    regex_lite::Regex::new(pattern).map_err(invalid)?;
+    regex_lite::Regex::new(&format!(r"\A(?:{pattern})\z")).map_err(invalid)
+}

@@ -1,0 +1,886 @@
+//! Unit tests, run natively with `cargo test` (no host imports are called).
+
+use portcullis_plugin_sdk::{AnnotationValue, Principal, json};
+
+use super::*;
+use crate::rules::{Glob, fold};
+
+const EXAMPLE: &str = r#"{
+  "rules": [
+    {"id": "support-read", "effect": "allow", "groups": ["support"], "tools": ["lookup_customer", "search_tickets"]},
+    {"id": "support-refund", "effect": "allow", "groups": ["support"], "tools": ["issue_refund"],
+     "when": [{"arg": "amount", "op": "lte", "value": 100}]},
+    {"id": "no-erasure", "effect": "deny", "tools": ["delete_*"]}
+  ],
+  "open_methods": ["initialize", "ping", "notifications/*", "tools/list", "prompts/list", "resources/list", "resources/templates/list", "logging/setLevel", "completion/complete"]
+}"#;
+
+fn policy(text: &str) -> Policy {
+    config::parse(text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn ctx(direction: Direction, kind: MessageKind, method: Option<&str>, who: &str) -> Context {
+    Context {
+        direction,
+        tunnel: "tun-a".into(),
+        server: "crm".into(),
+        kind,
+        method: method.map(str::to_owned),
+        target: None,
+        request_id: Some("1".into()),
+        session_id: None,
+        protocol_version: None,
+        principal: Principal {
+            subject: who.into(),
+            groups: match who {
+                "alice" => vec!["support".into()],
+                "root" => vec!["admins".into(), "support".into()],
+                _ => vec![],
+            },
+            claims: "{}".into(),
+        },
+    }
+}
+
+fn request(method: &str, who: &str) -> Context {
+    ctx(Direction::ToServer, MessageKind::Request, Some(method), who)
+}
+
+fn call_msg(method: &str, params: Value) -> String {
+    json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string()
+}
+
+/// Decides a `tools/call` of `tool` with `args` by `who`.
+fn call(p: &Policy, who: &str, tool: &str, args: Value) -> Verdict {
+    let msg = call_msg("tools/call", json!({"name": tool, "arguments": args}));
+    decide(p, &request("tools/call", who), &msg)
+}
+
+fn label(v: &Verdict, key: &str) -> Option<String> {
+    v.annotations.iter().find_map(|a| match &a.value {
+        AnnotationValue::Label(s) if a.key == key => Some(s.clone()),
+        _ => None,
+    })
+}
+
+fn count(v: &Verdict, key: &str) -> Option<u64> {
+    v.annotations.iter().find_map(|a| match a.value {
+        AnnotationValue::Count(n) if a.key == key => Some(n),
+        _ => None,
+    })
+}
+
+#[track_caller]
+fn assert_allowed(v: &Verdict, rule: &str) {
+    assert!(v.is_allow(), "expected allow, got {v:?}");
+    assert_eq!(label(v, "rule").as_deref(), Some(rule));
+}
+
+#[track_caller]
+fn assert_unknown(v: &Verdict, public: &str, rule: &str) {
+    let d = v
+        .denial()
+        .unwrap_or_else(|| panic!("expected deny, got {v:?}"));
+    assert_eq!(d.code, -32602);
+    assert_eq!(d.public_message, public);
+    assert_eq!(label(v, "rule").as_deref(), Some(rule), "{v:?}");
+}
+
+// ---------------------------------------------------------------------------
+// Building blocks
+// ---------------------------------------------------------------------------
+
+#[test]
+fn globs() {
+    let cases = [
+        ("tools/*", "tools/call", true),
+        ("tools/*", "prompts/get", false),
+        ("tools/call", "tools/call", true),
+        ("tools/call", "Tools/call", false),
+        ("delete_*", "delete_customer", true),
+        ("*_customer", "delete_customer", true),
+        ("*", "", true),
+        ("**", "x", true),
+        ("a*b*c", "axxbyyc", true),
+        ("a*b*c", "axxbyy", false),
+        ("ab*ba", "aba", false),
+        ("ab*ba", "abba", true),
+        ("file:///public/*", "file:///public/a/b.txt", true),
+        ("file:///public/*", "file:///private/a", false),
+    ];
+    for (p, t, want) in cases {
+        assert_eq!(Glob::new(p).matches(t), want, "{p} vs {t}");
+    }
+    let long = format!("{}b", "a".repeat(5000));
+    assert!(Glob::new("*a*a*a*b").matches(&long));
+}
+
+#[test]
+fn folding() {
+    assert!(matches!(fold("delete_user"), std::borrow::Cow::Borrowed(_)));
+    assert_eq!(fold("DELETE_User"), "delete_user");
+    assert_eq!(
+        fold("delete\u{200B}_\u{200C}us\u{200D}er\u{2060}\u{FEFF}"),
+        "delete_user"
+    );
+    assert_eq!(fold("ｄｅｌｅｔｅ＿ＵＳＥＲ"), "delete_user");
+    assert_eq!(fold("de\u{00AD}lete_user"), "delete_user");
+}
+
+// ---------------------------------------------------------------------------
+// Decisions
+// ---------------------------------------------------------------------------
+
+#[test]
+fn example_policy() {
+    let p = policy(EXAMPLE);
+    assert_allowed(
+        &call(&p, "alice", "lookup_customer", json!({})),
+        "support-read",
+    );
+    assert_allowed(
+        &call(&p, "alice", "issue_refund", json!({"amount": 100})),
+        "support-refund",
+    );
+    assert_unknown(
+        &call(&p, "alice", "issue_refund", json!({"amount": 101})),
+        "Unknown tool: issue_refund",
+        "default-deny",
+    );
+    // Not in the group.
+    assert_unknown(
+        &call(&p, "bob", "lookup_customer", json!({})),
+        "Unknown tool: lookup_customer",
+        "default-deny",
+    );
+    let v = call(&p, "bob", "lookup_customer", json!({}));
+    assert_eq!(
+        v.denial().unwrap().private_reason,
+        r#"no rule allows "bob" to call "lookup_customer""#
+    );
+}
+
+#[test]
+fn default_deny() {
+    let p = policy(r#"{"rules": []}"#);
+    assert_unknown(
+        &call(&p, "root", "anything", json!({})),
+        "Unknown tool: anything",
+        "default-deny",
+    );
+    let v = decide(
+        &p,
+        &request("prompts/get", "root"),
+        &call_msg("prompts/get", json!({"name": "greet"})),
+    );
+    assert_unknown(&v, "Unknown prompt: greet", "default-deny");
+    let v = decide(
+        &p,
+        &request("resources/read", "root"),
+        &call_msg("resources/read", json!({"uri": "file:///etc/passwd"})),
+    );
+    assert_unknown(&v, "Unknown resource: file:///etc/passwd", "default-deny");
+    // No name at all.
+    let v = decide(
+        &p,
+        &request("tools/call", "root"),
+        &call_msg("tools/call", json!({})),
+    );
+    assert_eq!(v.denial().unwrap().code, -32602);
+    // Not JSON, or a duplicated name.
+    let v = decide(&p, &request("tools/call", "root"), "{nope");
+    assert_eq!(v.denial().unwrap().code, -32600);
+    // Arrays are not objects, whatever serde's derives would accept.
+    let p = policy(r#"{"rules": [{"id": "all", "effect": "allow"}]}"#);
+    for msg in [
+        r#"["tools/call", {"name": "t"}]"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":["t"]}"#,
+    ] {
+        let v = decide(&p, &request("tools/call", "root"), msg);
+        assert_eq!(v.denial().map(|d| d.code), Some(-32600), "{msg}");
+    }
+    assert!(!decide(&p, &request("ping", "root"), r#"["ping"]"#).is_allow());
+    assert!(call(&p, "root", "t", json!({})).is_allow());
+    let dup = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","name":"b"}}"#;
+    assert_eq!(
+        decide(&p, &request("tools/call", "root"), dup)
+            .denial()
+            .unwrap()
+            .code,
+        -32600
+    );
+}
+
+#[test]
+fn deny_overrides_allow() {
+    let p = policy(
+        r#"{"rules": [
+            {"id": "all", "effect": "allow", "tools": ["*"]},
+            {"id": "no-erasure", "effect": "deny", "tools": ["delete_*"]},
+            {"id": "no-root", "effect": "deny", "subjects": ["root"]}
+        ]}"#,
+    );
+    assert_allowed(&call(&p, "alice", "delete", json!({})), "all");
+    let v = call(&p, "alice", "delete_customer", json!({}));
+    assert_unknown(&v, "Unknown tool: delete_customer", "no-erasure");
+    assert!(v.denial().unwrap().private_reason.contains("no-erasure"));
+    assert_unknown(
+        &call(&p, "root", "lookup", json!({})),
+        "Unknown tool: lookup",
+        "no-root",
+    );
+}
+
+#[test]
+fn selectors() {
+    let p = policy(
+        r#"{"rules": [
+            {"id": "subj", "effect": "allow", "subjects": ["svc-*"], "tools": ["a"]},
+            {"id": "grp", "effect": "allow", "groups": ["admins", "ops"], "tools": ["b"]},
+            {"id": "srv", "effect": "allow", "servers": ["c*"], "tunnels": ["tun-?", "tun-*"], "tools": ["c"]},
+            {"id": "srv2", "effect": "allow", "servers": ["billing"], "tools": ["d"]},
+            {"id": "prompts", "effect": "allow", "methods": ["prompts/*"], "tools": ["e"]},
+            {"id": "files", "effect": "allow", "methods": ["resources/read"], "tools": ["file:///pub/*"]}
+        ]}"#,
+    );
+    assert_allowed(&call(&p, "svc-x", "a", json!({})), "subj");
+    assert!(!call(&p, "alice", "a", json!({})).is_allow());
+    assert_allowed(&call(&p, "root", "b", json!({})), "grp");
+    assert!(!call(&p, "alice", "b", json!({})).is_allow());
+    assert_allowed(&call(&p, "anyone", "c", json!({})), "srv");
+    assert!(!call(&p, "anyone", "d", json!({})).is_allow());
+    // `methods` restricts which call method the rule covers.
+    assert!(!call(&p, "anyone", "e", json!({})).is_allow());
+    let v = decide(
+        &p,
+        &request("prompts/get", "anyone"),
+        &call_msg("prompts/get", json!({"name": "e"})),
+    );
+    assert_allowed(&v, "prompts");
+    let read = |uri: &str| {
+        decide(
+            &p,
+            &request("resources/read", "anyone"),
+            &call_msg("resources/read", json!({"uri": uri})),
+        )
+    };
+    assert_allowed(&read("file:///pub/x/y"), "files");
+    assert_unknown(
+        &read("file:///etc/passwd"),
+        "Unknown resource: file:///etc/passwd",
+        "default-deny",
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Argument conditions
+// ---------------------------------------------------------------------------
+
+/// A policy allowing tool `t` when the one condition holds.
+fn when(cond: Value) -> Policy {
+    policy(
+        &json!({"rules": [{"id": "r", "effect": "allow", "tools": ["t"], "when": [cond]}]})
+            .to_string(),
+    )
+}
+
+#[track_caller]
+fn check(cond: Value, cases: &[(Value, bool)]) {
+    let p = when(cond.clone());
+    for (args, want) in cases {
+        let got = call(&p, "u", "t", args.clone()).is_allow();
+        assert_eq!(got, *want, "{cond} with arguments {args}");
+    }
+}
+
+#[test]
+fn numeric_ops_and_type_confusion() {
+    let cases = |lt: bool, eq: bool, gt: bool| {
+        vec![
+            (json!({"amount": 99}), lt),
+            (json!({"amount": 100}), eq),
+            (json!({"amount": 100.0}), eq),
+            (json!({"amount": 100.5}), gt),
+            (json!({"amount": -5}), lt),
+            (json!({"amount": 18446744073709551615u64}), gt),
+            // Type confusion: never a number.
+            (json!({"amount": "100"}), false),
+            (json!({"amount": "5"}), false),
+            (json!({"amount": [5]}), false),
+            (json!({"amount": {"value": 5}}), false),
+            (json!({"amount": null}), false),
+            (json!({"amount": true}), false),
+            // Missing.
+            (json!({}), false),
+            (json!({"other": 5}), false),
+        ]
+    };
+    check(
+        json!({"arg": "amount", "op": "lt", "value": 100}),
+        &cases(true, false, false),
+    );
+    check(
+        json!({"arg": "amount", "op": "lte", "value": 100}),
+        &cases(true, true, false),
+    );
+    check(
+        json!({"arg": "amount", "op": "gt", "value": 100}),
+        &cases(false, false, true),
+    );
+    check(
+        json!({"arg": "amount", "op": "gte", "value": 100}),
+        &cases(false, true, true),
+    );
+    // No arguments at all.
+    let p = when(json!({"arg": "amount", "op": "lte", "value": 100}));
+    let msg = call_msg("tools/call", json!({"name": "t"}));
+    assert!(!decide(&p, &request("tools/call", "u"), &msg).is_allow());
+}
+
+#[test]
+fn nested_paths() {
+    check(
+        json!({"arg": "refund.amount", "op": "lte", "value": 100}),
+        &[
+            (json!({"refund": {"amount": 50}}), true),
+            (json!({"refund": {"amount": 500}}), false),
+            // Same key, other nesting: only the exact path counts.
+            (json!({"amount": 50, "refund": {}}), false),
+            (json!({"refund.amount": 50}), false),
+            (json!({"refund": {"x": {"amount": 50}}}), false),
+            (json!({"refund": [{"amount": 50}]}), false),
+            (json!({"refund": 50}), false),
+        ],
+    );
+    check(
+        json!({"arg": "items.0.sku", "op": "eq", "value": "A-1"}),
+        &[
+            (json!({"items": [{"sku": "A-1"}]}), true),
+            (json!({"items": [{"sku": "B-2"}, {"sku": "A-1"}]}), false),
+            (json!({"items": {"0": {"sku": "A-1"}}}), true),
+            (json!({"items": []}), false),
+        ],
+    );
+    check(
+        json!({"arg": "items.00", "op": "present"}),
+        &[
+            (json!({"items": [1]}), false),
+            (json!({"items": {"00": 1}}), true),
+        ],
+    );
+}
+
+#[test]
+fn equality_ops() {
+    check(
+        json!({"arg": "mode", "op": "eq", "value": "read"}),
+        &[
+            (json!({"mode": "read"}), true),
+            (json!({"mode": "Read"}), false),
+            (json!({"mode": ["read"]}), false),
+            (json!({}), false),
+        ],
+    );
+    check(
+        json!({"arg": "n", "op": "eq", "value": 1}),
+        &[
+            (json!({"n": 1}), true),
+            (json!({"n": 1.0}), true),
+            (json!({"n": "1"}), false),
+            (json!({"n": true}), false),
+        ],
+    );
+    check(
+        json!({"arg": "opts", "op": "eq", "value": {"a": [1, 2]}}),
+        &[
+            (json!({"opts": {"a": [1, 2.0]}}), true),
+            (json!({"opts": {"a": [1, 2], "b": 0}}), false),
+        ],
+    );
+    check(
+        json!({"arg": "mode", "op": "ne", "value": "write"}),
+        &[
+            (json!({"mode": "read"}), true),
+            (json!({"mode": "write"}), false),
+            // Missing, or another type: not a pass.
+            (json!({}), false),
+            (json!({"mode": ["write"]}), false),
+            (json!({"mode": 5}), false),
+        ],
+    );
+    check(
+        json!({"arg": "env", "op": "in", "value": ["dev", "staging", 3]}),
+        &[
+            (json!({"env": "dev"}), true),
+            (json!({"env": 3.0}), true),
+            (json!({"env": "prod"}), false),
+            (json!({"env": ["dev"]}), false),
+            (json!({}), false),
+        ],
+    );
+    check(
+        json!({"arg": "env", "op": "not_in", "value": ["prod"]}),
+        &[
+            (json!({"env": "dev"}), true),
+            (json!({"env": "prod"}), false),
+            (json!({"env": ["prod"]}), false),
+            (json!({"env": null}), false),
+            (json!({}), false),
+        ],
+    );
+}
+
+#[test]
+fn regex_present_absent() {
+    check(
+        json!({"arg": "email", "op": "regex", "value": r"[a-z]+@example\.com"}),
+        &[
+            (json!({"email": "bob@example.com"}), true),
+            // Full match only.
+            (json!({"email": "bob@example.com.evil"}), false),
+            (json!({"email": "x bob@example.com"}), false),
+            (json!({"email": "bob@example.com\n"}), false),
+            (json!({"email": ["bob@example.com"]}), false),
+            (json!({"email": 5}), false),
+            (json!({}), false),
+        ],
+    );
+    check(
+        json!({"arg": "x", "op": "regex", "value": "a|ab"}),
+        &[(json!({"x": "ab"}), true), (json!({"x": "abc"}), false)],
+    );
+    check(
+        json!({"arg": "id", "op": "regex", "value": r"\d+"}),
+        &[
+            (json!({"id": "123"}), true),
+            (json!({"id": "12a"}), false),
+            // ASCII digits only.
+            (json!({"id": "\u{0661}\u{0662}"}), false),
+        ],
+    );
+    check(
+        json!({"arg": "dry_run", "op": "present"}),
+        &[
+            (json!({"dry_run": true}), true),
+            (json!({"dry_run": null}), true),
+            (json!({}), false),
+            (json!({"x": {"dry_run": true}}), false),
+        ],
+    );
+    check(
+        json!({"arg": "force", "op": "absent"}),
+        &[
+            (json!({}), true),
+            (json!({"x": {"force": true}}), true),
+            (json!({"force": false}), false),
+        ],
+    );
+}
+
+#[test]
+fn all_conditions_must_hold() {
+    let p = policy(
+        r#"{"rules": [{"id": "r", "effect": "allow", "tools": ["t"], "when": [
+            {"arg": "a", "op": "gte", "value": 1},
+            {"arg": "b", "op": "eq", "value": "x"}]}]}"#,
+    );
+    assert!(call(&p, "u", "t", json!({"a": 1, "b": "x"})).is_allow());
+    assert!(!call(&p, "u", "t", json!({"a": 1, "b": "y"})).is_allow());
+    assert!(!call(&p, "u", "t", json!({"a": 0, "b": "x"})).is_allow());
+}
+
+#[test]
+fn deny_conditions_cannot_be_dodged_by_type() {
+    let p = policy(
+        r#"{"rules": [
+            {"id": "all", "effect": "allow", "tools": ["*"]},
+            {"id": "big-refund", "effect": "deny", "tools": ["issue_refund"],
+             "when": [{"arg": "amount", "op": "gt", "value": 1000}]}
+        ]}"#,
+    );
+    assert_allowed(&call(&p, "u", "issue_refund", json!({"amount": 10})), "all");
+    let big = call(&p, "u", "issue_refund", json!({"amount": 5000}));
+    assert_unknown(&big, "Unknown tool: issue_refund", "big-refund");
+    let sneaky = call(&p, "u", "issue_refund", json!({"amount": "5000"}));
+    assert_unknown(&sneaky, "Unknown tool: issue_refund", "big-refund");
+}
+
+#[test]
+fn duplicate_argument_keys_are_refused() {
+    let p = when(json!({"arg": "amount", "op": "lte", "value": 100}));
+    let msg = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call",
+        "params":{"name":"t","arguments":{"amount":5,"amount":5000}}}"#;
+    let v = decide(&p, &request("tools/call", "u"), msg);
+    assert_eq!(v.denial().unwrap().code, -32600, "{v:?}");
+    let nested = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call",
+        "params":{"name":"t","arguments":{"amount":5,"x":{"k":1,"k":2}}}}"#;
+    assert!(!decide(&p, &request("tools/call", "u"), nested).is_allow());
+}
+
+// ---------------------------------------------------------------------------
+// Methods
+// ---------------------------------------------------------------------------
+
+#[test]
+fn open_methods() {
+    let p = policy(EXAMPLE);
+    for m in ["initialize", "ping", "tools/list", "completion/complete"] {
+        let msg = json!({"jsonrpc": "2.0", "id": 1, "method": m}).to_string();
+        let v = decide(&p, &request(m, "nobody"), &msg);
+        assert!(v.is_allow(), "{m}: {v:?}");
+    }
+    // Default list when the key is absent.
+    let p = policy(r#"{"rules": []}"#);
+    let msg = r#"{"jsonrpc":"2.0","id":1,"method":"resources/templates/list"}"#;
+    assert!(decide(&p, &request("resources/templates/list", "x"), msg).is_allow());
+    // Open methods never open the call methods.
+    let p = policy(r#"{"rules": [], "open_methods": ["*"]}"#);
+    assert!(!call(&p, "u", "t", json!({})).is_allow());
+}
+
+#[test]
+fn unknown_methods_are_denied() {
+    let p = policy(EXAMPLE);
+    for m in [
+        "sampling/createMessage",
+        "resources/subscribe",
+        "tasks/list",
+        "Ping",
+    ] {
+        let msg = json!({"jsonrpc": "2.0", "id": 1, "method": m}).to_string();
+        let v = decide(&p, &request(m, "root"), &msg);
+        let d = v.denial().unwrap_or_else(|| panic!("{m} allowed"));
+        assert_eq!(d.code, -32601);
+        assert_eq!(d.public_message, "Method not found");
+    }
+    let p = policy(r#"{"rules": [], "open_methods": ["ping"]}"#);
+    let msg = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+    assert_eq!(
+        decide(&p, &request("tools/list", "x"), msg)
+            .denial()
+            .unwrap()
+            .code,
+        -32601
+    );
+    // The message's method counts, not a stale label.
+    let p = policy(EXAMPLE);
+    let msg = call_msg("tools/call", json!({"name": "delete_all"}));
+    assert_unknown(
+        &decide(&p, &request("ping", "root"), &msg),
+        "Unknown tool: delete_all",
+        "no-erasure",
+    );
+    let msg = r#"{"jsonrpc":"2.0","id":1,"method":"secret/op"}"#;
+    assert!(!decide(&p, &request("tools/call", "root"), msg).is_allow());
+}
+
+#[test]
+fn notifications_and_responses_pass() {
+    let p = policy(r#"{"rules": [], "open_methods": []}"#);
+    let note = ctx(
+        Direction::ToServer,
+        MessageKind::Notification,
+        Some("notifications/initialized"),
+        "x",
+    );
+    assert!(
+        decide(
+            &p,
+            &note,
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#
+        )
+        .is_allow()
+    );
+    let answer = ctx(Direction::ToServer, MessageKind::Response, None, "x");
+    assert!(decide(&p, &answer, r#"{"jsonrpc":"2.0","id":"s1","result":{}}"#).is_allow());
+    let err = ctx(Direction::ToServer, MessageKind::Error, None, "x");
+    assert!(decide(&p, &err, "not even json").is_allow());
+    let to_client = ctx(
+        Direction::ToClient,
+        MessageKind::Request,
+        Some("sampling/createMessage"),
+        "x",
+    );
+    assert!(decide(&p, &to_client, "{}").is_allow());
+    // A call disguised as a notification is still decided.
+    let sneaky = ctx(
+        Direction::ToServer,
+        MessageKind::Notification,
+        Some("tools/call"),
+        "x",
+    );
+    let msg = r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"t"}}"#;
+    assert!(!decide(&p, &sneaky, msg).is_allow());
+}
+
+// ---------------------------------------------------------------------------
+// Look-alikes
+// ---------------------------------------------------------------------------
+
+#[test]
+fn lookalikes_of_denied_tools_are_denied() {
+    let p = policy(
+        r#"{"rules": [
+            {"id": "all", "effect": "allow", "tools": ["*"]},
+            {"id": "no-erasure", "effect": "deny", "tools": ["delete_*", "Purge"]}
+        ]}"#,
+    );
+    for name in [
+        "delete_user",
+        "DELETE_USER",
+        "Delete_User",
+        "\u{200B}delete_user",
+        "del\u{200C}ete\u{200D}_user",
+        "delete\u{2060}_user\u{FEFF}",
+        "ｄｅｌｅｔｅ_user",
+        "ＤＥＬＥＴＥ＿ＵＳＥＲ",
+        "purge",
+        "PURGE",
+        "ｐｕｒｇｅ",
+    ] {
+        let v = call(&p, "u", name, json!({}));
+        assert_unknown(&v, &format!("Unknown tool: {name}"), "no-erasure");
+    }
+    assert_allowed(&call(&p, "u", "undelete_user", json!({})), "all");
+}
+
+#[test]
+fn lookalikes_of_allowed_tools_are_denied() {
+    let p = policy(EXAMPLE);
+    assert_allowed(
+        &call(&p, "alice", "lookup_customer", json!({})),
+        "support-read",
+    );
+    for name in [
+        "Lookup_Customer",
+        "LOOKUP_CUSTOMER",
+        "lookup\u{200B}_customer",
+        "ｌｏｏｋｕｐ_customer",
+        "lookup_customer ",
+        "lookup_cust\u{043E}mer", // Cyrillic o
+    ] {
+        let v = call(&p, "alice", name, json!({}));
+        assert_unknown(&v, &format!("Unknown tool: {name}"), "default-deny");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Lists
+// ---------------------------------------------------------------------------
+
+fn list_response(p: &Policy, method: &str, who: &str, result: Value) -> Verdict {
+    let c = ctx(
+        Direction::ToClient,
+        MessageKind::Response,
+        Some(method),
+        who,
+    );
+    let msg = json!({"jsonrpc": "2.0", "id": 1, "result": result}).to_string();
+    decide(p, &c, &msg)
+}
+
+fn names(v: &Verdict, field: &str, key: &str) -> Vec<String> {
+    let out: Value = serde_json::from_str(v.rewritten().expect("rewritten")).unwrap();
+    out["result"][field]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e[key].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn list_filtering_keeps_next_cursor() {
+    let p = policy(EXAMPLE);
+    let tools = json!({
+        "tools": [
+            {"name": "lookup_customer", "inputSchema": {"type": "object"}},
+            {"name": "issue_refund"},
+            {"name": "delete_customer"},
+            {"name": "Lookup_Customer"},
+            {"name": "admin_panel"},
+            {"title": "nameless"}
+        ],
+        "nextCursor": "page-2",
+        "_meta": {"k": 1}
+    });
+    let v = list_response(&p, "tools/list", "alice", tools.clone());
+    assert_eq!(
+        names(&v, "tools", "name"),
+        ["lookup_customer", "issue_refund"]
+    );
+    assert_eq!(count(&v, "hidden"), Some(4));
+    let out: Value = serde_json::from_str(v.rewritten().unwrap()).unwrap();
+    assert_eq!(out["result"]["nextCursor"], "page-2");
+    assert_eq!(out["result"]["_meta"], json!({"k": 1}));
+    assert_eq!(out["id"], 1);
+    assert_eq!(
+        out["result"]["tools"][0]["inputSchema"],
+        json!({"type": "object"})
+    );
+
+    // Nobody else sees anything.
+    let v = list_response(&p, "tools/list", "bob", tools);
+    assert!(names(&v, "tools", "name").is_empty());
+
+    // Nothing to hide: passes unchanged, still counted.
+    let v = list_response(
+        &p,
+        "tools/list",
+        "alice",
+        json!({"tools": [{"name": "search_tickets"}]}),
+    );
+    assert!(v.is_allow());
+    assert_eq!(count(&v, "hidden"), Some(0));
+}
+
+#[test]
+fn list_filtering_prompts_resources_and_conditional_denies() {
+    let p = policy(
+        r#"{"rules": [
+            {"id": "prompts", "effect": "allow", "methods": ["prompts/get"], "tools": ["greet"]},
+            {"id": "files", "effect": "allow", "methods": ["resources/read"], "tools": ["file:///pub/*"]},
+            {"id": "all-tools", "effect": "allow", "methods": ["tools/call"], "tools": ["*"]},
+            {"id": "big", "effect": "deny", "tools": ["refund"], "when": [{"arg": "amount", "op": "gt", "value": 5}]},
+            {"id": "gone", "effect": "deny", "tools": ["drop_*"]}
+        ]}"#,
+    );
+    let v = list_response(
+        &p,
+        "prompts/list",
+        "u",
+        json!({"prompts": [{"name": "greet"}, {"name": "refund"}], "nextCursor": "c"}),
+    );
+    assert_eq!(names(&v, "prompts", "name"), ["greet"]);
+    let v = list_response(
+        &p,
+        "resources/list",
+        "u",
+        json!({"resources": [{"uri": "file:///pub/a"}, {"uri": "file:///etc/x", "name": "greet"}]}),
+    );
+    assert_eq!(names(&v, "resources", "uri"), ["file:///pub/a"]);
+    // A conditional deny does not hide; an unconditional one does.
+    let v = list_response(
+        &p,
+        "tools/list",
+        "u",
+        json!({"tools": [{"name": "refund"}, {"name": "DROP_table"}, {"name": "x"}]}),
+    );
+    assert_eq!(names(&v, "tools", "name"), ["refund", "x"]);
+    assert_eq!(count(&v, "hidden"), Some(1));
+    // Errors and other responses pass untouched.
+    let c = ctx(
+        Direction::ToClient,
+        MessageKind::Error,
+        Some("tools/list"),
+        "u",
+    );
+    assert!(
+        decide(
+            &p,
+            &c,
+            r#"{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"x"}}"#
+        )
+        .is_allow()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Configuration errors
+// ---------------------------------------------------------------------------
+
+#[track_caller]
+fn init_error(text: &str, want: &[&str]) {
+    let err = config::parse(text).expect_err(text);
+    for w in want {
+        assert!(err.contains(w), "{err:?} lacks {w:?}");
+    }
+}
+
+#[test]
+fn init_errors() {
+    init_error("{}", &["missing field `rules`"]);
+    init_error("nope", &["invalid config"]);
+    init_error(r#"{"rules": [], "extra": 1}"#, &["unknown field `extra`"]);
+    init_error(
+        r#"{"rules": [], "open_methods": [""]}"#,
+        &["open_methods[0]"],
+    );
+    init_error(
+        r#"{"rules": [{"id": "a", "effect": "allow", "tool": ["x"]}]}"#,
+        &["rules[0] (\"a\")", "unknown field `tool`"],
+    );
+    init_error(
+        r#"{"rules": [{"id": "ok", "effect": "allow"}, {"id": "b", "effect": "permit"}]}"#,
+        &["rules[1] (\"b\")", "unknown variant `permit`"],
+    );
+    init_error(
+        r#"{"rules": [{"effect": "allow"}]}"#,
+        &["rules[0]", "missing field `id`"],
+    );
+    init_error(
+        r#"{"rules": [{"id": "", "effect": "allow"}]}"#,
+        &["`id` is empty"],
+    );
+    init_error(
+        r#"{"rules": [{"id": "a", "effect": "allow"}, {"id": "a", "effect": "deny"}]}"#,
+        &["rules[1] (\"a\")", "duplicate rule id"],
+    );
+    init_error(
+        r#"{"rules": [{"id": "a", "effect": "allow", "tools": []}]}"#,
+        &["`tools` is an empty list"],
+    );
+    init_error(
+        r#"{"rules": [{"id": "a", "effect": "allow", "groups": "support"}]}"#,
+        &["rules[0] (\"a\")", "invalid type"],
+    );
+    init_error(
+        r#"{"rules": [{"id": "a", "effect": "allow", "methods": ["tools/list"]}]}"#,
+        &["methods[0]", "matches none"],
+    );
+    let cond =
+        |c: &str| format!(r#"{{"rules": [{{"id": "r", "effect": "allow", "when": [{c}]}}]}}"#);
+    init_error(
+        &cond(r#"{"arg": "a", "op": "lte", "value": "100"}"#),
+        &["rules[0] (\"r\")", "when[0]", "\"lte\" needs a number"],
+    );
+    init_error(
+        &cond(r#"{"arg": "a", "op": "in", "value": 1}"#),
+        &["needs an array"],
+    );
+    init_error(
+        &cond(r#"{"arg": "a", "op": "eq"}"#),
+        &["\"eq\" needs a value"],
+    );
+    init_error(
+        &cond(r#"{"arg": "a", "op": "present", "value": 1}"#),
+        &["takes no value"],
+    );
+    init_error(
+        &cond(r#"{"arg": "a", "op": "like", "value": 1}"#),
+        &["unknown variant `like`"],
+    );
+    init_error(
+        &cond(r#"{"arg": "a..b", "op": "present"}"#),
+        &["not a dotted path"],
+    );
+    init_error(
+        &cond(r#"{"arg": "a", "op": "regex", "value": "("}"#),
+        &["invalid regex"],
+    );
+    init_error(
+        &cond(r#"{"arg": "a", "op": "regex", "value": "a)|(b"}"#),
+        &["invalid regex"],
+    );
+    init_error(
+        &cond(r#"{"arg": "a", "op": "regex", "value": 5}"#),
+        &["needs a string"],
+    );
+    init_error(
+        &cond(r#"{"arg": "a", "op": "eq", "value": 1, "extra": 2}"#),
+        &["unknown field `extra`"],
+    );
+    // `null` is a value.
+    assert!(config::parse(&cond(r#"{"arg": "a", "op": "eq", "value": null}"#)).is_ok());
+    assert!(config::parse(EXAMPLE).is_ok());
+}

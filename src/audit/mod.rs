@@ -1,0 +1,17 @@
+//! Audit: one record per decision, appended to a local hash-chained spool
+//! before anything else happens with it.
+//!
+//! - [`record`]: what a decision record holds (never raw payload values).
+//! - [`spool`]: segment files, the hash chain (SHA-256, or HMAC-SHA-256 with
+//!   a key), group fsync, strict and best-effort modes, the disk quota.
+//! - [`verify`]: `portcullis audit verify` and `audit tail`.
+//!
+//! Export to OpenTelemetry reads from the spool (a later issue); the spool is
+//! the source of truth, so a collector outage loses nothing.
+
+pub mod record;
+pub mod spool;
+pub mod verify;
+
+pub use record::{DecisionRecord, StepEntry};
+pub use spool::{AuditMode, Spool, SpoolConfig, SpoolError};

@@ -1,0 +1,114 @@
+//! The decision record.
+
+use serde::{Deserialize, Serialize};
+
+use crate::policy::StepRecord;
+use crate::policy::verdict::{AnnotationValue, Direction, MessageContext, MessageKind};
+
+/// One plugin's part in a decision.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StepEntry {
+    pub plugin: String,
+    pub digest: String,
+    pub mode: String,
+    pub decision: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Annotations: counts and labels only.
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty", default)]
+    pub annotations: serde_json::Map<String, serde_json::Value>,
+    pub elapsed_us: u64,
+}
+
+/// What happened to one message. Raw arguments and results are never part
+/// of it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DecisionRecord {
+    pub time_unix_ms: u64,
+    pub tunnel: String,
+    pub server: String,
+    pub subject: String,
+    pub groups: Vec<String>,
+    pub direction: String,
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol_version: Option<String>,
+    /// `forwarded`, `rewritten`, `denied` or `dropped`.
+    pub outcome: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_digest: Option<String>,
+    pub steps: Vec<StepEntry>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl DecisionRecord {
+    /// A record of `ctx` with the steps that ran and the outcome.
+    pub fn new(
+        ctx: &MessageContext,
+        steps: &[StepRecord],
+        outcome: &str,
+        policy_digest: Option<&str>,
+    ) -> DecisionRecord {
+        DecisionRecord {
+            time_unix_ms: now_ms(),
+            tunnel: ctx.tunnel.clone(),
+            server: ctx.server.clone(),
+            subject: ctx.principal.subject.clone(),
+            groups: ctx.principal.groups.clone(),
+            direction: match ctx.direction {
+                Direction::ToServer => "to-server",
+                Direction::ToClient => "to-client",
+            }
+            .into(),
+            kind: match ctx.kind {
+                MessageKind::Request => "request",
+                MessageKind::Notification => "notification",
+                MessageKind::Response => "response",
+                MessageKind::Error => "error",
+            }
+            .into(),
+            method: ctx.method.clone(),
+            target: ctx.target.clone(),
+            request_id: ctx.request_id.clone(),
+            session_id: ctx.session_id.clone(),
+            protocol_version: ctx.protocol_version.clone(),
+            outcome: outcome.into(),
+            policy_digest: policy_digest.map(str::to_owned),
+            steps: steps
+                .iter()
+                .map(|s| StepEntry {
+                    plugin: s.plugin.clone(),
+                    digest: s.digest.clone(),
+                    mode: format!("{:?}", s.mode).to_lowercase(),
+                    decision: s.decision.into(),
+                    reason: s.reason.clone(),
+                    annotations: s
+                        .annotations
+                        .iter()
+                        .map(|a| {
+                            let v = match &a.value {
+                                AnnotationValue::Count(n) => serde_json::Value::from(*n),
+                                AnnotationValue::Label(l) => serde_json::Value::from(l.clone()),
+                            };
+                            (a.key.clone(), v)
+                        })
+                        .collect(),
+                    elapsed_us: s.elapsed.as_micros() as u64,
+                })
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,393 @@
+//! The durable spool: JSON lines in segment files, each line hash-chained
+//! to the one before, written by one task with group fsync.
+//!
+//! A line is `JSON<TAB>HASH`. The JSON holds `seq`, `type` (`start`,
+//! `decision`, `gap`), `prev` (the previous line's hash) and `body`; `HASH`
+//! is SHA-256 — or HMAC-SHA-256 when a key is configured — over `prev` and
+//! the exact JSON bytes. Editing, deleting, reordering or truncating lines
+//! breaks the chain, and `audit verify` says where.
+//!
+//! Modes: `strict` makes a call fail when its record cannot be made durable
+//! (the caller waits for the fsync); `best_effort` queues the record and
+//! counts what it could not write, then records the loss as a `gap` line.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
+
+/// A segment is closed and a new one started past this size.
+pub const SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
+/// Default disk quota for the spool directory.
+pub const DEFAULT_QUOTA_BYTES: u64 = 1024 * 1024 * 1024;
+/// Records queued for the writer before best-effort appends count as lost.
+pub const QUEUE_CAPACITY: usize = 65_536;
+/// Records written per fsync at most.
+pub const BATCH_MAX: usize = 4096;
+/// Hash of "nothing before": the `prev` of the very first line.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// File holding the last durable sequence number and hash, for truncation
+/// checks.
+pub const ANCHOR_FILE: &str = "anchor.json";
+
+/// What happens when a record cannot be persisted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditMode {
+    /// The call fails (closed) unless its record is durable.
+    Strict,
+    /// The call goes on; the loss is counted and recorded as a gap.
+    #[default]
+    BestEffort,
+}
+
+/// Spool settings.
+#[derive(Debug, Clone)]
+pub struct SpoolConfig {
+    pub dir: PathBuf,
+    pub mode: AuditMode,
+    /// HMAC key; plain SHA-256 chaining without one.
+    pub key: Option<Vec<u8>>,
+    pub quota_bytes: u64,
+}
+
+/// Why a record was not persisted.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum SpoolError {
+    #[error("audit spool unavailable: {0}")]
+    Io(String),
+    #[error("audit spool is full (quota {0} bytes)")]
+    Full(u64),
+    #[error("audit spool writer has stopped")]
+    Stopped,
+}
+
+/// The chain's hash of one line.
+pub fn line_hash(key: Option<&[u8]>, prev: &str, json: &[u8]) -> String {
+    match key {
+        Some(k) => {
+            let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(k) else {
+                return String::new();
+            };
+            mac.update(prev.as_bytes());
+            mac.update(json);
+            hex::encode(mac.finalize().into_bytes())
+        }
+        None => {
+            let mut h = Sha256::new();
+            h.update(prev.as_bytes());
+            h.update(json);
+            hex::encode(h.finalize())
+        }
+    }
+}
+
+struct Append {
+    kind: &'static str,
+    body: String,
+    ack: Option<oneshot::Sender<Result<u64, SpoolError>>>,
+}
+
+/// A running spool.
+pub struct Spool {
+    tx: mpsc::Sender<Append>,
+    mode: AuditMode,
+    lost: Arc<AtomicU64>,
+    dir: PathBuf,
+}
+
+#[derive(Deserialize)]
+struct LineHead {
+    seq: u64,
+}
+
+/// Segment files of `dir`, in order.
+pub fn segments(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("segment-") && n.ends_with(".jsonl"))
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+struct Writer {
+    dir: PathBuf,
+    key: Option<Vec<u8>>,
+    quota: u64,
+    file: File,
+    file_len: u64,
+    total: u64,
+    seq: u64,
+    prev: String,
+    lost_seen: u64,
+}
+
+impl Writer {
+    /// Opens the spool, recovering the chain's tail from the last segment.
+    fn open(cfg: &SpoolConfig) -> std::io::Result<Writer> {
+        std::fs::create_dir_all(&cfg.dir)?;
+        let segs = segments(&cfg.dir)?;
+        let mut total = 0;
+        for s in &segs {
+            total += std::fs::metadata(s)?.len();
+        }
+        let (mut seq, mut prev) = (0, GENESIS.to_owned());
+        let path = match segs.last() {
+            Some(last) => {
+                // Find the last complete line; cut a partial one (a crash
+                // mid-write) so the chain continues from durable data.
+                let mut f = OpenOptions::new().read(true).write(true).open(last)?;
+                let mut good_len = 0u64;
+                let mut offset = 0u64;
+                let mut reader = BufReader::new(&mut f);
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    let n = reader.read_line(&mut line)?;
+                    if n == 0 {
+                        break;
+                    }
+                    offset += n as u64;
+                    if !line.ends_with('\n') {
+                        break;
+                    }
+                    let parsed =
+                        line.trim_end_matches('\n')
+                            .rsplit_once('\t')
+                            .and_then(|(json, hash)| {
+                                serde_json::from_str::<LineHead>(json)
+                                    .ok()
+                                    .map(|h| (h.seq, hash))
+                            });
+                    if let Some((s, hash)) = parsed {
+                        seq = s;
+                        prev = hash.to_owned();
+                        good_len = offset;
+                    }
+                }
+                drop(reader);
+                if good_len < f.metadata()?.len() {
+                    f.set_len(good_len)?;
+                }
+                last.clone()
+            }
+            None => cfg.dir.join(format!("segment-{:020}.jsonl", 1)),
+        };
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let mut file = file;
+        let file_len = file.seek(SeekFrom::End(0))?;
+        Ok(Writer {
+            dir: cfg.dir.clone(),
+            key: cfg.key.clone(),
+            quota: cfg.quota_bytes,
+            file,
+            file_len,
+            total,
+            seq,
+            prev,
+            lost_seen: 0,
+        })
+    }
+
+    fn line(&mut self, kind: &str, body: &str) -> String {
+        self.seq += 1;
+        let json = format!(
+            r#"{{"seq":{},"type":"{kind}","prev":"{}","body":{body}}}"#,
+            self.seq, self.prev
+        );
+        let hash = line_hash(self.key.as_deref(), &self.prev, json.as_bytes());
+        self.prev = hash.clone();
+        format!("{json}\t{hash}\n")
+    }
+
+    fn rotate_if_needed(&mut self) -> std::io::Result<()> {
+        if self.file_len < SEGMENT_BYTES {
+            return Ok(());
+        }
+        self.file.sync_data()?;
+        let path = self.dir.join(format!("segment-{:020}.jsonl", self.seq + 1));
+        self.file = OpenOptions::new().create(true).append(true).open(path)?;
+        self.file_len = 0;
+        Ok(())
+    }
+
+    /// Writes a batch, fsyncs, updates the anchor. Returns the last seq.
+    fn write_batch(&mut self, batch: &[(&str, &str)]) -> Result<u64, SpoolError> {
+        let mut buf = String::new();
+        let start = (self.seq, self.prev.clone());
+        for (kind, body) in batch {
+            buf.push_str(&self.line(kind, body));
+        }
+        let io = |e: std::io::Error| SpoolError::Io(e.to_string());
+        if self.total + buf.len() as u64 > self.quota {
+            (self.seq, self.prev) = start;
+            return Err(SpoolError::Full(self.quota));
+        }
+        let written = self
+            .rotate_if_needed()
+            .and_then(|()| self.file.write_all(buf.as_bytes()))
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            (self.seq, self.prev) = start;
+            return Err(io(e));
+        }
+        self.file_len += buf.len() as u64;
+        self.total += buf.len() as u64;
+        let anchor = format!(r#"{{"seq":{},"hash":"{}"}}"#, self.seq, self.prev);
+        let tmp = self.dir.join("anchor.json.tmp");
+        if std::fs::write(&tmp, anchor).is_ok() {
+            let _ = std::fs::rename(&tmp, self.dir.join(ANCHOR_FILE));
+        }
+        Ok(self.seq)
+    }
+}
+
+impl Spool {
+    /// Opens (or creates) the spool and starts its writer; a `start` record
+    /// marks the (re)start in the chain.
+    pub fn open(cfg: SpoolConfig) -> Result<Spool, SpoolError> {
+        let mut writer = Writer::open(&cfg).map_err(|e| SpoolError::Io(e.to_string()))?;
+        let start = format!(
+            r#"{{"pid":{},"version":"{}"}}"#,
+            std::process::id(),
+            env!("CARGO_PKG_VERSION")
+        );
+        writer.write_batch(&[("start", &start)])?;
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let lost = Arc::new(AtomicU64::new(0));
+        let lost_w = lost.clone();
+        std::thread::Builder::new()
+            .name("portcullis-audit".into())
+            .spawn(move || write_loop(writer, rx, lost_w))
+            .map_err(|e| SpoolError::Io(e.to_string()))?;
+        Ok(Spool {
+            tx,
+            mode: cfg.mode,
+            lost,
+            dir: cfg.dir,
+        })
+    }
+
+    /// The spool directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The mode.
+    pub fn mode(&self) -> AuditMode {
+        self.mode
+    }
+
+    /// Records lost in best-effort mode so far.
+    pub fn lost(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
+    }
+
+    /// Appends a decision record. Strict: returns once it is durable (or
+    /// the error). Best effort: queues it and returns at once.
+    pub async fn append<T: serde::Serialize>(&self, record: &T) -> Result<(), SpoolError> {
+        let body = serde_json::to_string(record).map_err(|e| SpoolError::Io(e.to_string()))?;
+        match self.mode {
+            AuditMode::Strict => {
+                let (ack, done) = oneshot::channel();
+                self.tx
+                    .send(Append {
+                        kind: "decision",
+                        body,
+                        ack: Some(ack),
+                    })
+                    .await
+                    .map_err(|_| SpoolError::Stopped)?;
+                done.await.map_err(|_| SpoolError::Stopped)?.map(|_| ())
+            }
+            AuditMode::BestEffort => {
+                let sent = self.tx.try_send(Append {
+                    kind: "decision",
+                    body,
+                    ack: None,
+                });
+                if sent.is_err() {
+                    let n = self.lost.fetch_add(1, Ordering::Relaxed) + 1;
+                    tracing::error!(
+                        lost = n,
+                        "audit record lost: the spool queue is full or stopped"
+                    );
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Waits until everything queued so far is durable.
+    pub async fn flush(&self) -> Result<(), SpoolError> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Append {
+                kind: "",
+                body: String::new(),
+                ack: Some(ack),
+            })
+            .await
+            .map_err(|_| SpoolError::Stopped)?;
+        done.await.map_err(|_| SpoolError::Stopped)?.map(|_| ())
+    }
+}
+
+fn write_loop(mut w: Writer, mut rx: mpsc::Receiver<Append>, lost: Arc<AtomicU64>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < BATCH_MAX {
+            match rx.try_recv() {
+                Ok(a) => batch.push(a),
+                Err(_) => break,
+            }
+        }
+        let mut lines: Vec<(&str, &str)> = Vec::with_capacity(batch.len() + 1);
+        let lost_now = lost.load(Ordering::Relaxed);
+        let gap;
+        if lost_now > w.lost_seen {
+            gap = format!(r#"{{"lost":{}}}"#, lost_now - w.lost_seen);
+            lines.push(("gap", &gap));
+        }
+        lines.extend(
+            batch
+                .iter()
+                .filter(|a| !a.kind.is_empty())
+                .map(|a| (a.kind, a.body.as_str())),
+        );
+        let result = if lines.is_empty() {
+            Ok(w.seq)
+        } else {
+            w.write_batch(&lines)
+        };
+        match &result {
+            Ok(_) => w.lost_seen = lost_now,
+            Err(e) => {
+                let unacked = batch
+                    .iter()
+                    .filter(|a| a.ack.is_none() && !a.kind.is_empty())
+                    .count();
+                let n = lost.fetch_add(unacked as u64, Ordering::Relaxed) + unacked as u64;
+                tracing::error!(error = %e, lost = n, "audit records could not be written");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        for a in batch {
+            if let Some(ack) = a.ack {
+                let _ = ack.send(result.clone());
+            }
+        }
+    }
+}

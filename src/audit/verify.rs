@@ -1,0 +1,192 @@
+//! `portcullis audit verify DIR` and `audit tail DIR`.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::spool::{ANCHOR_FILE, GENESIS, line_hash, segments};
+
+#[derive(Deserialize)]
+struct Line {
+    seq: u64,
+    #[serde(rename = "type")]
+    kind: String,
+    prev: String,
+    body: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+struct Anchor {
+    seq: u64,
+    hash: String,
+}
+
+/// One problem found in the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// `file:line`.
+    pub at: String,
+    pub problem: String,
+}
+
+/// The result of a verification.
+#[derive(Debug, Default)]
+pub struct Verification {
+    pub records: u64,
+    pub last_seq: u64,
+    pub findings: Vec<Finding>,
+}
+
+/// Checks every segment of `dir`: each line's hash, the link to the line
+/// before, consecutive sequence numbers, and the end against the anchor.
+pub fn verify(dir: &Path, key: Option<&[u8]>) -> std::io::Result<Verification> {
+    let mut v = Verification::default();
+    let mut prev_hash = GENESIS.to_owned();
+    let mut expected = 1u64;
+    let mut seen = std::collections::BTreeSet::new();
+    for seg in segments(dir)? {
+        let name = seg
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let text = std::fs::read_to_string(&seg)?;
+        for (i, raw) in text.split_inclusive('\n').enumerate() {
+            let at = format!("{name}:{}", i + 1);
+            let mut find = |problem: String| {
+                v.findings.push(Finding {
+                    at: at.clone(),
+                    problem,
+                })
+            };
+            if !raw.ends_with('\n') {
+                find("incomplete last line (truncated mid-record)".into());
+                continue;
+            }
+            let Some((json, hash)) = raw.trim_end_matches('\n').rsplit_once('\t') else {
+                find("not a spool line".into());
+                continue;
+            };
+            let Ok(line) = serde_json::from_str::<Line>(json) else {
+                find("unreadable record (edited)".into());
+                continue;
+            };
+            v.records += 1;
+            if line_hash(key, &line.prev, json.as_bytes()) != hash {
+                find(format!(
+                    "record {} was edited (its hash does not match its content)",
+                    line.seq
+                ));
+            } else if line.prev != prev_hash {
+                find(format!(
+                    "record {} does not follow the record before it (edited, removed or reordered)",
+                    line.seq
+                ));
+            }
+            if line.seq < expected {
+                find(format!(
+                    "record {} is out of order (expected {expected} or later)",
+                    line.seq
+                ));
+            }
+            seen.insert(line.seq);
+            expected = expected.max(line.seq + 1);
+            prev_hash = hash.to_owned();
+        }
+    }
+    // Sequence numbers never seen: deleted records, reported as ranges.
+    let last = seen.last().copied().unwrap_or(0);
+    let mut missing_from = None;
+    for seq in 1..=last {
+        match (seen.contains(&seq), missing_from) {
+            (false, None) => missing_from = Some(seq),
+            (true, Some(from)) => {
+                v.findings.push(Finding {
+                    at: format!("before record {seq}"),
+                    problem: format!("records {from}..={} are missing (deleted)", seq - 1),
+                });
+                missing_from = None;
+            }
+            _ => {}
+        }
+    }
+    v.last_seq = last;
+    let anchor = std::fs::read_to_string(dir.join(ANCHOR_FILE))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Anchor>(&t).ok());
+    {
+        if let Some(anchor) = anchor {
+            if anchor.seq > v.last_seq {
+                v.findings.push(Finding {
+                    at: ANCHOR_FILE.into(),
+                    problem: format!(
+                        "truncated: records up to {} were written, the spool ends at {}",
+                        anchor.seq, v.last_seq
+                    ),
+                });
+            } else if anchor.seq == v.last_seq && anchor.hash != prev_hash {
+                v.findings.push(Finding {
+                    at: ANCHOR_FILE.into(),
+                    problem: format!("record {} differs from the one written", anchor.seq),
+                });
+            }
+        }
+    }
+    Ok(v)
+}
+
+/// The last `n` records of `dir`, one readable line each.
+pub fn tail(dir: &Path, n: usize) -> std::io::Result<String> {
+    let mut lines = Vec::new();
+    for seg in segments(dir)? {
+        for raw in std::fs::read_to_string(&seg)?.lines() {
+            lines.push(raw.to_owned());
+        }
+    }
+    let mut out = String::new();
+    for raw in lines.iter().rev().take(n).rev() {
+        let json = raw.rsplit_once('\t').map_or(raw.as_str(), |(j, _)| j);
+        let Ok(line) = serde_json::from_str::<Line>(json) else {
+            let _ = writeln!(out, "?      unreadable line");
+            continue;
+        };
+        let b = &line.body;
+        let s = |k: &str| b.get(k).and_then(|v| v.as_str()).unwrap_or("-").to_owned();
+        match line.kind.as_str() {
+            "decision" => {
+                let steps: Vec<String> = b
+                    .get("steps")
+                    .and_then(|s| s.as_array())
+                    .map(|a| {
+                        a.iter()
+                            .map(|st| {
+                                format!(
+                                    "{}={}",
+                                    st.get("plugin").and_then(|v| v.as_str()).unwrap_or("?"),
+                                    st.get("decision").and_then(|v| v.as_str()).unwrap_or("?")
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "{:<6} {} {} {} {} {} {} -> {} [{}]",
+                    line.seq,
+                    b.get("time_unix_ms").and_then(|v| v.as_u64()).unwrap_or(0),
+                    s("subject"),
+                    s("server"),
+                    s("direction"),
+                    s("method"),
+                    s("target"),
+                    s("outcome"),
+                    steps.join(" ")
+                );
+            }
+            other => {
+                let _ = writeln!(out, "{:<6} {other} {}", line.seq, line.body);
+            }
+        }
+    }
+    Ok(out)
+}
