@@ -114,7 +114,7 @@ async fn every_decision_is_recorded_without_payload_values() {
         .find(|d| d["target"] == "delete_customer")
         .expect("the denial is recorded");
     assert_eq!(refused["outcome"], "denied");
-    assert_eq!(refused["steps"][0]["plugin"], "hide-erasure");
+    assert_eq!(refused["steps"][0]["plugin"], "authz");
     assert_eq!(refused["steps"][0]["decision"], "deny");
     assert_eq!(refused["steps"][0]["digest"].as_str().unwrap().len(), 64);
     assert!(refused["policy_digest"].is_string());

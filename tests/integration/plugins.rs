@@ -299,6 +299,28 @@ async fn the_default_policy_hides_and_refuses_erasure() {
         .collect();
     assert!(names.contains(&"lookup_customer".to_owned()), "{names:?}");
     assert!(!names.iter().any(|n| n == "delete_customer"), "{names:?}");
+    let ok = c
+        .call_tool(
+            "issue_refund",
+            json!({"customer_id": "C-1002", "amount": 80}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        ok["result"]["structuredContent"]["status"], "issued",
+        "{ok}"
+    );
+    let over = c
+        .call_tool(
+            "issue_refund",
+            json!({"customer_id": "C-1002", "amount": 5000}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        error_of(&over),
+        (-32602, "Unknown tool: issue_refund".into())
+    );
     for name in ["delete_customer", "DELETE_customer"] {
         let r = c
             .call_tool(name, json!({"customer_id": "C-1001"}))
