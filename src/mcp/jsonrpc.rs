@@ -145,8 +145,79 @@ pub fn check_depth(bytes: &[u8], max: usize) -> Result<(), ParseError> {
     Ok(())
 }
 
+/// Walks a JSON document and fails on any object that repeats a key, at any
+/// depth. Parsers disagree on duplicates (first wins, last wins, error), so a
+/// message with one could be read one way by a plugin and another by the
+/// upstream; such messages are refused outright.
+struct NoDuplicates;
+
+impl<'de> serde::de::DeserializeSeed<'de> for NoDuplicates {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for NoDuplicates {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_none<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(NoDuplicates)?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut keys: Vec<Cow<'de, str>> = Vec::new();
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            if keys.contains(&key) {
+                return Err(serde::de::Error::custom(format!("duplicate key \"{key}\"")));
+            }
+            map.next_value_seed(NoDuplicates)?;
+            keys.push(key);
+        }
+        Ok(())
+    }
+}
+
+/// Fails when any object in `bytes` repeats a key.
+pub fn check_no_duplicate_keys(bytes: &[u8]) -> Result<(), ParseError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    serde::de::DeserializeSeed::deserialize(NoDuplicates, &mut de)
+        .and_then(|()| de.end())
+        .map_err(|e| {
+            if e.is_data() {
+                ParseError::Invalid("an object repeats a key")
+            } else {
+                ParseError::Json(e.to_string())
+            }
+        })
+}
+
 impl Message {
-    /// Parses one JSON-RPC 2.0 message, refusing batches and deep nesting.
+    /// Parses one JSON-RPC 2.0 message, refusing batches, deep nesting and
+    /// repeated object keys.
     pub fn parse(raw: Bytes, max_depth: usize) -> Result<Message, ParseError> {
         check_depth(&raw, max_depth)?;
         let first = raw.iter().find(|b| !b.is_ascii_whitespace()).copied();
@@ -165,6 +236,7 @@ impl Message {
             }
             None => return Err(ParseError::Json("empty body".into())),
         }
+        check_no_duplicate_keys(&raw)?;
         let env: Envelope<'_> =
             serde_json::from_slice(&raw).map_err(|e| ParseError::Json(e.to_string()))?;
         if env.jsonrpc.as_deref() != Some("2.0") {
@@ -301,7 +373,15 @@ mod tests {
                 r#"{"jsonrpc":"2.0","id":1,"method":"x","params":3}"#,
                 -32600,
             ),
-            (r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"ping"}"#, -32700),
+            (r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"ping"}"#, -32600),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"amount":1,"amount":900}}}"#,
+                -32600,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"a":[{"k":1,"k":2}]}}"#,
+                -32600,
+            ),
             (
                 r#"{"jsonrpc":"2.0","id":1,"method":"x","params":[[[[[[[[[1]]]]]]]]]}"#,
                 -32600,
