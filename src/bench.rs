@@ -306,7 +306,7 @@ async fn run_on_workers(opts: BenchOptions) -> anyhow::Result<String> {
     );
     let _ = writeln!(
         out,
-        "| tunnel + 3 no-op plugins (both directions) | {:.0} | {:.0} | {:.0} |",
+        "| tunnel + 3 no-op plugins (both directions) + audit spool | {:.0} | {:.0} | {:.0} |",
         us(c1.p50),
         us(c1.p99),
         ct
