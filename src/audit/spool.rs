@@ -132,6 +132,8 @@ struct Writer {
     seq: u64,
     prev: String,
     lost_seen: u64,
+    /// The anchor file, rewritten in place (fixed width) after each batch.
+    anchor: File,
 }
 
 impl Writer {
@@ -188,6 +190,11 @@ impl Writer {
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         let mut file = file;
         let file_len = file.seek(SeekFrom::End(0))?;
+        let anchor = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(cfg.dir.join(ANCHOR_FILE))?;
         Ok(Writer {
             dir: cfg.dir.clone(),
             key: cfg.key.clone(),
@@ -198,6 +205,7 @@ impl Writer {
             seq,
             prev,
             lost_seen: 0,
+            anchor,
         })
     }
 
@@ -245,11 +253,9 @@ impl Writer {
         }
         self.file_len += buf.len() as u64;
         self.total += buf.len() as u64;
-        let anchor = format!(r#"{{"seq":{},"hash":"{}"}}"#, self.seq, self.prev);
-        let tmp = self.dir.join("anchor.json.tmp");
-        if std::fs::write(&tmp, anchor).is_ok() {
-            let _ = std::fs::rename(&tmp, self.dir.join(ANCHOR_FILE));
-        }
+        // Fixed width, so one positioned write replaces it in place.
+        let anchor = format!(r#"{{"seq":"{:020}","hash":"{}"}}"#, self.seq, self.prev);
+        let _ = std::os::unix::fs::FileExt::write_all_at(&self.anchor, anchor.as_bytes(), 0);
         Ok(self.seq)
     }
 }

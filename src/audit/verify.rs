@@ -18,7 +18,8 @@ struct Line {
 
 #[derive(Deserialize)]
 struct Anchor {
-    seq: u64,
+    /// Zero-padded decimal, so the anchor keeps a fixed width.
+    seq: String,
     hash: String,
 }
 
@@ -113,21 +114,22 @@ pub fn verify(dir: &Path, key: Option<&[u8]>) -> std::io::Result<Verification> {
     v.last_seq = last;
     let anchor = std::fs::read_to_string(dir.join(ANCHOR_FILE))
         .ok()
-        .and_then(|t| serde_json::from_str::<Anchor>(&t).ok());
+        .and_then(|t| serde_json::from_str::<Anchor>(&t).ok())
+        .and_then(|a| a.seq.parse::<u64>().ok().map(|seq| (seq, a.hash)));
     {
-        if let Some(anchor) = anchor {
-            if anchor.seq > v.last_seq {
+        if let Some((anchor_seq, anchor_hash)) = anchor {
+            if anchor_seq > v.last_seq {
                 v.findings.push(Finding {
                     at: ANCHOR_FILE.into(),
                     problem: format!(
                         "truncated: records up to {} were written, the spool ends at {}",
-                        anchor.seq, v.last_seq
+                        anchor_seq, v.last_seq
                     ),
                 });
-            } else if anchor.seq == v.last_seq && anchor.hash != prev_hash {
+            } else if anchor_seq == v.last_seq && anchor_hash != prev_hash {
                 v.findings.push(Finding {
                     at: ANCHOR_FILE.into(),
-                    problem: format!("record {} differs from the one written", anchor.seq),
+                    problem: format!("record {} differs from the one written", anchor_seq),
                 });
             }
         }
