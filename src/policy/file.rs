@@ -36,12 +36,10 @@ pub enum PolicyError {
     Read { path: String, reason: String },
     #[error("policy {path}: {message}")]
     Invalid { path: String, message: String },
-    #[error("policy {path}: {source}")]
-    Plugin {
-        path: String,
-        #[source]
-        source: PluginError,
-    },
+    /// The plugin error is part of the message (not a separate cause), so
+    /// it is printed once.
+    #[error("policy {path}: {error}")]
+    Plugin { path: String, error: PluginError },
 }
 
 #[derive(Debug, Deserialize)]
@@ -149,9 +147,9 @@ pub async fn load_text(
         }
         let loaded = LoadedPlugin::load(engine, name, &bytes, config, limits, catalog.clone())
             .await
-            .map_err(|source| PolicyError::Plugin {
+            .map_err(|error| PolicyError::Plugin {
                 path: path.display().to_string(),
-                source,
+                error,
             })?;
         plugins.insert(name.clone(), Arc::new(loaded));
     }
