@@ -243,47 +243,9 @@ async fn a_restart_continues_the_chain_and_cuts_a_torn_record() {
     assert_eq!(starts, 2);
 }
 
-#[tokio::test]
-async fn strict_mode_fails_calls_it_cannot_record() {
-    let dir = scratch();
-    let t = OneTunnel::start().await;
-    let (rec, seen) = recording_upstream().await;
-    let ups = std::collections::HashMap::from([(
-        "rec".to_owned(),
-        http_upstream("rec", &format!("http://{rec}/mcp")),
-    )]);
-    let (gw, mut status, _stop, _task) = start_gateway(
-        &t.ca,
-        &t.cred,
-        t.relay.tunnel_addr,
-        ups,
-        1,
-        ProxyConfig::default(),
-        None,
-    );
-    // Room for the start record and nothing more: every decision fails to persist.
-    let spool = Spool::open(SpoolConfig {
-        quota_bytes: 400,
-        ..config(&dir, AuditMode::Strict)
-    })
-    .unwrap();
-    gw.set_audit(Arc::new(spool));
-    within("tunnel", status.wait_connected(1)).await;
-    let reply = t.client("rec").request("ping", json!({})).await.unwrap();
-    assert_eq!(reply.status, 503);
-    let msg = reply.last().unwrap();
-    assert_eq!(msg["error"]["code"], -32603);
-    assert_eq!(
-        msg["error"]["message"],
-        "Audit trail unavailable: the call was not made"
-    );
-    assert!(
-        seen.all().is_empty(),
-        "an unrecorded call reached the upstream"
-    );
-
-    // Best effort keeps serving and counts the loss.
-    let dir = scratch();
+/// A tunnel to the recording upstream whose gateway records into a spool
+/// with room for its start record and nothing more.
+async fn full_spool_stack(mode: AuditMode) -> (OneTunnel, Seen, Arc<Spool>) {
     let t = OneTunnel::start().await;
     let (rec, seen) = recording_upstream().await;
     let ups = std::collections::HashMap::from([(
@@ -302,12 +264,33 @@ async fn strict_mode_fails_calls_it_cannot_record() {
     let spool = Arc::new(
         Spool::open(SpoolConfig {
             quota_bytes: 400,
-            ..config(&dir, AuditMode::BestEffort)
+            ..config(&scratch(), mode)
         })
         .unwrap(),
     );
     gw.set_audit(spool.clone());
     within("tunnel", status.wait_connected(1)).await;
+    (t, seen, spool)
+}
+
+#[tokio::test]
+async fn strict_mode_fails_calls_it_cannot_record() {
+    let (t, seen, _spool) = full_spool_stack(AuditMode::Strict).await;
+    let reply = t.client("rec").request("ping", json!({})).await.unwrap();
+    assert_eq!(reply.status, 503);
+    let msg = reply.last().unwrap();
+    assert_eq!(msg["error"]["code"], -32603);
+    assert_eq!(
+        msg["error"]["message"],
+        "Audit trail unavailable: the call was not made"
+    );
+    assert!(
+        seen.all().is_empty(),
+        "an unrecorded call reached the upstream"
+    );
+
+    // Best effort keeps serving and counts the loss.
+    let (t, seen, spool) = full_spool_stack(AuditMode::BestEffort).await;
     let reply = t.client("rec").request("ping", json!({})).await.unwrap();
     assert_eq!(reply.status, 200);
     // The spool is full: flushing says so, and the loss is counted.
