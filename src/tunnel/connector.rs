@@ -76,6 +76,11 @@ impl PoolStatus {
     pub async fn wait_connected(&mut self, n: usize) {
         let _ = self.connected.wait_for(|c| *c >= n).await;
     }
+
+    /// Waits until every connection is down.
+    pub async fn wait_disconnected(&mut self) {
+        let _ = self.connected.wait_for(|c| *c == 0).await;
+    }
 }
 
 /// Starts the pool; returns its status handle. The pool runs until `shutdown`

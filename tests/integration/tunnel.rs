@@ -170,12 +170,7 @@ async fn gateway_reconnects_after_relay_restart() {
 
     let addr = relay.tunnel_addr;
     relay.shutdown.cancel();
-    within("disconnect", async {
-        while status.connected() > 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
+    within("disconnect", status.wait_disconnected()).await;
     let relay2 = start_relay(ca.clone(), &[&cred], &agents, Some(addr), None).await;
     within("reconnect", relay2.relay.registry().wait_for(&cred.id, 2)).await;
     let mut c = McpClient::new(&relay2.url(&cred.id, "demo"), Some(&key));
