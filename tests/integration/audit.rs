@@ -252,15 +252,7 @@ async fn full_spool_stack(mode: AuditMode) -> (OneTunnel, Seen, Arc<Spool>) {
         "rec".to_owned(),
         http_upstream("rec", &format!("http://{rec}/mcp")),
     )]);
-    let (gw, mut status, _stop, _task) = start_gateway(
-        &t.ca,
-        &t.cred,
-        t.relay.tunnel_addr,
-        ups,
-        1,
-        ProxyConfig::default(),
-        None,
-    );
+    let (gw, _stop, _task) = t.gateway(ups, 1, ProxyConfig::default()).await;
     let spool = Arc::new(
         Spool::open(SpoolConfig {
             quota_bytes: 400,
@@ -269,7 +261,6 @@ async fn full_spool_stack(mode: AuditMode) -> (OneTunnel, Seen, Arc<Spool>) {
         .unwrap(),
     );
     gw.set_audit(spool.clone());
-    within("tunnel", status.wait_connected(1)).await;
     (t, seen, spool)
 }
 

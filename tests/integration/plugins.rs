@@ -64,21 +64,12 @@ impl PolicyStack {
             "rec".into(),
             http_upstream("rec", &format!("http://{rec}/mcp")),
         );
-        let (gw, mut status, _stop, _task) = start_gateway(
-            &t.ca,
-            &t.cred,
-            t.relay.tunnel_addr,
-            ups,
-            1,
-            ProxyConfig::default(),
-            None,
-        );
+        let (gw, _stop, _task) = t.gateway(ups, 1, ProxyConfig::default()).await;
         let policy = portcullis::policy::load(&write_policy(policy), &engine(), gw.catalog())
             .await
             .unwrap();
         let policy = Arc::new(policy);
         gw.set_policy(Some(policy.clone()));
-        within("tunnel", status.wait_connected(1)).await;
         PolicyStack { t, seen, policy }
     }
 
@@ -362,22 +353,19 @@ async fn hot_reload_under_load_and_broken_policies_are_rejected() {
     use portcullis::policy::reload::{Reload, Reloader};
 
     let t = OneTunnel::start().await;
-    let (gw, mut status, _stop, _task) = start_gateway(
-        &t.ca,
-        &t.cred,
-        t.relay.tunnel_addr,
-        demo_upstreams(demo_server().await),
-        2,
-        ProxyConfig::default(),
-        None,
-    );
+    let (gw, _stop, _task) = t
+        .gateway(
+            demo_upstreams(demo_server().await),
+            2,
+            ProxyConfig::default(),
+        )
+        .await;
     let path = write_policy(&behave_policy("count", "", ""));
     let engine = engine();
     let first = portcullis::policy::load(&path, &engine, gw.catalog())
         .await
         .unwrap();
     gw.set_policy(Some(Arc::new(first)));
-    within("tunnel", status.wait_connected(2)).await;
     let mut reloader = Reloader::new(gw.clone(), path.clone(), engine);
 
     // Eight agents call continuously (bounded: 40 calls each) while the

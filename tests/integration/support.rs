@@ -314,8 +314,8 @@ impl OneTunnel {
         upstreams: HashMap<String, Upstream>,
         connections: usize,
         proxy: ProxyConfig,
-    ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
-        let (_gw, mut status, stop, task) = start_gateway(
+    ) -> (Arc<Gateway>, CancellationToken, tokio::task::JoinHandle<()>) {
+        let (gw, mut status, stop, task) = start_gateway(
             &self.ca,
             &self.cred,
             self.relay.tunnel_addr,
@@ -325,7 +325,7 @@ impl OneTunnel {
             None,
         );
         within("tunnel connections", status.wait_connected(connections)).await;
-        (stop, task)
+        (gw, stop, task)
     }
 
     /// An agent client for `server` on this tunnel.

@@ -226,7 +226,7 @@ async fn mutual_tls_requires_a_gateway_certificate() {
 #[tokio::test]
 async fn drain_finishes_in_flight_calls() {
     let t = OneTunnel::start().await;
-    let (stop, task) = t
+    let (_gw, stop, task) = t
         .gateway(
             demo_upstreams(demo_server().await),
             1,
