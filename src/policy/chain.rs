@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::Deserialize;
 
-use super::verdict::{Annotation, Decision, Denial, Direction, MessageContext, glob_match};
+use super::verdict::{
+    Annotation, Decision, Denial, Direction, MessageContext, MessageKind, glob_match,
+};
 use crate::mcp::Message;
 use crate::plugin::{CallError, LoadedPlugin};
 
@@ -165,7 +167,7 @@ impl Policy {
             let result = step.plugin.call(ctx, &text).await;
             let elapsed = started.elapsed();
             let result = result.and_then(|v| match v.decision {
-                Decision::Rewrite(new) => check_rewrite(&current, new, max_depth)
+                Decision::Rewrite(new) => check_rewrite(ctx, new, max_depth)
                     .map(|bytes| (Decision::Rewrite(String::new()), Some(bytes), v.annotations)),
                 d => Ok((d, None, v.annotations)),
             });
@@ -221,18 +223,19 @@ impl Policy {
 
 /// A rewrite must be one well-formed JSON-RPC message of the same kind
 /// answering the same id: a plugin may change content, not redirect it.
-fn check_rewrite(original: &Bytes, new: String, max_depth: usize) -> Result<Bytes, CallError> {
+fn check_rewrite(ctx: &MessageContext, new: String, max_depth: usize) -> Result<Bytes, CallError> {
     let new = Bytes::from(new);
     let parsed =
         Message::parse(new.clone(), max_depth).map_err(|e| CallError::BadOutput(e.to_string()))?;
-    let before = Message::parse(original.clone(), max_depth)
-        .map_err(|e| CallError::BadOutput(e.to_string()))?;
-    if parsed.id != before.id {
+    // The context describes the message as it arrived (its id and kind), so
+    // the original needs no second parse.
+    if parsed.id != ctx.request_id {
         return Err(CallError::BadOutput(
             "a rewrite changed the message id".into(),
         ));
     }
-    if parsed.has_method() != before.has_method() {
+    let had_method = matches!(ctx.kind, MessageKind::Request | MessageKind::Notification);
+    if parsed.has_method() != had_method {
         return Err(CallError::BadOutput(
             "a rewrite changed the kind of message".into(),
         ));
