@@ -26,6 +26,9 @@
 //! - [`up`]: the embedded default: relay, gateway and demo in one process.
 //! - [`client`]: a minimal Streamable HTTP client for the benchmark and tests.
 //! - [`audit`]: decision records, the hash-chained durable spool, verify and tail.
+//! - [`telemetry`]: OpenTelemetry traces and metrics (MCP semantic
+//!   conventions, W3C trace context), `OTEL_*` settings, Prometheus text.
+//! - [`admin`]: the admin listener: `/metrics`, `/healthz`, `/readyz`.
 //! - [`bench`]: the end-to-end benchmark behind `portcullis bench`.
 
 #![deny(
@@ -44,6 +47,7 @@
     )
 )]
 
+pub mod admin;
 pub mod audit;
 pub mod bench;
 pub mod body;
@@ -59,6 +63,7 @@ pub mod principal;
 pub mod relay;
 pub mod secret;
 pub mod server;
+pub mod telemetry;
 pub mod tls;
 pub mod tunnel;
 pub mod up;

@@ -9,7 +9,9 @@ use portcullis::config::gateway::{GatewayConfig, UpstreamSpec};
 use portcullis::config::relay::RelayConfig;
 use portcullis::plugin::PluginEngine;
 use portcullis::plugin::engine::default_cache_dir;
+use portcullis::telemetry::Telemetry;
 use portcullis::{bench, secret, up};
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -84,6 +86,9 @@ enum Command {
         /// Directory for the audit spool (default: a new one under the temp dir; printed).
         #[arg(long)]
         audit_dir: Option<PathBuf>,
+        /// Serve /metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9464).
+        #[arg(long)]
+        admin: Option<SocketAddr>,
     },
     /// Verify or read an audit spool.
     Audit {
@@ -161,17 +166,54 @@ fn parse_server(s: &str) -> Result<(String, UpstreamSpec)> {
     Ok((name.to_owned(), spec))
 }
 
+/// Starts the audit exporter when an OTLP logs endpoint is configured.
+fn start_exporter(
+    telemetry: &Telemetry,
+    spool: Option<Arc<portcullis::audit::Spool>>,
+    shutdown: CancellationToken,
+) -> Result<Option<tokio::task::JoinHandle<()>>> {
+    match (spool, &telemetry.settings.logs) {
+        (Some(spool), Some(target)) => {
+            let e = portcullis::audit::export::Exporter::start(
+                &spool,
+                target,
+                &telemetry.resource,
+                shutdown,
+            )?;
+            Ok(Some(e.task))
+        }
+        (None, Some(_)) => {
+            tracing::warn!("an OTLP logs endpoint is set but there is no audit spool to export");
+            Ok(None)
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Flushes telemetry at exit.
+async fn finish(telemetry: Telemetry, exporter: Option<tokio::task::JoinHandle<()>>) {
+    if let Some(t) = exporter {
+        let _ = t.await;
+    }
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    let service = match &cli.command {
+        Command::Up { .. } => Some("portcullis"),
+        Command::Relay { .. } => Some("portcullis-relay"),
+        Command::Gateway { .. } => Some("portcullis-gateway"),
+        _ => None,
+    };
+    let telemetry = match service {
+        Some(name) => Some(portcullis::telemetry::init(name)?),
+        None => {
+            portcullis::telemetry::init_logging_only();
+            None
+        }
+    };
     match cli.command {
         Command::Up {
             listen,
@@ -183,7 +225,9 @@ async fn main() -> Result<()> {
             policy,
             no_policy,
             audit_dir,
+            admin,
         } => {
+            let telemetry = telemetry.context("telemetry")?;
             let servers = servers
                 .iter()
                 .map(|s| parse_server(s))
@@ -200,6 +244,24 @@ async fn main() -> Result<()> {
                 no_audit: false,
             };
             let running = up::start(opts).await?;
+            let exporter = start_exporter(
+                &telemetry,
+                running.gateway.audit(),
+                running.shutdown.clone(),
+            )?;
+            let admin_addr = match admin {
+                Some(addr) => {
+                    let a = portcullis::admin::Admin {
+                        registry: telemetry.registry.clone(),
+                        ready: portcullis::admin::gateway_readiness(
+                            running.gateway.clone(),
+                            running.pool.clone(),
+                        ),
+                    };
+                    Some(a.start(addr, running.shutdown.clone()).await?.0)
+                }
+                None => None,
+            };
             if insecure_no_auth {
                 eprintln!(
                     "WARNING: --insecure-no-auth: ANY local process can call these servers without a key."
@@ -218,6 +280,7 @@ async fn main() -> Result<()> {
                     "servers": running.servers,
                     "tunnel": running.tunnel_id,
                     "audit_dir": running.audit_dir,
+                    "admin": admin_addr.map(|a| format!("http://{a}")),
                     "insecure_no_auth": insecure_no_auth,
                 });
                 println!("{line}");
@@ -227,11 +290,15 @@ async fn main() -> Result<()> {
             let signal = shutdown_on_signal();
             signal.cancelled().await;
             running.stop().await;
+            finish(telemetry, exporter).await;
             Ok(())
         }
         Command::Relay { config } => {
+            let telemetry = telemetry.context("telemetry")?;
             let cfg = RelayConfig::load(&config)?;
-            cfg.run(shutdown_on_signal()).await?;
+            cfg.run(shutdown_on_signal(), Some(telemetry.registry.clone()))
+                .await?;
+            finish(telemetry, None).await;
             Ok(())
         }
         Command::Policy {
@@ -261,6 +328,7 @@ async fn main() -> Result<()> {
             Ok(())
         }
         Command::Gateway { config } => {
+            let telemetry = telemetry.context("telemetry")?;
             let cfg = GatewayConfig::load(&config)?;
             let shutdown = shutdown_on_signal();
             if let Some(audit) = cfg.audit.clone() {
@@ -269,6 +337,7 @@ async fn main() -> Result<()> {
                 tracing::info!(dir = %dir.display(), mode = ?spool.mode(), "audit spool open");
                 cfg.gateway.set_audit(std::sync::Arc::new(spool));
             }
+            let exporter = start_exporter(&telemetry, cfg.gateway.audit(), shutdown.clone())?;
             if let Some(path) = &cfg.policy {
                 let engine = PluginEngine::new(default_cache_dir())?;
                 let policy = portcullis::policy::load(path, &engine, cfg.gateway.catalog()).await?;
@@ -281,8 +350,16 @@ async fn main() -> Result<()> {
                 );
                 tokio::spawn(reloader.run(shutdown.clone()));
             }
-            let (_status, task) = cfg.gateway.connect(cfg.dial, cfg.pool, shutdown);
+            let (status, task) = cfg.gateway.connect(cfg.dial, cfg.pool, shutdown.clone());
+            if let Some(addr) = cfg.admin {
+                let a = portcullis::admin::Admin {
+                    registry: telemetry.registry.clone(),
+                    ready: portcullis::admin::gateway_readiness(cfg.gateway.clone(), status),
+                };
+                a.start(addr, shutdown).await?;
+            }
             task.await?;
+            finish(telemetry, exporter).await;
             Ok(())
         }
         Command::Audit {

@@ -5,10 +5,11 @@
 //! - [`spool`]: segment files, the hash chain (SHA-256, or HMAC-SHA-256 with
 //!   a key), group fsync, strict and best-effort modes, the disk quota.
 //! - [`verify`]: `portcullis audit verify` and `audit tail`.
-//!
-//! Export to OpenTelemetry reads from the spool (a later issue); the spool is
-//! the source of truth, so a collector outage loses nothing.
+//! - [`export`]: ships the spool to an OTLP collector as log records, with
+//!   an acknowledged cursor; the spool is the source of truth, so a
+//!   collector outage loses nothing.
 
+pub mod export;
 pub mod record;
 pub mod spool;
 pub mod verify;

@@ -46,6 +46,11 @@ pub struct DecisionRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy_digest: Option<String>,
     pub steps: Vec<StepEntry>,
+    /// The trace this decision belongs to (W3C ids, hex), when traced.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub trace_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub span_id: Option<String>,
 }
 
 fn now_ms() -> u64 {
@@ -62,7 +67,10 @@ impl DecisionRecord {
         outcome: &str,
         policy_digest: Option<&str>,
     ) -> DecisionRecord {
+        let (trace_id, span_id) = crate::telemetry::span::ids(&tracing::Span::current()).unzip();
         DecisionRecord {
+            trace_id,
+            span_id,
             time_unix_ms: now_ms(),
             tunnel: ctx.tunnel.clone(),
             server: ctx.server.clone(),

@@ -36,6 +36,10 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 /// File holding the last durable sequence number and hash, for truncation
 /// checks.
 pub const ANCHOR_FILE: &str = "anchor.json";
+/// File naming this spool's stream (random, made once): exported records
+/// carry it with their sequence number, so a collector can tell spools
+/// apart and drop re-sent duplicates.
+pub const STREAM_ID_FILE: &str = "stream-id";
 
 /// What happens when a record cannot be persisted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -101,6 +105,27 @@ pub struct Spool {
     mode: AuditMode,
     lost: Arc<AtomicU64>,
     dir: PathBuf,
+    key: Option<Vec<u8>>,
+    stream_id: String,
+    /// The last durable sequence number, updated after every fsync.
+    durable: tokio::sync::watch::Receiver<u64>,
+}
+
+/// The spool's stream id, created on first use.
+fn stream_id(dir: &Path) -> std::io::Result<String> {
+    let path = dir.join(STREAM_ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
+        _ => {
+            let id = crate::secret::random_id();
+            let tmp = dir.join(format!("{STREAM_ID_FILE}.tmp"));
+            let mut f = File::create(&tmp)?;
+            f.write_all(id.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            Ok(id)
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -270,25 +295,45 @@ impl Spool {
             std::process::id(),
             env!("CARGO_PKG_VERSION")
         );
-        writer.write_batch(&[("start", &start)])?;
+        let stream_id = stream_id(&cfg.dir).map_err(|e| SpoolError::Io(e.to_string()))?;
+        let first = writer.write_batch(&[("start", &start)])?;
+        let (durable_tx, durable) = tokio::sync::watch::channel(first);
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let lost = Arc::new(AtomicU64::new(0));
         let lost_w = lost.clone();
         std::thread::Builder::new()
             .name("portcullis-audit".into())
-            .spawn(move || write_loop(writer, rx, lost_w))
+            .spawn(move || write_loop(writer, rx, lost_w, durable_tx))
             .map_err(|e| SpoolError::Io(e.to_string()))?;
         Ok(Spool {
             tx,
             mode: cfg.mode,
             lost,
             dir: cfg.dir,
+            key: cfg.key,
+            stream_id,
+            durable,
         })
     }
 
     /// The spool directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The chain's HMAC key, if any.
+    pub fn key(&self) -> Option<&[u8]> {
+        self.key.as_deref()
+    }
+
+    /// This spool's stream id.
+    pub fn stream_id(&self) -> &str {
+        &self.stream_id
+    }
+
+    /// Watches the last durable sequence number.
+    pub fn durable(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.durable.clone()
     }
 
     /// The mode.
@@ -326,6 +371,7 @@ impl Spool {
                 });
                 if sent.is_err() {
                     let n = self.lost.fetch_add(1, Ordering::Relaxed) + 1;
+                    crate::telemetry::metrics::get().audit_lost.add(1, &[]);
                     tracing::error!(
                         lost = n,
                         "audit record lost: the spool queue is full or stopped"
@@ -351,7 +397,12 @@ impl Spool {
     }
 }
 
-fn write_loop(mut w: Writer, mut rx: mpsc::Receiver<Append>, lost: Arc<AtomicU64>) {
+fn write_loop(
+    mut w: Writer,
+    mut rx: mpsc::Receiver<Append>,
+    lost: Arc<AtomicU64>,
+    durable: tokio::sync::watch::Sender<u64>,
+) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < BATCH_MAX {
@@ -379,7 +430,10 @@ fn write_loop(mut w: Writer, mut rx: mpsc::Receiver<Append>, lost: Arc<AtomicU64
             w.write_batch(&lines)
         };
         match &result {
-            Ok(_) => w.lost_seen = lost_now,
+            Ok(seq) => {
+                w.lost_seen = lost_now;
+                durable.send_replace(*seq);
+            }
             Err(e) => {
                 let unacked = batch
                     .iter()

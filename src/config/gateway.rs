@@ -26,9 +26,19 @@ struct RawGateway {
     policy: Option<PathBuf>,
     /// The audit spool; no audit trail when absent.
     audit: Option<RawAudit>,
+    /// The admin listener (`/metrics`, `/healthz`, `/readyz`).
+    admin: Option<RawAdmin>,
     #[serde(default)]
     limits: RawLimits,
     servers: BTreeMap<String, RawServer>,
+}
+
+/// `[admin]` in relay and gateway configs.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAdmin {
+    /// Address of the admin listener; keep it private.
+    pub(crate) listen: std::net::SocketAddr,
 }
 
 #[derive(Debug, Deserialize)]
@@ -99,6 +109,8 @@ pub struct GatewayConfig {
     pub policy: Option<PathBuf>,
     /// The audit spool to open.
     pub audit: Option<crate::audit::SpoolConfig>,
+    /// Where the admin listener binds, when configured.
+    pub admin: Option<std::net::SocketAddr>,
     pub dial: DialConfig,
     pub pool: PoolConfig,
 }
@@ -338,6 +350,7 @@ impl GatewayConfig {
             gateway: Gateway::new(upstreams, out_limits),
             policy: raw.policy.as_ref().map(|p| relative_to(path, p)),
             audit,
+            admin: raw.admin.as_ref().map(|a| a.listen),
             dial: DialConfig {
                 tunnel_id: t.id.clone(),
                 token,

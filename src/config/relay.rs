@@ -26,6 +26,8 @@ struct RawRelay {
     tunnels: Vec<RawTunnel>,
     #[serde(default)]
     agents: Vec<RawAgent>,
+    /// The admin listener (`/metrics`, `/healthz`, `/readyz`).
+    admin: Option<super::gateway::RawAdmin>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -82,6 +84,8 @@ pub struct RelayConfig {
     pub tunnel_tls: Arc<rustls::ServerConfig>,
     pub agent_listen: SocketAddr,
     pub agent_tls: Option<Arc<rustls::ServerConfig>>,
+    /// Where the admin listener binds, when configured.
+    pub admin: Option<SocketAddr>,
 }
 
 impl RelayConfig {
@@ -200,11 +204,17 @@ impl RelayConfig {
             tunnel_tls,
             agent_listen: al.listen,
             agent_tls,
+            admin: raw.admin.as_ref().map(|a| a.listen),
         })
     }
 
-    /// Binds both listeners and runs until `shutdown`.
-    pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
+    /// Binds both listeners (and the admin listener, serving `registry`,
+    /// when configured) and runs until `shutdown`.
+    pub async fn run(
+        self,
+        shutdown: CancellationToken,
+        registry: Option<prometheus::Registry>,
+    ) -> std::io::Result<()> {
         let tunnel_listener = tokio::net::TcpListener::bind(self.tunnel_listen).await?;
         let agent_listener = tokio::net::TcpListener::bind(self.agent_listen).await?;
         tracing::info!(
@@ -213,6 +223,16 @@ impl RelayConfig {
             "relay listening"
         );
         let relay = Relay::new(self.settings);
+        if let (Some(addr), Some(registry)) = (self.admin, registry) {
+            let r = relay.clone();
+            let admin = crate::admin::Admin {
+                registry,
+                ready: Arc::new(move || {
+                    Ok(format!("{} tunnels connected", r.registry().tunnel_count()))
+                }),
+            };
+            admin.start(addr, shutdown.clone()).await?;
+        }
         let t = tokio::spawn(relay.clone().serve_tunnels(
             tunnel_listener,
             self.tunnel_tls,

@@ -14,6 +14,7 @@ use super::outbound::{OutboundLimits, ReplyContext, filter_response};
 use crate::body::{Body, empty, full};
 use crate::mcp::McpError;
 use crate::mcp::era::is_forwarded_request_header;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
 
@@ -73,6 +74,7 @@ impl HttpUpstream {
         });
         *req.method_mut() = method;
         *req.uri_mut() = self.url.clone();
+        let http_method = req.method().clone();
         let h = req.headers_mut();
         // The agent's credential never arrived here; upstream credentials
         // come from config below.
@@ -84,7 +86,36 @@ impl HttpUpstream {
         for (name, value) in &self.headers {
             h.insert(name.clone(), value.clone());
         }
-        let resp = tokio::time::timeout(self.limits.call_timeout, self.client.request(req))
+        // The upstream joins the trace: a client span for this hop, whose
+        // context replaces the one that came down the tunnel.
+        let span = crate::mcp_span!("portcullis::upstream", "client");
+        if !span.is_disabled() {
+            match reply.base.method.as_deref() {
+                Some(m) => crate::telemetry::span::describe(
+                    &span,
+                    &crate::telemetry::span::Call {
+                        method: Some(m),
+                        target: reply.base.target.as_deref(),
+                        request_id: reply.base.request_id.as_deref(),
+                        session_id: reply.base.session_id.as_deref(),
+                        protocol_version: reply.base.protocol_version.as_deref(),
+                    },
+                ),
+                None => {
+                    span.record("otel.name", http_method.as_str());
+                }
+            }
+            span.set_attribute("server.address", self.url.host().unwrap_or("").to_owned());
+            if let Some(port) = self.url.port_u16() {
+                span.set_attribute("server.port", i64::from(port));
+            }
+            span.set_attribute("network.transport", "tcp");
+            span.set_attribute("network.protocol.name", "http");
+            span.set_attribute("portcullis.server", self.name.clone());
+        }
+        crate::telemetry::span::inject(&span, h);
+        let sent = tokio::time::timeout(self.limits.call_timeout, self.client.request(req));
+        let resp = tracing::Instrument::instrument(sent, span.clone())
             .await
             .map_err(|_| McpError::UpstreamTimeout(self.limits.call_timeout.as_millis()))?
             .map_err(|e| {

@@ -20,6 +20,7 @@ use std::sync::{Arc, RwLock};
 use ::http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::audit::{DecisionRecord, Spool};
 use crate::body::{Body, ReadError, full, read_limited};
@@ -32,6 +33,14 @@ use crate::principal::{PRINCIPAL_HEADER, Principal};
 use crate::tunnel::connector::{self, PoolConfig, PoolStatus};
 use crate::tunnel::dial::DialConfig;
 use outbound::{OutboundLimits, ReplyContext, denial_body};
+
+/// What one exchange was, for its metrics.
+#[derive(Default)]
+struct CallInfo {
+    method: Option<String>,
+    tool: Option<String>,
+    error: Option<i32>,
+}
 
 /// An upstream MCP server.
 pub enum Upstream {
@@ -140,6 +149,7 @@ impl Gateway {
         outcome: &str,
         policy: Option<&Arc<Policy>>,
     ) -> Result<(), crate::audit::SpoolError> {
+        crate::telemetry::metrics::record_decision(&ctx.server, ctx.direction, outcome, steps);
         match self.audit.get() {
             Some(spool) => {
                 let digest = policy.map(|p| p.digest.as_str());
@@ -180,20 +190,53 @@ impl Gateway {
     }
 
     /// Handles one stream from the relay; every error becomes a response.
+    /// One span per exchange, a child of the relay's (whose context the
+    /// tunnel request carries).
     pub async fn handle(&self, req: Request<Incoming>, tunnel: &str) -> Response<Body> {
-        match self.dispatch(req, tunnel).await {
+        let span = crate::mcp_span!("portcullis::gateway", "server");
+        crate::telemetry::span::adopt_parent(&span, req.headers(), None);
+        let started = std::time::Instant::now();
+        let is_post = req.method() == Method::POST;
+        let server = server_of(req.uri().path()).unwrap_or("").to_owned();
+        let mut call = CallInfo::default();
+        let result =
+            tracing::Instrument::instrument(self.dispatch(req, tunnel, &mut call), span.clone())
+                .await;
+        let resp = match result {
             Ok(r) => r,
             Err((e, id)) => {
                 tracing::info!(error = %e, "call refused at the gateway");
+                call.error = Some(e.code());
+                crate::telemetry::span::fail(&span, Some(e.code()), "");
                 error_response(&e, id.as_deref())
             }
+        };
+        if is_post {
+            let mut attrs = vec![
+                opentelemetry::KeyValue::new("portcullis.component", "gateway"),
+                opentelemetry::KeyValue::new("portcullis.server", server),
+            ];
+            if let Some(m) = call.method {
+                attrs.push(opentelemetry::KeyValue::new("mcp.method.name", m));
+            }
+            if let Some(t) = call.tool {
+                attrs.push(opentelemetry::KeyValue::new("gen_ai.tool.name", t));
+            }
+            if let Some(code) = call.error {
+                attrs.push(opentelemetry::KeyValue::new("error.type", code.to_string()));
+            }
+            crate::telemetry::metrics::get()
+                .operation_duration
+                .record(started.elapsed().as_secs_f64(), &attrs);
         }
+        resp
     }
 
     async fn dispatch(
         &self,
         req: Request<Incoming>,
         tunnel: &str,
+        call: &mut CallInfo,
     ) -> Result<Response<Body>, (McpError, Option<String>)> {
         let (parts, body) = req.into_parts();
         let server = server_of(parts.uri.path())
@@ -238,6 +281,7 @@ impl Gateway {
             base,
             limits: self.limits,
             audit: self.audit.get().cloned(),
+            span: tracing::Span::current(),
         };
         match parts.method {
             Method::POST => {
@@ -268,6 +312,20 @@ impl Gateway {
                 }
                 base.method = msg.method.clone();
                 base.target = msg.name.clone();
+                call.method = msg.method.clone();
+                if msg.method.as_deref() == Some("tools/call") {
+                    call.tool = msg.name.clone();
+                }
+                crate::telemetry::span::describe(
+                    &tracing::Span::current(),
+                    &crate::telemetry::span::Call {
+                        method: msg.method.as_deref(),
+                        target: msg.name.as_deref(),
+                        request_id: msg.id.as_deref(),
+                        session_id: session.as_deref(),
+                        protocol_version: base.protocol_version.as_deref(),
+                    },
+                );
                 let mut ctx = base.clone();
                 ctx.direction = Direction::ToServer;
                 ctx.kind = msg.kind.into();
@@ -281,6 +339,10 @@ impl Gateway {
                 log_records(&ctx, &records);
                 match outcome {
                     Outcome::Deny(d) => {
+                        call.error = Some(d.code);
+                        let span = tracing::Span::current();
+                        crate::telemetry::span::fail(&span, Some(d.code), "");
+                        span.set_attribute("portcullis.outcome", "denied");
                         // A denial is recorded; whether or not that worked,
                         // the call is not made.
                         let _ = self.record(&ctx, &records, "denied", policy.as_ref()).await;

@@ -49,6 +49,8 @@ pub struct ReplyContext {
     pub base: MessageContext,
     pub limits: OutboundLimits,
     pub audit: Option<Arc<Spool>>,
+    /// The exchange's span: replies checked later (SSE events) stay in it.
+    pub span: tracing::Span,
 }
 
 /// A JSON-RPC error answering `id` (raw JSON text) with a policy denial.
@@ -91,6 +93,7 @@ pub async fn check_reply(rc: &ReplyContext, data: Bytes) -> Result<Option<Bytes>
         Outcome::Deny(_) if is_reply => "denied",
         Outcome::Deny(_) => "dropped",
     };
+    crate::telemetry::metrics::record_decision(&ctx.server, ctx.direction, label, &records);
     if let Some(spool) = &rc.audit {
         let digest = rc.policy.as_ref().map(|p| p.digest.as_str());
         if let Err(e) = spool
@@ -239,7 +242,11 @@ where
         loop {
             if let Some(mut ev) = st.ready.pop_front() {
                 if let Some(data) = ev.data.take().filter(|d| !d.is_empty()) {
-                    match check_reply(&st.rc, Bytes::from(data)).await {
+                    let checked = tracing::Instrument::instrument(
+                        check_reply(&st.rc, Bytes::from(data)),
+                        st.rc.span.clone(),
+                    );
+                    match checked.await {
                         Ok(Some(b)) => ev.data = Some(String::from_utf8_lossy(&b).into_owned()),
                         Ok(None) => ev.data = Some(String::new()),
                         Err(e) => {

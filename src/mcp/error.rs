@@ -62,6 +62,11 @@ impl McpError {
         }
     }
 
+    /// The JSON-RPC error code.
+    pub fn code(&self) -> i32 {
+        self.status_and_code().1 as i32
+    }
+
     /// The JSON-RPC error object `{"code":…,"message":…}` as JSON.
     pub fn to_json_error(&self) -> serde_json::Value {
         let (_, code) = self.status_and_code();

@@ -163,8 +163,22 @@ impl Policy {
                 continue;
             }
             let text = String::from_utf8_lossy(&current);
+            let span = tracing::trace_span!(
+                target: "portcullis::plugin",
+                "plugin",
+                otel.name = tracing::field::Empty,
+                otel.kind = "internal",
+                otel.status_code = tracing::field::Empty,
+            );
+            crate::telemetry::span::plugin_start(
+                &span,
+                &step.plugin.name,
+                &step.plugin.digest,
+                step.mode,
+            );
             let started = Instant::now();
-            let result = step.plugin.call(ctx, &text).await;
+            let result =
+                tracing::Instrument::instrument(step.plugin.call(ctx, &text), span.clone()).await;
             let elapsed = started.elapsed();
             let result = result.and_then(|v| match v.decision {
                 Decision::Rewrite(new) => check_rewrite(ctx, new, max_depth)
@@ -196,6 +210,7 @@ impl Policy {
                     record.reason = Some(d.private_reason.clone());
                     record.annotations = ann;
                     if enforce {
+                        crate::telemetry::span::plugin_end(&span, &record);
                         records.push(record);
                         return (Outcome::Deny(d), records);
                     }
@@ -205,6 +220,7 @@ impl Policy {
                     record.reason = Some(e.to_string());
                     tracing::warn!(plugin = step.plugin.name, error = %e, "plugin failed");
                     if enforce && !step.fail_open {
+                        crate::telemetry::span::plugin_end(&span, &record);
                         records.push(record);
                         let denial = Denial {
                             code: POLICY_FAILURE_CODE,
@@ -215,6 +231,7 @@ impl Policy {
                     }
                 }
             }
+            crate::telemetry::span::plugin_end(&span, &record);
             records.push(record);
         }
         (Outcome::Pass(current), records)

@@ -15,6 +15,7 @@ use crate::mcp::era::is_forwarded_request_header;
 use crate::mcp::{McpError, error_response};
 use crate::principal::{PRINCIPAL_HEADER, Principal};
 use crate::tunnel::TUNNEL_AUTHORITY;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// A parsed agent path.
 struct Route<'a> {
@@ -83,17 +84,61 @@ fn forwarded_headers(from: &HeaderMap, principal: &Principal) -> HeaderMap {
 
 impl Relay {
     /// Handles one agent request; never fails, every error is a response.
+    /// One span per agent request (the root of the gateway's and the
+    /// upstream's, and a child of the agent's own when it sent one).
     pub async fn handle_agent(&self, req: Request<Incoming>) -> Response<Body> {
-        match self.forward(req).await {
-            Ok(resp) => resp,
-            Err(e) => {
-                tracing::info!(error = %e, "agent request refused");
-                error_response(&e, None)
+        let span = crate::mcp_span!("portcullis::relay", "server");
+        if !span.is_disabled() {
+            span.set_attribute("network.transport", "tcp");
+            span.set_attribute("network.protocol.name", "http");
+            if let Some(host) = request_host(&req) {
+                span.set_attribute("server.address", host);
             }
         }
+        let started = std::time::Instant::now();
+        let is_post = req.method() == http::Method::POST;
+        let mut method = None;
+        let result =
+            tracing::Instrument::instrument(self.forward(req, &mut method), span.clone()).await;
+        let (resp, error) = match result {
+            Ok(resp) => {
+                let status = resp.status();
+                let error = (!status.is_success()).then(|| status.as_u16().to_string());
+                if let Some(e) = &error {
+                    crate::telemetry::span::fail(&span, None, e);
+                }
+                (resp, error)
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "agent request refused");
+                crate::telemetry::span::fail(&span, Some(e.code()), "");
+                let code = e.code().to_string();
+                (error_response(&e, None), Some(code))
+            }
+        };
+        if is_post {
+            let mut attrs = vec![opentelemetry::KeyValue::new(
+                "portcullis.component",
+                "relay",
+            )];
+            if let Some(m) = method {
+                attrs.push(opentelemetry::KeyValue::new("mcp.method.name", m));
+            }
+            if let Some(e) = error {
+                attrs.push(opentelemetry::KeyValue::new("error.type", e));
+            }
+            crate::telemetry::metrics::get()
+                .operation_duration
+                .record(started.elapsed().as_secs_f64(), &attrs);
+        }
+        resp
     }
 
-    async fn forward(&self, req: Request<Incoming>) -> Result<Response<Body>, McpError> {
+    async fn forward(
+        &self,
+        req: Request<Incoming>,
+        method: &mut Option<String>,
+    ) -> Result<Response<Body>, McpError> {
         let s = &self.settings;
         if req.uri().path() == "/healthz" {
             return Ok(Response::new(full("ok\n")));
@@ -176,10 +221,35 @@ impl Relay {
                 ReadError::TooLarge { limit } => McpError::TooLarge { limit },
                 ReadError::Io(e) => McpError::InvalidRequest(format!("request body failed: {e}")),
             })?;
+        let span = tracing::Span::current();
+        if !span.is_disabled() {
+            crate::telemetry::span::adopt_parent(&span, &parts.headers, Some(&body));
+            let peek = crate::telemetry::span::peek(&body);
+            crate::telemetry::span::describe(
+                &span,
+                &crate::telemetry::span::Call {
+                    method: peek.method.as_deref(),
+                    target: peek.target.as_deref(),
+                    request_id: peek.id.as_deref(),
+                    session_id: parts
+                        .headers
+                        .get(crate::mcp::era::SESSION_HEADER)
+                        .and_then(|v| v.to_str().ok()),
+                    protocol_version: parts
+                        .headers
+                        .get(crate::mcp::era::PROTOCOL_VERSION_HEADER)
+                        .and_then(|v| v.to_str().ok()),
+                },
+            );
+            span.set_attribute("portcullis.tunnel", tunnel.to_owned());
+            span.set_attribute("portcullis.server", server.to_owned());
+            *method = peek.method;
+        }
         let mut down = Request::new(full(body));
         *down.method_mut() = parts.method;
         *down.uri_mut() = uri;
         *down.headers_mut() = forwarded_headers(&parts.headers, &principal);
+        crate::telemetry::span::inject(&span, down.headers_mut());
 
         let tunnel = tunnel.to_owned();
         let resp = sender.send_request(down).await.map_err(|e| {

@@ -135,6 +135,12 @@ async fn run_slot<S, F>(
     F: std::future::Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
     let mut backoff = Backoff::default();
+    let mut ever_connected = false;
+    let tunnel_attr = [
+        opentelemetry::KeyValue::new("portcullis.tunnel", dial_cfg.tunnel_id.clone()),
+        opentelemetry::KeyValue::new("portcullis.component", "gateway"),
+    ];
+    let metrics = crate::telemetry::metrics::get();
     while !shutdown.is_cancelled() {
         let attempt = tokio::time::timeout(limits::HANDSHAKE_TIMEOUT, dial(&dial_cfg, &target));
         let upgraded = tokio::select! {
@@ -145,6 +151,11 @@ async fn run_slot<S, F>(
             Ok(Ok(io)) => {
                 let started = Instant::now();
                 connected.send_modify(|c| *c += 1);
+                metrics.tunnel_connections.add(1, &tunnel_attr);
+                if ever_connected {
+                    metrics.tunnel_reconnects.add(1, &tunnel_attr[..1]);
+                }
+                ever_connected = true;
                 tracing::info!(slot, relay = %target.addr, tunnel = %dial_cfg.tunnel_id, "tunnel connected");
                 let svc = hyper::service::service_fn(service.clone());
                 let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
@@ -168,6 +179,7 @@ async fn run_slot<S, F>(
                     }
                 };
                 connected.send_modify(|c| *c = c.saturating_sub(1));
+                metrics.tunnel_connections.add(-1, &tunnel_attr);
                 match result {
                     Ok(()) => {
                         tracing::info!(slot, relay = %target.addr, "tunnel connection closed")

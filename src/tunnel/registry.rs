@@ -66,6 +66,9 @@ impl Registry {
                 streams: Arc::new(AtomicU64::new(0)),
             });
         self.bump();
+        crate::telemetry::metrics::get()
+            .tunnel_connections
+            .add(1, &relay_attrs(tunnel));
         id
     }
 
@@ -73,7 +76,13 @@ impl Registry {
     pub fn remove(&self, tunnel: &str, id: u64) {
         let mut map = self.lock();
         if let Some(t) = map.get_mut(tunnel) {
+            let before = t.conns.len();
             t.conns.retain(|c| c.id != id);
+            if t.conns.len() < before {
+                crate::telemetry::metrics::get()
+                    .tunnel_connections
+                    .add(-1, &relay_attrs(tunnel));
+            }
             if t.conns.is_empty() {
                 map.remove(tunnel);
             }
@@ -133,4 +142,11 @@ impl Registry {
             }
         }
     }
+}
+
+fn relay_attrs(tunnel: &str) -> [opentelemetry::KeyValue; 2] {
+    [
+        opentelemetry::KeyValue::new("portcullis.tunnel", tunnel.to_owned()),
+        opentelemetry::KeyValue::new("portcullis.component", "relay"),
+    ]
 }

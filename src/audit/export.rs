@@ -1,0 +1,614 @@
+//! Ships the spool to an OpenTelemetry collector as log records, from the
+//! spool files, so nothing is lost while the collector is away.
+//!
+//! The exporter reads durable records (never past the last fsync) in
+//! order, sends them in batches over OTLP (gRPC or HTTP/protobuf), and only
+//! when the collector acknowledges a batch advances its cursor, kept in
+//! `exported.json` beside the segments (written to a temporary file,
+//! fsynced, renamed). A failed batch is retried with jittered exponential
+//! backoff until it goes through; a restart resumes after the cursor.
+//! Delivery is at least once: a batch acknowledged by the collector but not
+//! yet recorded in the cursor when the process dies is sent again, with the
+//! same `portcullis.audit.stream` and `portcullis.audit.seq`, so receivers
+//! can drop the duplicate.
+//!
+//! One log record per spool line:
+//! - `event_name`: `portcullis.decision`, `portcullis.audit.start` or
+//!   `portcullis.audit.gap`;
+//! - body: the spool line's JSON, exactly as hashed, so the chain can be
+//!   re-verified from the collector's copy with `portcullis.audit.hash`;
+//! - attributes: `portcullis.audit.stream`, `.seq`, `.hash`, `.prev`, and
+//!   for decisions the MCP ones (`mcp.method.name`, `gen_ai.tool.name`,
+//!   `jsonrpc.request.id`, `mcp.session.id`, `mcp.protocol.version`) and
+//!   `portcullis.*` (tunnel, server, direction, outcome, subject, policy);
+//! - `trace_id`/`span_id` of the span that made the decision, when traced.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::{
+    AnyValue, InstrumentationScope, KeyValue, any_value::Value,
+};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs, SeverityNumber};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message as _;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use super::spool::{GENESIS, Spool, segments};
+use crate::telemetry::{Protocol, Target};
+
+/// The exporter's cursor file.
+pub const CURSOR_FILE: &str = "exported.json";
+/// Records per OTLP request at most.
+pub const BATCH_RECORDS: usize = 512;
+/// First retry delay; doubles up to [`RETRY_MAX`].
+pub const RETRY_MIN: Duration = Duration::from_millis(100);
+/// Longest wait between retries.
+pub const RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// The last record the collector acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    pub seq: u64,
+    pub hash: String,
+}
+
+impl Default for Cursor {
+    fn default() -> Cursor {
+        Cursor {
+            seq: 0,
+            hash: GENESIS.into(),
+        }
+    }
+}
+
+/// Reads the cursor of `dir` (none yet: before the first record).
+pub fn load_cursor(dir: &Path) -> Cursor {
+    std::fs::read_to_string(dir.join(CURSOR_FILE))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
+fn save_cursor(dir: &Path, c: &Cursor) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{CURSOR_FILE}.tmp"));
+    let mut f = File::create(&tmp)?;
+    f.write_all(serde_json::to_string(c).unwrap_or_default().as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(CURSOR_FILE))
+}
+
+/// One spool line as read back.
+#[derive(Debug, Clone)]
+pub struct SpoolLine {
+    pub seq: u64,
+    pub kind: String,
+    /// The JSON part, exactly as hashed.
+    pub json: String,
+    pub hash: String,
+    pub prev: String,
+    pub body: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+struct LineParts {
+    seq: u64,
+    #[serde(rename = "type")]
+    kind: String,
+    prev: String,
+    body: serde_json::Value,
+}
+
+fn parse_line(raw: &str) -> Option<SpoolLine> {
+    let (json, hash) = raw.trim_end_matches('\n').rsplit_once('\t')?;
+    let p: LineParts = serde_json::from_str(json).ok()?;
+    Some(SpoolLine {
+        seq: p.seq,
+        kind: p.kind,
+        json: json.to_owned(),
+        hash: hash.to_owned(),
+        prev: p.prev,
+        body: p.body,
+    })
+}
+
+fn first_seq_of(seg: &Path) -> u64 {
+    seg.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("segment-"))
+        .and_then(|n| n.strip_suffix(".jsonl"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1)
+}
+
+/// Reads records in order across segment files, remembering where it is.
+pub struct SpoolReader {
+    dir: PathBuf,
+    seg: Option<PathBuf>,
+    offset: u64,
+    /// The next sequence number wanted.
+    next: u64,
+}
+
+impl SpoolReader {
+    /// A reader positioned after record `after`.
+    pub fn new(dir: &Path, after: u64) -> SpoolReader {
+        SpoolReader {
+            dir: dir.to_owned(),
+            seg: None,
+            offset: 0,
+            next: after + 1,
+        }
+    }
+
+    fn locate(&mut self) -> std::io::Result<bool> {
+        let segs = segments(&self.dir)?;
+        let pick = segs
+            .iter()
+            .rev()
+            .find(|s| first_seq_of(s) <= self.next)
+            .or(segs.first())
+            .cloned();
+        self.offset = 0;
+        self.seg = pick;
+        Ok(self.seg.is_some())
+    }
+
+    /// Up to `max` complete records with sequence numbers up to `upto`.
+    pub fn read(&mut self, max: usize, upto: u64) -> std::io::Result<Vec<SpoolLine>> {
+        let mut out = Vec::new();
+        if self.next > upto {
+            return Ok(out);
+        }
+        if self.seg.is_none() && !self.locate()? {
+            return Ok(out);
+        }
+        loop {
+            let Some(seg) = self.seg.clone() else {
+                return Ok(out);
+            };
+            let mut f = File::open(&seg)?;
+            f.seek(SeekFrom::Start(self.offset))?;
+            let mut reader = BufReader::new(f);
+            let mut raw = String::new();
+            loop {
+                if out.len() >= max || self.next > upto {
+                    return Ok(out);
+                }
+                raw.clear();
+                let n = reader.read_line(&mut raw)?;
+                if n == 0 || !raw.ends_with('\n') {
+                    break; // end of this segment, or a line still being written
+                }
+                self.offset += n as u64;
+                let Some(line) = parse_line(&raw) else {
+                    tracing::error!(segment = %seg.display(), offset = self.offset, "unreadable spool line skipped by the exporter; run `portcullis audit verify`");
+                    continue;
+                };
+                if line.seq < self.next {
+                    continue;
+                }
+                self.next = line.seq + 1;
+                out.push(line);
+            }
+            // Past this segment's end: move on if a later one exists.
+            let later = segments(&self.dir)?.into_iter().find(|s| *s > seg);
+            match later {
+                Some(next) => {
+                    self.seg = Some(next);
+                    self.offset = 0;
+                }
+                None => return Ok(out),
+            }
+        }
+    }
+}
+
+fn kv(key: &str, value: Value) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    }
+}
+
+fn s(v: impl Into<String>) -> Value {
+    Value::StringValue(v.into())
+}
+
+/// The OTLP log record for one spool line.
+pub fn log_record(stream: &str, line: &SpoolLine, now_ns: u64) -> LogRecord {
+    let b = &line.body;
+    let text = |k: &str| b.get(k).and_then(|v| v.as_str());
+    let mut attrs = vec![
+        kv("portcullis.audit.stream", s(stream)),
+        kv("portcullis.audit.seq", Value::IntValue(line.seq as i64)),
+        kv("portcullis.audit.hash", s(line.hash.clone())),
+        kv("portcullis.audit.prev", s(line.prev.clone())),
+        kv("portcullis.audit.type", s(line.kind.clone())),
+    ];
+    let (event, severity) = match line.kind.as_str() {
+        "decision" => {
+            let outcome = text("outcome").unwrap_or("");
+            let sev = match outcome {
+                "denied" | "dropped" => SeverityNumber::Warn,
+                _ => SeverityNumber::Info,
+            };
+            ("portcullis.decision", sev)
+        }
+        "gap" => ("portcullis.audit.gap", SeverityNumber::Error),
+        "start" => ("portcullis.audit.start", SeverityNumber::Info),
+        _ => ("portcullis.audit", SeverityNumber::Info),
+    };
+    if line.kind == "decision" {
+        let method = text("method");
+        for (attr, key) in [
+            ("mcp.method.name", "method"),
+            ("jsonrpc.request.id", "request_id"),
+            ("mcp.session.id", "session_id"),
+            ("mcp.protocol.version", "protocol_version"),
+            ("portcullis.tunnel", "tunnel"),
+            ("portcullis.server", "server"),
+            ("portcullis.direction", "direction"),
+            ("portcullis.kind", "kind"),
+            ("portcullis.outcome", "outcome"),
+            ("portcullis.principal.subject", "subject"),
+            ("portcullis.policy.digest", "policy_digest"),
+        ] {
+            if let Some(v) = text(key) {
+                attrs.push(kv(attr, s(v)));
+            }
+        }
+        if let Some(t) = text("target") {
+            let attr = match method {
+                Some("tools/call") => "gen_ai.tool.name",
+                Some("prompts/get") => "gen_ai.prompt.name",
+                Some(m) if m.starts_with("resources/") => "mcp.resource.uri",
+                _ => "portcullis.target",
+            };
+            attrs.push(kv(attr, s(t)));
+        }
+    }
+    let time_ns = b
+        .get("time_unix_ms")
+        .and_then(|v| v.as_u64())
+        .map_or(now_ns, |ms| ms.saturating_mul(1_000_000));
+    let hex_bytes = |k: &str| {
+        text(k)
+            .and_then(|h| hex::decode(h).ok())
+            .unwrap_or_default()
+    };
+    LogRecord {
+        time_unix_nano: time_ns,
+        observed_time_unix_nano: now_ns,
+        severity_number: severity as i32,
+        severity_text: match severity {
+            SeverityNumber::Warn => "WARN",
+            SeverityNumber::Error => "ERROR",
+            _ => "INFO",
+        }
+        .into(),
+        body: Some(AnyValue {
+            value: Some(s(line.json.clone())),
+        }),
+        attributes: attrs,
+        trace_id: hex_bytes("trace_id"),
+        span_id: hex_bytes("span_id"),
+        event_name: event.into(),
+        ..Default::default()
+    }
+}
+
+/// The proto resource for an SDK resource.
+pub fn proto_resource(r: &opentelemetry_sdk::Resource) -> Resource {
+    Resource {
+        attributes: r
+            .iter()
+            .map(|(k, v)| kv(k.as_str(), s(v.to_string())))
+            .collect(),
+        ..Default::default()
+    }
+}
+
+enum Transport {
+    Grpc {
+        client: LogsServiceClient<tonic::transport::Channel>,
+        metadata: tonic::metadata::MetadataMap,
+    },
+    Http {
+        client: crate::telemetry::http_client::OtlpHttpClient,
+        url: http::Uri,
+        headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    },
+}
+
+impl Transport {
+    fn new(t: &Target) -> Result<Transport> {
+        Ok(match t.protocol {
+            Protocol::Grpc => {
+                let mut ep = tonic::transport::Endpoint::from_shared(t.endpoint.clone())
+                    .context("OTLP logs endpoint")?
+                    .timeout(t.timeout)
+                    .connect_timeout(Duration::from_secs(5));
+                if t.endpoint.starts_with("https://") {
+                    ep = ep
+                        .tls_config(tonic::transport::ClientTlsConfig::new().with_native_roots())
+                        .context("OTLP gRPC TLS")?;
+                }
+                Transport::Grpc {
+                    client: LogsServiceClient::new(ep.connect_lazy()),
+                    metadata: t.metadata()?,
+                }
+            }
+            Protocol::HttpProtobuf => Transport::Http {
+                client: crate::telemetry::http_client::OtlpHttpClient::new()?,
+                url: t.endpoint.parse().context("OTLP logs endpoint")?,
+                headers: t
+                    .headers
+                    .iter()
+                    .map(|(k, v)| Ok((k.parse()?, v.parse()?)))
+                    .collect::<Result<_>>()
+                    .context("OTLP headers")?,
+            },
+        })
+    }
+
+    /// Sends one request; `Ok(rejected)` once the collector acknowledged it.
+    async fn send(
+        &mut self,
+        req: ExportLogsServiceRequest,
+        timeout: Duration,
+    ) -> Result<i64, String> {
+        let resp: ExportLogsServiceResponse = match self {
+            Transport::Grpc { client, metadata } => {
+                let mut r = tonic::Request::new(req);
+                *r.metadata_mut() = metadata.clone();
+                client
+                    .export(r)
+                    .await
+                    .map_err(|e| format!("gRPC {}: {}", e.code(), e.message()))?
+                    .into_inner()
+            }
+            Transport::Http {
+                client,
+                url,
+                headers,
+            } => {
+                let mut r = http::Request::new(Bytes::from(req.encode_to_vec()));
+                *r.method_mut() = http::Method::POST;
+                *r.uri_mut() = url.clone();
+                let h = r.headers_mut();
+                h.insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/x-protobuf"),
+                );
+                for (k, v) in headers.iter() {
+                    h.insert(k.clone(), v.clone());
+                }
+                let resp = tokio::time::timeout(timeout, client.send(r))
+                    .await
+                    .map_err(|_| "timed out".to_owned())??;
+                if !resp.status().is_success() {
+                    return Err(format!("HTTP {}", resp.status()));
+                }
+                ExportLogsServiceResponse::decode(resp.into_body()).unwrap_or_default()
+            }
+        };
+        Ok(resp.partial_success.map_or(0, |p| p.rejected_log_records))
+    }
+}
+
+/// A running exporter.
+pub struct Exporter {
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+impl Exporter {
+    /// Starts shipping `spool` to `target` until `shutdown` (then makes one
+    /// last attempt to send what is durable, for a few seconds at most).
+    pub fn start(
+        spool: &Arc<Spool>,
+        target: &Target,
+        resource: &opentelemetry_sdk::Resource,
+        shutdown: CancellationToken,
+    ) -> Result<Exporter> {
+        let mut transport = Transport::new(target)?;
+        let dir = spool.dir().to_owned();
+        let stream = spool.stream_id().to_owned();
+        let mut durable = spool.durable();
+        let resource = proto_resource(resource);
+        let timeout = target.timeout;
+        let endpoint = target.endpoint.clone();
+        let task = tokio::spawn(async move {
+            let mut cursor = load_cursor(&dir);
+            let mut reader = SpoolReader::new(&dir, cursor.seq);
+            let mut pending: Vec<SpoolLine> = Vec::new();
+            let mut delay = RETRY_MIN;
+            let mut failures = 0u64;
+            let mut stopping = false;
+            let mut final_deadline = tokio::time::Instant::now();
+            loop {
+                if pending.is_empty() {
+                    let upto = *durable.borrow_and_update();
+                    match reader.read(BATCH_RECORDS, upto) {
+                        Ok(lines) => pending = lines,
+                        Err(e) => {
+                            tracing::error!(error = %e, "audit exporter cannot read the spool")
+                        }
+                    }
+                }
+                if pending.is_empty() {
+                    if stopping {
+                        return;
+                    }
+                    tokio::select! {
+                        _ = durable.changed() => {}
+                        _ = shutdown.cancelled() => {
+                            stopping = true;
+                            final_deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+                        }
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                    continue;
+                }
+                let now = now_ns();
+                let req = ExportLogsServiceRequest {
+                    resource_logs: vec![ResourceLogs {
+                        resource: Some(resource.clone()),
+                        scope_logs: vec![ScopeLogs {
+                            scope: Some(InstrumentationScope {
+                                name: "portcullis.audit".into(),
+                                version: env!("CARGO_PKG_VERSION").into(),
+                                ..Default::default()
+                            }),
+                            log_records: pending
+                                .iter()
+                                .map(|l| log_record(&stream, l, now))
+                                .collect(),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }],
+                };
+                let sent = tokio::select! {
+                    r = transport.send(req, timeout) => Some(r),
+                    _ = shutdown.cancelled(), if !stopping => None,
+                };
+                let Some(sent) = sent else {
+                    stopping = true;
+                    final_deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+                    continue;
+                };
+                let m = crate::telemetry::metrics::get();
+                match sent {
+                    Ok(rejected) => {
+                        if rejected > 0 {
+                            tracing::error!(
+                                rejected,
+                                "the OTLP collector rejected audit records; they stay in the spool"
+                            );
+                        }
+                        let last = pending.last().map(|l| (l.seq, l.hash.clone()));
+                        m.audit_exported.add(pending.len() as u64, &[]);
+                        pending.clear();
+                        if let Some((seq, hash)) = last {
+                            cursor = Cursor { seq, hash };
+                            if let Err(e) = save_cursor(&dir, &cursor) {
+                                tracing::error!(error = %e, "audit exporter cannot save its cursor; records may be sent again after a restart");
+                            }
+                        }
+                        if failures > 0 {
+                            tracing::info!(
+                                after_failures = failures,
+                                seq = cursor.seq,
+                                "audit export resumed"
+                            );
+                        }
+                        failures = 0;
+                        delay = RETRY_MIN;
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        m.audit_export_failures.add(1, &[]);
+                        if failures == 1 || failures.is_power_of_two() {
+                            tracing::warn!(endpoint, error = %e, failures, pending_from = pending.first().map(|l| l.seq), "audit export failed; retrying (records are safe in the spool)");
+                        }
+                        if stopping && tokio::time::Instant::now() >= final_deadline {
+                            return;
+                        }
+                        let jitter = rand::random_range(0..=delay.as_millis() as u64 / 2);
+                        let wait = delay + Duration::from_millis(jitter);
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = shutdown.cancelled(), if !stopping => {
+                                stopping = true;
+                                final_deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+                            }
+                        }
+                        delay = (delay * 2).min(RETRY_MAX);
+                    }
+                }
+                if stopping && tokio::time::Instant::now() >= final_deadline {
+                    return;
+                }
+            }
+        });
+        Ok(Exporter { task })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decision_lines_become_log_records_without_payload() {
+        let json = r#"{"seq":7,"type":"decision","prev":"ab","body":{"time_unix_ms":1700000000000,"tunnel":"t","server":"crm","subject":"alice","groups":[],"direction":"to-server","kind":"request","method":"tools/call","target":"lookup","request_id":"3","outcome":"denied","steps":[],"trace_id":"4bf92f3577b34da6a3ce929d0e0e4736","span_id":"00f067aa0ba902b7"}}"#;
+        let line = parse_line(&format!("{json}\tff\n")).unwrap();
+        let r = log_record("s1", &line, 5);
+        assert_eq!(r.event_name, "portcullis.decision");
+        assert_eq!(r.time_unix_nano, 1_700_000_000_000_000_000);
+        assert_eq!(r.trace_id.len(), 16);
+        assert_eq!(r.span_id.len(), 8);
+        assert_eq!(r.severity_number, SeverityNumber::Warn as i32);
+        let get = |k: &str| {
+            r.attributes
+                .iter()
+                .find(|a| a.key == k)
+                .and_then(|a| a.value.clone())
+                .and_then(|v| v.value)
+        };
+        assert_eq!(get("gen_ai.tool.name"), Some(s("lookup")));
+        assert_eq!(get("portcullis.audit.seq"), Some(Value::IntValue(7)));
+        assert_eq!(get("mcp.method.name"), Some(s("tools/call")));
+        assert_eq!(
+            r.body.unwrap().value,
+            Some(s(json)),
+            "the body is the hashed JSON, byte for byte"
+        );
+    }
+
+    #[test]
+    fn reader_follows_segments_and_stops_at_durable() {
+        let dir = std::env::temp_dir().join(format!("pc-reader-{}", crate::secret::random_id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let line = |seq: u64| {
+            format!("{{\"seq\":{seq},\"type\":\"start\",\"prev\":\"x\",\"body\":{{}}}}\th{seq}\n")
+        };
+        std::fs::write(
+            dir.join(format!("segment-{:020}.jsonl", 1)),
+            (1..=3).map(line).collect::<String>(),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join(format!("segment-{:020}.jsonl", 4)),
+            (4..=6).map(line).collect::<String>() + "{\"seq\":7,",
+        )
+        .unwrap();
+        let mut r = SpoolReader::new(&dir, 2);
+        let got: Vec<u64> = r.read(100, 5).unwrap().iter().map(|l| l.seq).collect();
+        assert_eq!(got, vec![3, 4, 5]);
+        let got: Vec<u64> = r.read(100, 100).unwrap().iter().map(|l| l.seq).collect();
+        assert_eq!(got, vec![6], "the torn line is not read");
+        let mut r = SpoolReader::new(&dir, 4);
+        let got: Vec<u64> = r.read(1, 100).unwrap().iter().map(|l| l.seq).collect();
+        assert_eq!(got, vec![5]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
