@@ -51,6 +51,10 @@ pub struct DecisionRecord {
     pub trace_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub span_id: Option<String>,
+    /// The message as it left the chain (after any redaction), only when
+    /// the policy opted in for this server.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub payload: Option<serde_json::Value>,
 }
 
 fn now_ms() -> u64 {
@@ -60,6 +64,19 @@ fn now_ms() -> u64 {
 }
 
 impl DecisionRecord {
+    /// Adds the message that left the chain, when `policy` opted in for
+    /// the record's server.
+    pub fn with_payload(
+        mut self,
+        policy: Option<&crate::policy::Policy>,
+        message: &[u8],
+    ) -> DecisionRecord {
+        if policy.is_some_and(|p| p.records_payload(&self.server)) {
+            self.payload = serde_json::from_slice(message).ok();
+        }
+        self
+    }
+
     /// A record of `ctx` with the steps that ran and the outcome.
     pub fn new(
         ctx: &MessageContext,
@@ -71,6 +88,7 @@ impl DecisionRecord {
         DecisionRecord {
             trace_id,
             span_id,
+            payload: None,
             time_unix_ms: now_ms(),
             tunnel: ctx.tunnel.clone(),
             server: ctx.server.clone(),

@@ -148,14 +148,17 @@ impl Gateway {
         steps: &[StepRecord],
         outcome: &str,
         policy: Option<&Arc<Policy>>,
+        forwarded: Option<&[u8]>,
     ) -> Result<(), crate::audit::SpoolError> {
         crate::telemetry::metrics::record_decision(&ctx.server, ctx.direction, outcome, steps);
         match self.audit.get() {
             Some(spool) => {
                 let digest = policy.map(|p| p.digest.as_str());
-                spool
-                    .append(&DecisionRecord::new(ctx, steps, outcome, digest))
-                    .await
+                let mut record = DecisionRecord::new(ctx, steps, outcome, digest);
+                if let Some(m) = forwarded {
+                    record = record.with_payload(policy.map(|p| &**p), m);
+                }
+                spool.append(&record).await
             }
             None => Ok(()),
         }
@@ -345,7 +348,9 @@ impl Gateway {
                         span.set_attribute("portcullis.outcome", "denied");
                         // A denial is recorded; whether or not that worked,
                         // the call is not made.
-                        let _ = self.record(&ctx, &records, "denied", policy.as_ref()).await;
+                        let _ = self
+                            .record(&ctx, &records, "denied", policy.as_ref(), None)
+                            .await;
                         return Ok(denied_response(&msg, &d));
                     }
                     Outcome::Pass(b) => {
@@ -355,7 +360,7 @@ impl Gateway {
                             "rewritten"
                         };
                         if self
-                            .record(&ctx, &records, label, policy.as_ref())
+                            .record(&ctx, &records, label, policy.as_ref(), Some(&b))
                             .await
                             .is_err()
                         {

@@ -97,7 +97,13 @@ pub async fn check_reply(rc: &ReplyContext, data: Bytes) -> Result<Option<Bytes>
     if let Some(spool) = &rc.audit {
         let digest = rc.policy.as_ref().map(|p| p.digest.as_str());
         if let Err(e) = spool
-            .append(&DecisionRecord::new(&ctx, &records, label, digest))
+            .append(&{
+                let r = DecisionRecord::new(&ctx, &records, label, digest);
+                match &outcome {
+                    Outcome::Pass(b) => r.with_payload(rc.policy.as_deref(), b),
+                    Outcome::Deny(_) => r,
+                }
+            })
             .await
         {
             // Strict mode: what cannot be recorded does not leave.

@@ -106,11 +106,23 @@ pub struct Policy {
     /// SHA-256 of the policy file, hex.
     pub digest: String,
     chains: BTreeMap<String, Vec<Step>>,
+    /// Servers (or `"*"`) whose audit records keep the message as it left
+    /// the chain. Empty by default: records hold no payload.
+    pub record_payloads: std::collections::BTreeSet<String>,
 }
 
 impl Policy {
     pub fn new(digest: String, chains: BTreeMap<String, Vec<Step>>) -> Policy {
-        Policy { digest, chains }
+        Policy {
+            digest,
+            chains,
+            record_payloads: Default::default(),
+        }
+    }
+
+    /// True when the policy opted in to payloads in `server`'s records.
+    pub fn records_payload(&self, server: &str) -> bool {
+        self.record_payloads.contains(server) || self.record_payloads.contains(ALL_SERVERS)
     }
 
     /// The loaded plugin called `name`, if a chain uses it.

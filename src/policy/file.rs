@@ -14,6 +14,10 @@
 //! mode = "enforce"                     # enforce | audit
 //! on_error = "deny"                    # deny (default) | allow
 //! tools = ["delete_*"]                 # optional: only calls naming these tools
+//!
+//! [audit]
+//! record_payloads = ["crm"]            # servers whose messages the audit
+//!                                      # records keep, as they left the chain
 //! ```
 
 use std::collections::BTreeMap;
@@ -49,6 +53,17 @@ struct RawPolicy {
     plugins: BTreeMap<String, RawPlugin>,
     #[serde(default)]
     servers: BTreeMap<String, Vec<RawStep>>,
+    #[serde(default)]
+    audit: RawPolicyAudit,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicyAudit {
+    /// Servers (or `"*"`) whose messages are kept in the audit records, in
+    /// the form that passed the chain (after redaction). Default: none.
+    #[serde(default)]
+    record_payloads: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -173,8 +188,7 @@ pub async fn load_text(
         }
         chains.insert(server.clone(), chain);
     }
-    Ok(Policy::new(
-        hex::encode(Sha256::digest(text.as_bytes())),
-        chains,
-    ))
+    let mut policy = Policy::new(hex::encode(Sha256::digest(text.as_bytes())), chains);
+    policy.record_payloads = raw.audit.record_payloads.iter().cloned().collect();
+    Ok(policy)
 }

@@ -4,6 +4,8 @@ mod audit;
 mod cli;
 mod faults;
 mod forwarding;
+mod otel;
+mod otlp;
 mod peers;
 mod plugins;
 mod support;
