@@ -34,7 +34,7 @@
 //!
 //! ```toml
 //! [plugins.schema-guard]
-//! source = "builtin:schema-guard"
+//! source = "builtin:schema-guard"    # or the path of schema_guard.wasm
 //!
 //! [plugins.schema-guard.config]
 //! require_structured = true          # default

@@ -1364,6 +1364,8 @@ fn no_values_leak() {
         ("x", json!(CANARY)),
         ("m", json!({"ok": 1, "extra": CANARY})),
         ("d", json!({"deep": {"v": CANARY}})),
+        // A key that fails propertyNames is reported at its object.
+        ("pn", json!({ CANARY: 1 })),
         ("n", json!({"nested": [CANARY]})),
         ("zz", json!(CANARY)),
     ] {
