@@ -139,9 +139,9 @@ fn ctx(direction: Direction, kind: MessageKind, method: &str, target: Option<&st
     Context {
         direction,
         tunnel: "tun".into(),
-        // Every test uses its own server name so cached definitions of one
-        // test do not replace another's (harmless, but it keeps the cache
-        // tests exact).
+        // Tests pass their own server name (`on`) so that the cached
+        // definitions of one test do not replace another's: harmless, as a
+        // hit needs the same definition text, but it keeps the cache exact.
         server: "crm".into(),
         kind,
         method: Some(method.into()),
@@ -667,6 +667,22 @@ fn malformed_calls() {
         assert_eq!(denial(&v).code, code, "{what}");
         assert_eq!(label(&v, "reason").as_deref(), Some("invalid-request"), "{what}");
     }
+}
+
+#[test]
+fn the_name_in_the_message_decides_not_the_host_label() {
+    let cat = Catalog::of(&[refund(), weather()]);
+    let msg = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "issue_refund", "arguments": {"city": "x"}}});
+    let c = ctx(
+        Direction::ToServer,
+        MessageKind::Request,
+        "tools/call",
+        Some("weather"),
+    );
+    let v = decide(&Config::default(), &c, &msg.to_string(), &|t| cat.get(t));
+    assert_eq!(label(&v, "tool").as_deref(), Some("issue_refund"));
+    assert_eq!(label(&v, "reason").as_deref(), Some("invalid-arguments"));
 }
 
 #[test]
