@@ -11,6 +11,7 @@ const BUILTINS: &[(&str, &str)] = &[
     ("deny-tools", "deny_tools"),
     ("authz", "authz"),
     ("noop", "noop"),
+    ("schema-guard", "schema_guard"),
 ];
 const TARGET: &str = "wasm32-wasip2";
 
@@ -24,6 +25,7 @@ fn main() {
         "sdk",
         "deny-tools",
         "authz",
+        "schema-guard",
         "test-plugins",
     ] {
         println!("cargo:rerun-if-changed={}", plugins.join(p).display());
