@@ -29,6 +29,16 @@ struct Cli {
 enum PolicyCommand {
     /// Parse a policy, load every plugin and call its init.
     Check { file: PathBuf },
+    /// Pin every tool a live server lists: write their definition digests into the policy's schema-guard pins.
+    Pin {
+        file: PathBuf,
+        /// The server: http://host:port/mcp or stdio:COMMAND ARGS…
+        #[arg(long, value_name = "SPEC")]
+        server: String,
+        /// The plugin entry to write to (default: the one schema-guard plugin).
+        #[arg(long)]
+        plugin: Option<String>,
+    },
     /// Run the test cases kept beside a policy (NAME.cases.toml) through its real plugins.
     Test {
         file: PathBuf,
@@ -310,6 +320,37 @@ async fn main() -> Result<()> {
             for (name, digest) in policy.plugins() {
                 println!("  plugin {name}: sha256 {digest}");
             }
+            Ok(())
+        }
+        Command::Policy {
+            command:
+                PolicyCommand::Pin {
+                    file,
+                    server,
+                    plugin,
+                },
+        } => {
+            let spec = portcullis::config::gateway::UpstreamSpec::parse(&server)
+                .map_err(|e| anyhow::anyhow!("--server: {e}"))?;
+            let tools = portcullis::policy::pin::list_tools(&spec).await?;
+            let mut pins = std::collections::BTreeMap::new();
+            for t in &tools {
+                let name = t
+                    .get("name")
+                    .and_then(|n| n.as_str())
+                    .context("a listed tool has no name")?;
+                pins.insert(name.to_owned(), portcullis::policy::pin::tool_digest(t));
+            }
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let updated = portcullis::policy::pin::write_pins(&text, plugin.as_deref(), &pins)?;
+            let tmp = file.with_extension("toml.pin-tmp");
+            std::fs::write(&tmp, updated)?;
+            std::fs::rename(&tmp, &file)?;
+            for (name, digest) in &pins {
+                println!("pinned {name:<24} {digest}");
+            }
+            println!("{}: {} tools pinned", file.display(), pins.len());
             Ok(())
         }
         Command::Policy {

@@ -198,13 +198,18 @@ impl Gateway {
     pub async fn handle(&self, req: Request<Incoming>, tunnel: &str) -> Response<Body> {
         let span = crate::mcp_span!("portcullis::gateway", "server");
         crate::telemetry::span::adopt_parent(&span, req.headers(), None);
+        if !span.is_disabled() {
+            span.record("otel.name", req.method().as_str());
+            span.set_attribute("network.transport", "tcp");
+            span.set_attribute("portcullis.tunnel", tunnel.to_owned());
+        }
         let started = std::time::Instant::now();
         let is_post = req.method() == Method::POST;
         let server = server_of(req.uri().path()).unwrap_or("").to_owned();
         let mut call = CallInfo::default();
-        let result =
-            tracing::Instrument::instrument(self.dispatch(req, tunnel, &mut call), span.clone())
-                .await;
+        // Not entered yet: its name and parent are final only once dispatch
+        // knows the method; dispatch runs the rest inside it.
+        let result = self.dispatch(req, tunnel, &mut call, &span).await;
         let resp = match result {
             Ok(r) => r,
             Err((e, id)) => {
@@ -240,6 +245,7 @@ impl Gateway {
         req: Request<Incoming>,
         tunnel: &str,
         call: &mut CallInfo,
+        span: &tracing::Span,
     ) -> Result<Response<Body>, (McpError, Option<String>)> {
         let (parts, body) = req.into_parts();
         let server = server_of(parts.uri.path())
@@ -320,7 +326,7 @@ impl Gateway {
                     call.tool = msg.name.clone();
                 }
                 crate::telemetry::span::describe(
-                    &tracing::Span::current(),
+                    span,
                     &crate::telemetry::span::Call {
                         method: msg.method.as_deref(),
                         target: msg.name.as_deref(),
@@ -329,103 +335,124 @@ impl Gateway {
                         protocol_version: base.protocol_version.as_deref(),
                     },
                 );
-                let mut ctx = base.clone();
-                ctx.direction = Direction::ToServer;
-                ctx.kind = msg.kind.into();
-                ctx.request_id = msg.id.clone();
-                let (outcome, records) = match &policy {
-                    Some(p) if p.wants(&ctx) => {
-                        p.apply(&ctx, msg.raw.clone(), self.limits.max_depth).await
+                let rest = async {
+                    let mut ctx = base.clone();
+                    ctx.direction = Direction::ToServer;
+                    ctx.kind = msg.kind.into();
+                    ctx.request_id = msg.id.clone();
+                    let (outcome, records) = match &policy {
+                        Some(p) if p.wants(&ctx) => {
+                            p.apply(&ctx, msg.raw.clone(), self.limits.max_depth).await
+                        }
+                        _ => (Outcome::Pass(msg.raw.clone()), Vec::new()),
+                    };
+                    log_records(&ctx, &records);
+                    match outcome {
+                        Outcome::Deny(d) => {
+                            call.error = Some(d.code);
+                            let span = tracing::Span::current();
+                            crate::telemetry::span::fail(&span, Some(d.code), "");
+                            span.set_attribute("portcullis.outcome", "denied");
+                            // A denial is recorded; whether or not that worked,
+                            // the call is not made.
+                            let _ = self
+                                .record(&ctx, &records, "denied", policy.as_ref(), None)
+                                .await;
+                            return Ok(denied_response(&msg, &d));
+                        }
+                        Outcome::Pass(b) => {
+                            let label = if b == msg.raw {
+                                "forwarded"
+                            } else {
+                                "rewritten"
+                            };
+                            if self
+                                .record(&ctx, &records, label, policy.as_ref(), Some(&b))
+                                .await
+                                .is_err()
+                            {
+                                return Err((McpError::AuditUnavailable, id));
+                            }
+                            if b != msg.raw {
+                                msg = Message::parse(b, self.limits.max_depth).map_err(|e| {
+                                    (McpError::InvalidRequest(e.to_string()), id.clone())
+                                })?;
+                            }
+                        }
                     }
-                    _ => (Outcome::Pass(msg.raw.clone()), Vec::new()),
-                };
-                log_records(&ctx, &records);
-                match outcome {
-                    Outcome::Deny(d) => {
-                        call.error = Some(d.code);
-                        let span = tracing::Span::current();
-                        crate::telemetry::span::fail(&span, Some(d.code), "");
-                        span.set_attribute("portcullis.outcome", "denied");
-                        // A denial is recorded; whether or not that worked,
-                        // the call is not made.
-                        let _ = self
-                            .record(&ctx, &records, "denied", policy.as_ref(), None)
-                            .await;
-                        return Ok(denied_response(&msg, &d));
+                    if msg.kind == Kind::Response || msg.kind == Kind::Error {
+                        // The agent answering a server request: the reply that
+                        // comes back (202) carries no message to check.
+                        base.method = None;
+                        base.target = None;
                     }
-                    Outcome::Pass(b) => {
-                        let label = if b == msg.raw {
-                            "forwarded"
-                        } else {
-                            "rewritten"
-                        };
-                        if self
-                            .record(&ctx, &records, label, policy.as_ref(), Some(&b))
+                    base.request_id = msg.id.clone();
+                    match upstream {
+                        Upstream::Http(u) => u
+                            .call(
+                                Method::POST,
+                                &parts.headers,
+                                Some(msg.raw.clone()),
+                                reply(base),
+                            )
                             .await
-                            .is_err()
-                        {
-                            return Err((McpError::AuditUnavailable, id));
-                        }
-                        if b != msg.raw {
-                            msg = Message::parse(b, self.limits.max_depth).map_err(|e| {
-                                (McpError::InvalidRequest(e.to_string()), id.clone())
-                            })?;
-                        }
-                    }
-                }
-                if msg.kind == Kind::Response || msg.kind == Kind::Error {
-                    // The agent answering a server request: the reply that
-                    // comes back (202) carries no message to check.
-                    base.method = None;
-                    base.target = None;
-                }
-                base.request_id = msg.id.clone();
-                match upstream {
-                    Upstream::Http(u) => u
-                        .call(
-                            Method::POST,
-                            &parts.headers,
-                            Some(msg.raw.clone()),
-                            reply(base),
-                        )
-                        .await
-                        .map_err(|e| (e, id)),
-                    Upstream::Stdio(u) => {
-                        if era == Era::Stateless {
-                            return Err((
+                            .map_err(|e| (e, id)),
+                        Upstream::Stdio(u) => {
+                            if era == Era::Stateless {
+                                return Err((
                                 McpError::InvalidRequest(
                                     "this server is a stdio server, which speaks only the session-based protocol (2025-11-25 and earlier)".into(),
                                 ),
                                 id,
                             ));
+                            }
+                            u.post(
+                                session.as_deref(),
+                                msg,
+                                accepts_sse(&parts.headers),
+                                reply(base),
+                            )
+                            .await
+                            .map_err(|e| (e, id))
                         }
-                        u.post(
-                            session.as_deref(),
-                            msg,
-                            accepts_sse(&parts.headers),
-                            reply(base),
-                        )
-                        .await
-                        .map_err(|e| (e, id))
                     }
-                }
+                };
+                tracing::Instrument::instrument(rest, span.clone()).await
             }
-            Method::GET => match upstream {
-                Upstream::Http(u) => u
-                    .call(Method::GET, &parts.headers, None, reply(base))
-                    .await
-                    .map_err(|e| (e, None)),
-                Upstream::Stdio(u) => u
-                    .get(session.as_deref(), reply(base))
-                    .map_err(|e| (e, None)),
-            },
-            Method::DELETE => match upstream {
-                Upstream::Http(u) => u
-                    .call(Method::DELETE, &parts.headers, None, reply(base))
-                    .await
-                    .map_err(|e| (e, None)),
-                Upstream::Stdio(u) => u.delete(session.as_deref()).map_err(|e| (e, None)),
-            },
+            Method::GET => {
+                tracing::Instrument::instrument(
+                    async {
+                        match upstream {
+                            Upstream::Http(u) => u
+                                .call(Method::GET, &parts.headers, None, reply(base))
+                                .await
+                                .map_err(|e| (e, None)),
+                            Upstream::Stdio(u) => u
+                                .get(session.as_deref(), reply(base))
+                                .map_err(|e| (e, None)),
+                        }
+                    },
+                    span.clone(),
+                )
+                .await
+            }
+            Method::DELETE => {
+                tracing::Instrument::instrument(
+                    async {
+                        match upstream {
+                            Upstream::Http(u) => u
+                                .call(Method::DELETE, &parts.headers, None, reply(base))
+                                .await
+                                .map_err(|e| (e, None)),
+                            Upstream::Stdio(u) => {
+                                u.delete(session.as_deref()).map_err(|e| (e, None))
+                            }
+                        }
+                    },
+                    span.clone(),
+                )
+                .await
+            }
             _ => Err((McpError::MethodNotAllowed, None)),
         }
     }

@@ -12,6 +12,7 @@ pub mod cases;
 pub mod catalog;
 pub mod chain;
 pub mod file;
+pub mod pin;
 pub mod reload;
 pub mod verdict;
 

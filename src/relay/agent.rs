@@ -98,8 +98,8 @@ impl Relay {
         let started = std::time::Instant::now();
         let is_post = req.method() == http::Method::POST;
         let mut method = None;
-        let result =
-            tracing::Instrument::instrument(self.forward(req, &mut method), span.clone()).await;
+        // Entered only once forward has named it and set its parent.
+        let result = self.forward(req, &mut method, &span).await;
         let (resp, error) = match result {
             Ok(resp) => {
                 let status = resp.status();
@@ -138,6 +138,7 @@ impl Relay {
         &self,
         req: Request<Incoming>,
         method: &mut Option<String>,
+        span: &tracing::Span,
     ) -> Result<Response<Body>, McpError> {
         let s = &self.settings;
         if req.uri().path() == "/healthz" {
@@ -221,12 +222,11 @@ impl Relay {
                 ReadError::TooLarge { limit } => McpError::TooLarge { limit },
                 ReadError::Io(e) => McpError::InvalidRequest(format!("request body failed: {e}")),
             })?;
-        let span = tracing::Span::current();
         if !span.is_disabled() {
-            crate::telemetry::span::adopt_parent(&span, &parts.headers, Some(&body));
+            crate::telemetry::span::adopt_parent(span, &parts.headers, Some(&body));
             let peek = crate::telemetry::span::peek(&body);
             crate::telemetry::span::describe(
-                &span,
+                span,
                 &crate::telemetry::span::Call {
                     method: peek.method.as_deref(),
                     target: peek.target.as_deref(),
@@ -249,10 +249,11 @@ impl Relay {
         *down.method_mut() = parts.method;
         *down.uri_mut() = uri;
         *down.headers_mut() = forwarded_headers(&parts.headers, &principal);
-        crate::telemetry::span::inject(&span, down.headers_mut());
+        crate::telemetry::span::inject(span, down.headers_mut());
 
         let tunnel = tunnel.to_owned();
-        let resp = sender.send_request(down).await.map_err(|e| {
+        let sent = tracing::Instrument::instrument(sender.send_request(down), span.clone());
+        let resp = sent.await.map_err(|e| {
             tracing::warn!(tunnel, error = %e, "tunnel stream failed");
             McpError::UpstreamUnavailable(format!("the tunnel '{tunnel}' dropped the call"))
         })?;

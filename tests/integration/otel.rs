@@ -22,7 +22,7 @@ use portcullis::tunnel::dial::ProxyConfig;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::otlp::{Receiver, Received, attr, free_addr, str_value};
+use crate::otlp::{Received, Receiver, attr, free_addr, str_value};
 use crate::support::*;
 
 const CANARY: &str = "CANARY-5e1f-payload";
@@ -46,14 +46,23 @@ impl Drop for Proc {
 
 fn sigterm_and_wait(p: &mut Proc) {
     let pid = p.0.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(status) = p.0.try_wait().unwrap() {
             assert!(status.success(), "exit status {status:?}");
             return;
         }
-        assert!(std::time::Instant::now() < deadline, "process did not exit after SIGTERM");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "process did not exit after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -87,10 +96,8 @@ fn spool_text(dir: &Path) -> String {
 }
 
 async fn get(url: &str) -> (u16, String) {
-    let client = hyper_util::client::legacy::Client::builder(
-        hyper_util::rt::TokioExecutor::new(),
-    )
-    .build_http::<http_body_util::Full<Bytes>>();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<Bytes>>();
     let resp = client.get(url.parse().unwrap()).await.unwrap();
     let status = resp.status().as_u16();
     let body = http_body_util::BodyExt::collect(resp.into_body())
@@ -111,7 +118,14 @@ async fn one_trace_from_agent_to_upstream(protocol: &str) {
     let audit_dir = dir.join("audit");
     let stderr_path = dir.join("stderr.log");
     let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["up", "--json", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .args([
+            "up",
+            "--json",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+        ])
         .arg("--server")
         .arg(format!("rec=http://{rec_addr}/mcp"))
         .arg("--audit-dir")
@@ -174,9 +188,15 @@ async fn one_trace_from_agent_to_upstream(protocol: &str) {
     // The admin listener.
     let (status, metrics) = get(&format!("{admin}/metrics")).await;
     assert_eq!(status, 200);
-    assert!(metrics.contains("mcp_server_operation_duration"), "{metrics}");
+    assert!(
+        metrics.contains("mcp_server_operation_duration"),
+        "{metrics}"
+    );
     assert!(metrics.contains("portcullis_decisions"), "{metrics}");
-    assert!(metrics.contains("portcullis_tunnel_connections"), "{metrics}");
+    assert!(
+        metrics.contains("portcullis_tunnel_connections"),
+        "{metrics}"
+    );
     assert_eq!(get(&format!("{admin}/healthz")).await.0, 200);
     let (status, ready) = get(&format!("{admin}/readyz")).await;
     assert_eq!(status, 200, "{ready}");
@@ -187,8 +207,12 @@ async fn one_trace_from_agent_to_upstream(protocol: &str) {
         .unwrap();
     rx.wait_until("spans, decision logs and metrics", 20, |r| {
         r.spans.iter().any(|(_, s)| s.name == "policy authz")
-            && r.logs.iter().any(|(_, l)| l.event_name == "portcullis.decision")
-            && r.metrics.iter().any(|m| m == "mcp.server.operation.duration")
+            && r.logs
+                .iter()
+                .any(|(_, l)| l.event_name == "portcullis.decision")
+            && r.metrics
+                .iter()
+                .any(|m| m == "mcp.server.operation.duration")
     })
     .await;
 
@@ -215,7 +239,22 @@ async fn one_trace_from_agent_to_upstream(protocol: &str) {
     let relay = named("tools/call lookup_customer", SERVER)
         .into_iter()
         .find(|s| hex(&s.parent_span_id) == AGENT_SPAN)
-        .unwrap_or_else(|| panic!("no relay span; spans in trace: {in_trace:#?}"));
+        .unwrap_or_else(|| {
+            let all: Vec<_> = got
+                .spans
+                .iter()
+                .map(|(_, s)| {
+                    (
+                        s.name.clone(),
+                        s.kind,
+                        hex(&s.trace_id),
+                        hex(&s.span_id),
+                        hex(&s.parent_span_id),
+                    )
+                })
+                .collect();
+            panic!("no relay span under the agent's; all spans: {all:#?}")
+        });
     for (k, v) in [
         ("mcp.method.name", "tools/call"),
         ("gen_ai.tool.name", "lookup_customer"),
@@ -240,20 +279,30 @@ async fn one_trace_from_agent_to_upstream(protocol: &str) {
         .iter()
         .find(|s| s.name == "policy authz" && s.parent_span_id == gateway.span_id)
         .expect("plugin span under the gateway span");
-    assert_eq!(attr(&plugin.attributes, "portcullis.decision").as_deref(), Some("allow"));
+    assert_eq!(
+        attr(&plugin.attributes, "portcullis.decision").as_deref(),
+        Some("allow")
+    );
     // Upstream: a client span under the gateway's.
     let client = named("tools/call lookup_customer", CLIENT)
         .into_iter()
         .find(|s| s.parent_span_id == gateway.span_id)
         .expect("upstream client span");
-    assert_eq!(attr(&client.attributes, "server.address").as_deref(), Some("127.0.0.1"));
+    assert_eq!(
+        attr(&client.attributes, "server.address").as_deref(),
+        Some("127.0.0.1")
+    );
     // The denied call: its gateway span says why.
     let denied = named("tools/call issue_refund", SERVER)
         .into_iter()
         .find(|s| attr(&s.attributes, "portcullis.outcome").as_deref() == Some("denied"))
         .expect("denied gateway span");
     assert!(attr(&denied.attributes, "error.type").is_some());
-    assert_eq!(denied.status.as_ref().map(|s| s.code), Some(2), "status ERROR");
+    assert_eq!(
+        denied.status.as_ref().map(|s| s.code),
+        Some(2),
+        "status ERROR"
+    );
 
     // The upstream got the trace context of the gateway's client span.
     let rec_client = named("tools/call echo", CLIENT)
@@ -291,10 +340,18 @@ async fn one_trace_from_agent_to_upstream(protocol: &str) {
     // No argument or result value anywhere: spans, log records, the spool,
     // the process log (at debug level).
     assert!(!all_text(&got).contains(CANARY), "canary in telemetry");
-    assert!(!spool_text(&audit_dir).contains(CANARY), "canary in the spool");
+    assert!(
+        !spool_text(&audit_dir).contains(CANARY),
+        "canary in the spool"
+    );
     let stderr = std::fs::read_to_string(&stderr_path).unwrap();
     assert!(!stderr.contains(CANARY), "canary in the log");
-    assert!(seen.all().iter().any(|(_, b)| String::from_utf8_lossy(b).contains(CANARY)), "the canary did travel");
+    assert!(
+        seen.all()
+            .iter()
+            .any(|(_, b)| String::from_utf8_lossy(b).contains(CANARY)),
+        "the canary did travel"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -339,7 +396,9 @@ fn assert_complete(r: &Received, last: u64) {
 async fn collector_down_for_1000_calls_then_back_loses_nothing() {
     let t = OneTunnel::start().await;
     let demo = demo_server().await;
-    let (gw, _stop, _task) = t.gateway(demo_upstreams(demo), 1, ProxyConfig::default()).await;
+    let (gw, _stop, _task) = t
+        .gateway(demo_upstreams(demo), 1, ProxyConfig::default())
+        .await;
     let dir = scratch();
     let spool = Arc::new(
         Spool::open(SpoolConfig {
@@ -433,7 +492,10 @@ fn spawn_gateway(config: &Path, collector: std::net::SocketAddr) -> Proc {
         Command::new(env!("CARGO_BIN_EXE_portcullis"))
             .args(["gateway", "--config"])
             .arg(config)
-            .env("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", format!("http://{collector}/v1/logs"))
+            .env(
+                "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+                format!("http://{collector}/v1/logs"),
+            )
             .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -513,8 +575,10 @@ async fn gateway_killed_mid_run_resumes_and_nothing_is_missing() {
     let v = portcullis::audit::verify::verify(&spool_dir, None).unwrap();
     assert!(v.findings.is_empty(), "{:?}", v.findings);
     let last = v.last_seq;
-    rx.wait_until("every spooled record", 60, |r| by_seq(r).len() as u64 >= last)
-        .await;
+    rx.wait_until("every spooled record", 60, |r| {
+        by_seq(r).len() as u64 >= last
+    })
+    .await;
     let got = rx.state.lock().unwrap();
     assert_complete(&got, last);
     let starts = got

@@ -250,8 +250,9 @@ impl Receiver {
                                 .unwrap())
                         }
                     });
-                    let conn = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tcp), svc);
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let conn = builder.serve_connection(TokioIo::new(tcp), svc);
                     tokio::select! {
                         _ = conn => {}
                         () = conn_stop.cancelled() => {}
@@ -260,11 +261,6 @@ impl Receiver {
             }
         });
         Receiver { addr, state, stop }
-    }
-
-    /// Stops accepting and drops open connections (a collector going down).
-    pub fn stop(&self) {
-        self.stop.cancel();
     }
 
     /// Waits up to `secs` until `pred` holds for what was received.

@@ -1,0 +1,276 @@
+//! `portcullis policy pin`: reads the tool definitions a live upstream
+//! serves and writes their digests into a policy's `schema-guard` pins, so
+//! a later change to any tool (a "rug pull") is blocked until re-approved.
+//!
+//! The digest is the one `plugins/schema-guard/src/digest.rs` defines:
+//! SHA-256 over the canonical JSON (keys sorted by UTF-8 bytes at every
+//! depth, no whitespace, serde_json's escaping and number forms) of the
+//! definition's `name`, `description`, `inputSchema` and `outputSchema`,
+//! written `sha256:<hex>`. Both sides are tested against the same vector.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::config::gateway::UpstreamSpec;
+
+/// The members of a definition the digest covers.
+pub const PINNED_MEMBERS: [&str; 4] = ["description", "inputSchema", "name", "outputSchema"];
+
+fn write_canonical(out: &mut String, v: &Value) {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::from(k.as_str()).to_string());
+                out.push(':');
+                if let Some(v) = m.get(k) {
+                    write_canonical(out, v);
+                }
+            }
+            out.push('}');
+        }
+        Value::Array(a) => {
+            out.push('[');
+            for (i, v) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(out, v);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+/// The canonical text the digest covers.
+pub fn canonical_pinned(def: &Value) -> String {
+    let mut picked = serde_json::Map::new();
+    for k in PINNED_MEMBERS {
+        if let Some(v) = def.get(k) {
+            picked.insert(k.to_owned(), v.clone());
+        }
+    }
+    let mut out = String::new();
+    write_canonical(&mut out, &Value::Object(picked));
+    out
+}
+
+/// The pin digest of one tool definition.
+pub fn tool_digest(def: &Value) -> String {
+    let mut out = String::from("sha256:");
+    for b in Sha256::digest(canonical_pinned(def).as_bytes()) {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// Every tool the upstream lists (following `nextCursor`).
+pub async fn list_tools(spec: &UpstreamSpec) -> Result<Vec<Value>> {
+    match spec {
+        UpstreamSpec::Http { url, .. } => {
+            if url.scheme_str() != Some("http") {
+                bail!("policy pin reaches plain http:// or stdio: upstreams; got {url}");
+            }
+            let mut c = crate::client::McpClient::new(&url.to_string(), None);
+            c.initialize()
+                .await
+                .map_err(|e| anyhow::anyhow!("initialize: {e}"))?;
+            let mut tools = Vec::new();
+            let mut cursor: Option<String> = None;
+            for _ in 0..1000 {
+                let params = match &cursor {
+                    Some(c) => json!({ "cursor": c }),
+                    None => json!({}),
+                };
+                let reply = c
+                    .request("tools/list", params)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("tools/list: {e}"))?;
+                let msg = reply.last().cloned().context("tools/list: empty reply")?;
+                cursor = page(&msg, &mut tools)?;
+                if cursor.is_none() {
+                    return Ok(tools);
+                }
+            }
+            bail!("tools/list: more than 1000 pages")
+        }
+        UpstreamSpec::Stdio(cmd) => {
+            let mut child = tokio::process::Command::new(&cmd.program)
+                .args(&cmd.args)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::inherit())
+                .kill_on_drop(true)
+                .spawn()
+                .with_context(|| format!("cannot start {}", cmd.program))?;
+            let mut stdin = child.stdin.take().context("stdin")?;
+            let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+            let mut send = async |v: Value| -> Result<()> {
+                stdin.write_all(format!("{v}\n").as_bytes()).await?;
+                stdin.flush().await?;
+                Ok(())
+            };
+            send(
+                json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
+                "protocolVersion": crate::client::CLIENT_PROTOCOL_VERSION,
+                "capabilities": {}, "clientInfo": {"name":"portcullis-pin","version":"0"}}}),
+            )
+            .await?;
+            wait_for_id(&mut lines, 0).await?;
+            send(json!({"jsonrpc":"2.0","method":"notifications/initialized"})).await?;
+            let mut tools = Vec::new();
+            let mut cursor: Option<String> = None;
+            for id in 1..1000 {
+                let params = match &cursor {
+                    Some(c) => json!({ "cursor": c }),
+                    None => json!({}),
+                };
+                send(json!({"jsonrpc":"2.0","id":id,"method":"tools/list","params":params}))
+                    .await?;
+                let msg = wait_for_id(&mut lines, id).await?;
+                cursor = page(&msg, &mut tools)?;
+                if cursor.is_none() {
+                    return Ok(tools);
+                }
+            }
+            bail!("tools/list: more than 1000 pages")
+        }
+    }
+}
+
+async fn wait_for_id(
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    id: u64,
+) -> Result<Value> {
+    let read = async {
+        while let Some(line) = lines.next_line().await? {
+            let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if v.get("id") == Some(&json!(id)) {
+                return Ok(v);
+            }
+        }
+        bail!("the server exited before answering")
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), read)
+        .await
+        .context("the server did not answer within 30 s")?
+}
+
+fn page(msg: &Value, tools: &mut Vec<Value>) -> Result<Option<String>> {
+    if let Some(e) = msg.get("error") {
+        bail!("tools/list failed: {e}");
+    }
+    let result = msg.get("result").context("tools/list: no result")?;
+    let list = result
+        .get("tools")
+        .and_then(Value::as_array)
+        .context("tools/list: no tools array")?;
+    tools.extend(list.iter().cloned());
+    Ok(result
+        .get("nextCursor")
+        .and_then(Value::as_str)
+        .map(str::to_owned))
+}
+
+/// Writes `pins` into the policy text: `[plugins.NAME.config.pins]` of the
+/// plugin `plugin`, or of the one plugin whose source is
+/// `builtin:schema-guard`. Comments and layout elsewhere are kept.
+pub fn write_pins(
+    policy: &str,
+    plugin: Option<&str>,
+    pins: &BTreeMap<String, String>,
+) -> Result<String> {
+    let mut doc: toml_edit::DocumentMut = policy.parse().context("the policy is not valid TOML")?;
+    let plugins = doc
+        .get("plugins")
+        .and_then(|p| p.as_table_like())
+        .context("the policy has no [plugins]")?;
+    let name = match plugin {
+        Some(n) => {
+            if plugins.get(n).is_none() {
+                bail!("the policy has no plugin named '{n}'");
+            }
+            n.to_owned()
+        }
+        None => {
+            let guards: Vec<String> = plugins
+                .iter()
+                .filter(|(_, p)| {
+                    p.get("source").and_then(|s| s.as_str()) == Some("builtin:schema-guard")
+                })
+                .map(|(k, _)| k.to_owned())
+                .collect();
+            match guards.as_slice() {
+                [one] => one.clone(),
+                [] => bail!(
+                    "no plugin with source = \"builtin:schema-guard\" in the policy; add one or name it with --plugin"
+                ),
+                _ => bail!(
+                    "several schema-guard plugins ({}); choose one with --plugin",
+                    guards.join(", ")
+                ),
+            }
+        }
+    };
+    let entry = doc["plugins"][name.as_str()]
+        .as_table_like_mut()
+        .context("plugin entry is not a table")?;
+    if entry.get("config").is_none() {
+        entry.insert("config", toml_edit::Item::Table(toml_edit::Table::new()));
+    }
+    let config = entry
+        .get_mut("config")
+        .and_then(|c| c.as_table_like_mut())
+        .context("config is not a table")?;
+    let mut table = toml_edit::Table::new();
+    for (tool, digest) in pins {
+        table.insert(tool, toml_edit::value(digest.as_str()));
+    }
+    config.insert("pins", toml_edit::Item::Table(table));
+    Ok(doc.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The vector `plugins/schema-guard/src/digest.rs` asserts too.
+    #[test]
+    fn digest_matches_the_schema_guard_vector() {
+        let def: Value = serde_json::from_str(
+            r#"{"name":"get_weather","title":"Weather (ignored: not pinned)","description":"Weather for a city.\nSays \"°C\" & uses\ttabs/slashes \u0001.","inputSchema":{"type":"object","properties":{"city":{"type":"string","maxLength":100},"Zone":{"enum":["north","south",null]},"days":{"type":"integer","minimum":1,"maximum":7,"default":1.0},"ünits":{"type":"string"}},"required":["city"],"additionalProperties":false},"outputSchema":{"type":"object","properties":{"temp":{"type":"number","minimum":-273.15,"exclusiveMaximum":1e3}}},"annotations":{"readOnlyHint":true}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            tool_digest(&def),
+            "sha256:ca068c0df8c671795383be68258024cdb462de411757d99884e1522049d5cea8"
+        );
+    }
+
+    #[test]
+    fn pins_are_written_into_the_schema_guard_entry() {
+        let policy = "# keep me\n[plugins.guard]\nsource = \"builtin:schema-guard\"\n\n[[servers.crm]]\nplugin = \"guard\"\n";
+        let pins = BTreeMap::from([("a".to_owned(), "sha256:00".to_owned())]);
+        let out = write_pins(policy, None, &pins).unwrap();
+        assert!(out.contains("# keep me"));
+        let v: toml::Value = toml::from_str(&out).unwrap();
+        assert_eq!(
+            v["plugins"]["guard"]["config"]["pins"]["a"].as_str(),
+            Some("sha256:00")
+        );
+        assert!(write_pins(policy, Some("nope"), &pins).is_err());
+    }
+}
