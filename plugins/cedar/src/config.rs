@@ -64,7 +64,7 @@ pub fn parse(text: &str) -> Result<Engine, String> {
     let entities = parse_entities(raw.entities, schema.as_ref())
         .map_err(|e| invalid(format!("entities: {e}")))?;
 
-    let folded = lookalike::build(&policies, &entities).map_err(invalid)?;
+    let folded = lookalike::build(&policies, &entities, &types.call_actions()).map_err(invalid)?;
 
     let open_methods = match raw.open_methods {
         None => DEFAULT_OPEN_METHODS.iter().map(|m| Glob::new(m)).collect(),
@@ -76,14 +76,7 @@ pub fn parse(text: &str) -> Result<Engine, String> {
         }
     };
 
-    Ok(Engine::new(
-        policies,
-        folded,
-        entities,
-        open_methods,
-        warnings,
-        types,
-    ))
+    Engine::new(policies, folded, entities, open_methods, warnings, types).map_err(invalid)
 }
 
 fn invalid(e: String) -> String {

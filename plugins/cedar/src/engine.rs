@@ -17,6 +17,7 @@ use portcullis_plugin_sdk::{Principal, Value};
 use serde_json::Number;
 
 use crate::names::{CallMethod, Glob, fold};
+use crate::slice::Sliced;
 
 /// The entity types and actions of the mapping, parsed once.
 pub struct Types {
@@ -56,6 +57,13 @@ impl Types {
         })
     }
 
+    /// The actions the plugin asks about.
+    pub fn call_actions(&self) -> Vec<EntityUid> {
+        [CallMethod::Tool, CallMethod::Prompt, CallMethod::Resource]
+            .map(|m| Types::uid(&self.action, m.name()))
+            .to_vec()
+    }
+
     fn uid(ty: &EntityTypeName, id: &str) -> EntityUid {
         EntityUid::from_type_name_and_id(ty.clone(), EntityId::new(id))
     }
@@ -72,8 +80,8 @@ impl Types {
 /// Forbid policies and entities with tool, prompt and resource names folded
 /// (see [`crate::lookalike`]), for the second, look-alike pass.
 pub struct Folded {
-    /// Only the forbid policies, ids unchanged.
-    pub policies: PolicySet,
+    /// Only the forbid policies, ids unchanged, sliced.
+    pub policies: Sliced,
     pub entities: Entities,
     /// Whether folding changed any policy or entity. When it did not, a name
     /// that is its own folded form needs no second pass.
@@ -83,6 +91,8 @@ pub struct Folded {
 /// The compiled configuration.
 pub struct Engine {
     pub policies: PolicySet,
+    /// `policies`, cut by action and resource (see [`crate::slice`]).
+    sliced: Sliced,
     /// Ids of the forbid policies: their evaluation errors refuse the call.
     pub forbids: HashSet<PolicyId>,
     /// `None` when there are no forbid policies.
@@ -146,14 +156,16 @@ impl Engine {
         open_methods: Vec<Glob>,
         warnings: Vec<String>,
         types: Types,
-    ) -> Engine {
+    ) -> Result<Engine, String> {
+        let sliced = Sliced::new(&policies, &types.call_actions())?;
         let forbids = policies
             .policies()
             .filter(|p| p.effect() == Effect::Forbid)
             .map(|p| p.id().clone())
             .collect();
-        Engine {
+        Ok(Engine {
             policies,
+            sliced,
             forbids,
             folded,
             entities,
@@ -161,7 +173,7 @@ impl Engine {
             warnings,
             types,
             authorizer: Authorizer::new(),
-        }
+        })
     }
 
     /// True when `method` (not a call method) is open to everyone.
@@ -319,8 +331,15 @@ impl Engine {
 
     /// Decides a call of `t` with `args` (`params.arguments`).
     pub fn authorize(&self, t: &Target<'_>, args: Option<&Value>) -> Outcome {
-        let who = &t.principal.subject;
-        let what = format!("{who:?} calling {} {:?}", t.method.name(), t.name);
+        // Only refusals describe the call.
+        let what = || {
+            format!(
+                "{:?} calling {} {:?}",
+                t.principal.subject,
+                t.method.name(),
+                t.name
+            )
+        };
         let built = self.context(t, Arguments::Known(args)).and_then(|context| {
             let (request, entities) = self.request(&self.entities, t, t.name, context.clone())?;
             Ok((request, entities, context))
@@ -329,24 +348,25 @@ impl Engine {
             Ok(b) => b,
             Err(e) => {
                 return Outcome::default_deny(format!(
-                    "cannot build the Cedar request for {what}: {e}"
+                    "cannot build the Cedar request for {}: {e}",
+                    what()
                 ));
             }
         };
-        let response = self
-            .authorizer
-            .is_authorized(&request, &self.policies, &entities);
+        let response =
+            self.authorizer
+                .is_authorized(&request, self.sliced.for_request(&request), &entities);
         if let Some(denied) = self.forbid_errors(&response, &what, "") {
             return denied;
         }
         let reason = ids(response.diagnostics().reason());
         match response.decision() {
             Decision::Deny if !reason.is_empty() => Outcome::Denied {
-                reason: format!("forbid policy {} refuses {what}", quoted(&reason)),
+                reason: format!("forbid policy {} refuses {}", quoted(&reason), what()),
                 policies: reason,
             },
             Decision::Deny => {
-                let mut why = format!("no permit policy applies to {what}");
+                let mut why = format!("no permit policy applies to {}", what());
                 for e in response.diagnostics().errors() {
                     why.push_str(&format!("; {e}"));
                 }
@@ -361,7 +381,12 @@ impl Engine {
 
     /// A refusal when a forbid policy failed to evaluate: Cedar would skip
     /// it, which would let a malformed argument dodge the forbid.
-    fn forbid_errors(&self, response: &Response, what: &str, pass: &str) -> Option<Outcome> {
+    fn forbid_errors(
+        &self,
+        response: &Response,
+        what: &dyn Fn() -> String,
+        pass: &str,
+    ) -> Option<Outcome> {
         let mut policies = Vec::new();
         let mut why = Vec::new();
         for e in response.diagnostics().errors() {
@@ -378,8 +403,9 @@ impl Engine {
         policies.dedup();
         Some(Outcome::Denied {
             reason: format!(
-                "forbid policy {} could not be evaluated for {what}{pass}, refused (fail closed): {}",
+                "forbid policy {} could not be evaluated for {}{pass}, refused (fail closed): {}",
                 quoted(&policies),
+                what(),
                 why.join("; ")
             ),
             policies,
@@ -389,7 +415,12 @@ impl Engine {
     /// The second pass of an allowed call: the forbid policies, folded,
     /// against the folded name (`DELETE_user`, `delete\u{200B}_user` →
     /// `delete_user`). Only refusals count; permits never see folded names.
-    fn lookalike(&self, t: &Target<'_>, context: Context, what: &str) -> Option<Outcome> {
+    fn lookalike(
+        &self,
+        t: &Target<'_>,
+        context: Context,
+        what: &dyn Fn() -> String,
+    ) -> Option<Outcome> {
         let folded = self.folded.as_ref()?;
         let name = fold(t.name);
         if !folded.changed && name == t.name {
@@ -400,13 +431,16 @@ impl Engine {
             Ok(r) => r,
             Err(e) => {
                 return Some(Outcome::default_deny(format!(
-                    "cannot build the look-alike request for {what}: {e}"
+                    "cannot build the look-alike request for {}: {e}",
+                    what()
                 )));
             }
         };
-        let response = self
-            .authorizer
-            .is_authorized(&request, &folded.policies, &entities);
+        let response = self.authorizer.is_authorized(
+            &request,
+            folded.policies.for_request(&request),
+            &entities,
+        );
         if let Some(denied) = self.forbid_errors(&response, what, &pass) {
             return Some(denied);
         }
@@ -415,7 +449,7 @@ impl Engine {
             return None;
         }
         Some(Outcome::Denied {
-            reason: format!("forbid policy {} refuses {what}{pass}", quoted(&reason)),
+            reason: format!("forbid policy {} refuses {}{pass}", quoted(&reason), what()),
             policies: reason,
         })
     }
@@ -432,9 +466,11 @@ impl Engine {
         else {
             return false;
         };
-        let response = self
-            .authorizer
-            .is_authorized_partial(&request, &self.policies, &entities);
+        let response = self.authorizer.is_authorized_partial(
+            &request,
+            self.sliced.for_request(&request),
+            &entities,
+        );
         if self.forbidden_partial(&response) {
             return false;
         }
@@ -455,9 +491,11 @@ impl Engine {
         let Ok((request, entities)) = self.request(&folded.entities, t, &name, context) else {
             return false;
         };
-        let response = self
-            .authorizer
-            .is_authorized_partial(&request, &folded.policies, &entities);
+        let response = self.authorizer.is_authorized_partial(
+            &request,
+            folded.policies.for_request(&request),
+            &entities,
+        );
         !self.forbidden_partial(&response)
     }
 

@@ -128,9 +128,14 @@
 //! literals compared with `resource.name` (`==`, `!=`, `.contains`); the
 //! entities get folded ids, so a tool set configured for `Purge` still
 //! holds `purge`. So `DELETE_user`, `delete\u{200B}_user` and
-//! `ｄｅｌｅｔｅ_user` are refused by `resource.name like "delete_*"`.
-//! Strings compared with the name some other way (through a `let`-free
-//! record, an attribute copied elsewhere) are not folded.
+//! `ｄｅｌｅｔｅ_user` are refused by `resource.name like "delete_*"`, and
+//! `resource == Portcullis::Tool::"Purge"` also refuses `purge`: forbids
+//! compare names case-insensitively, permits exactly. Strings that reach
+//! the name another way (compared with a `context` value, an attribute of a
+//! configured entity) are not folded; argument values never are. Look-alikes
+//! outside these classes (Cyrillic `о` for `o`, ...) are not folded either:
+//! they are different names, refused by default unless a permit is broad
+//! enough to cover them.
 //!
 //! # Lists
 //!
@@ -144,12 +149,24 @@
 //! on the arguments are assumed satisfiable (the call is still checked).
 //! Entries without a name (URI) are dropped; the rest of the result
 //! (`nextCursor`, ...) is kept. `resources/templates/list` is not filtered.
+//!
+//! # Cost
+//!
+//! Policies are pre-sliced by their scope's `action ==` and `resource ==`
+//! (see `slice.rs`), so a call evaluates only the policies that can apply
+//! to it: the cost per decision hardly grows with policies pinned to other
+//! tools. Natively a decision takes about 10 µs (15-20 µs with the
+//! look-alike pass), a list entry about the same
+//! (`cargo test -p cedar --release -- --ignored --nocapture bench`). The
+//! component is about 4 MB (Cedar's parsers, validator and evaluator),
+//! against 250 KB for `authz`.
 
 mod config;
 mod engine;
 mod lookalike;
 mod message;
 mod names;
+mod slice;
 #[cfg(test)]
 mod tests;
 

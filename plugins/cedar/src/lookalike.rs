@@ -16,15 +16,20 @@
 
 use std::collections::{HashMap, HashSet};
 
-use cedar_policy::{Effect, Entities, Policy, PolicySet};
+use cedar_policy::{Effect, Entities, EntityUid, Policy, PolicySet};
 use portcullis_plugin_sdk::{Value, json};
 use serde_json::Map;
 
 use crate::engine::{Folded, RESOURCE_TYPES};
 use crate::names::fold;
+use crate::slice::Sliced;
 
 /// The folded forbid policies and entities; `None` without forbid policies.
-pub fn build(policies: &PolicySet, entities: &Entities) -> Result<Option<Folded>, String> {
+pub fn build(
+    policies: &PolicySet,
+    entities: &Entities,
+    actions: &[EntityUid],
+) -> Result<Option<Folded>, String> {
     let mut folded = PolicySet::new();
     let mut changed = false;
     for p in policies.policies().filter(|p| p.effect() == Effect::Forbid) {
@@ -43,7 +48,7 @@ pub fn build(policies: &PolicySet, entities: &Entities) -> Result<Option<Folded>
     }
     let (entities, entities_changed) = fold_entities(entities)?;
     Ok(Some(Folded {
-        policies: folded,
+        policies: Sliced::new(&folded, actions)?,
         entities,
         changed: changed || entities_changed,
     }))
