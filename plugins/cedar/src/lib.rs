@@ -111,7 +111,11 @@
 //! only means it does not permit, as in Cedar.
 //! `context.arguments.amount <= 100` therefore refuses a missing `amount`,
 //! `"50"` and `50.5`; write `context.arguments has amount && ...` to be
-//! explicit.
+//! explicit. `==` and `!=` between values of different types are `false`
+//! and `true`, not errors (Cedar's semantics): a forbid on
+//! `context.arguments.mode == "delete"` does not catch `["delete"]`. Prefer
+//! permits that require the good value (`context.arguments.mode == "read"`)
+//! over forbids of the bad one.
 //!
 //! # Look-alike names
 //!

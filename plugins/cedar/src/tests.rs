@@ -475,6 +475,14 @@ fn forbid_conditions_cannot_be_dodged() {
         let v = call(&e, "u", "issue_refund", args.clone());
         assert_unknown(&v, "Unknown tool: issue_refund", "big-refund");
     }
+    // Cedar's `==` across types is false, not an error: documented, and the
+    // reason to prefer permits of the good value.
+    let e2 = engine(
+        r#"@id("all") permit(principal, action, resource);
+           @id("no-delete") forbid(principal, action, resource) when { context.arguments.mode == "delete" };"#,
+    );
+    assert!(!call(&e2, "u", "t", json!({"mode": "delete"})).is_allow());
+    assert!(call(&e2, "u", "t", json!({"mode": ["delete"]})).is_allow());
     let v = call(&e, "u", "issue_refund", json!({"amount": "5000"}));
     let reason = &v.denial().unwrap().private_reason;
     assert!(reason.contains("could not be evaluated"), "{reason}");
@@ -613,6 +621,8 @@ fn lookalikes_of_forbidden_names_are_refused() {
         r#"forbid(principal, action, resource) when { resource in [Portcullis::Tool::"Delete_user"] };"#,
         r#"forbid(principal, action, resource) when { resource.name like "delete_*" };"#,
         r#"forbid(principal, action, resource) when { resource.name like "DELETE_*" };"#,
+        r#"forbid(principal, action, resource) when { resource["name"] like "Delete_*" };"#,
+        r#"forbid(principal, action, resource is Portcullis::Tool) when { resource.name like "DELETE_U*" };"#,
         r#"forbid(principal, action, resource) when { resource.name == "Delete_User" };"#,
         r#"forbid(principal, action, resource) when { "delete_user" == resource.name };"#,
         r#"forbid(principal, action, resource) when { ["a", "DELETE_USER"].contains(resource.name) };"#,
