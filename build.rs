@@ -12,6 +12,7 @@ const BUILTINS: &[(&str, &str)] = &[
     ("authz", "authz"),
     ("noop", "noop"),
     ("schema-guard", "schema_guard"),
+    ("cedar", "cedar"),
 ];
 const TARGET: &str = "wasm32-wasip2";
 
@@ -26,6 +27,7 @@ fn main() {
         "deny-tools",
         "authz",
         "schema-guard",
+        "cedar",
         "test-plugins",
     ] {
         println!("cargo:rerun-if-changed={}", plugins.join(p).display());
