@@ -357,11 +357,16 @@ async fn main() -> Result<()> {
             command: PolicyCommand::Test { file, cases },
         } => {
             let engine = PluginEngine::new(default_cache_dir())?;
-            let policy = portcullis::policy::load(&file, &engine, Default::default()).await?;
+            let catalog = Arc::new(portcullis::policy::catalog::Catalog::default());
+            let policy = portcullis::policy::load(&file, &engine, catalog.clone()).await?;
             let cases = cases.unwrap_or_else(|| portcullis::policy::cases::cases_path(&file));
-            let report =
-                portcullis::policy::cases::run(&policy, &cases, portcullis::limits::MAX_JSON_DEPTH)
-                    .await?;
+            let report = portcullis::policy::cases::run(
+                &policy,
+                &catalog,
+                &cases,
+                portcullis::limits::MAX_JSON_DEPTH,
+            )
+            .await?;
             print!("{}", report.text);
             if report.failed > 0 {
                 std::process::exit(1);

@@ -23,6 +23,9 @@
 //! absent = ["delete_customer"]         # strings the output must not contain
 //! present = []                         # strings it must contain
 //! # output = '...'                     # or the exact expected JSON
+//!
+//! [catalog]                            # tool definitions plugins may read
+//! demo = '[{"name":"lookup_customer","inputSchema":{"type":"object"}}]'
 //! ```
 
 use std::fmt::Write as _;
@@ -48,6 +51,11 @@ pub enum CasesError {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCases {
+    /// Tool definitions per server, as the upstream would list them (a
+    /// JSON array of `tools/list` entries), for plugins that read the
+    /// catalog (schema-guard).
+    #[serde(default)]
+    catalog: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     case: Vec<Case>,
 }
@@ -161,7 +169,12 @@ fn check(case: &Case, outcome: &Outcome, original: &Bytes) -> Vec<String> {
 }
 
 /// Runs the cases in `path` against `policy`.
-pub async fn run(policy: &Policy, path: &Path, max_depth: usize) -> Result<Report, CasesError> {
+pub async fn run(
+    policy: &Policy,
+    catalog: &super::catalog::Catalog,
+    path: &Path,
+    max_depth: usize,
+) -> Result<Report, CasesError> {
     let text = std::fs::read_to_string(path).map_err(|e| CasesError::Read {
         path: path.display().to_string(),
         reason: e.to_string(),
@@ -173,6 +186,17 @@ pub async fn run(policy: &Policy, path: &Path, max_depth: usize) -> Result<Repor
     let raw: RawCases = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
     if raw.case.is_empty() {
         return Err(invalid("no [[case]] entries".into()));
+    }
+    for (server, tools) in &raw.catalog {
+        let tools: serde_json::Value =
+            serde_json::from_str(tools).map_err(|e| invalid(format!("catalog.{server}: {e}")))?;
+        if !tools.is_array() {
+            return Err(invalid(format!(
+                "catalog.{server}: expected a JSON array of tools"
+            )));
+        }
+        let listing = serde_json::json!({"jsonrpc": "2.0", "id": 0, "result": {"tools": tools}});
+        catalog.learn(server, listing.to_string().as_bytes(), false);
     }
     let mut report = Report {
         passed: 0,

@@ -436,10 +436,11 @@ async fn shipped_policies_pass_their_cases_and_failures_are_reported() {
         }
         let cases = portcullis::policy::cases::cases_path(&path);
         assert!(cases.exists(), "{name} ships without {}", cases.display());
-        let policy = portcullis::policy::load(&path, &engine(), Default::default())
+        let catalog = std::sync::Arc::new(portcullis::policy::catalog::Catalog::default());
+        let policy = portcullis::policy::load(&path, &engine(), catalog.clone())
             .await
             .unwrap();
-        let report = portcullis::policy::cases::run(&policy, &cases, 64)
+        let report = portcullis::policy::cases::run(&policy, &catalog, &cases, 64)
             .await
             .unwrap();
         assert_eq!(report.failed, 0, "{name}:\n{}", report.text);
