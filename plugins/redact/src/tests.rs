@@ -1,0 +1,1 @@
+//! Unit tests, run natively with `cargo test` (no host imports are called).
