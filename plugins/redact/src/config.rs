@@ -93,6 +93,9 @@ pub const MIN_HMAC_KEY: usize = 16;
 /// Parses and checks the configuration text given to `init`.
 pub fn parse(text: &str) -> Result<Config, String> {
     let err = |e: String| format!("redact: invalid config: {e}");
+    if !text.trim_start().starts_with('{') {
+        return Err(err("expected a JSON object (a TOML table)".into()));
+    }
     let raw: RawConfig = serde_json::from_str(text).map_err(|e| err(e.to_string()))?;
 
     let default = raw.default_action.unwrap_or(Action::Mask);

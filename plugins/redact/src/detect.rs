@@ -471,7 +471,7 @@ impl Scanner<'_> {
         while s < at && b[s] == b'.' {
             s += 1;
         }
-        if s == at {
+        if s == at || self.in_url_userinfo(s) {
             return at + 1;
         }
         // Domain: labels of letters, digits and inner dashes; a TLD of two
@@ -501,6 +501,24 @@ impl Scanner<'_> {
         self.hit(s, end, Kind::Email)
     }
 
+    /// `scheme://user:pass@host`: `pass@host` is a password and a host, not
+    /// an e-mail address (`url_credentials` takes the password).
+    fn in_url_userinfo(&self, s: usize) -> bool {
+        let b = self.b;
+        if s == 0 || b[s - 1] != b':' {
+            return false;
+        }
+        let mut k = s - 1;
+        while k > 0 && s - k < 256 {
+            match b[k - 1] {
+                b'/' => return k >= 2 && b[k - 2] == b'/',
+                c if c.is_ascii_whitespace() || c == b'@' => return false,
+                _ => k -= 1,
+            }
+        }
+        false
+    }
+
     // --- phones with `+` or `(` -------------------------------------------
 
     /// `+1 (555) 123-4567`, `+44 20 7946 0958`, `+15551234567`: 8 to 15
@@ -510,28 +528,39 @@ impl Scanner<'_> {
         if i > 0 && (is_alnum(b[i - 1]) || b[i - 1] == b'+') {
             return i + 1;
         }
+        // The longest prefix of whole digit groups with 8 to 15 digits, so a
+        // number that follows (`+1 555 123 4567 123-45-6789`) is not eaten.
         let mut j = i + 1;
         let mut digits = 0;
-        let mut last = i + 1;
+        let mut best = None;
         let mut gap = 0;
         while j < b.len() {
             let c = b[j];
             if is_digit(c) {
-                digits += 1;
+                let l = run(b, j, is_digit);
+                digits += l;
+                j += l;
+                if digits > 15 {
+                    break;
+                }
+                if digits >= 8 && (j == b.len() || !is_alnum(b[j])) {
+                    best = Some(j);
+                }
                 gap = 0;
-                j += 1;
-                last = j;
-            } else if matches!(c, b' ' | b'-' | b'.' | b'(' | b')') && gap < 2 && digits > 0 {
+            } else if matches!(c, b' ' | b'-' | b'.' | b'(' | b')')
+                && gap < 2
+                && (digits > 0 || c == b'(')
+            {
                 gap += 1;
                 j += 1;
             } else {
                 break;
             }
         }
-        if !(8..=15).contains(&digits) || (last < b.len() && is_alnum(b[last])) {
-            return i + 1;
+        match best {
+            Some(end) => self.hit(i, end, Kind::Phone),
+            None => i + 1,
         }
-        self.hit(i, last, Kind::Phone)
     }
 
     /// `(555) 123-4567`, `(555)123-4567`.
@@ -546,7 +575,7 @@ impl Scanner<'_> {
         if b.get(j) == Some(&b' ') {
             j += 1;
         }
-        if !(d(j, 3) && (b'2'..=b'9').contains(&b[j])) {
+        if !d(j, 3) {
             return i + 1;
         }
         j += 3;
@@ -812,7 +841,8 @@ impl Scanner<'_> {
         {
             k -= 1;
         }
-        if k == name_end {
+        // `[aws_access_key:AKIA****]` is this plugin's own output.
+        if k == name_end || (k > 0 && b[k - 1] == b'[' && b[key_end] == b':') {
             return key_end + 1;
         }
         let name = std::str::from_utf8(&b[k..name_end]).unwrap_or("");
@@ -985,11 +1015,11 @@ impl Groups<'_> {
     }
 
     /// North American numbers: `555-123-4567`, `555.123.4567`,
-    /// `555 123 4567`, `1-555-123-4567`, or 11 bare digits `15551234567`.
-    /// Area code and exchange start with 2–9. Ten bare digits are not a
-    /// phone number (too many other things are).
+    /// `555 123 4567`, `1-555-123-4567`, or 11 bare digits `15551234567`;
+    /// the area code starts with 2–9. Ten bare digits are not a phone
+    /// number (too many other things are).
     fn phone(&self, g: usize) -> Option<usize> {
-        let nanp = |area: &[u8], exch: &[u8]| area[0] >= b'2' && exch[0] >= b'2';
+        let nanp = |area: &[u8], _exch: &[u8]| area[0] >= b'2';
         let sep_ok = |k: usize| matches!(self.seps[k], b'-' | b'.' | b' ');
         let three = |a: usize| {
             let k = a + 2;
@@ -1003,7 +1033,8 @@ impl Groups<'_> {
         };
         if self.len(g) == 11 {
             let d = self.digits(g);
-            return (d[0] == b'1' && nanp(&d[1..4], &d[4..7]) && self.ends_clean(g)).then_some(g);
+            let bare_ok = d[0] == b'1' && d[1] >= b'2';
+            return (bare_ok && self.ends_clean(g)).then_some(g);
         }
         if self.digits(g) == b"1" && g + 1 < self.groups.len() && sep_ok(g + 1) {
             if let Some(k) = three(g + 1) {
