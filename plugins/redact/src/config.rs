@@ -80,7 +80,7 @@ pub struct Config {
     /// Built-ins with an action other than `off`.
     pub enabled: Enabled,
     /// Custom patterns that run: (detector index, regex).
-    pub custom: Vec<(usize, regex_lite::Regex)>,
+    pub custom: Vec<(usize, regex::Regex)>,
     pub hmac: Option<Hmac<Sha256>>,
     pub scan_requests: bool,
     /// Values never redacted: as written (normalized), and per kind in
@@ -89,6 +89,8 @@ pub struct Config {
 }
 
 pub const MIN_HMAC_KEY: usize = 16;
+/// Compiled size and lazy-DFA cache per custom pattern (bounds memory).
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
 /// Parses and checks the configuration text given to `init`.
 pub fn parse(text: &str) -> Result<Config, String> {
@@ -141,7 +143,10 @@ pub fn parse(text: &str) -> Result<Config, String> {
         if !names.insert(c.name.clone()) {
             return Err(err(format!("{at}: duplicate name")));
         }
-        let re = regex_lite::Regex::new(&c.regex)
+        let re = regex::RegexBuilder::new(&c.regex)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .dfa_size_limit(REGEX_SIZE_LIMIT)
+            .build()
             .map_err(|e| err(format!("{at}: invalid regex {:?}: {e}", c.regex)))?;
         if re.is_match("") {
             return Err(err(format!(

@@ -130,67 +130,21 @@ pub enum Hint {
     Ssn,
 }
 
-/// Key names (lowercase, without `_`, `-`, `.`, spaces) whose value is a
-/// secret when the key is one of them or ends with one of them.
-const SECRET_SUFFIXES: &[&str] = &[
-    "password",
-    "passwd",
-    "passphrase",
-    "secret",
-    "token",
-    "apikey",
-    "privatekey",
-    "secretkey",
-    "accesskey",
-    "authorization",
-    "credential",
-    "credentials",
-    "cookie",
-    "sessionid",
-];
-/// Secret only as the whole key (as a suffix they are too common).
-const SECRET_EXACT: &[&str] = &["pwd", "pass", "auth", "bearer", "sig", "signature"];
-/// Keys that end like a secret but are protocol or pagination values.
-const NOT_SECRET: &[&str] = &[
-    "progresstoken",
-    "pagetoken",
-    "nextpagetoken",
-    "nexttoken",
-    "prevtoken",
-    "continuationtoken",
-    "synctoken",
-    "maxtoken",
-    "cursortoken",
-];
-const AWS_SECRET_KEYS: &[&str] = &["awssecretaccesskey", "secretaccesskey", "awssecretkey"];
-const PHONE_KEYS: &[&str] = &[
-    "phone",
-    "phonenumber",
-    "phoneno",
-    "mobile",
-    "mobilenumber",
-    "cell",
-    "cellphone",
-    "telephone",
-    "tel",
-    "fax",
-    "msisdn",
-];
-const SSN_KEYS: &[&str] = &[
-    "ssn",
-    "socialsecuritynumber",
-    "socialsecurity",
-    "socialsecurityno",
-];
-
 /// Classifies an object key or an assignment's left-hand side.
 pub fn key_hint(key: &str) -> Hint {
+    key_hint_bytes(key.as_bytes())
+}
+
+/// [`key_hint`] on bytes. The key is compared lowercased, without `_`, `-`,
+/// `.`, spaces and quotes, so `DB_PASSWORD`, `db-password`, `dbPassword`
+/// and `"db.password"` are alike.
+pub fn key_hint_bytes(key: &[u8]) -> Hint {
     if key.len() < 3 || key.len() > 64 {
         return Hint::None;
     }
     let mut buf = [0u8; 64];
     let mut n = 0;
-    for &b in key.as_bytes() {
+    for &b in key {
         match b {
             b'_' | b'-' | b'.' | b' ' | b'"' | b'\'' => {}
             b if b.is_ascii_alphanumeric() => {
@@ -201,25 +155,105 @@ pub fn key_hint(key: &str) -> Hint {
             _ => return Hint::None,
         }
     }
-    let Ok(k) = std::str::from_utf8(&buf[..n]) else {
-        return Hint::None;
-    };
-    if AWS_SECRET_KEYS.iter().any(|s| k.ends_with(s)) {
-        return Hint::AwsSecret;
+    classify(&buf[..n])
+}
+
+/// The names, picked by their last letter so a key costs a few compares.
+///
+/// * secret: a name that is or ends with `password`, `passwd`,
+///   `passphrase`, `secret`, `token`, `apikey`, `privatekey`, `secretkey`,
+///   `accesskey`, `authorization`, `credential(s)`, `cookie`, `sessionid`;
+///   or is exactly `pwd`, `pass`, `auth`, `bearer`, `sig`, `signature`;
+///   but not `progresstoken`, `pagetoken`, `nextpagetoken`, `nexttoken`,
+///   `prevtoken`, `continuationtoken`, `synctoken`, `maxtoken`,
+///   `cursortoken` (protocol and pagination values);
+/// * AWS secret: ends with `awssecretaccesskey`, `secretaccesskey`,
+///   `awssecretkey`;
+/// * phone: ends with `phone` or `phonenumber`, or is `phoneno`, `mobile`,
+///   `mobilenumber`, `cell`, `tel`, `fax`, `msisdn`;
+/// * SSN: ends with `ssn`, or is `socialsecurity`, `socialsecuritynumber`,
+///   `socialsecurityno`.
+fn classify(k: &[u8]) -> Hint {
+    let ends = |s: &[u8]| k.ends_with(s);
+    let is = |s: &[u8]| k == s;
+    let yes = |b: bool, h: Hint| if b { h } else { Hint::None };
+    match k.last() {
+        Some(b'y') => {
+            if ends(b"secretaccesskey") || ends(b"awssecretkey") {
+                Hint::AwsSecret
+            } else if ends(b"apikey")
+                || ends(b"privatekey")
+                || ends(b"secretkey")
+                || ends(b"accesskey")
+            {
+                Hint::Secret
+            } else {
+                yes(is(b"socialsecurity"), Hint::Ssn)
+            }
+        }
+        Some(b'd') => yes(
+            ends(b"password") || ends(b"passwd") || ends(b"sessionid") || is(b"pwd"),
+            Hint::Secret,
+        ),
+        Some(b'e') => {
+            if ends(b"passphrase") || ends(b"cookie") || is(b"signature") {
+                Hint::Secret
+            } else {
+                yes(ends(b"phone") || is(b"mobile"), Hint::Phone)
+            }
+        }
+        Some(b't') => yes(ends(b"secret"), Hint::Secret),
+        Some(b'n') => {
+            const NOT_SECRET: &[&[u8]] = &[
+                b"progresstoken",
+                b"pagetoken",
+                b"nextpagetoken",
+                b"nexttoken",
+                b"prevtoken",
+                b"continuationtoken",
+                b"synctoken",
+                b"maxtoken",
+                b"cursortoken",
+            ];
+            if ends(b"token") {
+                yes(!NOT_SECRET.contains(&k), Hint::Secret)
+            } else if ends(b"authorization") {
+                Hint::Secret
+            } else if ends(b"ssn") {
+                Hint::Ssn
+            } else {
+                yes(is(b"msisdn"), Hint::Phone)
+            }
+        }
+        Some(b'l') => {
+            if ends(b"credential") {
+                Hint::Secret
+            } else {
+                yes(is(b"cell") || is(b"tel"), Hint::Phone)
+            }
+        }
+        Some(b's') => yes(ends(b"credentials") || is(b"pass"), Hint::Secret),
+        Some(b'h') => yes(is(b"auth"), Hint::Secret),
+        Some(b'g') => yes(is(b"sig"), Hint::Secret),
+        Some(b'r') => {
+            if is(b"bearer") {
+                Hint::Secret
+            } else if ends(b"phonenumber") || is(b"mobilenumber") {
+                Hint::Phone
+            } else {
+                yes(is(b"socialsecuritynumber"), Hint::Ssn)
+            }
+        }
+        Some(b'o') => {
+            if is(b"phoneno") {
+                Hint::Phone
+            } else {
+                yes(is(b"socialsecurityno"), Hint::Ssn)
+            }
+        }
+        Some(b'x') => yes(is(b"fax"), Hint::Phone),
+        _ => Hint::None,
     }
-    if NOT_SECRET.contains(&k) {
-        return Hint::None;
-    }
-    if SECRET_EXACT.contains(&k) || SECRET_SUFFIXES.iter().any(|s| k.ends_with(s)) {
-        return Hint::Secret;
-    }
-    if PHONE_KEYS.contains(&k) || k.ends_with("phone") || k.ends_with("phonenumber") {
-        return Hint::Phone;
-    }
-    if SSN_KEYS.contains(&k) || k.ends_with("ssn") {
-        return Hint::Ssn;
-    }
-    Hint::None
 }
 
 // ---------------------------------------------------------------------------
@@ -246,15 +280,29 @@ fn is_hex(b: u8) -> bool {
     b.is_ascii_hexdigit()
 }
 
-/// Bytes where a detector may start even inside a word.
-const TRIGGER: [bool; 256] = {
-    let mut t = [false; 256];
-    t[b'@' as usize] = true;
-    t[b'+' as usize] = true;
-    t[b'(' as usize] = true;
-    t[b':' as usize] = true;
-    t[b'=' as usize] = true;
-    t[b'-' as usize] = true;
+/// What may start at a byte (see [`scan`]).
+const NONE: u8 = 0;
+const DIGIT: u8 = 1;
+const TRIGGER: u8 = 2;
+const LETTER: u8 = 3;
+
+const CLASS: [u8; 256] = {
+    let mut t = [NONE; 256];
+    let mut d = b'0';
+    while d <= b'9' {
+        t[d as usize] = DIGIT;
+        d += 1;
+    }
+    let triggers = b"@+(:=-_";
+    let mut i = 0;
+    while i < triggers.len() {
+        t[triggers[i] as usize] = TRIGGER;
+        i += 1;
+    }
+    t[b'A' as usize] = LETTER;
+    t[b'B' as usize] = LETTER;
+    t[b'b' as usize] = LETTER;
+    t[b'J' as usize] = LETTER;
     t
 };
 
@@ -274,6 +322,13 @@ fn starts_with_ci(b: &[u8], i: usize, pat: &[u8]) -> bool {
 
 /// Appends the built-in detections in `s` to `hits` (unordered, possibly
 /// overlapping: the caller resolves overlaps).
+///
+/// The loop skips bytes where nothing can start with one table lookup, so
+/// prose costs little: a detector is entered at a digit, at `@ + ( : = - _`,
+/// or at `A`, `B`, `b`, `J` (the letters that start `AKIA`, `AIza`,
+/// `Bearer` and end `eyJ`). Tokens are found from a character inside them
+/// (`ghp_` from the `_`, `xoxb-` from the `-`, an IBAN from its first
+/// digit).
 pub fn scan(s: &str, on: Enabled, hits: &mut Vec<Hit>) {
     let b = s.as_bytes();
     let n = b.len();
@@ -282,26 +337,24 @@ pub fn scan(s: &str, on: Enabled, hits: &mut Vec<Hit>) {
         on,
         hits,
         ipv6_until: 0,
+        numeric: on.has(Kind::Card)
+            || on.has(Kind::Ssn)
+            || on.has(Kind::Phone)
+            || on.has(Kind::Ipv4),
     };
     let mut i = 0;
     while i < n {
-        let c = b[i];
-        if is_alnum(c) {
-            let word_start = i == 0 || !is_alnum(b[i - 1]);
-            let mut next = i + 1;
-            if word_start {
-                next = next.max(sc.word(i));
-            }
-            // Skip the rest of the word: nothing starts inside one.
-            if next == i + 1 {
-                next = i + run(b, i, is_alnum).max(1);
-            }
-            i = next;
-        } else if TRIGGER[c as usize] {
-            i = sc.trigger(i).max(i + 1);
-        } else {
+        let class = CLASS[b[i] as usize];
+        if class == NONE {
             i += 1;
+            continue;
         }
+        let next = match class {
+            DIGIT => sc.digit(i),
+            TRIGGER => sc.trigger(i),
+            _ => sc.letter(i),
+        };
+        i = next.max(i + 1);
     }
 }
 
@@ -311,6 +364,8 @@ struct Scanner<'a> {
     hits: &'a mut Vec<Hit>,
     /// End of the last IPv6 candidate, so its colons are not rescanned.
     ipv6_until: usize,
+    /// Any of card, SSN, phone, IPv4.
+    numeric: bool,
 }
 
 impl Scanner<'_> {
@@ -323,33 +378,49 @@ impl Scanner<'_> {
         end
     }
 
-    /// At the start of a word; returns where the scan continues (`i + 1`
-    /// when nothing was consumed).
-    fn word(&mut self, i: usize) -> usize {
+    /// No letter or digit before `i`.
+    fn word_start(&self, i: usize) -> bool {
+        i == 0 || !is_alnum(self.b[i - 1])
+    }
+
+    /// At a digit; returns where the scan continues (`i + 1` when nothing
+    /// was consumed).
+    fn digit(&mut self, i: usize) -> usize {
         let b = self.b;
-        let c = b[i];
-        if is_digit(c) {
-            return self.numeric(i);
+        if self.word_start(i) {
+            return if self.numeric {
+                self.numeric(i)
+            } else {
+                i + run(b, i, is_digit)
+            };
         }
-        let mut next = i + 1;
-        // IBAN: two letters, two digits.
+        // IBAN: two letters at a word start, then two digits.
         if self.on.has(Kind::Iban)
-            && i + 4 <= b.len()
-            && b[i + 1].is_ascii_alphabetic()
-            && is_digit(b[i + 2])
-            && is_digit(b[i + 3])
+            && i >= 2
+            && b[i - 1].is_ascii_alphabetic()
+            && b[i - 2].is_ascii_alphabetic()
+            && self.word_start(i - 2)
+            && b.get(i + 1).is_some_and(|&c| is_digit(c))
         {
-            next = next.max(self.iban(i));
+            let end = self.iban(i - 2);
+            if end > i {
+                return end;
+            }
         }
-        match c {
-            b'A' => next = next.max(self.aws_or_google(i)),
-            b'e' if self.on.has(Kind::Jwt) => next = next.max(self.jwt(i)),
-            b'g' if self.on.has(Kind::GithubToken) => next = next.max(self.github(i)),
-            b'x' if self.on.has(Kind::SlackToken) => next = next.max(self.slack(i)),
-            b'B' | b'b' if self.on.has(Kind::Secret) => next = next.max(self.bearer(i)),
-            _ => {}
+        // Nothing starts inside a word after a digit.
+        i + run(b, i, is_alnum)
+    }
+
+    fn letter(&mut self, i: usize) -> usize {
+        let b = self.b;
+        match b[i] {
+            b'A' if self.word_start(i) => self.aws_or_google(i),
+            b'B' | b'b' if self.on.has(Kind::Secret) && self.word_start(i) => self.bearer(i),
+            b'J' if self.on.has(Kind::Jwt) && i >= 2 && b[i - 2] == b'e' && b[i - 1] == b'y' => {
+                self.jwt(i - 2)
+            }
+            _ => i + 1,
         }
-        next
     }
 
     fn trigger(&mut self, i: usize) -> usize {
@@ -381,8 +452,23 @@ impl Scanner<'_> {
                     _ => self.assignment(i, i + 1),
                 }
             }
-            b'-' if self.on.has(Kind::PrivateKey) && b[i..].starts_with(b"-----BEGIN ") => {
-                self.pem(i)
+            b'-' => {
+                if self.on.has(Kind::PrivateKey) && b[i..].starts_with(b"-----BEGIN ") {
+                    return self.pem(i);
+                }
+                if self.on.has(Kind::SlackToken) && i >= 4 && &b[i - 4..i - 1] == b"xox" {
+                    return self.slack(i - 4);
+                }
+                i + 1
+            }
+            b'_' if self.on.has(Kind::GithubToken) => {
+                if i >= 3 && &b[i - 3..i - 1] == b"gh" {
+                    self.github(i - 3)
+                } else if i >= 6 && &b[i - 6..i] == b"github" {
+                    self.github(i - 6)
+                } else {
+                    i + 1
+                }
             }
             _ => i + 1,
         }
@@ -400,6 +486,13 @@ impl Scanner<'_> {
         const MAX: usize = 24;
         let b = self.b;
         let n = b.len();
+        // Most numbers are one short group: nothing to find.
+        let first = i + run(b, i, is_digit);
+        let goes_on =
+            first + 1 < n && matches!(b[first], b' ' | b'-' | b'.') && is_digit(b[first + 1]);
+        if !goes_on && first - i < 11 {
+            return first;
+        }
         let mut groups = [(0usize, 0usize); MAX];
         let mut seps = [0u8; MAX];
         let mut len = 0;
@@ -673,6 +766,9 @@ impl Scanner<'_> {
     /// `github_pat_` + 22 or more.
     fn github(&mut self, i: usize) -> usize {
         let b = self.b;
+        if !self.word_start(i) {
+            return i + 1;
+        }
         if b.len() >= i + 4
             && b[i + 1] == b'h'
             && matches!(b[i + 2], b'p' | b'o' | b's' | b'u' | b'r')
@@ -695,6 +791,9 @@ impl Scanner<'_> {
     /// `xoxb-`, `xoxp-`, `xoxa-`, `xoxr-` (also `xoxo-`, `xoxs-`, `xoxe-`).
     fn slack(&mut self, i: usize) -> usize {
         let b = self.b;
+        if !self.word_start(i) {
+            return i + 1;
+        }
         if b.len() >= i + 5
             && b[i..].starts_with(b"xox")
             && matches!(b[i + 3], b'a' | b'b' | b'p' | b'r' | b'o' | b's' | b'e')
@@ -845,8 +944,7 @@ impl Scanner<'_> {
         if k == name_end || (k > 0 && b[k - 1] == b'[' && b[key_end] == b':') {
             return key_end + 1;
         }
-        let name = std::str::from_utf8(&b[k..name_end]).unwrap_or("");
-        let hint = key_hint(name);
+        let hint = key_hint_bytes(&b[k..name_end]);
         if !matches!(hint, Hint::Secret | Hint::AwsSecret) {
             return key_end + 1;
         }
@@ -1036,10 +1134,12 @@ impl Groups<'_> {
             let bare_ok = d[0] == b'1' && d[1] >= b'2';
             return (bare_ok && self.ends_clean(g)).then_some(g);
         }
-        if self.digits(g) == b"1" && g + 1 < self.groups.len() && sep_ok(g + 1) {
-            if let Some(k) = three(g + 1) {
-                return Some(k);
-            }
+        if self.digits(g) == b"1"
+            && g + 1 < self.groups.len()
+            && sep_ok(g + 1)
+            && let Some(k) = three(g + 1)
+        {
+            return Some(k);
         }
         three(g)
     }
@@ -1168,7 +1268,7 @@ pub fn luhn(digits: impl DoubleEndedIterator<Item = u8>) -> bool {
         }
         sum += d;
     }
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// ISO 13616 mod-97: move the first four characters to the end, letters

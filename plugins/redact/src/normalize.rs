@@ -56,36 +56,60 @@ const DIGIT_ZEROS: &[u32] = &[
 
 fn digit_value(c: char) -> Option<u8> {
     let cp = c as u32;
-    if cp < 0x0660 {
+    if !(0x0660..0x1E95A).contains(&cp) {
         return None;
     }
-    DIGIT_ZEROS
-        .iter()
-        .find(|&&z| (z..z + 10).contains(&cp))
-        .map(|&z| (cp - z) as u8)
+    // The last block starting at or before `cp`.
+    let i = DIGIT_ZEROS.partition_point(|&z| z <= cp).checked_sub(1)?;
+    let d = cp - DIGIT_ZEROS[i];
+    (d < 10).then_some(d as u8)
 }
 
-/// True when `s` (not plain ASCII) could change under [`normalize`].
+/// True when `s` (not plain ASCII) could change under [`normalize`]. ASCII
+/// is left out of the NFKC quick check: it is always normalized and has
+/// combining class 0, so leaving it out can only make the check more
+/// cautious.
 fn needs_work(s: &str) -> bool {
-    s.chars()
-        .any(|c| !c.is_ascii() && (is_invisible(c) || fold(c) != c))
-        || is_nfkc_quick(s.chars()) != IsNormalized::Yes
+    let non_ascii = || s.chars().filter(|c| !c.is_ascii());
+    non_ascii().any(|c| is_invisible(c) || fold(c) != c)
+        || is_nfkc_quick(non_ascii()) != IsNormalized::Yes
 }
 
 /// The string detection runs on: `s` itself when it is ASCII or already in
 /// normal form, else the normalized copy.
+///
+/// Only the non-ASCII stretches go through NFKC, each with the ASCII
+/// character before it (a base that a combining mark may attach to). That
+/// is the same as normalizing the whole string: an ASCII character is a
+/// starter that never composes with what precedes it, so normalization
+/// never reaches across one.
 pub fn normalize(s: &str) -> Cow<'_, str> {
     if s.is_ascii() || !needs_work(s) {
         return Cow::Borrowed(s);
     }
-    Cow::Owned(
-        s.chars()
-            .filter(|&c| !is_invisible(c))
-            .nfkc()
-            .filter(|&c| !is_invisible(c))
-            .map(fold)
-            .collect(),
-    )
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while i < b.len() {
+        let start = i;
+        i += b[i..].iter().take_while(|c| c.is_ascii()).count();
+        if i == b.len() {
+            out.push_str(&s[start..]);
+            break;
+        }
+        let island = if i > start { i - 1 } else { i };
+        out.push_str(&s[start..island]);
+        i += b[i..].iter().take_while(|c| !c.is_ascii()).count();
+        out.extend(
+            s[island..i]
+                .chars()
+                .filter(|&c| !is_invisible(c))
+                .nfkc()
+                .filter(|&c| !is_invisible(c))
+                .map(fold),
+        );
+    }
+    Cow::Owned(out)
 }
 
 #[cfg(test)]
@@ -110,5 +134,13 @@ mod tests {
             assert_eq!(normalize(input), want, "{input:?}");
         }
         assert!(matches!(normalize("naïve"), Cow::Borrowed(_)));
+        // Piecewise NFKC is whole-string NFKC.
+        for s in [
+            "e\u{301}x ａ\u{301} ﬁ ① ¼ Å\u{30A} 가\u{11A8}x ᄀ\u{1161} \u{301}start end\u{301}",
+            "x\u{327}\u{301}y — “quoted” ½",
+        ] {
+            let whole: String = s.chars().nfkc().map(fold).collect();
+            assert_eq!(normalize(s), whole, "{s:?}");
+        }
     }
 }

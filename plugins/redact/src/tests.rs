@@ -959,18 +959,22 @@ fn dirty_text() -> String {
     s
 }
 
+/// Best of 15 batches of 200 (the machine is shared: the minimum is the
+/// least disturbed).
 fn bench_one(name: &str, c: &Config, msg: &str) {
     let ctx = response_ctx();
-    let iters = 2000;
-    for _ in 0..100 {
-        std::hint::black_box(decide(c, &ctx, msg));
-    }
-    let start = std::time::Instant::now();
-    for _ in 0..iters {
-        std::hint::black_box(decide(c, &ctx, std::hint::black_box(msg)));
-    }
-    let ns = start.elapsed().as_nanos() / iters;
-    println!("{name:<40} {:>6} bytes {ns:>8} ns/message", msg.len());
+    let batch = 200;
+    let best = (0..15)
+        .map(|_| {
+            let start = std::time::Instant::now();
+            for _ in 0..batch {
+                std::hint::black_box(decide(c, &ctx, std::hint::black_box(msg)));
+            }
+            start.elapsed().as_nanos() / batch
+        })
+        .min()
+        .unwrap();
+    println!("{name:<40} {:>6} bytes {best:>8} ns/message", msg.len());
 }
 
 #[test]

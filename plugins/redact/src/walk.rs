@@ -245,10 +245,10 @@ impl<'c> Redactor<'c> {
                         }
                         b'-' | b'0'..=b'9' => {
                             let end = i + detect_number_end(&b[i..]);
-                            if !slot.protect {
-                                if let Some(new) = self.number(&text[i..end], slot.hint)? {
-                                    out.replace(i, end, &encode(&new));
-                                }
+                            if !slot.protect
+                                && let Some(new) = self.number(&text[i..end], slot.hint)?
+                            {
+                                out.replace(i, end, &encode(&new));
                             }
                             i = end;
                         }
@@ -365,16 +365,16 @@ impl<'c> Redactor<'c> {
                 }
             }
         }
-        if hint != Hint::None {
-            if let Some(kind) = hinted(norm, hint, cfg.enabled) {
-                let start = norm.len() - norm.trim_start().len();
-                let end = norm.trim_end().len();
-                self.hits.push(Hit {
-                    start,
-                    end,
-                    det: kind.index(),
-                });
-            }
+        if hint != Hint::None
+            && let Some(kind) = hinted(norm, hint, cfg.enabled)
+        {
+            let start = norm.len() - norm.trim_start().len();
+            let end = norm.trim_end().len();
+            self.hits.push(Hit {
+                start,
+                end,
+                det: kind.index(),
+            });
         }
         if self.hits.is_empty() {
             return Ok(None);
@@ -474,13 +474,12 @@ fn child_slot(parent: Tag, key: &str, method: Option<&str>) -> Slot {
 }
 
 fn close(stack: &mut Vec<Frame>, spans: &mut Spans, out: &Out<'_>, end: usize) {
-    if let Some(frame) = stack.pop() {
-        if frame.own == Tag::Structured {
-            if let Some(st) = &mut spans.structured {
-                st[1] = end;
-                st[3] = out.pos(end);
-            }
-        }
+    if let Some(frame) = stack.pop()
+        && frame.own == Tag::Structured
+        && let Some(st) = &mut spans.structured
+    {
+        st[1] = end;
+        st[3] = out.pos(end);
     }
 }
 
