@@ -1000,6 +1000,11 @@ impl Scanner<'_> {
             vs = s;
             value = &b[s..s + l];
         }
+        // A PEM block is found whole by `pem` (a bare value would stop at
+        // the first space and leave the key body).
+        if let Some(p) = find(value, b"-----BEGIN") {
+            value = &value[..p];
+        }
         let prose = b[key_end] == b':' && !quoted && !quoted_key;
         if !plausible_secret(value, prose) {
             return key_end + 1;

@@ -99,6 +99,13 @@ fn partial(kind: Option<Kind>, name: &str, v: &str) -> Option<String> {
     Some(match kind? {
         Kind::Email => {
             let (_, domain) = v.rsplit_once('@')?;
+            // A domain with numeric labels may carry an address: mask.
+            if domain
+                .split('.')
+                .any(|l| l.bytes().all(|b| b.is_ascii_digit()))
+            {
+                return None;
+            }
             format!("[email:***@{}]", domain.to_ascii_lowercase())
         }
         Kind::Card => format!("[card:****{}]", last4(&digits)?),
