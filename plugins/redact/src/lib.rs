@@ -38,8 +38,10 @@
 //!   `aws_secret_key`, `github_token`, `slack_token`, `google_api_key`,
 //!   `secret`.
 //! * actions: `mask`, `partial`, `hash`, `block`, `off`.
-//! * `custom`: `{ name, regex, action = "mask" }`, `regex-lite` syntax (Rust
-//!   `regex` without Unicode classes), run on the normalized text.
+//! * `custom`: `{ name, regex, action = "mask" }`, Rust `regex` syntax
+//!   (`\d`, `\w`, `(?i)` work; `\p{..}` classes do not), run on the
+//!   normalized text of every string, key and number; a pattern may compile
+//!   to at most 1 MiB.
 //! * `allow_values`: never redacted; compared with the detected text and
 //!   with its canonical form (see `hash`), so `555-123-4567` also allows
 //!   `(555) 123-4567`.
