@@ -139,6 +139,27 @@
 //!   Placeholders (`****`, `null`, `${VAR}`, `<token>`), values shorter
 //!   than four characters, and plain lowercase words after `name:` in prose
 //!   are not secrets.
+//!
+//! # Limits
+//!
+//! * Not found: names and postal addresses; national phone formats without
+//!   `+` (other than North American) and ten bare digits; SSNs without
+//!   separators (except under an `ssn` key); percent-, base64- or
+//!   hex-encoded values (`bob%40example.com`, `blob` contents); look-alike
+//!   letters from other scripts (Cyrillic `а` in an address); a value split
+//!   across two strings or messages, or by visible characters.
+//! * Found too eagerly: four-part version numbers look like IPv4;
+//!   Luhn-valid 13–19 digit numbers starting with 2–6 look like cards; an
+//!   unquoted word with a digit after `token:` in prose is a secret.
+//! * `partial` keeps the e-mail domain; `hash` tokens are 48 bits, so
+//!   distinct values collide once in ~16 million pairs.
+//! * A `block` stops at the first blocked finding: the refusal's
+//!   annotations name that detector only.
+//! * The text block is rewritten to match `structuredContent` only for a
+//!   `tools/call` result (`result.content[].text` equal to
+//!   `result.structuredContent` as JSON).
+//! * Progress tokens and cancelled request ids pass unscanned (a server
+//!   could carry data there; clients drop unknown tokens).
 
 mod config;
 mod detect;

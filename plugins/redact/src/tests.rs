@@ -1032,8 +1032,14 @@ fn bad_configs() {
         assert!(err.starts_with("redact: invalid config: "), "{err}");
         assert!(err.contains(want), "{text}: {err}");
     }
-    // Good ones.
+    // Good ones, the documented example first.
     for text in [
+        r#"{"default_action": "mask",
+            "detectors": {"card": "partial", "ssn": "block", "email": "hash", "ipv4": "off"},
+            "hmac_key": "a long random string", "scan_requests": false,
+            "allow_values": ["127.0.0.1", "support@example.com"],
+            "custom": [{"name": "employee_id", "regex": "EMP-[0-9]{6}", "action": "mask"},
+                       {"name": "openai_key", "regex": "sk-[A-Za-z0-9_-]{32,}"}]}"#,
         "{}",
         r#"{"default_action": "off", "custom": [{"name": "x", "regex": "a+"}]}"#,
         r#"{"detectors": {"email": "hash", "card": "partial", "ssn": "block", "ipv6": "off"},
