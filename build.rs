@@ -13,6 +13,7 @@ const BUILTINS: &[(&str, &str)] = &[
     ("noop", "noop"),
     ("schema-guard", "schema_guard"),
     ("cedar", "cedar"),
+    ("redact", "redact"),
 ];
 const TARGET: &str = "wasm32-wasip2";
 
@@ -28,6 +29,7 @@ fn main() {
         "authz",
         "schema-guard",
         "cedar",
+        "redact",
         "test-plugins",
     ] {
         println!("cargo:rerun-if-changed={}", plugins.join(p).display());

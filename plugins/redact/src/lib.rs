@@ -1,0 +1,256 @@
+//! `redact`: keeps personal data and secrets from leaving the perimeter.
+//!
+//! Every message travelling to the agent (tool results, resource contents,
+//! prompts, notifications including logging and progress, sampling and
+//! elicitation requests, errors and `error.data`) is walked as JSON: every
+//! string, every object key and every number is scanned, and what a detector
+//! finds is replaced in place. With `scan_requests`, messages to the server
+//! are scanned too. A clean message is allowed untouched; a changed one is
+//! rewritten; a detector whose action is `block` refuses the whole message.
+//!
+//! # Configuration
+//!
+//! ```toml
+//! [plugins.redact]
+//! source = "builtin:redact"
+//!
+//! [plugins.redact.config]
+//! default_action = "mask"          # for built-ins not listed below
+//! detectors = { card = "partial", ssn = "block", email = "hash", ipv4 = "off" }
+//! hmac_key = "a long random string" # required when any action is "hash"
+//! scan_requests = false            # also scan messages to the server
+//! allow_values = ["127.0.0.1", "support@example.com"]
+//! custom = [
+//!   { name = "employee_id", regex = "EMP-[0-9]{6}", action = "mask" },
+//!   { name = "openai_key", regex = "sk-[A-Za-z0-9_-]{32,}" },
+//! ]
+//! ```
+//!
+//! Every key is optional: `{}` runs every built-in detector with `mask`.
+//! Unknown keys, unknown detector names, unknown actions, an invalid or
+//! empty-matching regex, a custom name that is not `[a-z][a-z0-9_]{0,31}`
+//! or repeats a name, `hash` without `hmac_key`, an `hmac_key` shorter than
+//! 16 bytes, an empty allowed value, and turning every detector off all fail
+//! `init` with a message naming the problem.
+//!
+//! * `detectors`: built-in name → action. Names: `email`, `phone`, `ssn`,
+//!   `card`, `iban`, `ipv4`, `ipv6`, `jwt`, `private_key`, `aws_access_key`,
+//!   `aws_secret_key`, `github_token`, `slack_token`, `google_api_key`,
+//!   `secret`.
+//! * actions: `mask`, `partial`, `hash`, `block`, `off`.
+//! * `custom`: `{ name, regex, action = "mask" }`, Rust `regex` syntax
+//!   (`\d`, `\w`, `(?i)` work; `\p{..}` classes do not), run on the
+//!   normalized text of every string, key and number; a pattern may compile
+//!   to at most 1 MiB.
+//! * `allow_values`: never redacted; compared with the detected text and
+//!   with its canonical form (see `hash`), so `555-123-4567` also allows
+//!   `(555) 123-4567`.
+//!
+//! # Actions
+//!
+//! * `mask`: `[REDACTED:card]`.
+//! * `partial`: `[email:***@example.com]` (domain), `[card:****1111]`,
+//!   `[phone:****4567]`, `[ssn:***-**-6789]` (last four digits),
+//!   `[iban:DE****3000]` (country, last four), `[ipv4:192.168.1.*]`,
+//!   `[ipv6:2001:db8:85a3:*]` (first three groups), `[aws_access_key:AKIA****]`,
+//!   `[github_token:ghp_****]`, `[slack_token:xoxb-****]`,
+//!   `[google_api_key:AIza****]` (the public prefix), custom
+//!   `[name:****wxyz]` (last four characters, when there are at least eight).
+//!   `jwt`, `private_key`, `secret` and `aws_secret_key` have nothing safe
+//!   to keep and are masked.
+//! * `hash`: `[email:1a2b3c4d5e6f]`, the first 48 bits of HMAC-SHA256 with
+//!   `hmac_key` over `name NUL canonical value`: the same value gives the
+//!   same token everywhere, another key gives other tokens. Canonical:
+//!   e-mail lowercased; card, SSN, phone digits only (a leading `1` of an
+//!   11-digit phone number dropped); IBAN uppercase without spaces; IP
+//!   addresses in standard notation; the rest as detected (after
+//!   normalization, below).
+//! * `block`: the message is refused with JSON-RPC error `-32001` and
+//!   `Blocked by policy: the message contains sensitive data (ssn)`: the
+//!   detector's name, never the value.
+//!
+//! # Annotations
+//!
+//! One count per detector that replaced something, keyed by its name
+//! (`email` = 2, `employee_id` = 1). A refusal has the label `blocked` = the
+//! detector's name. Values are never annotated or logged.
+//!
+//! # What is never changed
+//!
+//! The protocol skeleton passes unscanned: the top-level `jsonrpc`, `id` and
+//! `method`; `params._meta.progressToken`; `params.progressToken` of
+//! `notifications/progress`; `params.requestId` of `notifications/cancelled`.
+//! Booleans and `null` are left alone. Everything else is fair game,
+//! including `error.message`, `error.data`, object keys and numbers (a
+//! number that is found becomes a string). `error.code` is scanned like any
+//! number but a JSON-RPC code is too short to match.
+//!
+//! # Evasions handled
+//!
+//! * JSON escapes: strings are decoded before scanning and re-encoded when
+//!   changed.
+//! * JSON inside strings (`"{\"ssn\":\"123-45-6789\"}"`, four levels deep):
+//!   parsed and walked like the message, its layout kept.
+//! * Numbers: scanned on their integer digits (`4.111111111111111e15`).
+//! * Keys: a secret or an e-mail used as an object key is renamed
+//!   (`[REDACTED:email]`, then `[REDACTED:email]#2` on collision).
+//! * Key context: the value of `password`, `api_key`, `client_secret`,
+//!   `githubToken`, `Authorization`, ... is a `secret` as a whole; of
+//!   `phone`, `mobile`, `fax` a `phone` when it is 7–15 digits; of `ssn` an
+//!   `ssn` when it is 9 valid digits.
+//! * Unicode: a string that is not plain ASCII is scanned in a normalized
+//!   copy: invisible characters (zero-width space/joiners, word joiner, BOM,
+//!   soft hyphen, bidi controls, variation selectors, tags) removed, NFKC
+//!   (`１２３-４５-６７８９`, `＠`, `𝟏`), dashes and `。` folded, other
+//!   scripts' digits to ASCII. If something is found the string is replaced
+//!   by the normalized copy with the replacements; otherwise it is left
+//!   exactly as it was.
+//!
+//! # Detectors
+//!
+//! * `email`: `local@domain.tld`, TLD of two or more letters.
+//! * `phone`: `+` and 8–15 digits (`+44 20 7946 0958`); North American
+//!   `555-123-4567`, `555.123.4567`, `555 123 4567`, `(555) 123-4567`,
+//!   `1-555-123-4567` and 11 bare digits `15551234567` (area code and
+//!   exchange 2–9). Ten bare digits or other national formats without `+`
+//!   are not matched.
+//! * `ssn`: `123-45-6789` or `123 45 6789`, SSA-valid (not area 000, 666,
+//!   9xx; not group 00; not serial 0000).
+//! * `card`: 13–19 digits, bare or grouped like a card (4, then groups of
+//!   4–6, one separator kind), first digit 2–6, Luhn-valid.
+//! * `iban`: a known country code, that country's length, mod-97 valid,
+//!   with or without spaces.
+//! * `ipv4`: four octets ≤ 255, not part of a longer dotted run.
+//! * `ipv6`: a valid address with at least three colons, or `::1`, or a
+//!   global-unicast, unique-local or link-local prefix (so `a::b` in code is
+//!   not one).
+//! * `jwt`: `eyJ….eyJ….sig`.
+//! * `private_key`: a `-----BEGIN … PRIVATE KEY-----` block to its END line
+//!   (or to the end of the string when cut off).
+//! * `aws_access_key`: `AKIA`/`ASIA` + 16. `aws_secret_key`: 40 base64
+//!   characters assigned to `aws_secret_access_key` (or `secretAccessKey`).
+//! * `github_token`: `ghp_`/`gho_`/`ghs_`/`ghu_`/`ghr_` + 30 or more,
+//!   `github_pat_` + 22 or more. `slack_token`: `xoxb-` and friends.
+//!   `google_api_key`: `AIza` + 30 or more.
+//! * `secret`: assignments in text whose name ends in `password`, `secret`,
+//!   `token`, `api_key`, `private_key`, `access_key`, `authorization`, ...
+//!   (`DB_PASSWORD=…`, `"api_key": "…"`, `token: …`, `client_secret => …`),
+//!   `Bearer <token>`, and the password of `scheme://user:password@host`.
+//!   Placeholders (`****`, `null`, `${VAR}`, `<token>`), values shorter
+//!   than four characters, and plain lowercase words after `name:` in prose
+//!   are not secrets.
+//!
+//! # Limits
+//!
+//! * Not found: names and postal addresses; national phone formats without
+//!   `+` (other than North American) and ten bare digits; SSNs without
+//!   separators (except under an `ssn` key); percent-, base64- or
+//!   hex-encoded values (`bob%40example.com`, `blob` contents); look-alike
+//!   letters from other scripts (Cyrillic `а` in an address); a value split
+//!   across two strings or messages, or by visible characters.
+//! * Found too eagerly: four-part version numbers look like IPv4;
+//!   Luhn-valid 13–19 digit numbers starting with 2–6 look like cards; an
+//!   unquoted word with a digit after `token:` in prose is a secret.
+//! * `partial` keeps the e-mail domain; `hash` tokens are 48 bits, so
+//!   distinct values collide once in ~16 million pairs.
+//! * A `block` stops at the first blocked finding: the refusal's
+//!   annotations name that detector only.
+//! * The text block is rewritten to match `structuredContent` only for a
+//!   `tools/call` result (`result.content[].text` equal to
+//!   `result.structuredContent` as JSON).
+//! * Progress tokens and cancelled request ids pass unscanned (a server
+//!   could carry data there; clients drop unknown tokens).
+
+mod config;
+mod detect;
+mod normalize;
+mod render;
+#[cfg(test)]
+mod tests;
+mod walk;
+
+use std::sync::OnceLock;
+
+use portcullis_plugin_sdk::{
+    Context, Direction, Interests, Plugin, Verdict, allow, codes, deny, log_info, rewrite,
+};
+
+use config::Config;
+use walk::{Redactor, Stop};
+
+/// Set once by `init`; each plugin instance has its own copy.
+static CONFIG: OnceLock<Config> = OnceLock::new();
+
+struct Redact;
+
+impl Plugin for Redact {
+    fn init(config: String) -> Result<Interests, String> {
+        let cfg = config::parse(&config)?;
+        log_info(&cfg.summary());
+        let interests = interests(&cfg);
+        CONFIG
+            .set(cfg)
+            .map_err(|_| "redact: init called twice".to_string())?;
+        Ok(interests)
+    }
+
+    fn handle(ctx: Context, message: String) -> Verdict {
+        let Some(cfg) = CONFIG.get() else {
+            // Unreachable with a conforming host: init runs first.
+            return deny(
+                codes::POLICY_DENIED,
+                "Policy unavailable",
+                "redact: not initialised",
+            );
+        };
+        decide(cfg, &ctx, &message)
+    }
+}
+
+portcullis_plugin_sdk::export_plugin!(Redact);
+
+/// Every method; to the agent only, unless `scan_requests`.
+fn interests(cfg: &Config) -> Interests {
+    if cfg.scan_requests {
+        Interests::all()
+    } else {
+        Interests::all().directions([Direction::ToClient])
+    }
+}
+
+/// Scans one message.
+fn decide(cfg: &Config, ctx: &Context, message: &str) -> Verdict {
+    if ctx.is_to_server() && !cfg.scan_requests {
+        return allow();
+    }
+    let mut r = Redactor::new(cfg);
+    match r.message(message, ctx.method.as_deref()) {
+        Ok(None) => allow(),
+        Ok(Some(new)) => {
+            let mut v = rewrite(new);
+            for (det, &n) in cfg.detectors.iter().zip(&r.counts) {
+                if n > 0 {
+                    v = v.with_count(det.name.as_str(), n);
+                }
+            }
+            v
+        }
+        Err(Stop::Block(det)) => {
+            let name = cfg.detectors[det].name.as_str();
+            deny(
+                codes::POLICY_DENIED,
+                format!("Blocked by policy: the message contains sensitive data ({name})"),
+                format!("redact: {name} found, and its action is block"),
+            )
+            .with_label("blocked", name)
+        }
+        // Unreachable for messages the gateway accepted; refuse rather than
+        // let unscanned data out.
+        Err(Stop::Malformed) => deny(
+            codes::POLICY_DENIED,
+            "Blocked by policy: the message could not be checked for sensitive data",
+            "redact: the message is not JSON the scanner can read",
+        )
+        .with_label("blocked", "unreadable"),
+    }
+}
