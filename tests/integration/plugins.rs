@@ -319,6 +319,25 @@ async fn the_default_policy_hides_and_refuses_erasure() {
             .unwrap();
         assert_eq!(error_of(&r), (-32602, format!("Unknown tool: {name}")));
     }
+    // The customer record leaves redacted, structured copy and text alike.
+    let rec = c
+        .call_tool("lookup_customer", json!({"customer_id": "C-1001"}))
+        .await
+        .unwrap();
+    let text = rec.to_string();
+    assert_eq!(
+        rec["result"]["structuredContent"]["name"], "Ada Lovelace",
+        "{rec}"
+    );
+    for value in [
+        "4111 1111 1111 1111",
+        "ada.lovelace@",
+        "7946 0018",
+        "WEST 1234",
+    ] {
+        assert!(!text.contains(value), "{value} left the network: {text}");
+    }
+    assert!(text.contains("****1111"), "{text}");
     running.stop().await;
 }
 
