@@ -225,8 +225,11 @@ pub fn write_pins(
             }
         }
     };
-    let entry = doc["plugins"][name.as_str()]
-        .as_table_like_mut()
+    let entry = doc
+        .get_mut("plugins")
+        .and_then(|p| p.as_table_like_mut())
+        .and_then(|p| p.get_mut(&name))
+        .and_then(|e| e.as_table_like_mut())
         .context("plugin entry is not a table")?;
     if entry.get("config").is_none() {
         entry.insert("config", toml_edit::Item::Table(toml_edit::Table::new()));
