@@ -10,7 +10,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
@@ -86,8 +85,8 @@ impl Admin {
         let admin = Arc::new(self);
         let opts = ServeOptions {
             tls: None,
-            header_read_timeout: Duration::from_secs(5),
-            drain_grace: Duration::from_secs(1),
+            header_read_timeout: crate::limits::ADMIN_HEADER_READ_TIMEOUT,
+            drain_grace: crate::limits::ADMIN_DRAIN_GRACE,
         };
         let task = tokio::spawn(serve(
             listener,

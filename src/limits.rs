@@ -66,3 +66,25 @@ pub const STDIO_BACKLOG: usize = 256;
 /// Longest single header value the relay accepts from an upgrade or agent
 /// request that it must parse itself (tunnel id, session id).
 pub const MAX_ID_LEN: usize = 128;
+
+/// Time to open a TCP connection to an OTLP collector before the attempt
+/// counts as failed (and is retried).
+pub const OTLP_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Time an OTLP export may take when `OTEL_EXPORTER_OTLP_TIMEOUT` is not
+/// set (the OpenTelemetry specification's default).
+pub const OTLP_DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// On shutdown, how long the audit exporter keeps trying to ship what is
+/// durable before it stops (the rest ships after the next start).
+pub const AUDIT_EXPORT_FINAL_FLUSH: Duration = Duration::from_secs(3);
+
+/// With nothing new announced, how often the audit exporter looks at the
+/// spool anyway (a safety net; new records wake it at once).
+pub const AUDIT_EXPORT_IDLE_CHECK: Duration = Duration::from_secs(1);
+
+/// Time an admin client has to send complete request headers.
+pub const ADMIN_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Time admin requests in flight get at shutdown.
+pub const ADMIN_DRAIN_GRACE: Duration = Duration::from_secs(1);

@@ -339,7 +339,7 @@ impl Transport {
                 let mut ep = tonic::transport::Endpoint::from_shared(t.endpoint.clone())
                     .context("OTLP logs endpoint")?
                     .timeout(t.timeout)
-                    .connect_timeout(Duration::from_secs(5));
+                    .connect_timeout(crate::limits::OTLP_CONNECT_TIMEOUT);
                 if t.endpoint.starts_with("https://") {
                     ep = ep
                         .tls_config(tonic::transport::ClientTlsConfig::new().with_native_roots())
@@ -411,6 +411,9 @@ impl Transport {
 /// A running exporter.
 pub struct Exporter {
     pub task: tokio::task::JoinHandle<()>,
+    /// The last sequence number the collector acknowledged (and the cursor
+    /// file records).
+    pub acked: tokio::sync::watch::Receiver<u64>,
 }
 
 fn now_ns() -> u64 {
@@ -419,137 +422,172 @@ fn now_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
+/// The exporter's state: where it is in the spool and what it is sending.
+struct Shipper {
+    transport: Transport,
+    dir: PathBuf,
+    stream: String,
+    resource: Resource,
+    timeout: Duration,
+    endpoint: String,
+    cursor: Cursor,
+    reader: SpoolReader,
+    /// Read from the spool, not yet acknowledged.
+    pending: Vec<SpoolLine>,
+    /// The last acknowledged sequence number, published.
+    acked: tokio::sync::watch::Sender<u64>,
+}
+
+impl Shipper {
+    /// Reads the next batch, up to the durable record `upto`, when nothing
+    /// is pending.
+    fn refill(&mut self, upto: u64) {
+        if !self.pending.is_empty() {
+            return;
+        }
+        match self.reader.read(BATCH_RECORDS, upto) {
+            Ok(lines) => self.pending = lines,
+            Err(e) => tracing::error!(error = %e, "audit exporter cannot read the spool"),
+        }
+    }
+
+    fn request(&self) -> ExportLogsServiceRequest {
+        let now = now_ns();
+        ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                resource: Some(self.resource.clone()),
+                scope_logs: vec![ScopeLogs {
+                    scope: Some(InstrumentationScope {
+                        name: "portcullis.audit".into(),
+                        version: env!("CARGO_PKG_VERSION").into(),
+                        ..Default::default()
+                    }),
+                    log_records: self
+                        .pending
+                        .iter()
+                        .map(|l| log_record(&self.stream, l, now))
+                        .collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    /// Sends what is pending until the collector acknowledges it, retrying
+    /// with jittered exponential backoff; then advances the cursor.
+    async fn ship(&mut self) {
+        let m = crate::telemetry::metrics::get();
+        let mut delay = RETRY_MIN;
+        let mut failures = 0u64;
+        loop {
+            match self.transport.send(self.request(), self.timeout).await {
+                Ok(rejected) => {
+                    if rejected > 0 {
+                        tracing::error!(
+                            rejected,
+                            "the OTLP collector rejected audit records; they stay in the spool"
+                        );
+                    }
+                    m.audit_exported.add(self.pending.len() as u64, &[]);
+                    if let Some(last) = self.pending.last() {
+                        self.cursor = Cursor {
+                            seq: last.seq,
+                            hash: last.hash.clone(),
+                        };
+                        if let Err(e) = save_cursor(&self.dir, &self.cursor) {
+                            tracing::error!(error = %e, "audit exporter cannot save its cursor; records may be sent again after a restart");
+                        }
+                        self.acked.send_replace(last.seq);
+                    }
+                    self.pending.clear();
+                    if failures > 0 {
+                        tracing::info!(
+                            after_failures = failures,
+                            seq = self.cursor.seq,
+                            "audit export resumed"
+                        );
+                    }
+                    return;
+                }
+                Err(e) => {
+                    failures += 1;
+                    m.audit_export_failures.add(1, &[]);
+                    if failures == 1 || failures.is_power_of_two() {
+                        tracing::warn!(endpoint = self.endpoint, error = %e, failures, pending_from = self.pending.first().map(|l| l.seq), "audit export failed; retrying (records are safe in the spool)");
+                    }
+                    let jitter = rand::random_range(0..=delay.as_millis() as u64 / 2);
+                    tokio::time::sleep(delay + Duration::from_millis(jitter)).await;
+                    delay = (delay * 2).min(RETRY_MAX);
+                }
+            }
+        }
+    }
+
+    /// Ships every durable record as it comes, forever.
+    async fn run(&mut self, durable: &mut tokio::sync::watch::Receiver<u64>) {
+        loop {
+            self.refill(*durable.borrow_and_update());
+            if self.pending.is_empty() {
+                tokio::select! {
+                    _ = durable.changed() => {}
+                    _ = tokio::time::sleep(crate::limits::AUDIT_EXPORT_IDLE_CHECK) => {}
+                }
+            } else {
+                self.ship().await;
+            }
+        }
+    }
+
+    /// Ships what is durable now, then returns.
+    async fn drain(&mut self, durable: &tokio::sync::watch::Receiver<u64>) {
+        loop {
+            self.refill(*durable.borrow());
+            if self.pending.is_empty() {
+                return;
+            }
+            self.ship().await;
+        }
+    }
+}
+
 impl Exporter {
-    /// Starts shipping `spool` to `target` until `shutdown` (then makes one
-    /// last attempt to send what is durable, for a few seconds at most).
+    /// Starts shipping `spool` to `target` until `shutdown`, then makes one
+    /// last attempt, for [`crate::limits::AUDIT_EXPORT_FINAL_FLUSH`] at most,
+    /// to send what is durable. Stopping mid-send loses nothing: the cursor
+    /// only moves on an acknowledgement.
     pub fn start(
         spool: &Arc<Spool>,
         target: &Target,
         resource: &opentelemetry_sdk::Resource,
         shutdown: CancellationToken,
     ) -> Result<Exporter> {
-        let mut transport = Transport::new(target)?;
         let dir = spool.dir().to_owned();
-        let stream = spool.stream_id().to_owned();
+        let cursor = load_cursor(&dir);
+        let (acked_tx, acked) = tokio::sync::watch::channel(cursor.seq);
+        let mut shipper = Shipper {
+            acked: acked_tx,
+            transport: Transport::new(target)?,
+            reader: SpoolReader::new(&dir, cursor.seq),
+            dir,
+            stream: spool.stream_id().to_owned(),
+            resource: proto_resource(resource),
+            timeout: target.timeout,
+            endpoint: target.endpoint.clone(),
+            cursor,
+            pending: Vec::new(),
+        };
         let mut durable = spool.durable();
-        let resource = proto_resource(resource);
-        let timeout = target.timeout;
-        let endpoint = target.endpoint.clone();
         let task = tokio::spawn(async move {
-            let mut cursor = load_cursor(&dir);
-            let mut reader = SpoolReader::new(&dir, cursor.seq);
-            let mut pending: Vec<SpoolLine> = Vec::new();
-            let mut delay = RETRY_MIN;
-            let mut failures = 0u64;
-            let mut stopping = false;
-            let mut final_deadline = tokio::time::Instant::now();
-            loop {
-                if pending.is_empty() {
-                    let upto = *durable.borrow_and_update();
-                    match reader.read(BATCH_RECORDS, upto) {
-                        Ok(lines) => pending = lines,
-                        Err(e) => {
-                            tracing::error!(error = %e, "audit exporter cannot read the spool")
-                        }
-                    }
-                }
-                if pending.is_empty() {
-                    if stopping {
-                        return;
-                    }
-                    tokio::select! {
-                        _ = durable.changed() => {}
-                        _ = shutdown.cancelled() => {
-                            stopping = true;
-                            final_deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-                        }
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
-                    continue;
-                }
-                let now = now_ns();
-                let req = ExportLogsServiceRequest {
-                    resource_logs: vec![ResourceLogs {
-                        resource: Some(resource.clone()),
-                        scope_logs: vec![ScopeLogs {
-                            scope: Some(InstrumentationScope {
-                                name: "portcullis.audit".into(),
-                                version: env!("CARGO_PKG_VERSION").into(),
-                                ..Default::default()
-                            }),
-                            log_records: pending
-                                .iter()
-                                .map(|l| log_record(&stream, l, now))
-                                .collect(),
-                            ..Default::default()
-                        }],
-                        ..Default::default()
-                    }],
-                };
-                let sent = tokio::select! {
-                    r = transport.send(req, timeout) => Some(r),
-                    _ = shutdown.cancelled(), if !stopping => None,
-                };
-                let Some(sent) = sent else {
-                    stopping = true;
-                    final_deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-                    continue;
-                };
-                let m = crate::telemetry::metrics::get();
-                match sent {
-                    Ok(rejected) => {
-                        if rejected > 0 {
-                            tracing::error!(
-                                rejected,
-                                "the OTLP collector rejected audit records; they stay in the spool"
-                            );
-                        }
-                        let last = pending.last().map(|l| (l.seq, l.hash.clone()));
-                        m.audit_exported.add(pending.len() as u64, &[]);
-                        pending.clear();
-                        if let Some((seq, hash)) = last {
-                            cursor = Cursor { seq, hash };
-                            if let Err(e) = save_cursor(&dir, &cursor) {
-                                tracing::error!(error = %e, "audit exporter cannot save its cursor; records may be sent again after a restart");
-                            }
-                        }
-                        if failures > 0 {
-                            tracing::info!(
-                                after_failures = failures,
-                                seq = cursor.seq,
-                                "audit export resumed"
-                            );
-                        }
-                        failures = 0;
-                        delay = RETRY_MIN;
-                    }
-                    Err(e) => {
-                        failures += 1;
-                        m.audit_export_failures.add(1, &[]);
-                        if failures == 1 || failures.is_power_of_two() {
-                            tracing::warn!(endpoint, error = %e, failures, pending_from = pending.first().map(|l| l.seq), "audit export failed; retrying (records are safe in the spool)");
-                        }
-                        if stopping && tokio::time::Instant::now() >= final_deadline {
-                            return;
-                        }
-                        let jitter = rand::random_range(0..=delay.as_millis() as u64 / 2);
-                        let wait = delay + Duration::from_millis(jitter);
-                        tokio::select! {
-                            _ = tokio::time::sleep(wait) => {}
-                            _ = shutdown.cancelled(), if !stopping => {
-                                stopping = true;
-                                final_deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-                            }
-                        }
-                        delay = (delay * 2).min(RETRY_MAX);
-                    }
-                }
-                if stopping && tokio::time::Instant::now() >= final_deadline {
-                    return;
-                }
+            tokio::select! {
+                () = shipper.run(&mut durable) => {}
+                () = shutdown.cancelled() => {}
             }
+            let final_flush = shipper.drain(&durable);
+            let _ =
+                tokio::time::timeout(crate::limits::AUDIT_EXPORT_FINAL_FLUSH, final_flush).await;
         });
-        Ok(Exporter { task })
+        Ok(Exporter { task, acked })
     }
 }
 

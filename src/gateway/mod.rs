@@ -87,6 +87,29 @@ pub fn log_records(ctx: &MessageContext, records: &[StepRecord]) {
     }
 }
 
+/// Counts one decision in the metrics and appends its record to `audit`
+/// (with the message that left the chain, `forwarded`, when the policy
+/// opted in). An error means strict mode could not persist it. Both
+/// directions record through here.
+pub async fn record_decision(
+    audit: Option<&Spool>,
+    policy: Option<&Policy>,
+    ctx: &MessageContext,
+    steps: &[StepRecord],
+    outcome: &'static str,
+    forwarded: Option<&[u8]>,
+) -> Result<(), crate::audit::SpoolError> {
+    crate::telemetry::metrics::record_decision(&ctx.server, ctx.direction, outcome, steps);
+    let Some(spool) = audit else {
+        return Ok(());
+    };
+    let mut record = DecisionRecord::new(ctx, steps, outcome, policy.map(|p| p.digest.as_str()));
+    if let Some(m) = forwarded {
+        record = record.with_payload(policy, m);
+    }
+    spool.append(&record).await
+}
+
 /// The response to a request the chain denied: a JSON-RPC error for a
 /// request (HTTP 200, as for any JSON-RPC error), 403 for anything else.
 fn denied_response(msg: &Message, d: &crate::policy::verdict::Denial) -> Response<Body> {
@@ -139,29 +162,6 @@ impl Gateway {
     /// Records every decision in `spool` from now on (set once).
     pub fn set_audit(&self, spool: Arc<Spool>) {
         let _ = self.audit.set(spool);
-    }
-
-    /// Records one decision; an error means strict mode could not persist it.
-    async fn record(
-        &self,
-        ctx: &MessageContext,
-        steps: &[StepRecord],
-        outcome: &str,
-        policy: Option<&Arc<Policy>>,
-        forwarded: Option<&[u8]>,
-    ) -> Result<(), crate::audit::SpoolError> {
-        crate::telemetry::metrics::record_decision(&ctx.server, ctx.direction, outcome, steps);
-        match self.audit.get() {
-            Some(spool) => {
-                let digest = policy.map(|p| p.digest.as_str());
-                let mut record = DecisionRecord::new(ctx, steps, outcome, digest);
-                if let Some(m) = forwarded {
-                    record = record.with_payload(policy.map(|p| &**p), m);
-                }
-                spool.append(&record).await
-            }
-            None => Ok(()),
-        }
     }
 
     fn policy(&self) -> Option<Arc<Policy>> {
@@ -220,22 +220,14 @@ impl Gateway {
             }
         };
         if is_post {
-            let mut attrs = vec![
-                opentelemetry::KeyValue::new("portcullis.component", "gateway"),
-                opentelemetry::KeyValue::new("portcullis.server", server),
-            ];
-            if let Some(m) = call.method {
-                attrs.push(opentelemetry::KeyValue::new("mcp.method.name", m));
-            }
-            if let Some(t) = call.tool {
-                attrs.push(opentelemetry::KeyValue::new("gen_ai.tool.name", t));
-            }
-            if let Some(code) = call.error {
-                attrs.push(opentelemetry::KeyValue::new("error.type", code.to_string()));
-            }
-            crate::telemetry::metrics::get()
-                .operation_duration
-                .record(started.elapsed().as_secs_f64(), &attrs);
+            crate::telemetry::metrics::record_operation(
+                "gateway",
+                started.elapsed(),
+                Some(server),
+                call.method,
+                call.tool,
+                call.error.map(|c| c.to_string()),
+            );
         }
         resp
     }
@@ -355,9 +347,15 @@ impl Gateway {
                             span.set_attribute("portcullis.outcome", "denied");
                             // A denial is recorded; whether or not that worked,
                             // the call is not made.
-                            let _ = self
-                                .record(&ctx, &records, "denied", policy.as_ref(), None)
-                                .await;
+                            let _ = record_decision(
+                                self.audit.get().map(|a| &**a),
+                                policy.as_deref(),
+                                &ctx,
+                                &records,
+                                "denied",
+                                None,
+                            )
+                            .await;
                             return Ok(denied_response(&msg, &d));
                         }
                         Outcome::Pass(b) => {
@@ -366,10 +364,16 @@ impl Gateway {
                             } else {
                                 "rewritten"
                             };
-                            if self
-                                .record(&ctx, &records, label, policy.as_ref(), Some(&b))
-                                .await
-                                .is_err()
+                            if record_decision(
+                                self.audit.get().map(|a| &**a),
+                                policy.as_deref(),
+                                &ctx,
+                                &records,
+                                label,
+                                Some(&b),
+                            )
+                            .await
+                            .is_err()
                             {
                                 return Err((McpError::AuditUnavailable, id));
                             }
@@ -419,39 +423,21 @@ impl Gateway {
                 };
                 tracing::Instrument::instrument(rest, span.clone()).await
             }
-            Method::GET => {
-                tracing::Instrument::instrument(
-                    async {
-                        match upstream {
-                            Upstream::Http(u) => u
-                                .call(Method::GET, &parts.headers, None, reply(base))
+            Method::GET | Method::DELETE => {
+                let sent = async {
+                    match upstream {
+                        Upstream::Http(u) => {
+                            u.call(parts.method.clone(), &parts.headers, None, reply(base))
                                 .await
-                                .map_err(|e| (e, None)),
-                            Upstream::Stdio(u) => u
-                                .get(session.as_deref(), reply(base))
-                                .map_err(|e| (e, None)),
                         }
-                    },
-                    span.clone(),
-                )
-                .await
-            }
-            Method::DELETE => {
-                tracing::Instrument::instrument(
-                    async {
-                        match upstream {
-                            Upstream::Http(u) => u
-                                .call(Method::DELETE, &parts.headers, None, reply(base))
-                                .await
-                                .map_err(|e| (e, None)),
-                            Upstream::Stdio(u) => {
-                                u.delete(session.as_deref()).map_err(|e| (e, None))
-                            }
+                        Upstream::Stdio(u) if parts.method == Method::GET => {
+                            u.get(session.as_deref(), reply(base))
                         }
-                    },
-                    span.clone(),
-                )
-                .await
+                        Upstream::Stdio(u) => u.delete(session.as_deref()),
+                    }
+                    .map_err(|e| (e, None))
+                };
+                tracing::Instrument::instrument(sent, span.clone()).await
             }
             _ => Err((McpError::MethodNotAllowed, None)),
         }

@@ -13,7 +13,7 @@ use http::{HeaderMap, Response, StatusCode, header};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 
-use crate::audit::{DecisionRecord, Spool};
+use crate::audit::Spool;
 use crate::body::{Body, BoxError, ReadError, full, read_limited};
 use crate::mcp::sse::{Decoder, Event};
 use crate::mcp::{Kind, McpError, Message, error_response};
@@ -93,25 +93,26 @@ pub async fn check_reply(rc: &ReplyContext, data: Bytes) -> Result<Option<Bytes>
         Outcome::Deny(_) if is_reply => "denied",
         Outcome::Deny(_) => "dropped",
     };
-    crate::telemetry::metrics::record_decision(&ctx.server, ctx.direction, label, &records);
-    if let Some(spool) = &rc.audit {
-        let digest = rc.policy.as_ref().map(|p| p.digest.as_str());
-        if let Err(e) = spool
-            .append(&{
-                let r = DecisionRecord::new(&ctx, &records, label, digest);
-                match &outcome {
-                    Outcome::Pass(b) => r.with_payload(rc.policy.as_deref(), b),
-                    Outcome::Deny(_) => r,
-                }
-            })
-            .await
-        {
-            // Strict mode: what cannot be recorded does not leave.
-            tracing::error!(error = %e, "audit record not persisted; reply withheld");
-            let err = McpError::AuditUnavailable;
-            return Ok(is_reply
-                .then(|| Bytes::from(crate::mcp::error::error_body(&err, msg.id.as_deref()))));
-        }
+    let forwarded = match &outcome {
+        Outcome::Pass(b) => Some(&b[..]),
+        Outcome::Deny(_) => None,
+    };
+    let recorded = crate::gateway::record_decision(
+        rc.audit.as_deref(),
+        rc.policy.as_deref(),
+        &ctx,
+        &records,
+        label,
+        forwarded,
+    )
+    .await;
+    if let Err(e) = recorded {
+        // Strict mode: what cannot be recorded does not leave.
+        tracing::error!(error = %e, "audit record not persisted; reply withheld");
+        let err = McpError::AuditUnavailable;
+        return Ok(
+            is_reply.then(|| Bytes::from(crate::mcp::error::error_body(&err, msg.id.as_deref())))
+        );
     }
     Ok(match outcome {
         Outcome::Pass(bytes) => Some(bytes),

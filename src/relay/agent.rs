@@ -117,19 +117,14 @@ impl Relay {
             }
         };
         if is_post {
-            let mut attrs = vec![opentelemetry::KeyValue::new(
-                "portcullis.component",
+            crate::telemetry::metrics::record_operation(
                 "relay",
-            )];
-            if let Some(m) = method {
-                attrs.push(opentelemetry::KeyValue::new("mcp.method.name", m));
-            }
-            if let Some(e) = error {
-                attrs.push(opentelemetry::KeyValue::new("error.type", e));
-            }
-            crate::telemetry::metrics::get()
-                .operation_duration
-                .record(started.elapsed().as_secs_f64(), &attrs);
+                started.elapsed(),
+                None,
+                method,
+                None,
+                error,
+            );
         }
         resp
     }

@@ -7,8 +7,6 @@
 //! against `OTEL_EXPORTER_OTLP_CERTIFICATE` (a PEM file) when set, otherwise
 //! the system roots.
 
-use std::time::Duration;
-
 use anyhow::{Context as _, Result};
 use bytes::Bytes;
 use http::{Request, Response};
@@ -55,7 +53,7 @@ impl OtlpHttpClient {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.enforce_http(false);
-        http.set_connect_timeout(Some(Duration::from_secs(5)));
+        http.set_connect_timeout(Some(crate::limits::OTLP_CONNECT_TIMEOUT));
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config((*tls).clone())
             .https_or_http()

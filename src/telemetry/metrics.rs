@@ -98,14 +98,46 @@ pub fn get() -> &'static Metrics {
     })
 }
 
+/// Records one MCP request's duration at `component` (`relay`, `gateway`),
+/// with what is known of it.
+pub fn record_operation(
+    component: &'static str,
+    elapsed: std::time::Duration,
+    server: Option<String>,
+    method: Option<String>,
+    tool: Option<String>,
+    error: Option<String>,
+) {
+    let mut attrs = Vec::with_capacity(5);
+    attrs.push(KeyValue::new("portcullis.component", component));
+    for (key, value) in [
+        ("portcullis.server", server),
+        ("mcp.method.name", method),
+        ("gen_ai.tool.name", tool),
+        ("error.type", error),
+    ] {
+        if let Some(v) = value {
+            attrs.push(KeyValue::new(key, v));
+        }
+    }
+    get()
+        .operation_duration
+        .record(elapsed.as_secs_f64(), &attrs);
+}
+
 /// Counts one message's decision and what its steps did.
-pub fn record_decision(server: &str, direction: Direction, outcome: &str, steps: &[StepRecord]) {
+pub fn record_decision(
+    server: &str,
+    direction: Direction,
+    outcome: &'static str,
+    steps: &[StepRecord],
+) {
     let m = get();
     let server = KeyValue::new("portcullis.server", server.to_owned());
     m.decisions.add(
         1,
         &[
-            KeyValue::new("portcullis.outcome", outcome.to_owned()),
+            KeyValue::new("portcullis.outcome", outcome),
             KeyValue::new(
                 "portcullis.direction",
                 match direction {

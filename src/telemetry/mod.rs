@@ -142,24 +142,33 @@ pub fn init_logging_only() {
         .try_init();
 }
 
+/// An OTLP exporter of `$kind` (`SpanExporter`, `MetricExporter`) for
+/// target `$t`: the two transports take the same settings in different
+/// builder calls.
+macro_rules! otlp_exporter {
+    ($kind:ident, $t:expr) => {{
+        let t: &Target = $t;
+        match t.protocol {
+            Protocol::Grpc => opentelemetry_otlp::$kind::builder()
+                .with_tonic()
+                .with_endpoint(t.endpoint.clone())
+                .with_timeout(t.timeout)
+                .with_metadata(t.metadata()?)
+                .build(),
+            Protocol::HttpProtobuf => opentelemetry_otlp::$kind::builder()
+                .with_http()
+                .with_http_client(http_client::OtlpHttpClient::new()?)
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_endpoint(t.endpoint.clone())
+                .with_timeout(t.timeout)
+                .with_headers(t.headers.iter().cloned().collect())
+                .build(),
+        }
+    }};
+}
+
 fn tracer_provider(t: &Target, resource: Resource) -> Result<SdkTracerProvider> {
-    let exporter = match t.protocol {
-        Protocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(t.endpoint.clone())
-            .with_timeout(t.timeout)
-            .with_metadata(t.metadata()?)
-            .build(),
-        Protocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_http_client(http_client::OtlpHttpClient::new()?)
-            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-            .with_endpoint(t.endpoint.clone())
-            .with_timeout(t.timeout)
-            .with_headers(t.headers.iter().cloned().collect())
-            .build(),
-    }
-    .context("OTLP span exporter")?;
+    let exporter = otlp_exporter!(SpanExporter, t).context("OTLP span exporter")?;
     Ok(SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
         .with_resource(resource)
@@ -167,31 +176,10 @@ fn tracer_provider(t: &Target, resource: Resource) -> Result<SdkTracerProvider> 
 }
 
 fn metric_exporter(t: &Target) -> Result<opentelemetry_otlp::MetricExporter> {
-    match t.protocol {
-        Protocol::Grpc => opentelemetry_otlp::MetricExporter::builder()
-            .with_tonic()
-            .with_endpoint(t.endpoint.clone())
-            .with_timeout(t.timeout)
-            .with_metadata(t.metadata()?)
-            .build(),
-        Protocol::HttpProtobuf => opentelemetry_otlp::MetricExporter::builder()
-            .with_http()
-            .with_http_client(http_client::OtlpHttpClient::new()?)
-            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-            .with_endpoint(t.endpoint.clone())
-            .with_timeout(t.timeout)
-            .with_headers(t.headers.iter().cloned().collect())
-            .build(),
-    }
-    .context("OTLP metric exporter")
+    otlp_exporter!(MetricExporter, t).context("OTLP metric exporter")
 }
 
 impl Telemetry {
-    /// Prometheus text exposition of every metric.
-    pub fn prometheus_text(&self) -> String {
-        prometheus_text(&self.registry)
-    }
-
     /// Flushes and stops the exporters (blocking; call at exit).
     pub fn shutdown(&self) {
         if let Some(p) = &self.tracer_provider {

@@ -163,7 +163,7 @@ impl OtelSettings {
                 Some(ms) => Duration::from_millis(ms.trim().parse().map_err(|_| {
                     anyhow::anyhow!("OTLP timeout '{ms}' is not a number of milliseconds")
                 })?),
-                None => Duration::from_secs(10),
+                None => crate::limits::OTLP_DEFAULT_TIMEOUT,
             };
             Ok(Some(Target {
                 protocol,

@@ -196,25 +196,6 @@ pub fn fail(span: &Span, code: Option<i32>, error_type: &str) {
     }
 }
 
-/// The JSON-RPC error code of a single-message JSON body, if it is an error.
-pub fn error_code(body: &[u8]) -> Option<i32> {
-    if !contains(body, b"\"error\"") {
-        return None;
-    }
-    #[derive(serde::Deserialize)]
-    struct E {
-        error: Option<Code>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Code {
-        code: i32,
-    }
-    serde_json::from_slice::<E>(body)
-        .ok()?
-        .error
-        .map(|c| c.code)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,15 +223,6 @@ mod tests {
         let mut bad = HeaderMap::new();
         bad.insert("traceparent", "00-zz-00-01".parse().unwrap());
         assert!(from_headers(&bad).is_none());
-    }
-
-    #[test]
-    fn error_codes() {
-        assert_eq!(
-            error_code(br#"{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"x"}}"#),
-            Some(-32602)
-        );
-        assert_eq!(error_code(br#"{"jsonrpc":"2.0","id":1,"result":{}}"#), None);
     }
 }
 

@@ -132,9 +132,14 @@ impl Registry {
 
     /// Waits until `tunnel` has at least `n` live connections.
     pub async fn wait_for(&self, tunnel: &str, n: usize) {
+        self.wait_until(tunnel, |c| c >= n).await;
+    }
+
+    /// Waits until `tunnel`'s count of live connections satisfies `pred`.
+    pub async fn wait_until(&self, tunnel: &str, pred: impl Fn(usize) -> bool) {
         let mut rx = self.changed.subscribe();
         loop {
-            if self.connections(tunnel) >= n {
+            if pred(self.connections(tunnel)) {
                 return;
             }
             if rx.changed().await.is_err() {

@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use portcullis::client::McpClient;
 use portcullis::config::gateway::GatewayConfig;
@@ -12,19 +12,10 @@ use portcullis::secret;
 use portcullis::tls::GeneratedCa;
 use serde_json::json;
 
-use crate::support::within;
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::support::{Proc, scratch, within};
 
 fn scratch_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(secret::random_id());
+    let dir = scratch();
     std::fs::create_dir_all(dir.join("certs")).unwrap();
     dir
 }
@@ -206,7 +197,7 @@ url = "http://{demo_addr}/mcp"
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut gateway = Proc(gateway);
+    let gateway = Proc(gateway);
 
     let url = format!("http://{agents_addr}/t/{tunnel}/crm/mcp");
     let mut c = McpClient::new(&url, Some(&key));
@@ -223,21 +214,7 @@ url = "http://{demo_addr}/mcp"
     assert_eq!(r["result"]["structuredContent"]["name"], "Alan Turing");
 
     // SIGTERM drains and exits cleanly.
-    let pid = gateway.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = within(
-        "gateway exit",
-        tokio::task::spawn_blocking(move || gateway.0.wait()),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let status = gateway.terminate().await;
     assert!(status.success(), "{status:?}");
 }
 

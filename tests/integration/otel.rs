@@ -7,9 +7,8 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,44 +28,6 @@ const CANARY: &str = "CANARY-5e1f-payload";
 const AGENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const AGENT_SPAN: &str = "00f067aa0ba902b7";
 
-fn scratch() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(portcullis::secret::random_id());
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn sigterm_and_wait(p: &mut Proc) {
-    let pid = p.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = p.0.try_wait().unwrap() {
-            assert!(status.success(), "exit status {status:?}");
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "process did not exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -85,14 +46,6 @@ fn all_text(r: &Received) -> String {
         out.push_str(&format!("{:?} {:?}\n", l.body, l.attributes));
     }
     out
-}
-
-fn spool_text(dir: &Path) -> String {
-    portcullis::audit::spool::segments(dir)
-        .unwrap()
-        .iter()
-        .map(|s| std::fs::read_to_string(s).unwrap())
-        .collect()
 }
 
 async fn get(url: &str) -> (u16, String) {
@@ -202,9 +155,8 @@ async fn one_trace_from_agent_to_upstream(protocol: &str) {
     assert_eq!(status, 200, "{ready}");
 
     // Stopping flushes every exporter.
-    tokio::task::spawn_blocking(move || sigterm_and_wait(&mut up))
-        .await
-        .unwrap();
+    let status = up.terminate().await;
+    assert!(status.success(), "exit status {status:?}");
     rx.wait_until("spans, decision logs and metrics", 20, |r| {
         r.spans.iter().any(|(_, s)| s.name == "policy authz")
             && r.logs
@@ -216,7 +168,7 @@ async fn one_trace_from_agent_to_upstream(protocol: &str) {
     })
     .await;
 
-    let got = rx.state.lock().unwrap();
+    let got = rx.state.lock();
     let in_trace: Vec<_> = got
         .spans
         .iter()
@@ -445,14 +397,13 @@ async fn collector_down_for_1000_calls_then_back_loses_nothing() {
         by_seq(r).len() as u64 >= last
     })
     .await;
-    assert_complete(&rx.state.lock().unwrap(), last);
+    assert_complete(&rx.state.lock(), last);
     // The cursor records the acknowledgement, for a restart to resume from.
-    within("cursor catches up", async {
-        while portcullis::audit::export::load_cursor(&dir).seq < last {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    let mut acked = exporter.acked.clone();
+    within("the exporter acknowledges", acked.wait_for(|s| *s >= last))
+        .await
+        .unwrap();
+    assert!(portcullis::audit::export::load_cursor(&dir).seq >= last);
     stop.cancel();
     within("exporter stops", exporter.task).await.unwrap();
 }
@@ -506,11 +457,13 @@ fn spawn_gateway(config: &Path, collector: std::net::SocketAddr) -> Proc {
 }
 
 async fn wait_tunnel(t: &OneTunnel, up: bool) {
-    within("tunnel state", async {
-        while (t.relay.relay.registry().connections(&t.cred.id) > 0) != up {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
+    within(
+        "tunnel state",
+        t.relay
+            .relay
+            .registry()
+            .wait_until(&t.cred.id, |n| (n > 0) == up),
+    )
     .await;
 }
 
@@ -525,49 +478,46 @@ async fn gateway_killed_mid_run_resumes_and_nothing_is_missing() {
     wait_tunnel(&t, true).await;
 
     // Calls keep coming while the gateway is killed and restarted.
-    let ok = Arc::new(AtomicU64::new(0));
-    let done = Arc::new(AtomicBool::new(false));
+    let (ok_tx, mut ok) = tokio::sync::watch::channel(0u64);
+    let done = CancellationToken::new();
     let mut c = t.client("demo");
     c.initialize().await.unwrap();
     let caller = {
-        let (ok, done) = (ok.clone(), done.clone());
+        let done = done.clone();
         tokio::spawn(async move {
-            let mut attempts = 0u64;
-            while !done.load(Ordering::Relaxed) && attempts < 5000 {
-                attempts += 1;
+            for _ in 0..5000 {
+                if done.is_cancelled() {
+                    return;
+                }
                 match c
                     .call_tool("lookup_customer", json!({"customer_id": "C-1002"}))
                     .await
                 {
-                    Ok(r) if r.get("result").is_some() => {
-                        ok.fetch_add(1, Ordering::Relaxed);
-                    }
+                    Ok(r) if r.get("result").is_some() => ok_tx.send_modify(|n| *n += 1),
+                    // The tunnel is down: try again shortly, not in a hot loop.
                     _ => tokio::time::sleep(Duration::from_millis(20)).await,
                 }
             }
         })
     };
-    within("calls before the kill", async {
-        while ok.load(Ordering::Relaxed) < 150 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
+    within("calls before the kill", ok.wait_for(|n| *n >= 150))
+        .await
+        .unwrap();
     gw.0.kill().unwrap(); // SIGKILL: no drain, no flush
     gw.0.wait().unwrap();
     wait_tunnel(&t, false).await;
-    let before_restart = ok.load(Ordering::Relaxed);
+    let before_restart = *ok.borrow();
     let _gw2 = spawn_gateway(&config, rx.addr);
     wait_tunnel(&t, true).await;
-    within("calls after the restart", async {
-        while ok.load(Ordering::Relaxed) < before_restart + 150 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-    done.store(true, Ordering::Relaxed);
+    within(
+        "calls after the restart",
+        ok.wait_for(|n| *n >= before_restart + 150),
+    )
+    .await
+    .unwrap();
+    done.cancel();
     caller.await.unwrap();
-    let succeeded = ok.load(Ordering::Relaxed);
+    let succeeded = *ok.borrow();
 
     // Everything in the spool reaches the collector; the chain is intact
     // (the restart is a `start` record in it).
@@ -579,7 +529,7 @@ async fn gateway_killed_mid_run_resumes_and_nothing_is_missing() {
         by_seq(r).len() as u64 >= last
     })
     .await;
-    let got = rx.state.lock().unwrap();
+    let got = rx.state.lock();
     assert_complete(&got, last);
     let starts = got
         .logs

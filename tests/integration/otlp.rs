@@ -76,44 +76,66 @@ pub fn attr(attrs: &[KeyValue], key: &str) -> Option<String> {
         .and_then(|a| str_value(a.value.as_ref()))
 }
 
-type State = Arc<Mutex<Received>>;
+/// What was received, and a signal bumped after every export request.
+#[derive(Default)]
+pub struct Shared {
+    received: Mutex<Received>,
+    arrived: tokio::sync::Notify,
+}
+
+impl Shared {
+    /// Locks what was received.
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Received> {
+        self.received.lock().unwrap()
+    }
+
+    fn take(&self, f: impl FnOnce(&mut Received)) {
+        let mut r = self.lock();
+        r.requests += 1;
+        f(&mut r);
+        drop(r);
+        self.arrived.notify_waiters();
+    }
+}
+
+type State = Arc<Shared>;
 
 fn take_logs(state: &State, req: ExportLogsServiceRequest) {
-    let mut s = state.lock().unwrap();
-    s.requests += 1;
-    for rl in req.resource_logs {
-        let name = service_name(rl.resource.as_ref().map_or(&[][..], |r| &r.attributes));
-        for sl in rl.scope_logs {
-            for r in sl.log_records {
-                s.logs.push((name.clone(), r));
+    state.take(|s| {
+        for rl in req.resource_logs {
+            let name = service_name(rl.resource.as_ref().map_or(&[][..], |r| &r.attributes));
+            for sl in rl.scope_logs {
+                for r in sl.log_records {
+                    s.logs.push((name.clone(), r));
+                }
             }
         }
-    }
+    });
 }
 
 fn take_spans(state: &State, req: ExportTraceServiceRequest) {
-    let mut s = state.lock().unwrap();
-    s.requests += 1;
-    for rs in req.resource_spans {
-        let name = service_name(rs.resource.as_ref().map_or(&[][..], |r| &r.attributes));
-        for ss in rs.scope_spans {
-            for sp in ss.spans {
-                s.spans.push((name.clone(), sp));
+    state.take(|s| {
+        for rs in req.resource_spans {
+            let name = service_name(rs.resource.as_ref().map_or(&[][..], |r| &r.attributes));
+            for ss in rs.scope_spans {
+                for sp in ss.spans {
+                    s.spans.push((name.clone(), sp));
+                }
             }
         }
-    }
+    });
 }
 
 fn take_metrics(state: &State, req: ExportMetricsServiceRequest) {
-    let mut s = state.lock().unwrap();
-    s.requests += 1;
-    for rm in req.resource_metrics {
-        for sm in rm.scope_metrics {
-            for m in sm.metrics {
-                s.metrics.push(m.name);
+    state.take(|s| {
+        for rm in req.resource_metrics {
+            for sm in rm.scope_metrics {
+                for m in sm.metrics {
+                    s.metrics.push(m.name);
+                }
             }
         }
-    }
+    });
 }
 
 #[derive(Clone)]
@@ -263,23 +285,30 @@ impl Receiver {
         Receiver { addr, state, stop }
     }
 
-    /// Waits up to `secs` until `pred` holds for what was received.
+    /// Waits up to `secs` until `pred` holds for what was received,
+    /// checking after every export request that arrives.
     pub async fn wait_until(&self, what: &str, secs: u64, pred: impl Fn(&Received) -> bool) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-        loop {
-            if pred(&self.state.lock().unwrap()) {
-                return;
+        let check = async {
+            loop {
+                // Registered before checking, so no export slips between.
+                let arrived = self.state.arrived.notified();
+                if pred(&self.state.lock()) {
+                    return;
+                }
+                arrived.await;
             }
-            if tokio::time::Instant::now() > deadline {
-                let s = self.state.lock().unwrap();
-                panic!(
-                    "timed out waiting for {what}: {} logs, {} spans, {} metrics received",
-                    s.logs.len(),
-                    s.spans.len(),
-                    s.metrics.len()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        if tokio::time::timeout(Duration::from_secs(secs), check)
+            .await
+            .is_err()
+        {
+            let s = self.state.lock();
+            panic!(
+                "timed out waiting for {what}: {} logs, {} spans, {} metrics received",
+                s.logs.len(),
+                s.spans.len(),
+                s.metrics.len()
+            );
         }
     }
 }

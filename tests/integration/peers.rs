@@ -310,16 +310,6 @@ fn conformance(url: &str) -> BTreeMap<String, (u32, u32)> {
     scenarios
 }
 
-/// The `portcullis up` binary, as a user runs it; killed on drop.
-struct UpProcess(Child);
-
-impl Drop for UpProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn conformance_through_the_tunnel_matches_direct() {
     let everything = Everything::start();
@@ -342,7 +332,8 @@ fn conformance_through_the_tunnel_matches_direct() {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let _guard = UpProcess(child);
+    // The `portcullis up` binary, as a user runs it; killed on drop.
+    let _guard = Proc(child);
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line).unwrap();
     let up: Value =

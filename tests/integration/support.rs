@@ -349,3 +349,48 @@ pub fn demo_upstreams(addr: SocketAddr) -> HashMap<String, Upstream> {
         http_upstream("demo", &format!("http://{addr}/mcp")),
     )])
 }
+
+/// A fresh directory under the test target's temp dir.
+pub fn scratch() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(secret::random_id());
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A child process, killed on drop.
+pub struct Proc(pub std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    /// Sends SIGTERM and waits (bounded) for the exit.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.0.id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        within(
+            "exit after SIGTERM",
+            tokio::task::spawn_blocking(move || self.0.wait()),
+        )
+        .await
+        .unwrap()
+        .unwrap()
+    }
+}
+
+/// Every line of every segment of the spool in `dir`.
+pub fn spool_text(dir: &std::path::Path) -> String {
+    portcullis::audit::spool::segments(dir)
+        .unwrap()
+        .iter()
+        .map(|s| std::fs::read_to_string(s).unwrap())
+        .collect()
+}
