@@ -200,6 +200,15 @@ fn start_exporter(
     }
 }
 
+/// Opens an audit spool and says where it is.
+fn open_spool(cfg: portcullis::audit::SpoolConfig) -> Result<portcullis::audit::Spool> {
+    let dir = cfg.dir.clone();
+    let spool = portcullis::audit::Spool::open(cfg)
+        .with_context(|| format!("audit spool {}", dir.display()))?;
+    tracing::info!(dir = %dir.display(), mode = ?spool.mode(), "audit spool open");
+    Ok(spool)
+}
+
 /// Flushes telemetry at exit.
 async fn finish(telemetry: Telemetry, exporter: Option<tokio::task::JoinHandle<()>>) {
     if let Some(t) = exporter {
@@ -259,6 +268,8 @@ async fn main() -> Result<()> {
                 running.gateway.audit(),
                 running.shutdown.clone(),
             )?;
+            let relay_exporter =
+                start_exporter(&telemetry, running.relay.audit(), running.shutdown.clone())?;
             let admin_addr = match admin {
                 Some(addr) => {
                     let a = portcullis::admin::Admin {
@@ -300,15 +311,24 @@ async fn main() -> Result<()> {
             let signal = shutdown_on_signal();
             signal.cancelled().await;
             running.stop().await;
+            if let Some(t) = relay_exporter {
+                let _ = t.await;
+            }
             finish(telemetry, exporter).await;
             Ok(())
         }
         Command::Relay { config } => {
             let telemetry = telemetry.context("telemetry")?;
             let cfg = RelayConfig::load(&config)?;
-            cfg.run(shutdown_on_signal(), Some(telemetry.registry.clone()))
+            let shutdown = shutdown_on_signal();
+            let spool = match cfg.audit.clone() {
+                Some(audit) => Some(Arc::new(open_spool(audit)?)),
+                None => None,
+            };
+            let exporter = start_exporter(&telemetry, spool.clone(), shutdown.clone())?;
+            cfg.run(shutdown, Some(telemetry.registry.clone()), spool)
                 .await?;
-            finish(telemetry, None).await;
+            finish(telemetry, exporter).await;
             Ok(())
         }
         Command::Policy {
@@ -378,10 +398,7 @@ async fn main() -> Result<()> {
             let cfg = GatewayConfig::load(&config)?;
             let shutdown = shutdown_on_signal();
             if let Some(audit) = cfg.audit.clone() {
-                let dir = audit.dir.clone();
-                let spool = portcullis::audit::Spool::open(audit)?;
-                tracing::info!(dir = %dir.display(), mode = ?spool.mode(), "audit spool open");
-                cfg.gateway.set_audit(std::sync::Arc::new(spool));
+                cfg.gateway.set_audit(Arc::new(open_spool(audit)?));
             }
             let exporter = start_exporter(&telemetry, cfg.gateway.audit(), shutdown.clone())?;
             if let Some(path) = &cfg.policy {

@@ -130,6 +130,9 @@ fn tunnel_id_hint() -> String {
     secret::random_id().chars().take(12).collect()
 }
 
+/// Where, inside `up`'s audit directory, the relay keeps its own spool.
+pub const RELAY_AUDIT_SUBDIR: &str = "relay";
+
 /// Starts relay, gateway and demo; returns once the tunnel is connected.
 pub async fn start(opts: UpOptions) -> Result<Running, UpError> {
     if opts.insecure_no_auth && !opts.agent_listen.ip().is_loopback() {
@@ -223,13 +226,17 @@ pub async fn start(opts: UpOptions) -> Result<Running, UpError> {
         let dir = opts.audit_dir.clone().unwrap_or_else(|| {
             std::env::temp_dir().join(format!("portcullis-audit-{}", &tunnel_id_hint()))
         });
-        let spool = crate::audit::Spool::open(crate::audit::SpoolConfig {
-            dir: dir.clone(),
-            mode: crate::audit::AuditMode::BestEffort,
-            key: None,
-            quota_bytes: crate::audit::spool::DEFAULT_QUOTA_BYTES,
-        })?;
-        gateway.set_audit(Arc::new(spool));
+        let open = |dir: std::path::PathBuf| {
+            crate::audit::Spool::open(crate::audit::SpoolConfig {
+                dir,
+                mode: crate::audit::AuditMode::BestEffort,
+                key: None,
+                quota_bytes: crate::audit::spool::DEFAULT_QUOTA_BYTES,
+            })
+        };
+        gateway.set_audit(Arc::new(open(dir.clone())?));
+        // The relay's records of agent requests: their own chain, beside.
+        relay.set_audit(Arc::new(open(dir.join(RELAY_AUDIT_SUBDIR))?));
         Some(dir)
     };
     let dial = DialConfig {

@@ -41,8 +41,13 @@ pub struct DecisionRecord {
     pub session_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub protocol_version: Option<String>,
-    /// `forwarded`, `rewritten`, `denied` or `dropped`.
+    /// `forwarded`, `rewritten`, `denied`, `dropped`, or `refused` (before
+    /// any policy: malformed, unauthenticated, offline tunnel…).
     pub outcome: String,
+    /// Why a message was refused outside the policy chain: the public
+    /// error, never message content.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy_digest: Option<String>,
     pub steps: Vec<StepEntry>,
@@ -89,6 +94,7 @@ impl DecisionRecord {
             trace_id,
             span_id,
             payload: None,
+            reason: None,
             time_unix_ms: now_ms(),
             tunnel: ctx.tunnel.clone(),
             server: ctx.server.clone(),

@@ -60,7 +60,7 @@ struct RawTunnel {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawAudit {
+pub(crate) struct RawAudit {
     /// Spool directory.
     dir: PathBuf,
     /// `strict` (calls fail when their record cannot be persisted) or
@@ -71,6 +71,26 @@ struct RawAudit {
     key: Option<SecretSource>,
     /// Disk quota in MiB (default 1024).
     quota_mib: Option<u64>,
+}
+
+impl RawAudit {
+    /// The spool settings, paths and key files resolved against `config`.
+    pub(crate) fn resolve(&self, config: &Path) -> Result<crate::audit::SpoolConfig, ConfigError> {
+        Ok(crate::audit::SpoolConfig {
+            dir: relative_to(config, &self.dir),
+            mode: self.mode,
+            key: self
+                .key
+                .as_ref()
+                .map(|k| k.read(config, "audit.key").map(String::into_bytes))
+                .transpose()?,
+            quota_bytes: self
+                .quota_mib
+                .map_or(crate::audit::spool::DEFAULT_QUOTA_BYTES, |m| {
+                    m * 1024 * 1024
+                }),
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -329,23 +349,7 @@ impl GatewayConfig {
         if upstreams.is_empty() {
             return Err(invalid("servers", "configure at least one server".into()));
         }
-        let audit = match &raw.audit {
-            Some(a) => Some(crate::audit::SpoolConfig {
-                dir: relative_to(path, &a.dir),
-                mode: a.mode,
-                key: a
-                    .key
-                    .as_ref()
-                    .map(|k| k.read(path, "audit.key").map(String::into_bytes))
-                    .transpose()?,
-                quota_bytes: a
-                    .quota_mib
-                    .map_or(crate::audit::spool::DEFAULT_QUOTA_BYTES, |m| {
-                        m * 1024 * 1024
-                    }),
-            }),
-            None => None,
-        };
+        let audit = raw.audit.as_ref().map(|a| a.resolve(path)).transpose()?;
         Ok(GatewayConfig {
             gateway: Gateway::new(upstreams, out_limits),
             policy: raw.policy.as_ref().map(|p| relative_to(path, p)),

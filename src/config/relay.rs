@@ -28,6 +28,8 @@ struct RawRelay {
     agents: Vec<RawAgent>,
     /// The admin listener (`/metrics`, `/healthz`, `/readyz`).
     admin: Option<super::gateway::RawAdmin>,
+    /// The audit spool for agent requests; none when absent.
+    audit: Option<super::gateway::RawAudit>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -86,6 +88,8 @@ pub struct RelayConfig {
     pub agent_tls: Option<Arc<rustls::ServerConfig>>,
     /// Where the admin listener binds, when configured.
     pub admin: Option<SocketAddr>,
+    /// The audit spool to open.
+    pub audit: Option<crate::audit::SpoolConfig>,
 }
 
 impl RelayConfig {
@@ -205,6 +209,7 @@ impl RelayConfig {
             agent_listen: al.listen,
             agent_tls,
             admin: raw.admin.as_ref().map(|a| a.listen),
+            audit: raw.audit.as_ref().map(|a| a.resolve(path)).transpose()?,
         })
     }
 
@@ -214,6 +219,7 @@ impl RelayConfig {
         self,
         shutdown: CancellationToken,
         registry: Option<prometheus::Registry>,
+        audit: Option<Arc<crate::audit::Spool>>,
     ) -> std::io::Result<()> {
         let tunnel_listener = tokio::net::TcpListener::bind(self.tunnel_listen).await?;
         let agent_listener = tokio::net::TcpListener::bind(self.agent_listen).await?;
@@ -223,6 +229,9 @@ impl RelayConfig {
             "relay listening"
         );
         let relay = Relay::new(self.settings);
+        if let Some(spool) = audit {
+            relay.set_audit(spool);
+        }
         if let (Some(addr), Some(registry)) = (self.admin, registry) {
             let r = relay.clone();
             let admin = crate::admin::Admin {

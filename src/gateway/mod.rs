@@ -40,6 +40,9 @@ struct CallInfo {
     method: Option<String>,
     tool: Option<String>,
     error: Option<i32>,
+    /// The message as known so far, until its decision is recorded: a
+    /// refusal before the policy chain is recorded from this.
+    unrecorded: Option<MessageContext>,
 }
 
 /// An upstream MCP server.
@@ -215,6 +218,13 @@ impl Gateway {
             Err((e, id)) => {
                 tracing::info!(error = %e, "call refused at the gateway");
                 call.error = Some(e.code());
+                if let (Some(spool), Some(ctx)) = (self.audit.get(), call.unrecorded.take()) {
+                    let mut record =
+                        span.in_scope(|| DecisionRecord::new(&ctx, &[], "refused", None));
+                    record.reason = Some(e.to_string());
+                    // Already refused; the spool counts a record it loses.
+                    let _ = spool.append(&record).await;
+                }
                 crate::telemetry::span::fail(&span, Some(e.code()), "");
                 error_response(&e, id.as_deref())
             }
@@ -286,6 +296,12 @@ impl Gateway {
         };
         match parts.method {
             Method::POST => {
+                // Until parsed, all that is known is who sent it where.
+                call.unrecorded = Some(MessageContext {
+                    direction: Direction::ToServer,
+                    kind: MessageKind::Request,
+                    ..base.clone()
+                });
                 let bytes = read_limited(body, self.limits.max_message_bytes)
                     .await
                     .map_err(|e| match e {
@@ -305,11 +321,8 @@ impl Gateway {
                 })?;
                 let id = msg.id.clone();
                 let era = Era::of(&parts.headers, Some(&msg));
-                if era == Era::Stateless {
-                    check_standard_headers(&parts.headers, &msg).map_err(|e| (e, id.clone()))?;
-                    if base.protocol_version.is_none() {
-                        base.protocol_version = msg.meta_protocol_version.clone();
-                    }
+                if era == Era::Stateless && base.protocol_version.is_none() {
+                    base.protocol_version = msg.meta_protocol_version.clone();
                 }
                 base.method = msg.method.clone();
                 base.target = msg.name.clone();
@@ -317,6 +330,11 @@ impl Gateway {
                 if msg.method.as_deref() == Some("tools/call") {
                     call.tool = msg.name.clone();
                 }
+                let mut ctx = base.clone();
+                ctx.direction = Direction::ToServer;
+                ctx.kind = msg.kind.into();
+                ctx.request_id = msg.id.clone();
+                call.unrecorded = Some(ctx.clone());
                 crate::telemetry::span::describe(
                     span,
                     &crate::telemetry::span::Call {
@@ -327,11 +345,11 @@ impl Gateway {
                         protocol_version: base.protocol_version.as_deref(),
                     },
                 );
+                if era == Era::Stateless {
+                    check_standard_headers(&parts.headers, &msg).map_err(|e| (e, id.clone()))?;
+                }
                 let rest = async {
-                    let mut ctx = base.clone();
-                    ctx.direction = Direction::ToServer;
-                    ctx.kind = msg.kind.into();
-                    ctx.request_id = msg.id.clone();
+                    call.unrecorded = None; // recorded below, whatever the verdict
                     let (outcome, records) = match &policy {
                         Some(p) if p.wants(&ctx) => {
                             p.apply(&ctx, msg.raw.clone(), self.limits.max_depth).await

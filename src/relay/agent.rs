@@ -10,9 +10,11 @@ use hyper::body::Incoming;
 
 use super::Relay;
 use super::auth::bearer;
+use crate::audit::DecisionRecord;
 use crate::body::{Body, ReadError, boxed, full, read_limited};
 use crate::mcp::era::is_forwarded_request_header;
 use crate::mcp::{McpError, error_response};
+use crate::policy::verdict::{Direction, MessageContext, MessageKind};
 use crate::principal::{PRINCIPAL_HEADER, Principal};
 use crate::tunnel::TUNNEL_AUTHORITY;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -82,6 +84,62 @@ fn forwarded_headers(from: &HeaderMap, principal: &Principal) -> HeaderMap {
     out
 }
 
+/// What the relay learned of one agent request, for its audit record.
+#[derive(Default)]
+struct AgentCall {
+    /// Tunnel and server, once the path named an MCP endpoint.
+    route: Option<(String, String)>,
+    /// The verified agent, once authenticated.
+    principal: Option<Principal>,
+    session: Option<String>,
+    protocol_version: Option<String>,
+    /// Method, target and id, once the body was read.
+    peek: crate::telemetry::span::Peek,
+}
+
+fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+impl AgentCall {
+    /// The audit record of this request, when it addressed an MCP endpoint
+    /// (requests for other paths are not MCP traffic and not recorded).
+    fn record(&self, outcome: &str, reason: Option<String>) -> Option<DecisionRecord> {
+        let (tunnel, server) = self.route.clone()?;
+        // The relay does not validate messages (the gateway does): one it
+        // could not read counts as a request.
+        let kind = match (&self.peek.method, &self.peek.id) {
+            (Some(_), None) => MessageKind::Notification,
+            (None, Some(_)) => MessageKind::Response,
+            _ => MessageKind::Request,
+        };
+        let ctx = MessageContext {
+            direction: Direction::ToServer,
+            tunnel,
+            server,
+            kind,
+            method: self.peek.method.clone(),
+            target: self.peek.target.clone(),
+            request_id: self.peek.id.clone(),
+            session_id: self.session.clone(),
+            protocol_version: self.protocol_version.clone(),
+            principal: self.principal.clone().unwrap_or_else(|| Principal {
+                subject: UNAUTHENTICATED.into(),
+                groups: Vec::new(),
+            }),
+        };
+        let mut record = DecisionRecord::new(&ctx, &[], outcome, None);
+        record.reason = reason;
+        Some(record)
+    }
+}
+
+/// The subject recorded for a request whose credential was missing or wrong.
+pub const UNAUTHENTICATED: &str = "(unauthenticated)";
+
 impl Relay {
     /// Handles one agent request; never fails, every error is a response.
     /// One span per agent request (the root of the gateway's and the
@@ -97,9 +155,9 @@ impl Relay {
         }
         let started = std::time::Instant::now();
         let is_post = req.method() == http::Method::POST;
-        let mut method = None;
+        let mut call = AgentCall::default();
         // Entered only once forward has named it and set its parent.
-        let result = self.forward(req, &mut method, &span).await;
+        let result = self.forward(req, &mut call, &span).await;
         let (resp, error) = match result {
             Ok(resp) => {
                 let status = resp.status();
@@ -112,6 +170,13 @@ impl Relay {
             Err(e) => {
                 tracing::info!(error = %e, "agent request refused");
                 crate::telemetry::span::fail(&span, Some(e.code()), "");
+                if let Some(spool) = self.audit.get()
+                    && let Some(record) = call.record("refused", Some(e.to_string()))
+                {
+                    // Already refused: a record that cannot be written
+                    // changes nothing for the caller (the spool counts it).
+                    let _ = spool.append(&record).await;
+                }
                 let code = e.code().to_string();
                 (error_response(&e, None), Some(code))
             }
@@ -121,7 +186,7 @@ impl Relay {
                 "relay",
                 started.elapsed(),
                 None,
-                method,
+                call.peek.method,
                 None,
                 error,
             );
@@ -132,7 +197,7 @@ impl Relay {
     async fn forward(
         &self,
         req: Request<Incoming>,
-        method: &mut Option<String>,
+        call: &mut AgentCall,
         span: &tracing::Span,
     ) -> Result<Response<Body>, McpError> {
         let s = &self.settings;
@@ -145,6 +210,10 @@ impl Relay {
                 "no MCP endpoint here; agent URLs look like /t/{tunnel}/{server}/mcp".into(),
             ));
         };
+        call.route = Some((tunnel.to_owned(), server.to_owned()));
+        call.session = header_text(req.headers(), crate::mcp::era::SESSION_HEADER);
+        call.protocol_version =
+            header_text(req.headers(), crate::mcp::era::PROTOCOL_VERSION_HEADER);
         // DNS rebinding defence: the Host must be one of ours (when the
         // list is set), and a browser Origin must be allow-listed or the
         // very origin of that checked Host.
@@ -174,6 +243,7 @@ impl Relay {
                 .agents
                 .verify(token)
                 .ok_or(McpError::Unauthorized("invalid API key"))?;
+            call.principal = Some(grant.principal.clone());
             if !grant.tunnels.allows(tunnel) {
                 return Err(McpError::Forbidden(format!(
                     "this key may not use tunnel '{tunnel}'"
@@ -181,6 +251,7 @@ impl Relay {
             }
             grant.principal.clone()
         };
+        call.principal = Some(principal.clone());
         let too_large = req
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -217,28 +288,35 @@ impl Relay {
                 ReadError::TooLarge { limit } => McpError::TooLarge { limit },
                 ReadError::Io(e) => McpError::InvalidRequest(format!("request body failed: {e}")),
             })?;
+        // What the message is, for the span and the audit record; the
+        // gateway parses it fully, so this reads only when someone asks.
+        if !span.is_disabled() || self.audit.get().is_some() {
+            call.peek = crate::telemetry::span::peek(&body);
+        }
         if !span.is_disabled() {
             crate::telemetry::span::adopt_parent(span, &parts.headers, Some(&body));
-            let peek = crate::telemetry::span::peek(&body);
             crate::telemetry::span::describe(
                 span,
                 &crate::telemetry::span::Call {
-                    method: peek.method.as_deref(),
-                    target: peek.target.as_deref(),
-                    request_id: peek.id.as_deref(),
-                    session_id: parts
-                        .headers
-                        .get(crate::mcp::era::SESSION_HEADER)
-                        .and_then(|v| v.to_str().ok()),
-                    protocol_version: parts
-                        .headers
-                        .get(crate::mcp::era::PROTOCOL_VERSION_HEADER)
-                        .and_then(|v| v.to_str().ok()),
+                    method: call.peek.method.as_deref(),
+                    target: call.peek.target.as_deref(),
+                    request_id: call.peek.id.as_deref(),
+                    session_id: call.session.as_deref(),
+                    protocol_version: call.protocol_version.as_deref(),
                 },
             );
             span.set_attribute("portcullis.tunnel", tunnel.to_owned());
             span.set_attribute("portcullis.server", server.to_owned());
-            *method = peek.method;
+        }
+        // Recorded before it goes down the tunnel: in strict mode a request
+        // whose record cannot be made durable is not forwarded.
+        if let Some(spool) = self.audit.get()
+            && let Some(record) = call.record("forwarded", None)
+        {
+            spool
+                .append(&record)
+                .await
+                .map_err(|_| McpError::AuditUnavailable)?;
         }
         let mut down = Request::new(full(body));
         *down.method_mut() = parts.method;

@@ -67,6 +67,7 @@ pub fn loopback_hosts() -> Vec<String> {
 pub struct Relay {
     settings: RelaySettings,
     registry: Arc<Registry>,
+    audit: std::sync::OnceLock<Arc<crate::audit::Spool>>,
 }
 
 impl Relay {
@@ -75,7 +76,21 @@ impl Relay {
         Arc::new(Relay {
             settings,
             registry: Arc::new(Registry::default()),
+            audit: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Records every agent request addressed to an MCP endpoint in
+    /// `spool` from now on (set once): forwarded ones before they go down
+    /// the tunnel (strict mode: not at all unless recorded), refused ones
+    /// with the reason.
+    pub fn set_audit(&self, spool: Arc<crate::audit::Spool>) {
+        let _ = self.audit.set(spool);
+    }
+
+    /// The audit spool, when one is set.
+    pub fn audit(&self) -> Option<Arc<crate::audit::Spool>> {
+        self.audit.get().cloned()
     }
 
     /// The live tunnel connections.

@@ -116,6 +116,105 @@ async fn every_decision_is_recorded_without_payload_values() {
     assert!(v.findings.is_empty(), "{:?}", v.findings);
 }
 
+/// The decision bodies of a spool.
+fn decisions(dir: &Path) -> Vec<serde_json::Value> {
+    spool_text(dir)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l.rsplit_once('\t')?.0).ok())
+        .filter(|l| l["type"] == "decision")
+        .map(|l| l["body"].clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_relay_records_agent_requests_and_refusals_are_recorded_with_their_reason() {
+    let dir = scratch();
+    let running = up::start(UpOptions {
+        audit_dir: Some(dir.clone()),
+        ..UpOptions::default()
+    })
+    .await
+    .unwrap();
+    let url = &running.servers["demo"];
+    let mut c = McpClient::new(url, running.token.as_deref());
+    c.initialize().await.unwrap();
+    let canary = "CANARY-77aa-relay";
+    c.call_tool("lookup_customer", json!({"customer_id": canary}))
+        .await
+        .unwrap();
+    // A wrong key: refused at the relay.
+    let stranger = McpClient::new(url, Some("pk_not-a-real-key"));
+    let r = stranger
+        .send(http::Method::POST, c.request_body("ping", json!({})), &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 401);
+    // A malformed message: forwarded by the relay, refused by the gateway.
+    let r = c
+        .send(
+            http::Method::POST,
+            bytes::Bytes::from_static(b"{\"jsonrpc\":"),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400);
+    running.gateway.audit().unwrap().flush().await.unwrap();
+    running.relay.audit().unwrap().flush().await.unwrap();
+
+    let relay_dir = dir.join(up::RELAY_AUDIT_SUBDIR);
+    let relay = decisions(&relay_dir);
+    let call = relay
+        .iter()
+        .find(|d| d["target"] == "lookup_customer")
+        .expect("the relay recorded the call");
+    assert_eq!(call["outcome"], "forwarded");
+    assert_eq!(call["subject"], "demo-agent");
+    assert_eq!(call["method"], "tools/call");
+    assert!(call["session_id"].is_string());
+    let refused = relay
+        .iter()
+        .find(|d| d["outcome"] == "refused")
+        .expect("the relay recorded the refusal");
+    assert_eq!(
+        refused["subject"],
+        portcullis::relay::agent::UNAUTHENTICATED
+    );
+    assert!(
+        refused["reason"]
+            .as_str()
+            .unwrap()
+            .contains("invalid API key"),
+        "{refused}"
+    );
+    assert!(
+        !spool_text(&relay_dir).contains(canary),
+        "an argument reached the relay's records"
+    );
+    assert!(
+        !spool_text(&relay_dir).contains("pk_not-a-real-key"),
+        "a credential reached the records"
+    );
+
+    let malformed = decisions(&dir)
+        .into_iter()
+        .find(|d| d["outcome"] == "refused")
+        .expect("the gateway recorded the malformed message");
+    assert_eq!(malformed["direction"], "to-server");
+    assert!(
+        malformed["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("Parse error"),
+        "{malformed}"
+    );
+    running.stop().await;
+    for d in [&dir, &relay_dir] {
+        let v = verify(d, None).unwrap();
+        assert!(v.findings.is_empty(), "{}: {:?}", d.display(), v.findings);
+    }
+}
+
 /// A spool with `n` decision records written and closed.
 async fn spool_with(n: u64, key: Option<&[u8]>) -> PathBuf {
     let dir = scratch();
