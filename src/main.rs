@@ -224,6 +224,8 @@ async fn main() -> Result<()> {
         Command::Up { .. } => Some("portcullis"),
         Command::Relay { .. } => Some("portcullis-relay"),
         Command::Gateway { .. } => Some("portcullis-gateway"),
+        // The benchmark measures with the metrics pipeline a gateway runs.
+        Command::Bench(_) => Some("portcullis-bench"),
         _ => None,
     };
     let telemetry = match service {
