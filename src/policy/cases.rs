@@ -10,7 +10,7 @@
 //! direction = "to-server"              # to-server (default) | to-client
 //! principal = { subject = "alice", groups = ["support"] }
 //! message = '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_customer"}}'
-//! expect = "deny"                      # allow | rewrite | deny
+//! expect = "deny"                      # allow | rewrite | deny | reject (refused when parsed)
 //! code = -32602                        # deny: expected JSON-RPC code
 //! public_message = "Unknown tool: delete_customer"   # deny: expected text
 //!
@@ -101,6 +101,9 @@ enum Expect {
     Allow,
     Rewrite,
     Deny,
+    /// Refused when parsed, before any plugin sees it (duplicate keys,
+    /// batches, too deep): the gateway answers `code` (-32700 or -32600).
+    Reject,
 }
 
 /// The cases file that goes with a policy file.
@@ -115,6 +118,23 @@ pub struct Report {
     pub failed: usize,
     /// The printable report, one line per case.
     pub text: String,
+}
+
+impl Report {
+    /// Adds one case's line (and its problems, when it failed).
+    fn record(&mut self, name: &str, steps: &[String], problems: Vec<String>) {
+        let verdict = if problems.is_empty() {
+            self.passed += 1;
+            "PASS"
+        } else {
+            self.failed += 1;
+            "FAIL"
+        };
+        let _ = writeln!(self.text, "{verdict}  {name}  [{}]", steps.join(" "));
+        for p in problems {
+            let _ = writeln!(self.text, "        {p}");
+        }
+    }
 }
 
 fn check(case: &Case, outcome: &Outcome, original: &Bytes) -> Vec<String> {
@@ -205,8 +225,22 @@ pub async fn run(
     };
     for case in &raw.case {
         let raw_msg = Bytes::from(case.message.clone());
-        let msg = Message::parse(raw_msg.clone(), max_depth)
-            .map_err(|e| invalid(format!("case {:?}: message: {e}", case.name)))?;
+        let msg = match (Message::parse(raw_msg.clone(), max_depth), case.expect) {
+            (Ok(m), _) => m,
+            (Err(e), Expect::Reject) => {
+                let problems: Vec<String> = case
+                    .code
+                    .filter(|c| i64::from(*c) != e.code())
+                    .map(|c| format!("expected code {c}, got {}", e.code()))
+                    .into_iter()
+                    .collect();
+                report.record(&case.name, &[], problems);
+                continue;
+            }
+            (Err(e), _) => {
+                return Err(invalid(format!("case {:?}: message: {e}", case.name)));
+            }
+        };
         let direction = match case.direction {
             CaseDirection::ToServer => Direction::ToServer,
             CaseDirection::ToClient => Direction::ToClient,
@@ -238,16 +272,7 @@ pub async fn run(
             .iter()
             .map(|r| format!("{}={}", r.plugin, r.decision))
             .collect();
-        if problems.is_empty() {
-            report.passed += 1;
-            let _ = writeln!(report.text, "PASS  {}  [{}]", case.name, steps.join(" "));
-        } else {
-            report.failed += 1;
-            let _ = writeln!(report.text, "FAIL  {}  [{}]", case.name, steps.join(" "));
-            for p in problems {
-                let _ = writeln!(report.text, "        {p}");
-            }
-        }
+        report.record(&case.name, &steps, problems);
     }
     let total = report.passed + report.failed;
     let _ = writeln!(
