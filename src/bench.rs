@@ -48,13 +48,22 @@ struct Latency {
 
 async fn latency(client: &mut McpClient, calls: usize) -> anyhow::Result<Latency> {
     let args = json!({ "query": "x".repeat(ARG_BYTES) });
+    latency_of(client, "search_tickets", args, calls).await
+}
+
+async fn latency_of(
+    client: &mut McpClient,
+    tool: &str,
+    args: serde_json::Value,
+    calls: usize,
+) -> anyhow::Result<Latency> {
     for _ in 0..WARMUP {
-        client.call_tool("search_tickets", args.clone()).await?;
+        client.call_tool(tool, args.clone()).await?;
     }
     let mut samples = Vec::with_capacity(calls);
     for _ in 0..calls {
         let t = Instant::now();
-        let r = client.call_tool("search_tickets", args.clone()).await?;
+        let r = client.call_tool(tool, args.clone()).await?;
         samples.push(t.elapsed());
         anyhow::ensure!(r.get("result").is_some(), "call failed: {r}");
     }
@@ -123,6 +132,166 @@ plugin = "noop2"
 [[servers."*"]]
 plugin = "noop3"
 "#;
+
+/// One standard plugin on a realistic message, for the per-plugin table
+/// (the same inputs serve the native comparison).
+pub struct PluginCase {
+    /// Row label.
+    pub label: &'static str,
+    /// `builtin:NAME`.
+    pub plugin: &'static str,
+    /// Its configuration, as JSON.
+    pub config: String,
+    pub ctx: crate::policy::verdict::MessageContext,
+    pub message: String,
+    /// Tool definitions the catalog holds (a `tools/list` result's `tools`).
+    pub tools: Option<serde_json::Value>,
+}
+
+/// The definition schema-guard checks calls against: the demo's refund tool.
+fn refund_tool() -> serde_json::Value {
+    json!({"name": "issue_refund", "description": "Refunds an amount (in EUR) to a customer's card.",
+        "inputSchema": {"type": "object", "properties": {
+            "customer_id": {"type": "string", "pattern": "^C-[0-9]{4}$"},
+            "amount": {"type": "number", "exclusiveMinimum": 0, "maximum": 10000},
+            "reason": {"type": "string", "maxLength": 500}},
+          "required": ["customer_id", "amount"], "additionalProperties": false}})
+}
+
+/// The per-plugin cases: authz with 20 rules and Cedar with 20 policies on
+/// a refund call, redact with every detector on a 4 KiB tool result,
+/// schema-guard on the refund call.
+pub fn plugin_cases() -> Vec<PluginCase> {
+    use crate::policy::verdict::{Direction, MessageContext, MessageKind};
+    let ctx = |direction, kind, method: &str, target: &str| MessageContext {
+        direction,
+        tunnel: "bench".into(),
+        server: "demo".into(),
+        kind,
+        method: Some(method.into()),
+        target: Some(target.into()),
+        request_id: Some("7".into()),
+        session_id: None,
+        protocol_version: Some("2025-11-25".into()),
+        principal: crate::principal::Principal {
+            subject: "demo-agent".into(),
+            groups: vec!["support".into()],
+        },
+    };
+    let call = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "issue_refund",
+        "arguments": {"customer_id": "C-1001", "amount": 80, "reason": "duplicate charge on order 7731"}}})
+    .to_string();
+    let to_server = ctx(
+        Direction::ToServer,
+        MessageKind::Request,
+        "tools/call",
+        "issue_refund",
+    );
+    // 20 authz rules: 18 for other groups and tools, the refund rule, a deny.
+    let mut rules: Vec<serde_json::Value> = (0..18)
+        .map(|i| {
+            json!({"id": format!("team-{i}"), "effect": "allow", "groups": [format!("team-{i}")],
+            "tools": [format!("tool_{i}_*"), "lookup_customer"],
+            "when": [{"arg": "region", "op": "in", "value": ["eu", "us"]}]})
+        })
+        .collect();
+    rules.push(
+        json!({"id": "support-refund", "effect": "allow", "groups": ["support"],
+        "tools": ["issue_refund"], "when": [{"arg": "amount", "op": "lte", "value": 100},
+        {"arg": "customer_id", "op": "regex", "value": "^C-[0-9]{4}$"}]}),
+    );
+    rules.push(json!({"id": "no-erasure", "effect": "deny", "tools": ["delete_*"]}));
+    // 20 Cedar policies, the same shape.
+    let mut cedar: String = (0..18)
+        .map(|i| format!("@id(\"team-{i}\")\npermit(principal in Portcullis::Group::\"team-{i}\", action == Portcullis::Action::\"tools/call\", resource == Portcullis::Tool::\"tool_{i}\") when {{ context.arguments has region && context.arguments.region == \"eu\" }};\n"))
+        .collect();
+    cedar.push_str("@id(\"support-refund\")\npermit(principal in Portcullis::Group::\"support\", action == Portcullis::Action::\"tools/call\", resource == Portcullis::Tool::\"issue_refund\") when { context.arguments has amount && context.arguments.amount <= 100 };\n");
+    cedar.push_str("@id(\"no-erasure\")\nforbid(principal, action, resource) when { resource.name like \"delete_*\" };\n");
+    let thread = crate::demo::ticket_thread("T-502");
+    let result = json!({"jsonrpc": "2.0", "id": 7, "result": {"content": [{"type": "text", "text": thread}], "isError": false}}).to_string();
+    vec![
+        PluginCase {
+            label: "authz, 20 rules, tools/call",
+            plugin: "authz",
+            config: json!({ "rules": rules }).to_string(),
+            ctx: to_server.clone(),
+            message: call.clone(),
+            tools: None,
+        },
+        PluginCase {
+            label: "cedar, 20 policies, tools/call",
+            plugin: "cedar",
+            config: json!({ "policies": cedar }).to_string(),
+            ctx: to_server.clone(),
+            message: call.clone(),
+            tools: None,
+        },
+        PluginCase {
+            label: "redact, every detector, 4 KiB tool result",
+            plugin: "redact",
+            config: "{}".into(),
+            ctx: ctx(
+                Direction::ToClient,
+                MessageKind::Response,
+                "tools/call",
+                "get_ticket_thread",
+            ),
+            message: result,
+            tools: None,
+        },
+        PluginCase {
+            label: "schema-guard, typical tool, tools/call",
+            plugin: "schema-guard",
+            config: "{}".into(),
+            ctx: to_server,
+            message: call,
+            tools: Some(json!([refund_tool()])),
+        },
+    ]
+}
+
+/// p50 of each [`plugin_cases`] case through the real host (Wasm).
+async fn plugin_suite_costs(calls: usize) -> anyhow::Result<Vec<(&'static str, Duration)>> {
+    use crate::plugin::{LoadedPlugin, PluginEngine, PluginLimits};
+    let engine = PluginEngine::new(crate::plugin::engine::default_cache_dir())?;
+    let mut out = Vec::new();
+    for case in plugin_cases() {
+        let bytes = crate::plugin::builtin(case.plugin)
+            .ok_or_else(|| anyhow::anyhow!("{} is not built in", case.plugin))?;
+        let catalog = Arc::new(crate::policy::catalog::Catalog::default());
+        if let Some(tools) = &case.tools {
+            let listing = json!({"jsonrpc": "2.0", "id": 0, "result": {"tools": tools}});
+            catalog.learn("demo", listing.to_string().as_bytes(), false);
+        }
+        let plugin = LoadedPlugin::load(
+            &engine,
+            case.plugin,
+            bytes,
+            case.config.clone(),
+            PluginLimits::default(),
+            catalog,
+        )
+        .await?;
+        let mut samples = Vec::with_capacity(calls);
+        for i in 0..calls + WARMUP {
+            let t = Instant::now();
+            let v = plugin.call(&case.ctx, &case.message).await?;
+            if i >= WARMUP {
+                samples.push(t.elapsed());
+            }
+            if i == 0 {
+                anyhow::ensure!(
+                    !matches!(v.decision, crate::policy::verdict::Decision::Deny(_)),
+                    "{}: the benchmark message was denied: {v:?}",
+                    case.label
+                );
+            }
+        }
+        samples.sort();
+        out.push((case.label, percentile(&samples, 0.5)));
+    }
+    Ok(out)
+}
 
 /// Host-side wall time of plugin calls on a 1 KiB message.
 async fn plugin_costs(calls: usize) -> anyhow::Result<(Duration, Duration)> {
@@ -347,6 +516,17 @@ async fn audit_export_costs(calls: usize) -> anyhow::Result<(Duration, f64)> {
     Ok((percentile(&hot, 0.5), rate))
 }
 
+/// An initialised agent session with `running`'s demo server.
+async fn demo_client(running: &up::Running) -> anyhow::Result<McpClient> {
+    let url = running
+        .servers
+        .get(up::DEMO_SERVER)
+        .ok_or_else(|| anyhow::anyhow!("no demo server"))?;
+    let mut c = McpClient::new(url, running.token.as_deref());
+    c.initialize().await?;
+    Ok(c)
+}
+
 async fn run_on_workers(opts: BenchOptions) -> anyhow::Result<String> {
     let running = up::start(UpOptions {
         no_policy: true,
@@ -359,13 +539,7 @@ async fn run_on_workers(opts: BenchOptions) -> anyhow::Result<String> {
         .ok_or_else(|| anyhow::anyhow!("demo server did not start"))?;
     let mut direct = McpClient::new(&format!("http://{demo}/mcp"), None);
     direct.initialize().await?;
-    let url = running
-        .servers
-        .get(up::DEMO_SERVER)
-        .cloned()
-        .unwrap_or_default();
-    let mut tunneled = McpClient::new(&url, running.token.as_deref());
-    tunneled.initialize().await?;
+    let mut tunneled = demo_client(&running).await?;
 
     let d1 = latency(&mut direct, opts.calls).await?;
     let t1 = latency(&mut tunneled, opts.calls).await?;
@@ -383,16 +557,31 @@ async fn run_on_workers(opts: BenchOptions) -> anyhow::Result<String> {
     })
     .await?;
     let _ = std::fs::remove_dir_all(&dir);
-    let url = chained
-        .servers
-        .get(up::DEMO_SERVER)
-        .cloned()
-        .unwrap_or_default();
-    let mut with_chain = McpClient::new(&url, chained.token.as_deref());
-    with_chain.initialize().await?;
+    let mut with_chain = demo_client(&chained).await?;
     let c1 = latency(&mut with_chain, opts.calls).await?;
     let ct = throughput(&with_chain, opts.calls_per_task).await?;
     chained.stop().await;
+    // 4 KiB results: the bare tunnel, then the full default policy (authz
+    // both ways, redact on the way out), no audit in either.
+    let thread_args = json!({ "ticket_id": "T-502" });
+    let bare = up::start(UpOptions {
+        no_policy: true,
+        no_audit: true,
+        ..UpOptions::default()
+    })
+    .await?;
+    let mut c = demo_client(&bare).await?;
+    let b4 = latency_of(&mut c, "get_ticket_thread", thread_args.clone(), opts.calls).await?;
+    bare.stop().await;
+    let full = up::start(UpOptions {
+        no_audit: true,
+        ..UpOptions::default()
+    })
+    .await?;
+    let mut c = demo_client(&full).await?;
+    let f4 = latency_of(&mut c, "get_ticket_thread", thread_args, opts.calls).await?;
+    full.stop().await;
+    let suite = plugin_suite_costs(opts.calls).await?;
     let (one_plugin, three_plugins) = plugin_costs(opts.calls).await?;
     let (audit_hot, audit_rate) = audit_costs(50_000).await?;
     let (export_hot, export_rate) = audit_export_costs(20_000).await?;
@@ -442,6 +631,30 @@ async fn run_on_workers(opts: BenchOptions) -> anyhow::Result<String> {
         us(c1.p99.saturating_sub(d1.p99)),
         ct / dt
     );
+    let _ = writeln!(
+        out,
+        "| tunnel, 4 KiB result, no policy | {:.0} | {:.0} | |",
+        us(b4.p50),
+        us(b4.p99)
+    );
+    let _ = writeln!(
+        out,
+        "| tunnel, 4 KiB result, full default chain (authz both ways, redact) | {:.0} | {:.0} | |",
+        us(f4.p50),
+        us(f4.p99)
+    );
+    let _ = writeln!(
+        out,
+        "| added by the default chain | {:.0} (target ≤ 100) | {:.0} | |",
+        us(f4.p50.saturating_sub(b4.p50)),
+        us(f4.p99.saturating_sub(b4.p99))
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(out, "| standard plugin, realistic message | Wasm p50 µs |");
+    let _ = writeln!(out, "|---|---:|");
+    for (label, p50) in &suite {
+        let _ = writeln!(out, "| {label} | {:.1} |", us(*p50));
+    }
     let _ = writeln!(out);
     let _ = writeln!(out, "| plugin host, 1 KiB message | p50 µs |");
     let _ = writeln!(out, "|---|---:|");

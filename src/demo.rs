@@ -104,6 +104,17 @@ fn tools() -> Value {
             "annotations": { "destructiveHint": true }
         },
         {
+            "name": "get_ticket_thread",
+            "title": "Read a ticket's conversation",
+            "description": "The full message thread of a support ticket (about 4 KiB).",
+            "inputSchema": {
+                "type": "object",
+                "properties": { "ticket_id": { "type": "string" } },
+                "required": ["ticket_id"]
+            },
+            "annotations": { "readOnlyHint": true }
+        },
+        {
             "name": "generate_report",
             "title": "Generate a report",
             "description": "Builds a revenue report in steps, sending progress notifications.",
@@ -147,6 +158,47 @@ fn customer(id: &str) -> Option<Value> {
         json!({ "id": id, "name": name, "email": email, "phone": phone,
                  "card_number": card, "iban": iban, "tier": tier }),
     )
+}
+
+/// A support conversation of about 4 KiB: ordinary prose with the few
+/// personal details real tickets carry (an e-mail address, a phone number,
+/// the last digits of a card), the shape a redaction policy meets all day.
+pub fn ticket_thread(id: &str) -> String {
+    let turns = [
+        (
+            "customer",
+            "Hello, I was charged twice for order 7731 last Tuesday. The second charge appeared on my statement two days later and has not been reversed yet. Could you please look into it? You can reach me at grace@example.org or on +1 202 555 0143 during office hours.",
+        ),
+        (
+            "agent",
+            "Thank you for reaching out, and sorry for the trouble. I can see two authorisations for order 7731. The first one was captured; the second one should have been released automatically after the payment provider's timeout. I have opened an investigation with our payments team and will update this ticket as soon as I hear back.",
+        ),
+        (
+            "customer",
+            "Thanks. For reference, the card ends in 0004 and the amount was 149.90 EUR both times. My bank says they cannot do anything until the merchant confirms the duplicate.",
+        ),
+        (
+            "agent",
+            "Understood. The payments team confirmed the duplicate capture. A refund of 149.90 EUR has been issued and should be visible within five to seven business days, depending on your bank. I have also added a note to your account so that this does not happen again with the saved payment method.",
+        ),
+        (
+            "customer",
+            "I still do not see the refund after a week. Is there a reference number I can give to my bank?",
+        ),
+        (
+            "agent",
+            "Of course. The refund reference is R-7731-02 and it was sent on the original payment rail. Banks sometimes show refunds as a separate credit rather than reversing the charge, so it may appear under a different description. If it has not arrived by Friday, reply here and I will escalate it to our finance team.",
+        ),
+    ];
+    let mut out = format!("Ticket {id}: Card charged twice for order 7731\n\n");
+    for (n, (who, text)) in turns.iter().cycle().enumerate() {
+        if out.len() >= 4096 {
+            break;
+        }
+        out.push_str(&format!("[{}] {who}: {text}\n\n", n + 1));
+    }
+    out.truncate(out.char_indices().nth(4096).map_or(out.len(), |(i, _)| i));
+    out
 }
 
 fn text_result(text: String, structured: Option<Value>, is_error: bool) -> Value {
@@ -210,6 +262,10 @@ fn call_tool(name: &str, args: &Value) -> Result<Value, (i64, String)> {
                 .collect();
             let text = serde_json::to_string(&hits).unwrap_or_default();
             Ok(text_result(text, Some(json!({ "tickets": hits })), false))
+        }
+        "get_ticket_thread" => {
+            let id = arg_str(args, "ticket_id").ok_or_else(|| bad("ticket_id is required"))?;
+            Ok(text_result(ticket_thread(id), None, false))
         }
         "delete_customer" => {
             let id = arg_str(args, "customer_id").ok_or_else(|| bad("customer_id is required"))?;
