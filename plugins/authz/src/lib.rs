@@ -121,7 +121,6 @@
 //! filtered: templates are not readable by themselves.
 
 mod config;
-mod message;
 mod rules;
 #[cfg(test)]
 mod tests;
@@ -131,9 +130,9 @@ use std::sync::OnceLock;
 use portcullis_plugin_sdk::{
     Context, Direction, Interests, MessageKind, Plugin, Value, Verdict, allow, codes, deny,
     log_info, rewrite_json,
+    strict::{Call, Head, Obj, describe},
 };
 
-use message::{Call, Head, Obj, describe};
 use rules::{CallMethod, Decided, Policy, Request};
 
 /// Set once by `init`; each plugin instance has its own copy.

@@ -168,7 +168,6 @@
 mod config;
 mod engine;
 mod lookalike;
-mod message;
 mod names;
 mod slice;
 #[cfg(test)]
@@ -179,10 +178,10 @@ use std::sync::OnceLock;
 use portcullis_plugin_sdk::{
     Context, Direction, Interests, MessageKind, Plugin, Value, Verdict, allow, codes, deny,
     log_info, log_warn, rewrite_json,
+    strict::{Call, Head, Obj, describe},
 };
 
 use engine::{Engine, Outcome, Target};
-use message::{Call, Head, Obj, describe};
 use names::CallMethod;
 
 /// Set once by `init`; each plugin instance has its own copy.

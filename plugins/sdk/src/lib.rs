@@ -20,7 +20,9 @@
 //!   [`Message::listed_tools`];
 //! * the context: [`Context::is_tool_call`], [`Context::is_response_to`], …;
 //! * host imports: [`log_info`], [`log_warn`] (and friends),
-//!   [`tool_definition`], [`now_unix_millis`].
+//!   [`tool_definition`], [`now_unix_millis`];
+//! * for plugins that decide calls: [`strict`], typed call parsing that
+//!   refuses duplicate keys.
 //!
 //! # Example
 //!
@@ -106,6 +108,8 @@ pub use bindings::portcullis::policy::types::{
 pub use serde_json::{self, Value, json};
 
 use bindings::portcullis::policy::host;
+
+pub mod strict;
 
 /// Common JSON-RPC error codes for [`deny`].
 pub mod codes {
