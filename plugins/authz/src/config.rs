@@ -5,9 +5,10 @@
 use std::collections::HashSet;
 
 use portcullis_plugin_sdk::Value;
+use portcullis_plugin_sdk::names::{CallMethod, Glob, fold};
 use serde::{Deserialize, Deserializer};
 
-use crate::rules::{CallMethod, Check, Cmp, Condition, Effect, Glob, Policy, Rule, Step, fold};
+use crate::rules::{Check, Cmp, Condition, Effect, Policy, Rule, Step};
 
 /// Methods open to everyone when `open_methods` is not given.
 pub const DEFAULT_OPEN_METHODS: &[&str] = &[

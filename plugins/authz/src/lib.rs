@@ -127,13 +127,14 @@ mod tests;
 
 use std::sync::OnceLock;
 
+use portcullis_plugin_sdk::names::CallMethod;
+use portcullis_plugin_sdk::strict::{Call, Head, Obj, describe};
 use portcullis_plugin_sdk::{
     Context, Direction, Interests, MessageKind, Plugin, Value, Verdict, allow, codes, deny,
     log_info, rewrite_json,
-    strict::{Call, Head, Obj, describe},
 };
 
-use rules::{CallMethod, Decided, Policy, Request};
+use rules::{Decided, Policy, Request};
 
 /// Set once by `init`; each plugin instance has its own copy.
 static POLICY: OnceLock<Policy> = OnceLock::new();

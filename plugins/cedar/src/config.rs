@@ -8,12 +8,12 @@ use std::str::FromStr;
 
 use cedar_policy::{Entities, PolicyId, PolicySet, Schema, ValidationMode, Validator};
 use miette::Diagnostic;
+use portcullis_plugin_sdk::names::Glob;
 use portcullis_plugin_sdk::{Value, json};
 use serde::Deserialize;
 
 use crate::engine::{Engine, Types};
 use crate::lookalike;
-use crate::names::Glob;
 
 /// Methods open to everyone when `open_methods` is not given (as in `authz`).
 pub const DEFAULT_OPEN_METHODS: &[&str] = &[

@@ -168,21 +168,20 @@
 mod config;
 mod engine;
 mod lookalike;
-mod names;
 mod slice;
 #[cfg(test)]
 mod tests;
 
 use std::sync::OnceLock;
 
+use portcullis_plugin_sdk::names::CallMethod;
+use portcullis_plugin_sdk::strict::{Call, Head, Obj, describe};
 use portcullis_plugin_sdk::{
     Context, Direction, Interests, MessageKind, Plugin, Value, Verdict, allow, codes, deny,
     log_info, log_warn, rewrite_json,
-    strict::{Call, Head, Obj, describe},
 };
 
 use engine::{Engine, Outcome, Target};
-use names::CallMethod;
 
 /// Set once by `init`; each plugin instance has its own copy.
 static ENGINE: OnceLock<Engine> = OnceLock::new();

@@ -3,7 +3,6 @@
 use portcullis_plugin_sdk::{AnnotationValue, Principal, json};
 
 use super::*;
-use crate::names::fold;
 
 /// The crate documentation's example.
 const EXAMPLE: &str = r#"
@@ -585,18 +584,6 @@ fn duplicate_argument_keys_are_refused() {
 // ---------------------------------------------------------------------------
 // Look-alikes
 // ---------------------------------------------------------------------------
-
-#[test]
-fn folding() {
-    assert!(matches!(fold("delete_user"), std::borrow::Cow::Borrowed(_)));
-    assert_eq!(fold("DELETE_User"), "delete_user");
-    assert_eq!(
-        fold("delete\u{200B}_\u{200C}us\u{200D}er\u{2060}\u{FEFF}"),
-        "delete_user"
-    );
-    assert_eq!(fold("ｄｅｌｅｔｅ＿ＵＳＥＲ"), "delete_user");
-    assert_eq!(fold("de\u{00AD}lete_user"), "delete_user");
-}
 
 const LOOKALIKES: &[&str] = &[
     "DELETE_USER",

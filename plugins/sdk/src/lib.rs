@@ -22,7 +22,8 @@
 //! * host imports: [`log_info`], [`log_warn`] (and friends),
 //!   [`tool_definition`], [`now_unix_millis`];
 //! * for plugins that decide calls: [`strict`], typed call parsing that
-//!   refuses duplicate keys.
+//!   refuses duplicate keys, and [`names`], the call methods, globs and the
+//!   folding of look-alike names.
 //!
 //! # Example
 //!
@@ -109,6 +110,7 @@ pub use serde_json::{self, Value, json};
 
 use bindings::portcullis::policy::host;
 
+pub mod names;
 pub mod strict;
 
 /// Common JSON-RPC error codes for [`deny`].
