@@ -311,9 +311,4 @@ impl Policy {
             .any(|rule| rule.when.is_empty() && rule.selects(r))
             && self.allow.iter().any(|rule| rule.selects(r))
     }
-
-    /// True when `method` (not a call method) is open to everyone.
-    pub fn is_open(&self, method: &str) -> bool {
-        any_glob(&self.open_methods, method)
-    }
 }

@@ -1,6 +1,6 @@
 //! Unit tests, run natively with `cargo test` (no host imports are called).
 
-use portcullis_plugin_sdk::{json, testing};
+use portcullis_plugin_sdk::{Direction, MessageKind, json, testing};
 
 use super::*;
 

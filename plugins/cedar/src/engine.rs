@@ -179,11 +179,6 @@ impl Engine {
         })
     }
 
-    /// True when `method` (not a call method) is open to everyone.
-    pub fn is_open(&self, method: &str) -> bool {
-        self.open_methods.iter().any(|g| g.matches(method))
-    }
-
     // -----------------------------------------------------------------------
     // Values
     // -----------------------------------------------------------------------

@@ -22,9 +22,10 @@
 //! * the context: [`Context::is_tool_call`], [`Context::is_response_to`], …;
 //! * host imports: [`log_info`], [`log_warn`] (and friends),
 //!   [`tool_definition`], [`now_unix_millis`];
-//! * for plugins that decide calls: [`strict`], typed call parsing that
-//!   refuses duplicate keys, and [`names`], the call methods, globs and the
-//!   folding of look-alike names;
+//! * for plugins that decide calls: [`authorize`], the deny-by-default
+//!   routing of messages around an [`authorize::Authorizer`]; [`strict`],
+//!   typed call parsing that refuses duplicate keys; [`names`], the call
+//!   methods, globs and the folding of look-alike names;
 //! * native unit tests: [`testing::context`] and [`testing::request`].
 //!
 //! # Example
@@ -112,6 +113,7 @@ pub use serde_json::{self, Value, json};
 
 use bindings::portcullis::policy::host;
 
+pub mod authorize;
 pub mod names;
 pub mod strict;
 pub mod testing;
