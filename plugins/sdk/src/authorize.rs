@@ -59,7 +59,7 @@
 
 use serde_json::Value;
 
-use crate::names::CallMethod;
+use crate::names::{CallMethod, Glob};
 use crate::strict::{Call, Head, Obj, describe};
 use crate::{Context, Direction, MessageKind, Verdict, allow, codes, deny, rewrite_json};
 
@@ -67,6 +67,34 @@ use crate::{Context, Direction, MessageKind, Verdict, allow, codes, deny, rewrit
 /// (nothing allows the call, the method is not open, the request is
 /// malformed).
 pub const DEFAULT_DENY: &str = "default-deny";
+
+/// Request methods open to everyone when a plugin's `open_methods` is not
+/// given: the MCP handshake, pings, notifications, the three lists,
+/// resource templates, log level and completions.
+pub const DEFAULT_OPEN_METHODS: &[&str] = &[
+    "initialize",
+    "ping",
+    "notifications/*",
+    "tools/list",
+    "prompts/list",
+    "resources/list",
+    "resources/templates/list",
+    "logging/setLevel",
+    "completion/complete",
+];
+
+/// Compiles an `open_methods` setting: globs of the request methods
+/// anyone may use, [`DEFAULT_OPEN_METHODS`] when not given. An empty
+/// pattern is an error (`open_methods[1] is an empty pattern`).
+pub fn open_methods(list: Option<&[String]>) -> Result<Vec<Glob>, String> {
+    let Some(list) = list else {
+        return Ok(DEFAULT_OPEN_METHODS.iter().map(|m| Glob::new(m)).collect());
+    };
+    if let Some(i) = list.iter().position(String::is_empty) {
+        return Err(format!("open_methods[{i}] is an empty pattern"));
+    }
+    Ok(list.iter().map(|m| Glob::new(m)).collect())
+}
 
 /// How an [`Authorizer`] decided a call.
 #[derive(Debug, Clone, PartialEq, Eq)]
