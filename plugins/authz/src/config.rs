@@ -5,22 +5,11 @@
 use std::collections::HashSet;
 
 use portcullis_plugin_sdk::Value;
+use portcullis_plugin_sdk::authorize;
+use portcullis_plugin_sdk::names::{CallMethod, Glob, fold};
 use serde::{Deserialize, Deserializer};
 
-use crate::rules::{CallMethod, Check, Cmp, Condition, Effect, Glob, Policy, Rule, Step, fold};
-
-/// Methods open to everyone when `open_methods` is not given.
-pub const DEFAULT_OPEN_METHODS: &[&str] = &[
-    "initialize",
-    "ping",
-    "notifications/*",
-    "tools/list",
-    "prompts/list",
-    "resources/list",
-    "resources/templates/list",
-    "logging/setLevel",
-    "completion/complete",
-];
+use crate::rules::{Check, Cmp, Condition, Effect, Policy, Rule, Step};
 
 /// The top level of the configuration.
 #[derive(Debug, Deserialize)]
@@ -90,17 +79,8 @@ pub fn parse(text: &str) -> Result<Policy, String> {
     let raw: RawConfig =
         serde_json::from_str(text).map_err(|e| format!("authz: invalid config: {e}"))?;
 
-    let open_methods = match raw.open_methods {
-        None => DEFAULT_OPEN_METHODS.iter().map(|m| Glob::new(m)).collect(),
-        Some(list) => {
-            if let Some(i) = list.iter().position(String::is_empty) {
-                return Err(format!(
-                    "authz: invalid config: open_methods[{i}] is an empty pattern"
-                ));
-            }
-            list.iter().map(|m| Glob::new(m)).collect()
-        }
-    };
+    let open_methods = authorize::open_methods(raw.open_methods.as_deref())
+        .map_err(|e| format!("authz: invalid config: {e}"))?;
 
     let mut policy = Policy {
         deny: Vec::new(),

@@ -121,26 +121,20 @@
 //! filtered: templates are not readable by themselves.
 
 mod config;
-mod message;
 mod rules;
 #[cfg(test)]
 mod tests;
 
 use std::sync::OnceLock;
 
-use portcullis_plugin_sdk::{
-    Context, Direction, Interests, MessageKind, Plugin, Value, Verdict, allow, codes, deny,
-    log_info, rewrite_json,
-};
+use portcullis_plugin_sdk::authorize::{self, Authorizer, DEFAULT_DENY, Ruling};
+use portcullis_plugin_sdk::names::CallMethod;
+use portcullis_plugin_sdk::{Context, Interests, Plugin, Value, Verdict, codes, deny, log_info};
 
-use message::{Call, Head, Obj, describe};
-use rules::{CallMethod, Decided, Policy, Request};
+use rules::{Decided, Policy, Request};
 
 /// Set once by `init`; each plugin instance has its own copy.
 static POLICY: OnceLock<Policy> = OnceLock::new();
-
-/// The audit label of a refusal no rule asked for.
-const DEFAULT_DENY: &str = "default-deny";
 
 struct Authz;
 
@@ -176,141 +170,61 @@ impl Plugin for Authz {
 
 portcullis_plugin_sdk::export_plugin!(Authz);
 
-/// Routes one message. Only to-server requests (and call notifications) are
-/// parsed; list responses are parsed to be rewritten; the rest passes
-/// without looking at the body.
+/// Routes one message: see [`portcullis_plugin_sdk::authorize`].
 fn decide(policy: &Policy, ctx: &Context, message: &str) -> Verdict {
-    let call_hint = ctx.method.as_deref().and_then(CallMethod::parse);
-    match (ctx.direction, ctx.kind) {
-        (Direction::ToServer, MessageKind::Request) => match call_hint {
-            Some(_) => check_call(policy, ctx, message),
-            None => check_request(policy, ctx, message),
-        },
-        // A call sent as a notification could still be executed by a lax
-        // server: decide it like the call.
-        (Direction::ToServer, MessageKind::Notification) if call_hint.is_some() => {
-            check_call(policy, ctx, message)
-        }
-        (Direction::ToClient, MessageKind::Response) => {
-            match ctx.method.as_deref().and_then(CallMethod::listed_by) {
-                Some(method) => filter_list(policy, ctx, method, message),
-                None => allow(),
-            }
-        }
-        _ => allow(),
-    }
+    authorize::route(policy, ctx, message)
 }
 
-/// A request the host did not label as a call: read its method (the
-/// message's own, which is what the upstream sees) and check it.
-fn check_request(policy: &Policy, ctx: &Context, message: &str) -> Verdict {
-    let head: Head = match serde_json::from_str(message) {
-        Ok(Obj(head)) => head,
-        Err(e) => return malformed(&e),
-    };
-    match head.method.as_deref() {
-        Some(method) if CallMethod::parse(method).is_some() => check_call(policy, ctx, message),
-        Some(method) => check_open(policy, method),
-        None => invalid_request("request without a method"),
-    }
-}
+impl Authorizer for Policy {
+    const LABEL: &'static str = "rule";
 
-/// A non-call request method: open to everyone, or not found.
-fn check_open(policy: &Policy, method: &str) -> Verdict {
-    if policy.is_open(method) {
-        return allow();
+    fn is_open(&self, method: &str) -> bool {
+        self.open_methods.iter().any(|g| g.matches(method))
     }
-    deny(
-        codes::METHOD_NOT_FOUND,
-        "Method not found",
-        format!("method {method:?} is not in open_methods"),
-    )
-    .with_label("rule", DEFAULT_DENY)
-}
 
-/// A `tools/call`, `prompts/get` or `resources/read`: decide it by the rules.
-fn check_call(policy: &Policy, ctx: &Context, message: &str) -> Verdict {
-    let call: Call = match serde_json::from_str(message) {
-        Ok(Obj(call)) => call,
-        Err(e) => return malformed(&e),
-    };
-    let Some(method_name) = call.method.as_deref() else {
-        return invalid_request("request without a method");
-    };
-    let Some(method) = CallMethod::parse(method_name) else {
-        // The host's label was stale: judge the method actually sent.
-        return match ctx.kind {
-            MessageKind::Notification => allow(),
-            _ => check_open(policy, method_name),
+    /// First matching deny rule, else first matching allow rule, else
+    /// denied by default.
+    fn decide_call(
+        &self,
+        ctx: &Context,
+        method: CallMethod,
+        name: &str,
+        arguments: Option<&Value>,
+    ) -> Ruling {
+        let folded = self.fold(name);
+        let request = Request {
+            principal: &ctx.principal,
+            server: &ctx.server,
+            tunnel: &ctx.tunnel,
+            method,
+            name,
+            folded: &folded,
+            args: arguments,
         };
-    };
-    let params = call.params.as_ref().map(|p| &p.0);
-    let target = params.and_then(|p| match method {
-        CallMethod::Resource => p.uri.as_deref(),
-        _ => p.name.as_deref(),
-    });
-    let Some(name) = target else {
-        let field = method.target_field();
-        return deny(
-            codes::INVALID_PARAMS,
-            format!("Invalid params: missing {field}"),
-            format!("{} without a string params.{field}", method.name()),
-        )
-        .with_label("rule", DEFAULT_DENY);
-    };
-    let folded = policy.fold(name);
-    let request = Request {
-        principal: &ctx.principal,
-        server: &ctx.server,
-        tunnel: &ctx.tunnel,
-        method,
-        name,
-        folded: &folded,
-        args: params.and_then(|p| p.arguments.as_ref()).map(|a| &a.0),
-    };
-    let subject = &ctx.principal.subject;
-    let unknown = || format!("Unknown {}: {name}", method.noun());
-    match policy.decide(&request) {
-        Decided::Allowed(rule) => allow().with_label("rule", rule.id.as_str()),
-        Decided::Denied(rule) => deny(
-            codes::INVALID_PARAMS,
-            unknown(),
-            format!(
-                "deny rule {:?} refuses {subject:?} calling {} {name:?}",
-                rule.id,
-                method.name()
-            ),
-        )
-        .with_label("rule", rule.id.as_str()),
-        Decided::Default => deny(
-            codes::INVALID_PARAMS,
-            unknown(),
-            format!("no rule allows {subject:?} to call {name:?}"),
-        )
-        .with_label("rule", DEFAULT_DENY),
+        let subject = &ctx.principal.subject;
+        match self.decide(&request) {
+            Decided::Allowed(rule) => Ruling::Allow {
+                by: rule.id.clone(),
+            },
+            Decided::Denied(rule) => Ruling::Deny {
+                by: rule.id.clone(),
+                reason: format!(
+                    "deny rule {:?} refuses {subject:?} calling {} {name:?}",
+                    rule.id,
+                    method.name()
+                ),
+            },
+            Decided::Default => Ruling::Deny {
+                by: DEFAULT_DENY.to_owned(),
+                reason: format!("no rule allows {subject:?} to call {name:?}"),
+            },
+        }
     }
-}
 
-/// A `*/list` response: keep only the entries the principal may use.
-fn filter_list(policy: &Policy, ctx: &Context, method: CallMethod, message: &str) -> Verdict {
-    let Ok(mut msg) = serde_json::from_str::<Value>(message) else {
-        return allow();
-    };
-    let Some(entries) = msg
-        .get_mut("result")
-        .and_then(|r| r.get_mut(method.list_field()))
-        .and_then(Value::as_array_mut)
-    else {
-        return allow();
-    };
-    let field = method.target_field();
-    let before = entries.len();
-    entries.retain(|entry| {
-        let Some(name) = entry.get(field).and_then(Value::as_str) else {
-            return false;
-        };
-        let folded = policy.fold(name);
-        policy.visible(&Request {
+    /// Some allow rule matches, no unconditional deny rule does.
+    fn shows(&self, ctx: &Context, method: CallMethod, name: &str) -> bool {
+        let folded = self.fold(name);
+        self.visible(&Request {
             principal: &ctx.principal,
             server: &ctx.server,
             tunnel: &ctx.tunnel,
@@ -319,18 +233,5 @@ fn filter_list(policy: &Policy, ctx: &Context, method: CallMethod, message: &str
             folded: &folded,
             args: None,
         })
-    });
-    let hidden = (before - entries.len()) as u64;
-    if hidden == 0 {
-        return allow().with_count("hidden", 0);
     }
-    rewrite_json(&msg).with_count("hidden", hidden)
-}
-
-fn malformed(e: &serde_json::Error) -> Verdict {
-    invalid_request(&format!("unparseable request: {}", describe(e)))
-}
-
-fn invalid_request(reason: &str) -> Verdict {
-    deny(codes::INVALID_REQUEST, "Invalid Request", reason).with_label("rule", DEFAULT_DENY)
 }

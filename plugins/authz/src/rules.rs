@@ -1,219 +1,20 @@
-//! The compiled policy and its evaluation: globs, name folding, argument
-//! conditions and the allow/deny decision. Everything here is built once by
+//! The compiled policy and its evaluation: argument conditions and the
+//! allow/deny decision, over the SDK's call methods, globs and name folding
+//! ([`portcullis_plugin_sdk::names`]). Everything here is built once by
 //! [`crate::config`] and then only read; matching does not allocate (except
 //! folding a name that needs it).
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
 
+use portcullis_plugin_sdk::names::{CallMethod, Glob, fold};
 use portcullis_plugin_sdk::{Principal, Value};
 use regex_lite::Regex;
 use serde_json::Number;
 
-// ---------------------------------------------------------------------------
-// Call methods
-// ---------------------------------------------------------------------------
-
-/// The three methods that name something to use, and are decided by rules.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CallMethod {
-    /// `tools/call`, target `params.name`.
-    Tool,
-    /// `prompts/get`, target `params.name`.
-    Prompt,
-    /// `resources/read`, target `params.uri`.
-    Resource,
-}
-
-impl CallMethod {
-    /// All three, in the order of their bits.
-    pub const ALL: [CallMethod; 3] = [CallMethod::Tool, CallMethod::Prompt, CallMethod::Resource];
-
-    /// The call method named `method`, if it is one.
-    pub fn parse(method: &str) -> Option<CallMethod> {
-        match method {
-            "tools/call" => Some(CallMethod::Tool),
-            "prompts/get" => Some(CallMethod::Prompt),
-            "resources/read" => Some(CallMethod::Resource),
-            _ => None,
-        }
-    }
-
-    /// The call method whose targets a `*/list` response lists.
-    pub fn listed_by(method: &str) -> Option<CallMethod> {
-        match method {
-            "tools/list" => Some(CallMethod::Tool),
-            "prompts/list" => Some(CallMethod::Prompt),
-            "resources/list" => Some(CallMethod::Resource),
-            _ => None,
-        }
-    }
-
-    /// The JSON-RPC method name.
-    pub fn name(self) -> &'static str {
-        match self {
-            CallMethod::Tool => "tools/call",
-            CallMethod::Prompt => "prompts/get",
-            CallMethod::Resource => "resources/read",
-        }
-    }
-
-    /// What the agent calls the target in an error (`Unknown tool: x`).
-    pub fn noun(self) -> &'static str {
-        match self {
-            CallMethod::Tool => "tool",
-            CallMethod::Prompt => "prompt",
-            CallMethod::Resource => "resource",
-        }
-    }
-
-    /// The `params` field naming the target, and in a list entry.
-    pub fn target_field(self) -> &'static str {
-        match self {
-            CallMethod::Resource => "uri",
-            _ => "name",
-        }
-    }
-
-    /// The array of a `*/list` result holding the entries.
-    pub fn list_field(self) -> &'static str {
-        match self {
-            CallMethod::Tool => "tools",
-            CallMethod::Prompt => "prompts",
-            CallMethod::Resource => "resources",
-        }
-    }
-
-    /// This method's bit in [`Rule::methods`].
-    pub fn bit(self) -> u8 {
-        1 << (self as u8)
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Globs
-// ---------------------------------------------------------------------------
-
-/// A precompiled glob: `*` matches any run of characters (including none and
-/// including `/`), everything else matches itself exactly (case-sensitive).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Glob {
-    /// `*`.
-    Any,
-    /// No `*` at all.
-    Exact(String),
-    /// At least one `*`: the text before the first, the pieces between, and
-    /// the text after the last.
-    Wild {
-        first: String,
-        middle: Vec<String>,
-        last: String,
-    },
-}
-
-impl Glob {
-    /// Compiles `pattern`.
-    pub fn new(pattern: &str) -> Glob {
-        if !pattern.contains('*') {
-            return Glob::Exact(pattern.to_owned());
-        }
-        let mut pieces: Vec<String> = pattern.split('*').map(str::to_owned).collect();
-        // `split` on a string containing `*` gives at least two pieces.
-        let last = pieces.pop().unwrap_or_default();
-        let first = if pieces.is_empty() {
-            String::new()
-        } else {
-            pieces.remove(0)
-        };
-        pieces.retain(|p| !p.is_empty());
-        if first.is_empty() && last.is_empty() && pieces.is_empty() {
-            return Glob::Any;
-        }
-        Glob::Wild {
-            first,
-            middle: pieces,
-            last,
-        }
-    }
-
-    /// True when `text` matches. Linear in `text` for each middle piece
-    /// (leftmost placement of each piece is always a valid choice).
-    pub fn matches(&self, text: &str) -> bool {
-        match self {
-            Glob::Any => true,
-            Glob::Exact(s) => s == text,
-            Glob::Wild {
-                first,
-                middle,
-                last,
-            } => {
-                let Some(mut rest) = text.strip_prefix(first.as_str()) else {
-                    return false;
-                };
-                for piece in middle {
-                    match rest.find(piece.as_str()) {
-                        Some(i) => rest = &rest[i + piece.len()..],
-                        None => return false,
-                    }
-                }
-                rest.ends_with(last.as_str())
-            }
-        }
-    }
-}
-
 /// True when any glob matches.
 fn any_glob(globs: &[Glob], text: &str) -> bool {
     globs.iter().any(|g| g.matches(text))
-}
-
-// ---------------------------------------------------------------------------
-// Folding look-alikes (deny rules only)
-// ---------------------------------------------------------------------------
-
-/// Invisible characters removed before comparing with deny rules: the
-/// zero-width space, non-joiner and joiner (U+200B..U+200D), the word joiner
-/// (U+2060) and the BOM / zero-width no-break space (U+FEFF), plus other
-/// invisible format characters with the same effect (soft hyphen, LRM/RLM,
-/// bidi embeddings and isolates, invisible operators, variation selectors).
-fn is_invisible(c: char) -> bool {
-    matches!(
-        c,
-        '\u{00AD}'
-            | '\u{034F}'
-            | '\u{180E}'
-            | '\u{200B}'..='\u{200F}'
-            | '\u{202A}'..='\u{202E}'
-            | '\u{2060}'..='\u{2064}'
-            | '\u{2066}'..='\u{2069}'
-            | '\u{FE00}'..='\u{FE0F}'
-            | '\u{FEFF}'
-    )
-}
-
-/// The form of a name compared with deny rules: invisible characters
-/// removed, fullwidth ASCII (U+FF01..U+FF5E) mapped to ASCII, lowercased.
-/// Borrows when the name is already lowercase ASCII (the common case).
-pub fn fold(name: &str) -> Cow<'_, str> {
-    if name
-        .bytes()
-        .all(|b| b.is_ascii() && !b.is_ascii_uppercase())
-    {
-        return Cow::Borrowed(name);
-    }
-    let mut out = String::with_capacity(name.len());
-    for c in name.chars() {
-        if is_invisible(c) {
-            continue;
-        }
-        let c = if ('\u{FF01}'..='\u{FF5E}').contains(&c) {
-            char::from_u32(c as u32 - 0xFEE0).unwrap_or(c)
-        } else {
-            c
-        };
-        out.extend(c.to_lowercase());
-    }
-    Cow::Owned(out)
 }
 
 // ---------------------------------------------------------------------------
@@ -509,10 +310,5 @@ impl Policy {
             .iter()
             .any(|rule| rule.when.is_empty() && rule.selects(r))
             && self.allow.iter().any(|rule| rule.selects(r))
-    }
-
-    /// True when `method` (not a call method) is open to everyone.
-    pub fn is_open(&self, method: &str) -> bool {
-        any_glob(&self.open_methods, method)
     }
 }

@@ -8,25 +8,12 @@ use std::str::FromStr;
 
 use cedar_policy::{Entities, PolicyId, PolicySet, Schema, ValidationMode, Validator};
 use miette::Diagnostic;
+use portcullis_plugin_sdk::authorize;
 use portcullis_plugin_sdk::{Value, json};
 use serde::Deserialize;
 
 use crate::engine::{Engine, Types};
 use crate::lookalike;
-use crate::names::Glob;
-
-/// Methods open to everyone when `open_methods` is not given (as in `authz`).
-pub const DEFAULT_OPEN_METHODS: &[&str] = &[
-    "initialize",
-    "ping",
-    "notifications/*",
-    "tools/list",
-    "prompts/list",
-    "resources/list",
-    "resources/templates/list",
-    "logging/setLevel",
-    "completion/complete",
-];
 
 /// The top level of the configuration.
 #[derive(Debug, Deserialize)]
@@ -66,15 +53,7 @@ pub fn parse(text: &str) -> Result<Engine, String> {
 
     let folded = lookalike::build(&policies, &entities, &types.call_actions()).map_err(invalid)?;
 
-    let open_methods = match raw.open_methods {
-        None => DEFAULT_OPEN_METHODS.iter().map(|m| Glob::new(m)).collect(),
-        Some(list) => {
-            if let Some(i) = list.iter().position(String::is_empty) {
-                return Err(invalid(format!("open_methods[{i}] is an empty pattern")));
-            }
-            list.iter().map(|m| Glob::new(m)).collect()
-        }
-    };
+    let open_methods = authorize::open_methods(raw.open_methods.as_deref()).map_err(invalid)?;
 
     Engine::new(policies, folded, entities, open_methods, warnings, types).map_err(invalid)
 }

@@ -13,10 +13,10 @@ use cedar_policy::{
     Authorizer, Context, Decision, Effect, Entities, Entity, EntityId, EntityTypeName, EntityUid,
     PolicyId, PolicySet, Request, Response, RestrictedExpression,
 };
+use portcullis_plugin_sdk::names::{CallMethod, Glob, fold};
 use portcullis_plugin_sdk::{Principal, Value};
 use serde_json::Number;
 
-use crate::names::{CallMethod, Glob, fold};
 use crate::slice::Sliced;
 
 /// The entity types and actions of the mapping, parsed once.
@@ -57,9 +57,10 @@ impl Types {
         })
     }
 
-    /// The actions the plugin asks about.
+    /// The actions the plugin asks about: one per call method, its JSON-RPC
+    /// method name as the id.
     pub fn call_actions(&self) -> Vec<EntityUid> {
-        [CallMethod::Tool, CallMethod::Prompt, CallMethod::Resource]
+        CallMethod::ALL
             .map(|m| Types::uid(&self.action, m.name()))
             .to_vec()
     }
@@ -68,6 +69,8 @@ impl Types {
         EntityUid::from_type_name_and_id(ty.clone(), EntityId::new(id))
     }
 
+    /// The resource type of a call method's target: `Portcullis::Tool`,
+    /// `Portcullis::Prompt` or `Portcullis::Resource`.
     fn target(&self, method: CallMethod) -> &EntityTypeName {
         match method {
             CallMethod::Tool => &self.tool,
@@ -174,11 +177,6 @@ impl Engine {
             types,
             authorizer: Authorizer::new(),
         })
-    }
-
-    /// True when `method` (not a call method) is open to everyone.
-    pub fn is_open(&self, method: &str) -> bool {
-        self.open_methods.iter().any(|g| g.matches(method))
     }
 
     // -----------------------------------------------------------------------

@@ -168,28 +168,22 @@
 mod config;
 mod engine;
 mod lookalike;
-mod message;
-mod names;
 mod slice;
 #[cfg(test)]
 mod tests;
 
 use std::sync::OnceLock;
 
+use portcullis_plugin_sdk::authorize::{self, Authorizer, DEFAULT_DENY, Ruling};
+use portcullis_plugin_sdk::names::CallMethod;
 use portcullis_plugin_sdk::{
-    Context, Direction, Interests, MessageKind, Plugin, Value, Verdict, allow, codes, deny,
-    log_info, log_warn, rewrite_json,
+    Context, Interests, Plugin, Value, Verdict, codes, deny, log_info, log_warn,
 };
 
 use engine::{Engine, Outcome, Target};
-use message::{Call, Head, Obj, describe};
-use names::CallMethod;
 
 /// Set once by `init`; each plugin instance has its own copy.
 static ENGINE: OnceLock<Engine> = OnceLock::new();
-
-/// The audit label of a refusal no policy decided.
-const DEFAULT_DENY: &str = "default-deny";
 
 struct Cedar;
 
@@ -228,151 +222,54 @@ impl Plugin for Cedar {
 
 portcullis_plugin_sdk::export_plugin!(Cedar);
 
-/// Routes one message, like `authz`: to-server requests (and call
-/// notifications) are decided, list responses filtered, the rest passes
-/// without looking at the body.
+/// Routes one message like `authz`: see [`portcullis_plugin_sdk::authorize`].
 fn decide(engine: &Engine, ctx: &Context, message: &str) -> Verdict {
-    let call_hint = ctx.method.as_deref().and_then(CallMethod::parse);
-    match (ctx.direction, ctx.kind) {
-        (Direction::ToServer, MessageKind::Request) => match call_hint {
-            Some(_) => check_call(engine, ctx, message),
-            None => check_request(engine, ctx, message),
-        },
-        // A call sent as a notification could still be executed by a lax
-        // server: decide it like the call.
-        (Direction::ToServer, MessageKind::Notification) if call_hint.is_some() => {
-            check_call(engine, ctx, message)
-        }
-        (Direction::ToClient, MessageKind::Response) => {
-            match ctx.method.as_deref().and_then(CallMethod::listed_by) {
-                Some(method) => filter_list(engine, ctx, method, message),
-                None => allow(),
-            }
-        }
-        _ => allow(),
-    }
+    authorize::route(engine, ctx, message)
 }
 
-/// A request the host did not label as a call: read its own method and
-/// check it.
-fn check_request(engine: &Engine, ctx: &Context, message: &str) -> Verdict {
-    let head: Head = match serde_json::from_str(message) {
-        Ok(Obj(head)) => head,
-        Err(e) => return malformed(&e),
-    };
-    match head.method.as_deref() {
-        Some(method) if CallMethod::parse(method).is_some() => check_call(engine, ctx, message),
-        Some(method) => check_open(engine, method),
-        None => invalid_request("request without a method"),
-    }
-}
-
-/// A non-call request method: open to everyone, or not found.
-fn check_open(engine: &Engine, method: &str) -> Verdict {
-    if engine.is_open(method) {
-        return allow();
-    }
-    deny(
-        codes::METHOD_NOT_FOUND,
-        "Method not found",
-        format!("method {method:?} is not in open_methods"),
-    )
-    .with_label("policy", DEFAULT_DENY)
-}
-
-/// A `tools/call`, `prompts/get` or `resources/read`: Cedar decides.
-fn check_call(engine: &Engine, ctx: &Context, message: &str) -> Verdict {
-    let call: Call = match serde_json::from_str(message) {
-        Ok(Obj(call)) => call,
-        Err(e) => return malformed(&e),
-    };
-    let Some(method_name) = call.method.as_deref() else {
-        return invalid_request("request without a method");
-    };
-    let Some(method) = CallMethod::parse(method_name) else {
-        // The host's label was stale: judge the method actually sent.
-        return match ctx.kind {
-            MessageKind::Notification => allow(),
-            _ => check_open(engine, method_name),
-        };
-    };
-    let params = call.params.as_ref().map(|p| &p.0);
-    let target = params.and_then(|p| match method {
-        CallMethod::Resource => p.uri.as_deref(),
-        _ => p.name.as_deref(),
-    });
-    let Some(name) = target else {
-        let field = method.target_field();
-        return deny(
-            codes::INVALID_PARAMS,
-            format!("Invalid params: missing {field}"),
-            format!("{} without a string params.{field}", method.name()),
-        )
-        .with_label("policy", DEFAULT_DENY);
-    };
-    let target = Target {
+/// The Cedar view of a call or list entry.
+fn target<'a>(ctx: &'a Context, method: CallMethod, name: &'a str) -> Target<'a> {
+    Target {
         principal: &ctx.principal,
         server: &ctx.server,
         tunnel: &ctx.tunnel,
         method,
         name,
-    };
-    let args = params.and_then(|p| p.arguments.as_ref()).map(|a| &a.0);
-    match engine.authorize(&target, args) {
-        Outcome::Allowed(policies) => allow().with_label("policy", policies.join(",")),
-        Outcome::Denied { policies, reason } => deny(
-            codes::INVALID_PARAMS,
-            format!("Unknown {}: {name}", method.noun()),
-            reason,
-        )
-        .with_label(
-            "policy",
-            if policies.is_empty() {
-                DEFAULT_DENY.to_owned()
-            } else {
-                policies.join(",")
+    }
+}
+
+impl Authorizer for Engine {
+    const LABEL: &'static str = "policy";
+
+    fn is_open(&self, method: &str) -> bool {
+        self.open_methods.iter().any(|g| g.matches(method))
+    }
+
+    /// Cedar decides (see [`Engine::authorize`]); the label names the
+    /// determining policies, comma-separated.
+    fn decide_call(
+        &self,
+        ctx: &Context,
+        method: CallMethod,
+        name: &str,
+        arguments: Option<&Value>,
+    ) -> Ruling {
+        match self.authorize(&target(ctx, method, name), arguments) {
+            Outcome::Allowed(policies) => Ruling::Allow {
+                by: policies.join(","),
             },
-        ),
+            Outcome::Denied { policies, reason } => Ruling::Deny {
+                by: if policies.is_empty() {
+                    DEFAULT_DENY.to_owned()
+                } else {
+                    policies.join(",")
+                },
+                reason,
+            },
+        }
     }
-}
 
-/// A `*/list` response: keep only the entries the principal may use.
-fn filter_list(engine: &Engine, ctx: &Context, method: CallMethod, message: &str) -> Verdict {
-    let Ok(mut msg) = serde_json::from_str::<Value>(message) else {
-        return allow();
-    };
-    let Some(entries) = msg
-        .get_mut("result")
-        .and_then(|r| r.get_mut(method.list_field()))
-        .and_then(Value::as_array_mut)
-    else {
-        return allow();
-    };
-    let field = method.target_field();
-    let before = entries.len();
-    entries.retain(|entry| {
-        let Some(name) = entry.get(field).and_then(Value::as_str) else {
-            return false;
-        };
-        engine.visible(&Target {
-            principal: &ctx.principal,
-            server: &ctx.server,
-            tunnel: &ctx.tunnel,
-            method,
-            name,
-        })
-    });
-    let hidden = (before - entries.len()) as u64;
-    if hidden == 0 {
-        return allow().with_count("hidden", 0);
+    fn shows(&self, ctx: &Context, method: CallMethod, name: &str) -> bool {
+        self.visible(&target(ctx, method, name))
     }
-    rewrite_json(&msg).with_count("hidden", hidden)
-}
-
-fn malformed(e: &serde_json::Error) -> Verdict {
-    invalid_request(&format!("unparseable request: {}", describe(e)))
-}
-
-fn invalid_request(reason: &str) -> Verdict {
-    deny(codes::INVALID_REQUEST, "Invalid Request", reason).with_label("policy", DEFAULT_DENY)
 }

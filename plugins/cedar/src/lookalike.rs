@@ -17,11 +17,11 @@
 use std::collections::{HashMap, HashSet};
 
 use cedar_policy::{Effect, Entities, EntityUid, Policy, PolicySet};
+use portcullis_plugin_sdk::names::fold;
 use portcullis_plugin_sdk::{Value, json};
 use serde_json::Map;
 
 use crate::engine::{Folded, RESOURCE_TYPES};
-use crate::names::fold;
 use crate::slice::Sliced;
 
 /// The folded forbid policies and entities; `None` without forbid policies.

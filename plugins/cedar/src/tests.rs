@@ -1,9 +1,8 @@
 //! Unit tests, run natively with `cargo test` (no host imports are called).
 
-use portcullis_plugin_sdk::{AnnotationValue, Principal, json};
+use portcullis_plugin_sdk::{Direction, MessageKind, json, testing};
 
 use super::*;
-use crate::names::fold;
 
 /// The crate documentation's example.
 const EXAMPLE: &str = r#"
@@ -32,64 +31,35 @@ fn engine_with(cfg: Value) -> Engine {
     config::parse(&cfg.to_string()).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// A context for `who`: alice is in `support` and has claims, root is in
+/// `admins` and `support`, anyone else in no group and without claims.
 fn ctx(direction: Direction, kind: MessageKind, method: Option<&str>, who: &str) -> Context {
-    Context {
-        direction,
-        tunnel: "tun-a".into(),
-        server: "crm".into(),
-        kind,
-        method: method.map(str::to_owned),
-        target: None,
-        request_id: Some("1".into()),
-        session_id: None,
-        protocol_version: None,
-        principal: Principal {
-            subject: who.into(),
-            groups: match who {
-                "alice" => vec!["support".into()],
-                "root" => vec!["admins".into(), "support".into()],
-                _ => vec![],
-            },
-            claims: match who {
-                "alice" => r#"{"email": "alice@example.com", "level": 3, "mfa": true}"#.into(),
-                _ => "{}".into(),
-            },
-        },
+    let groups: &[&str] = match who {
+        "alice" => &["support"],
+        "root" => &["admins", "support"],
+        _ => &[],
+    };
+    let mut c = testing::context(direction, kind, method, who, groups);
+    if who == "alice" {
+        c.principal.claims = r#"{"email": "alice@example.com", "level": 3, "mfa": true}"#.into();
     }
+    c
 }
 
 fn request(method: &str, who: &str) -> Context {
     ctx(Direction::ToServer, MessageKind::Request, Some(method), who)
 }
 
-fn call_msg(method: &str, params: Value) -> String {
-    json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string()
-}
-
 /// Decides a `tools/call` of `tool` with `args` by `who`.
 fn call(e: &Engine, who: &str, tool: &str, args: Value) -> Verdict {
-    let msg = call_msg("tools/call", json!({"name": tool, "arguments": args}));
+    let msg = testing::request("tools/call", json!({"name": tool, "arguments": args}));
     decide(e, &request("tools/call", who), &msg)
-}
-
-fn label(v: &Verdict, key: &str) -> Option<String> {
-    v.annotations.iter().find_map(|a| match &a.value {
-        AnnotationValue::Label(s) if a.key == key => Some(s.clone()),
-        _ => None,
-    })
-}
-
-fn count(v: &Verdict, key: &str) -> Option<u64> {
-    v.annotations.iter().find_map(|a| match a.value {
-        AnnotationValue::Count(n) if a.key == key => Some(n),
-        _ => None,
-    })
 }
 
 #[track_caller]
 fn assert_allowed(v: &Verdict, policy: &str) {
     assert!(v.is_allow(), "expected allow, got {v:?}");
-    assert_eq!(label(v, "policy").as_deref(), Some(policy));
+    assert_eq!(v.label("policy"), Some(policy));
 }
 
 #[track_caller]
@@ -99,7 +69,7 @@ fn assert_unknown(v: &Verdict, public: &str, policy: &str) {
         .unwrap_or_else(|| panic!("expected deny, got {v:?}"));
     assert_eq!(d.code, -32602);
     assert_eq!(d.public_message, public);
-    assert_eq!(label(v, "policy").as_deref(), Some(policy), "{v:?}");
+    assert_eq!(v.label("policy"), Some(policy), "{v:?}");
 }
 
 // ---------------------------------------------------------------------------
@@ -176,20 +146,20 @@ fn default_deny() {
     let v = decide(
         &e,
         &request("prompts/get", "root"),
-        &call_msg("prompts/get", json!({"name": "greet"})),
+        &testing::request("prompts/get", json!({"name": "greet"})),
     );
     assert_unknown(&v, "Unknown prompt: greet", "default-deny");
     let v = decide(
         &e,
         &request("resources/read", "root"),
-        &call_msg("resources/read", json!({"uri": "file:///etc/passwd"})),
+        &testing::request("resources/read", json!({"uri": "file:///etc/passwd"})),
     );
     assert_unknown(&v, "Unknown resource: file:///etc/passwd", "default-deny");
     // No name at all.
     let v = decide(
         &e,
         &request("tools/call", "root"),
-        &call_msg("tools/call", json!({})),
+        &testing::request("tools/call", json!({})),
     );
     assert_eq!(v.denial().unwrap().code, -32602);
     // Not JSON, arrays for objects, a duplicated name.
@@ -202,7 +172,7 @@ fn default_deny() {
     ] {
         let v = decide(&e, &request("tools/call", "root"), msg);
         assert_eq!(v.denial().map(|d| d.code), Some(-32600), "{msg}");
-        assert_eq!(label(&v, "policy").as_deref(), Some("default-deny"));
+        assert_eq!(v.label("policy"), Some("default-deny"));
     }
     assert_allowed(&call(&e, "root", "t", json!({})), "policy0");
 }
@@ -256,7 +226,7 @@ fn forbid_overrides_permit() {
     let v = decide(
         &e,
         &request("prompts/get", "alice"),
-        &call_msg("prompts/get", json!({"name": "greet"})),
+        &testing::request("prompts/get", json!({"name": "greet"})),
     );
     assert_unknown(&v, "Unknown prompt: greet", "no-prompts");
 }
@@ -285,7 +255,7 @@ fn principal_resource_and_route_attributes() {
         decide(
             &e,
             &request("resources/read", "anyone"),
-            &call_msg("resources/read", json!({"uri": uri})),
+            &testing::request("resources/read", json!({"uri": uri})),
         )
     };
     assert_allowed(&read("file:///pub/x/y"), "files");
@@ -388,7 +358,7 @@ fn argument_conditions() {
     );
     // No `arguments` at all.
     let e = when("context.arguments.amount <= 100");
-    let msg = call_msg("tools/call", json!({"name": "t"}));
+    let msg = testing::request("tools/call", json!({"name": "t"}));
     assert!(!decide(&e, &request("tools/call", "u"), &msg).is_allow());
     check(
         r#"context.arguments has mode && context.arguments.mode == "read""#,
@@ -586,18 +556,6 @@ fn duplicate_argument_keys_are_refused() {
 // Look-alikes
 // ---------------------------------------------------------------------------
 
-#[test]
-fn folding() {
-    assert!(matches!(fold("delete_user"), std::borrow::Cow::Borrowed(_)));
-    assert_eq!(fold("DELETE_User"), "delete_user");
-    assert_eq!(
-        fold("delete\u{200B}_\u{200C}us\u{200D}er\u{2060}\u{FEFF}"),
-        "delete_user"
-    );
-    assert_eq!(fold("ｄｅｌｅｔｅ＿ＵＳＥＲ"), "delete_user");
-    assert_eq!(fold("de\u{00AD}lete_user"), "delete_user");
-}
-
 const LOOKALIKES: &[&str] = &[
     "DELETE_USER",
     "Delete_User",
@@ -668,7 +626,7 @@ fn lookalikes_of_prompts_and_resources() {
         decide(
             &e,
             &request("prompts/get", "u"),
-            &call_msg("prompts/get", json!({"name": name})),
+            &testing::request("prompts/get", json!({"name": name})),
         )
     };
     for name in ["Secret", "secret", "SECRET", "ｓｅｃｒｅｔ"] {
@@ -678,7 +636,7 @@ fn lookalikes_of_prompts_and_resources() {
         decide(
             &e,
             &request("resources/read", "u"),
-            &call_msg("resources/read", json!({"uri": uri})),
+            &testing::request("resources/read", json!({"uri": uri})),
         )
     };
     for uri in [
@@ -749,7 +707,7 @@ fn open_methods() {
             (d.code, d.public_message.as_str()),
             (-32601, "Method not found")
         );
-        assert_eq!(label(&v, "policy").as_deref(), Some("default-deny"));
+        assert_eq!(v.label("policy"), Some("default-deny"));
     }
     let e = engine_with(
         json!({"policies": "permit(principal, action, resource);", "open_methods": ["ping"]}),
@@ -767,7 +725,7 @@ fn open_methods() {
     assert!(!call(&e, "u", "t", json!({})).is_allow());
     // The message's method counts, not a stale label.
     let e = engine(EXAMPLE);
-    let msg = call_msg("tools/call", json!({"name": "delete_all"}));
+    let msg = testing::request("tools/call", json!({"name": "delete_all"}));
     assert_unknown(
         &decide(&e, &request("ping", "root"), &msg),
         "Unknown tool: delete_all",
@@ -853,7 +811,7 @@ fn list_filtering_tools() {
         names(&v, "tools", "name"),
         ["lookup_customer", "issue_refund"]
     );
-    assert_eq!(count(&v, "hidden"), Some(5));
+    assert_eq!(v.count("hidden"), Some(5));
     let out: Value = serde_json::from_str(v.rewritten().unwrap()).unwrap();
     assert_eq!(out["result"]["nextCursor"], "page-2");
     assert_eq!(out["result"]["_meta"], json!({"k": 1}));
@@ -873,7 +831,7 @@ fn list_filtering_tools() {
         json!({"tools": [{"name": "search_tickets"}]}),
     );
     assert!(v.is_allow());
-    assert_eq!(count(&v, "hidden"), Some(0));
+    assert_eq!(v.count("hidden"), Some(0));
 }
 
 #[test]
@@ -1185,8 +1143,9 @@ fn bench_decisions() {
         println!("{label:<48} {us:>8.1} µs/decision");
     };
     let alice = request("tools/call", "alice");
-    let msg =
-        |name: &str, args: Value| call_msg("tools/call", json!({"name": name, "arguments": args}));
+    let msg = |name: &str, args: Value| {
+        testing::request("tools/call", json!({"name": name, "arguments": args}))
+    };
     let allowed = msg("issue_refund", json!({"amount": 50, "note": "x"}));
     let camel = msg("GetUser", json!({"id": 7}));
     let unknown = msg("nope", json!({}));

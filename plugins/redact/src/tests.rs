@@ -1,7 +1,7 @@
 //! Unit tests, run natively with `cargo test` (no host imports are called).
 //! The benchmark: `cargo test --release -p redact -- --ignored --nocapture`.
 
-use portcullis_plugin_sdk::{AnnotationValue, MessageKind, Principal, Value, json};
+use portcullis_plugin_sdk::{MessageKind, Value, json, testing};
 
 use super::*;
 
@@ -10,22 +10,7 @@ fn cfg(text: &str) -> Config {
 }
 
 fn ctx(direction: Direction, kind: MessageKind, method: Option<&str>) -> Context {
-    Context {
-        direction,
-        tunnel: "tun-a".into(),
-        server: "crm".into(),
-        kind,
-        method: method.map(str::to_owned),
-        target: None,
-        request_id: Some("1".into()),
-        session_id: None,
-        protocol_version: None,
-        principal: Principal {
-            subject: "alice".into(),
-            groups: vec![],
-            claims: "{}".into(),
-        },
-    }
+    testing::context(direction, kind, method, "alice", &[])
 }
 
 fn response_ctx() -> Context {
@@ -68,20 +53,6 @@ fn redact_with(c: &Config, text: &str) -> String {
 
 fn redact(text: &str) -> String {
     redact_with(&cfg("{}"), text)
-}
-
-fn count(v: &Verdict, key: &str) -> Option<u64> {
-    v.annotations.iter().find_map(|a| match a.value {
-        AnnotationValue::Count(n) if a.key == key => Some(n),
-        _ => None,
-    })
-}
-
-fn label(v: &Verdict, key: &str) -> Option<String> {
-    v.annotations.iter().find_map(|a| match &a.value {
-        AnnotationValue::Label(s) if a.key == key => Some(s.clone()),
-        _ => None,
-    })
 }
 
 const JWT: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4ifQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c";
@@ -412,7 +383,7 @@ fn block() {
         "Blocked by policy: the message contains sensitive data (ssn)"
     );
     assert!(!d.public_message.contains("6789") && !d.private_reason.contains("6789"));
-    assert_eq!(label(&v, "blocked").as_deref(), Some("ssn"));
+    assert_eq!(v.label("blocked"), Some("ssn"));
     // Without an SSN the other detectors still mask.
     assert_eq!(
         redact_with(&c, "email bob@example.com"),
@@ -463,9 +434,9 @@ fn allow_values() {
 fn annotations() {
     let msg = tool_result("a@example.com b@example.com 4111111111111111");
     let v = run(&cfg("{}"), &msg);
-    assert_eq!(count(&v, "email"), Some(2));
-    assert_eq!(count(&v, "card"), Some(1));
-    assert_eq!(count(&v, "ssn"), None);
+    assert_eq!(v.count("email"), Some(2));
+    assert_eq!(v.count("card"), Some(1));
+    assert_eq!(v.count("ssn"), None);
     assert_eq!(v.annotations.len(), 2);
     // Clean: allowed, nothing annotated.
     let v = run(&cfg("{}"), &tool_result("nothing to see, café 42"));
@@ -545,7 +516,7 @@ fn numbers() {
             "password": "[REDACTED:secret]", "count": 1712345678901u64, "price": 12.5, "zip": 12345
         })
     );
-    assert_eq!(count(&v, "card"), Some(3));
+    assert_eq!(v.count("card"), Some(3));
 }
 
 #[test]
@@ -839,7 +810,7 @@ fn requests() {
         json!({"to": "[REDACTED:email]", "body": "key [REDACTED:aws_access_key]"})
     );
     assert_eq!(out["params"]["name"], "send");
-    assert_eq!(count(&v, "email"), Some(1));
+    assert_eq!(v.count("email"), Some(1));
 }
 
 #[test]

@@ -76,7 +76,7 @@ mod schemas;
 mod tests;
 
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use portcullis_plugin_sdk::{
     Context, Direction, Interests, MessageKind, Plugin, Value, Verdict, allow, codes, deny,
@@ -174,6 +174,39 @@ pub(crate) fn decide(
 }
 
 // ---------------------------------------------------------------------------
+// Definitions
+// ---------------------------------------------------------------------------
+
+/// The current definition of `tool` on `ctx.server`, compiled (cached per
+/// definition), and how it compares with its pin; or the refusal: unknown
+/// tool (its private reason starting with `unknown_prefix`), changed since
+/// pinned, or unpinned.
+fn current_definition<'c>(
+    config: &'c Config,
+    ctx: &Context,
+    tool: &str,
+    definition: &dyn Fn(&str) -> Option<String>,
+    unknown_prefix: &str,
+) -> Result<(Arc<Compiled>, Pin<'c>), Verdict> {
+    let Some(text) = definition(tool) else {
+        return Err(unknown_tool(
+            tool,
+            &format!(
+                "{unknown_prefix}no definition of tool {tool:?} on server {:?} in the gateway's catalog",
+                ctx.server
+            ),
+            "unknown-tool",
+        ));
+    };
+    let compiled = schemas::cached(&ctx.server, tool, &text);
+    let pin = config.pin(tool, &compiled.digest);
+    match pin_refusal(pin, tool, &compiled) {
+        Some(refusal) => Err(refusal),
+        None => Ok((compiled, pin)),
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Calls
 // ---------------------------------------------------------------------------
 
@@ -196,21 +229,10 @@ fn check_call(
         )
         .with_label("reason", "invalid-request");
     };
-    let Some(text) = definition(tool) else {
-        return unknown_tool(
-            tool,
-            &format!(
-                "no definition of tool {tool:?} on server {:?} in the gateway's catalog",
-                ctx.server
-            ),
-            "unknown-tool",
-        );
+    let (compiled, pin) = match current_definition(config, ctx, tool, definition, "") {
+        Ok(found) => found,
+        Err(refusal) => return refusal,
     };
-    let compiled = schemas::cached(&ctx.server, tool, &text);
-    let pin = config.pin(tool, &compiled.digest);
-    if let Some(refusal) = pin_refusal(pin, tool, &compiled) {
-        return refusal;
-    }
     let validator = match (&compiled.input, &compiled.output) {
         (Err(e), _) | (Ok(_), Some(Err(e))) => return invalid_schema(tool, e, pin),
         (Ok(v), _) => v,
@@ -282,21 +304,11 @@ fn check_result(
     };
     // The definition may have changed since the call: the current one,
     // pins included, decides whether the result may leave.
-    let Some(text) = definition(tool) else {
-        return unknown_tool(
-            tool,
-            &format!(
-                "result withheld: no definition of tool {tool:?} on server {:?} in the gateway's catalog",
-                ctx.server
-            ),
-            "unknown-tool",
-        );
-    };
-    let compiled = schemas::cached(&ctx.server, tool, &text);
-    let pin = config.pin(tool, &compiled.digest);
-    if let Some(refusal) = pin_refusal(pin, tool, &compiled) {
-        return refusal;
-    }
+    let (compiled, pin) =
+        match current_definition(config, ctx, tool, definition, "result withheld: ") {
+            Ok(found) => found,
+            Err(refusal) => return refusal,
+        };
     let validator = match &compiled.output {
         None => return annotated(allow().with_label("validated", "none"), tool, pin),
         Some(Err(e)) => return invalid_schema(tool, e, pin),

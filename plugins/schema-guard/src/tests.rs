@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use portcullis_plugin_sdk::{AnnotationValue, Principal, json};
+use portcullis_plugin_sdk::{AnnotationValue, json, testing};
 
 use super::*;
 use crate::config::Unpinned;
@@ -135,26 +135,15 @@ fn config(text: &str) -> Config {
     Config::parse(text).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// A context on server "crm" with the request's tool as `target`. Tests
+/// pass their own server name (`on`) so that the cached definitions of one
+/// test do not replace another's: harmless, as a hit needs the same
+/// definition text, but it keeps the cache exact.
 fn ctx(direction: Direction, kind: MessageKind, method: &str, target: Option<&str>) -> Context {
-    Context {
-        direction,
-        tunnel: "tun".into(),
-        // Tests pass their own server name (`on`) so that the cached
-        // definitions of one test do not replace another's: harmless, as a
-        // hit needs the same definition text, but it keeps the cache exact.
-        server: "crm".into(),
-        kind,
-        method: Some(method.into()),
-        target: target.map(str::to_owned),
-        request_id: Some("1".into()),
-        session_id: None,
-        protocol_version: None,
-        principal: Principal {
-            subject: "agent".into(),
-            groups: vec![],
-            claims: "{}".into(),
-        },
-    }
+    let mut c = testing::context(direction, kind, Some(method), "agent", &[]);
+    c.tunnel = "tun".into();
+    c.target = target.map(str::to_owned);
+    c
 }
 
 fn on(server: &str, mut c: Context) -> Context {
@@ -169,7 +158,7 @@ fn call(cfg: &Config, cat: &Catalog, server: &str, tool: &str, args: Option<Valu
     if let Some(a) = args {
         params["arguments"] = a;
     }
-    let msg = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params});
+    let msg = testing::request("tools/call", params);
     let c = on(
         server,
         ctx(
@@ -179,7 +168,7 @@ fn call(cfg: &Config, cat: &Catalog, server: &str, tool: &str, args: Option<Valu
             Some(tool),
         ),
     );
-    decide(cfg, &c, &msg.to_string(), &|t| cat.get(t))
+    decide(cfg, &c, &msg, &|t| cat.get(t))
 }
 
 /// The response to a `tools/call` of `tool` with this `result`.
@@ -209,20 +198,6 @@ fn list(cfg: &Config, tools: &[Value]) -> Verdict {
     decide(cfg, &c, &msg.to_string(), &|_| None)
 }
 
-fn label(v: &Verdict, key: &str) -> Option<String> {
-    v.annotations.iter().find_map(|a| match &a.value {
-        AnnotationValue::Label(s) if a.key == key => Some(s.clone()),
-        _ => None,
-    })
-}
-
-fn count(v: &Verdict, key: &str) -> Option<u64> {
-    v.annotations.iter().find_map(|a| match a.value {
-        AnnotationValue::Count(n) if a.key == key => Some(n),
-        _ => None,
-    })
-}
-
 #[track_caller]
 fn denial(v: &Verdict) -> &portcullis_plugin_sdk::Denial {
     v.denial()
@@ -234,7 +209,7 @@ fn assert_unknown(v: &Verdict, tool: &str, reason: &str) {
     let d = denial(v);
     assert_eq!(d.code, -32602, "{v:?}");
     assert_eq!(d.public_message, format!("Unknown tool: {tool}"));
-    assert_eq!(label(v, "reason").as_deref(), Some(reason), "{v:?}");
+    assert_eq!(v.label("reason"), Some(reason), "{v:?}");
 }
 
 fn pin_of(def: &Value) -> String {
@@ -271,11 +246,11 @@ fn check_table(tool: fn() -> Value, server: &str, cases: &[(&str, Option<Value>,
     let cfg = Config::default();
     for (what, args, expect) in cases {
         let v = call(&cfg, &cat, server, &name, args.clone());
-        assert_eq!(label(&v, "tool").as_deref(), Some(name.as_str()), "{what}");
+        assert_eq!(v.label("tool"), Some(name.as_str()), "{what}");
         match expect {
             Ok(()) => {
                 assert!(v.is_allow(), "{what}: expected allow, got {v:?}");
-                assert_eq!(label(&v, "validated").as_deref(), Some("arguments"));
+                assert_eq!(v.label("validated"), Some("arguments"));
             }
             Err(list) => {
                 let d = denial(&v);
@@ -285,8 +260,8 @@ fn check_table(tool: fn() -> Value, server: &str, cases: &[(&str, Option<Value>,
                     format!("Invalid arguments for tool {name}: {list}"),
                     "{what}"
                 );
-                assert_eq!(label(&v, "reason").as_deref(), Some("invalid-arguments"));
-                assert!(count(&v, "errors").unwrap() >= 1);
+                assert_eq!(v.label("reason"), Some("invalid-arguments"));
+                assert!(v.count("errors").unwrap() >= 1);
             }
         }
     }
@@ -548,7 +523,7 @@ fn schema_keyword_picks_the_draft() {
             .contains("inputSchema is not a valid schema"),
         "{d:?}"
     );
-    assert_eq!(label(&v, "reason").as_deref(), Some("invalid-schema"));
+    assert_eq!(v.label("reason"), Some("invalid-schema"));
 
     // `format` is an annotation only in 2020-12.
     let def = json!({"name": "mail", "inputSchema": {"type": "object",
@@ -591,7 +566,7 @@ fn many_errors_are_capped() {
     );
     assert!(d.public_message.len() < 400);
     assert!(d.private_reason.len() < 2000);
-    assert_eq!(count(&v, "errors"), Some(64));
+    assert_eq!(v.count("errors"), Some(64));
 }
 
 #[test]
@@ -665,7 +640,7 @@ fn malformed_calls() {
     ] {
         let v = decide(&cfg, &c, &msg, &|t| cat.get(t));
         assert_eq!(denial(&v).code, code, "{what}");
-        assert_eq!(label(&v, "reason").as_deref(), Some("invalid-request"), "{what}");
+        assert_eq!(v.label("reason"), Some("invalid-request"), "{what}");
     }
 }
 
@@ -681,8 +656,8 @@ fn the_name_in_the_message_decides_not_the_host_label() {
         Some("weather"),
     );
     let v = decide(&Config::default(), &c, &msg.to_string(), &|t| cat.get(t));
-    assert_eq!(label(&v, "tool").as_deref(), Some("issue_refund"));
-    assert_eq!(label(&v, "reason").as_deref(), Some("invalid-arguments"));
+    assert_eq!(v.label("tool"), Some("issue_refund"));
+    assert_eq!(v.label("reason"), Some("invalid-arguments"));
 }
 
 #[test]
@@ -816,11 +791,7 @@ fn unusable_schemas_fail_closed() {
             "{tool}: {}",
             d.private_reason
         );
-        assert_eq!(
-            label(&v, "reason").as_deref(),
-            Some("invalid-schema"),
-            "{tool}"
-        );
+        assert_eq!(v.label("reason"), Some("invalid-schema"), "{tool}");
     }
 
     // No inputSchema at all; a definition that is not an object.
@@ -862,7 +833,7 @@ fn unusable_schemas_fail_closed() {
         "weather",
         json!({"content": [], "structuredContent": {"temp": 1}}),
     );
-    assert_eq!(label(&v, "reason").as_deref(), Some("invalid-schema"));
+    assert_eq!(v.label("reason"), Some("invalid-schema"));
 }
 
 #[test]
@@ -1051,17 +1022,17 @@ fn results_against_output_schema() {
     ];
     for (what, cfg, tool, res, expect, tag) in cases {
         let v = result(cfg, &cat, "results", tool, res);
-        assert_eq!(label(&v, "tool").as_deref(), Some(tool), "{what}");
+        assert_eq!(v.label("tool"), Some(tool), "{what}");
         match expect {
             None => {
                 assert!(v.is_allow(), "{what}: {v:?}");
-                assert_eq!(label(&v, "validated").as_deref(), Some(tag), "{what}");
+                assert_eq!(v.label("validated"), Some(tag), "{what}");
             }
             Some(public) => {
                 let d = denial(&v);
                 assert_eq!(d.code, -32001, "{what}");
                 assert_eq!(d.public_message, public, "{what}");
-                assert_eq!(label(&v, "reason").as_deref(), Some(tag), "{what}");
+                assert_eq!(v.label("reason"), Some(tag), "{what}");
             }
         }
     }
@@ -1130,7 +1101,7 @@ fn pinned_and_unchanged_passes() {
         Some(json!({"customer_id": "C-1", "amount": 1})),
     );
     assert!(v.is_allow(), "{v:?}");
-    assert_eq!(label(&v, "pin").as_deref(), Some("match"));
+    assert_eq!(v.label("pin"), Some("match"));
     // Still validated.
     let v = call(
         &cfg,
@@ -1139,8 +1110,8 @@ fn pinned_and_unchanged_passes() {
         "issue_refund",
         Some(json!({"customer_id": "C-1", "amount": "1"})),
     );
-    assert_eq!(label(&v, "reason").as_deref(), Some("invalid-arguments"));
-    assert_eq!(label(&v, "pin").as_deref(), Some("match"));
+    assert_eq!(v.label("reason"), Some("invalid-arguments"));
+    assert_eq!(v.label("pin"), Some("match"));
     let v = result(
         &cfg,
         &cat,
@@ -1152,8 +1123,8 @@ fn pinned_and_unchanged_passes() {
     // A tools/list with only pinned, unchanged tools passes as it is.
     let v = list(&cfg, &[refund(), weather()]);
     assert!(v.is_allow(), "{v:?}");
-    assert_eq!(count(&v, "hidden_changed"), Some(0));
-    assert_eq!(count(&v, "hidden_unpinned"), Some(0));
+    assert_eq!(v.count("hidden_changed"), Some(0));
+    assert_eq!(v.count("hidden_unpinned"), Some(0));
 }
 
 #[test]
@@ -1209,7 +1180,7 @@ fn rug_pulls_are_refused_and_hidden() {
                 ),
                 "{what}"
             );
-            assert_eq!(label(&v, "pin").as_deref(), Some("changed"));
+            assert_eq!(v.label("pin"), Some("changed"));
             // Results of the changed tool are withheld too.
             let r = result(
                 &cfg,
@@ -1234,8 +1205,8 @@ fn rug_pulls_are_refused_and_hidden() {
                 vec![other["name"].as_str().unwrap()],
                 "{what}"
             );
-            assert_eq!(count(&l, "hidden_changed"), Some(1));
-            assert_eq!(count(&l, "hidden_unpinned"), Some(0));
+            assert_eq!(l.count("hidden_changed"), Some(1));
+            assert_eq!(l.count("hidden_unpinned"), Some(0));
         } else {
             assert!(l.is_allow(), "{what}");
         }
@@ -1265,8 +1236,8 @@ fn unpinned_tools() {
         ],
     );
     assert_eq!(listed_names(&l), vec!["issue_refund"]);
-    assert_eq!(count(&l, "hidden_unpinned"), Some(3));
-    assert_eq!(count(&l, "hidden_changed"), Some(0));
+    assert_eq!(l.count("hidden_unpinned"), Some(3));
+    assert_eq!(l.count("hidden_changed"), Some(0));
 
     // unpinned = "allow": only pinned tools are held to their pins.
     let cfg = pins(
@@ -1275,19 +1246,19 @@ fn unpinned_tools() {
     );
     let v = call(&cfg, &cat, "unpinned", "ship", Some(args.clone()));
     assert!(v.is_allow(), "{v:?}");
-    assert_eq!(label(&v, "pin").as_deref(), Some("unpinned"));
+    assert_eq!(v.label("pin"), Some("unpinned"));
     let mut changed = refund();
     changed["description"] = json!("changed");
     let l = list(&cfg, &[changed, weather(), ship()]);
     assert_eq!(listed_names(&l), vec!["weather", "ship"]);
-    assert_eq!(count(&l, "hidden_changed"), Some(1));
-    assert_eq!(count(&l, "hidden_unpinned"), Some(0));
+    assert_eq!(l.count("hidden_changed"), Some(1));
+    assert_eq!(l.count("hidden_unpinned"), Some(0));
 
     // No pins: no pinning, lists pass without being read.
     let cfg = Config::default();
     let v = call(&cfg, &cat, "unpinned", "ship", Some(args.clone()));
     assert!(v.is_allow());
-    assert_eq!(label(&v, "pin"), None);
+    assert_eq!(v.label("pin"), None);
     let c = ctx(
         Direction::ToClient,
         MessageKind::Response,

@@ -11,7 +11,8 @@
 //! types, and adds small helpers so a plugin is a few lines:
 //!
 //! * verdicts: [`allow`], [`rewrite`], [`rewrite_json`], [`deny`], plus
-//!   [`Verdict::with_count`] / [`Verdict::with_label`] for audit annotations;
+//!   [`Verdict::with_count`] / [`Verdict::with_label`] for audit annotations
+//!   and [`Verdict::count`] / [`Verdict::label`] to read them back;
 //! * interests: [`Interests::all`], [`Interests::methods`],
 //!   [`Interests::directions`];
 //! * the message: [`Message::parse`] and accessors such as
@@ -20,7 +21,12 @@
 //!   [`Message::listed_tools`];
 //! * the context: [`Context::is_tool_call`], [`Context::is_response_to`], …;
 //! * host imports: [`log_info`], [`log_warn`] (and friends),
-//!   [`tool_definition`], [`now_unix_millis`].
+//!   [`tool_definition`], [`now_unix_millis`];
+//! * for plugins that decide calls: [`authorize`], the deny-by-default
+//!   routing of messages around an [`authorize::Authorizer`]; [`strict`],
+//!   typed call parsing that refuses duplicate keys; [`names`], the call
+//!   methods, globs and the folding of look-alike names;
+//! * native unit tests: [`testing::context`] and [`testing::request`].
 //!
 //! # Example
 //!
@@ -106,6 +112,11 @@ pub use bindings::portcullis::policy::types::{
 pub use serde_json::{self, Value, json};
 
 use bindings::portcullis::policy::host;
+
+pub mod authorize;
+pub mod names;
+pub mod strict;
+pub mod testing;
 
 /// Common JSON-RPC error codes for [`deny`].
 pub mod codes {
@@ -202,6 +213,24 @@ impl Verdict {
             Decision::Rewrite(s) => Some(s),
             _ => None,
         }
+    }
+
+    /// The value of the first label annotation named `key` (see
+    /// [`Verdict::with_label`]); `None` when there is none.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.annotations.iter().find_map(|a| match &a.value {
+            AnnotationValue::Label(s) if a.key == key => Some(s.as_str()),
+            _ => None,
+        })
+    }
+
+    /// The value of the first count annotation named `key` (see
+    /// [`Verdict::with_count`]); `None` when there is none.
+    pub fn count(&self, key: &str) -> Option<u64> {
+        self.annotations.iter().find_map(|a| match a.value {
+            AnnotationValue::Count(n) if a.key == key => Some(n),
+            _ => None,
+        })
     }
 }
 
@@ -517,6 +546,20 @@ mod tests {
         assert_eq!(msg.content_texts(), vec!["a!", "b!"]);
         assert!(msg.rewrite().rewritten().unwrap().contains("\"a!\""));
         assert!(Message::parse("nope").is_err());
+    }
+
+    #[test]
+    fn reading_annotations() {
+        let v = allow()
+            .with_count("n", 2)
+            .with_label("k", "v")
+            .with_label("k", "second")
+            .with_count("n", 3);
+        assert_eq!(v.count("n"), Some(2));
+        assert_eq!(v.label("k"), Some("v"));
+        assert_eq!(v.label("n"), None);
+        assert_eq!(v.count("k"), None);
+        assert_eq!(v.label("missing"), None);
     }
 
     #[test]

@@ -1,23 +1,42 @@
-//! Typed views of the messages `authz` reads, each parsed in one pass
-//! straight from the text: only the fields a decision needs are built,
-//! strings borrow from the message when they have no escapes, and the rest is
-//! skipped without allocating.
+//! Strict, typed parsing of call requests (`tools/call`, `prompts/get`,
+//! `resources/read`), for plugins that decide calls and must read exactly
+//! what the upstream will read (`authz`, `cedar`).
+//!
+//! Each view is parsed in one pass straight from the text: only the fields a
+//! decision needs are built, strings borrow from the message when they have
+//! no escapes, and the rest is skipped without allocating.
 //!
 //! Duplicate keys are refused where they matter (`method`, `params`, `name`,
 //! `uri`, and anywhere inside `arguments`): parsers disagree on which copy
 //! wins, and the upstream must not act on a value other than the one checked.
+//!
+//! ```
+//! use portcullis_plugin_sdk::strict::{Call, Obj, describe};
+//!
+//! let text = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call",
+//!                "params":{"name":"lookup","arguments":{"id":7}}}"#;
+//! let Obj(call): Obj<Call> = serde_json::from_str(text).unwrap();
+//! assert_eq!(call.method.as_deref(), Some("tools/call"));
+//! let params = call.params.unwrap().0;
+//! assert_eq!(params.name.as_deref(), Some("lookup"));
+//!
+//! let twice = r#"{"method":"tools/call","params":{"name":"x","arguments":{"a":1,"a":2}}}"#;
+//! let err = serde_json::from_str::<Obj<Call>>(twice).unwrap_err();
+//! assert!(describe(&err).starts_with("duplicate key"));
+//! ```
 
 use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 
-use portcullis_plugin_sdk::Value;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Number};
+use serde_json::{Map, Number, Value};
 
 /// Just the method of a request.
 #[derive(Debug, serde::Deserialize)]
 pub struct Head<'a> {
+    /// `method`; `None` when absent or `null` (any other non-string is a
+    /// parse error).
     #[serde(borrow, default)]
     pub method: Option<Cow<'a, str>>,
 }
@@ -47,8 +66,11 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
 /// A call request (`tools/call`, `prompts/get`, `resources/read`).
 #[derive(Debug, serde::Deserialize)]
 pub struct Call<'a> {
+    /// `method`; `None` when absent or `null` (any other non-string is a
+    /// parse error).
     #[serde(borrow, default)]
     pub method: Option<Cow<'a, str>>,
+    /// `params`; `None` when absent or `null`, else it must be an object.
     #[serde(borrow, default)]
     pub params: Option<Obj<CallParams<'a>>>,
 }
@@ -56,10 +78,13 @@ pub struct Call<'a> {
 /// The `params` of a call.
 #[derive(Debug, serde::Deserialize)]
 pub struct CallParams<'a> {
+    /// `params.name` (tools and prompts); `None` when absent or `null`.
     #[serde(borrow, default)]
     pub name: Option<Cow<'a, str>>,
+    /// `params.uri` (resources); `None` when absent or `null`.
     #[serde(borrow, default)]
     pub uri: Option<Cow<'a, str>>,
+    /// `params.arguments`, any JSON value without duplicate keys.
     #[serde(default)]
     pub arguments: Option<Strict>,
 }

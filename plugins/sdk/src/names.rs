@@ -1,6 +1,16 @@
-//! Method globs (for `open_methods`) and the folding of look-alike names
-//! (for `forbid` policies). Both are the same as in `authz`, so the two
-//! plugins refuse the same look-alikes and open the same methods.
+//! Names for plugins that decide calls: the three call methods, globs (for
+//! rule selectors and `open_methods`) and the folding of look-alike names.
+//!
+//! `authz` (deny rules) and `cedar` (forbid policies) both use them, so the
+//! two plugins refuse the same look-alikes and open the same methods.
+//!
+//! ```
+//! use portcullis_plugin_sdk::names::{CallMethod, Glob, fold};
+//!
+//! assert_eq!(CallMethod::parse("tools/call"), Some(CallMethod::Tool));
+//! assert_eq!(CallMethod::listed_by("resources/list"), Some(CallMethod::Resource));
+//! assert!(Glob::new("delete_*").matches(&fold("DELETE\u{200B}_user")));
+//! ```
 
 use std::borrow::Cow;
 
@@ -8,18 +18,22 @@ use std::borrow::Cow;
 // Call methods
 // ---------------------------------------------------------------------------
 
-/// The three methods that name something to use, and are decided by Cedar.
+/// The three methods that name something to use, and are decided by the
+/// authorization plugins' rules or policies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallMethod {
-    /// `tools/call`, target `params.name`, resource `Portcullis::Tool`.
+    /// `tools/call`, target `params.name`.
     Tool,
-    /// `prompts/get`, target `params.name`, resource `Portcullis::Prompt`.
+    /// `prompts/get`, target `params.name`.
     Prompt,
-    /// `resources/read`, target `params.uri`, resource `Portcullis::Resource`.
+    /// `resources/read`, target `params.uri`.
     Resource,
 }
 
 impl CallMethod {
+    /// All three, in the order of their bits.
+    pub const ALL: [CallMethod; 3] = [CallMethod::Tool, CallMethod::Prompt, CallMethod::Resource];
+
     /// The call method named `method`, if it is one.
     pub fn parse(method: &str) -> Option<CallMethod> {
         match method {
@@ -40,7 +54,7 @@ impl CallMethod {
         }
     }
 
-    /// The JSON-RPC method name, which is also the Cedar action id.
+    /// The JSON-RPC method name (also `cedar`'s action id).
     pub fn name(self) -> &'static str {
         match self {
             CallMethod::Tool => "tools/call",
@@ -74,6 +88,12 @@ impl CallMethod {
             CallMethod::Resource => "resources",
         }
     }
+
+    /// This method's bit in a bit set of call methods (as `authz` keeps a
+    /// rule's methods): its position in [`CallMethod::ALL`].
+    pub fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -91,8 +111,11 @@ pub enum Glob {
     /// At least one `*`: the text before the first, the pieces between, and
     /// the text after the last.
     Wild {
+        /// The text before the first `*`.
         first: String,
+        /// The non-empty pieces between two `*`s, in order.
         middle: Vec<String>,
+        /// The text after the last `*`.
         last: String,
     },
 }
@@ -104,6 +127,7 @@ impl Glob {
             return Glob::Exact(pattern.to_owned());
         }
         let mut pieces: Vec<String> = pattern.split('*').map(str::to_owned).collect();
+        // `split` on a string containing `*` gives at least two pieces.
         let last = pieces.pop().unwrap_or_default();
         let first = if pieces.is_empty() {
             String::new()
@@ -121,7 +145,8 @@ impl Glob {
         }
     }
 
-    /// True when `text` matches (leftmost placement of each middle piece).
+    /// True when `text` matches. Linear in `text` for each middle piece
+    /// (leftmost placement of each piece is always a valid choice).
     pub fn matches(&self, text: &str) -> bool {
         match self {
             Glob::Any => true,
@@ -147,14 +172,10 @@ impl Glob {
 }
 
 // ---------------------------------------------------------------------------
-// Folding look-alikes (forbid policies only)
+// Folding look-alikes
 // ---------------------------------------------------------------------------
 
-/// Invisible characters removed before comparing with forbid policies: the
-/// zero-width space, non-joiner and joiner, LRM/RLM (U+200B..U+200F), the
-/// word joiner and invisible operators (U+2060..U+2064), the BOM (U+FEFF),
-/// the soft hyphen, U+034F, U+180E, bidi embeddings and isolates, and
-/// variation selectors.
+/// The invisible characters [`fold`] removes (listed there).
 fn is_invisible(c: char) -> bool {
     matches!(
         c,
@@ -170,8 +191,19 @@ fn is_invisible(c: char) -> bool {
     )
 }
 
-/// The canonical form of a name for forbid policies: invisible characters
-/// removed, fullwidth ASCII (U+FF01..U+FF5E) mapped to ASCII, lowercased.
+/// The form of a name compared with refusing rules (`authz`'s deny rules,
+/// `cedar`'s forbid policies), so look-alikes cannot dodge them:
+///
+/// * invisible characters removed: the zero-width space, non-joiner and
+///   joiner (U+200B..U+200D), the word joiner (U+2060) and the BOM /
+///   zero-width no-break space (U+FEFF), plus other invisible format
+///   characters with the same effect: the soft hyphen (U+00AD), U+034F,
+///   U+180E, LRM/RLM (U+200E, U+200F), bidi embeddings and isolates
+///   (U+202A..U+202E, U+2066..U+2069), invisible operators
+///   (U+2061..U+2064) and variation selectors (U+FE00..U+FE0F);
+/// * fullwidth ASCII (U+FF01..U+FF5E) mapped to ASCII;
+/// * lowercased.
+///
 /// Borrows when the name is already lowercase ASCII (the common case).
 pub fn fold(name: &str) -> Cow<'_, str> {
     if name
@@ -193,4 +225,46 @@ pub fn fold(name: &str) -> Cow<'_, str> {
         out.extend(c.to_lowercase());
     }
     Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        let cases = [
+            ("tools/*", "tools/call", true),
+            ("tools/*", "prompts/get", false),
+            ("tools/call", "tools/call", true),
+            ("tools/call", "Tools/call", false),
+            ("delete_*", "delete_customer", true),
+            ("*_customer", "delete_customer", true),
+            ("*", "", true),
+            ("**", "x", true),
+            ("a*b*c", "axxbyyc", true),
+            ("a*b*c", "axxbyy", false),
+            ("ab*ba", "aba", false),
+            ("ab*ba", "abba", true),
+            ("file:///public/*", "file:///public/a/b.txt", true),
+            ("file:///public/*", "file:///private/a", false),
+        ];
+        for (p, t, want) in cases {
+            assert_eq!(Glob::new(p).matches(t), want, "{p} vs {t}");
+        }
+        let long = format!("{}b", "a".repeat(5000));
+        assert!(Glob::new("*a*a*a*b").matches(&long));
+    }
+
+    #[test]
+    fn folding() {
+        assert!(matches!(fold("delete_user"), std::borrow::Cow::Borrowed(_)));
+        assert_eq!(fold("DELETE_User"), "delete_user");
+        assert_eq!(
+            fold("delete\u{200B}_\u{200C}us\u{200D}er\u{2060}\u{FEFF}"),
+            "delete_user"
+        );
+        assert_eq!(fold("ｄｅｌｅｔｅ＿ＵＳＥＲ"), "delete_user");
+        assert_eq!(fold("de\u{00AD}lete_user"), "delete_user");
+    }
 }
