@@ -22,6 +22,7 @@ fn main() {
         PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let plugins = root.join("plugins");
     for p in [
+        ".cargo",
         "Cargo.toml",
         "Cargo.lock",
         "sdk",
@@ -74,6 +75,9 @@ fn build(plugins: &Path, target_dir: &Path) -> Result<(), String> {
             .arg(plugins.join("Cargo.toml"))
             .arg("--target-dir")
             .arg(target_dir)
+            // Cargo reads `.cargo/config.toml` from the working directory:
+            // the plugins' own (target features) applies from there.
+            .current_dir(plugins)
             // The outer build's flags are for the host, not for wasm.
             .env_remove("CARGO_ENCODED_RUSTFLAGS")
             .env_remove("RUSTFLAGS")

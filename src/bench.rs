@@ -30,10 +30,15 @@ pub struct BenchOptions {
 const CONCURRENCY: usize = 32;
 /// Size of the tool-call arguments.
 const ARG_BYTES: usize = 1024;
-/// Warm-up calls before measuring.
-const WARMUP: usize = 200;
+/// Warm-up calls before measuring in-process costs.
+pub const WARMUP: usize = 200;
+/// Warm-up calls before measuring a path end to end: enough for every
+/// connection pool, allocator arena and CPU clock on the path to settle,
+/// so the first path measured is not penalised for going first.
+const PATH_WARMUP: usize = 2000;
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+/// The `p` quantile of sorted samples.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -57,7 +62,7 @@ async fn latency_of(
     args: serde_json::Value,
     calls: usize,
 ) -> anyhow::Result<Latency> {
-    for _ in 0..WARMUP {
+    for _ in 0..PATH_WARMUP {
         client.call_tool(tool, args.clone()).await?;
     }
     let mut samples = Vec::with_capacity(calls);
@@ -251,7 +256,7 @@ pub fn plugin_cases() -> Vec<PluginCase> {
 }
 
 /// p50 of each [`plugin_cases`] case through the real host (Wasm).
-async fn plugin_suite_costs(calls: usize) -> anyhow::Result<Vec<(&'static str, Duration)>> {
+pub async fn plugin_suite_costs(calls: usize) -> anyhow::Result<Vec<(&'static str, Duration)>> {
     use crate::plugin::{LoadedPlugin, PluginEngine, PluginLimits};
     let engine = PluginEngine::new(crate::plugin::engine::default_cache_dir())?;
     let mut out = Vec::new();

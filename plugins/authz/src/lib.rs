@@ -170,6 +170,14 @@ impl Plugin for Authz {
 
 portcullis_plugin_sdk::export_plugin!(Authz);
 
+/// This plugin's decision logic as plain Rust, configured from `config`
+/// (the same JSON `init` takes), for running it natively: the gateway's
+/// benchmark compares the Wasm component with this.
+pub fn native(config: &str) -> Result<impl Fn(&Context, &str) -> Verdict + use<>, String> {
+    let policy = config::parse(config)?;
+    Ok(move |ctx: &Context, message: &str| decide(&policy, ctx, message))
+}
+
 /// Routes one message: see [`portcullis_plugin_sdk::authorize`].
 fn decide(policy: &Policy, ctx: &Context, message: &str) -> Verdict {
     authorize::route(policy, ctx, message)

@@ -223,6 +223,14 @@ impl Plugin for Cedar {
 portcullis_plugin_sdk::export_plugin!(Cedar);
 
 /// Routes one message like `authz`: see [`portcullis_plugin_sdk::authorize`].
+/// This plugin's decision logic as plain Rust, configured from `config`
+/// (the same JSON `init` takes), for running it natively: the gateway's
+/// benchmark compares the Wasm component with this.
+pub fn native(config: &str) -> Result<impl Fn(&Context, &str) -> Verdict + use<>, String> {
+    let engine = config::parse(config)?;
+    Ok(move |ctx: &Context, message: &str| decide(&engine, ctx, message))
+}
+
 fn decide(engine: &Engine, ctx: &Context, message: &str) -> Verdict {
     authorize::route(engine, ctx, message)
 }

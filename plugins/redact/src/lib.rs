@@ -219,6 +219,14 @@ fn interests(cfg: &Config) -> Interests {
 }
 
 /// Scans one message.
+/// This plugin's decision logic as plain Rust, configured from `config`
+/// (the same JSON `init` takes), for running it natively: the gateway's
+/// benchmark compares the Wasm component with this.
+pub fn native(config: &str) -> Result<impl Fn(&Context, &str) -> Verdict + use<>, String> {
+    let cfg = config::parse(config)?;
+    Ok(move |ctx: &Context, message: &str| decide(&cfg, ctx, message))
+}
+
 fn decide(cfg: &Config, ctx: &Context, message: &str) -> Verdict {
     if ctx.is_to_server() && !cfg.scan_requests {
         return allow();

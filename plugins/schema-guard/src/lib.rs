@@ -147,6 +147,18 @@ fn interests(config: &Config) -> Interests {
     }
 }
 
+/// This plugin's decision logic as plain Rust, configured from `config`
+/// (the same JSON `init` takes), for running it natively: the gateway's
+/// benchmark compares the Wasm component with this.
+/// `definition(tool)` stands in for the host's tool catalog.
+pub fn native<D: Fn(&str) -> Option<String>>(
+    config: &str,
+    definition: D,
+) -> Result<impl Fn(&Context, &str) -> Verdict + use<D>, String> {
+    let config = Config::parse(config)?;
+    Ok(move |ctx: &Context, message: &str| decide(&config, ctx, message, &definition))
+}
+
 /// Decides one message. `definition(tool)` returns the JSON text of the
 /// tool's current definition on `ctx.server`, or `None` when unknown.
 pub(crate) fn decide(

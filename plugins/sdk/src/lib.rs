@@ -88,7 +88,7 @@ pub mod bindings {
         path: "../../wit",
         world: "plugin",
         pub_export_macro: true,
-        export_macro_name: "export_plugin",
+        export_macro_name: "export_plugin_component",
         default_bindings_module: "portcullis_plugin_sdk::bindings",
         additional_derives: [PartialEq, Eq],
     });
@@ -98,7 +98,23 @@ pub mod bindings {
 ///
 /// Call it once, at the top level of the plugin crate:
 /// `portcullis_plugin_sdk::export_plugin!(MyPlugin);`
-pub use bindings::export_plugin;
+///
+/// The component exports exist only when building for `wasm32`: natively
+/// (unit tests, or a host linking several plugins' logic side by side for a
+/// benchmark) there is nothing to export, and same-named exports from two
+/// plugins would collide.
+#[macro_export]
+macro_rules! export_plugin {
+    ($ty:ident) => {
+        #[cfg(target_arch = "wasm32")]
+        $crate::bindings::export_plugin_component!($ty);
+        // Natively the type is still the plugin: keep it in use.
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: () = {
+            let _ = <$ty as $crate::Plugin>::handle;
+        };
+    };
+}
 
 /// The trait a plugin implements (`wit-bindgen`'s `Guest` for the `policy`
 /// interface). See the crate documentation for an example.

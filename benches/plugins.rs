@@ -1,0 +1,112 @@
+//! `cargo bench --bench plugins`: each standard plugin on a realistic
+//! message (authz with 20 rules, Cedar with 20 policies, redact with every
+//! detector on a 4 KiB result, schema-guard on a typical tool) through the
+//! Wasm host, next to the same plugin's logic compiled natively and called
+//! directly. The cases are `portcullis::bench::plugin_cases`, shared with
+//! `portcullis bench`. Prints a table; the targets are read, not asserted.
+
+use std::time::{Duration, Instant};
+
+use portcullis::bench::{WARMUP, percentile, plugin_cases, plugin_suite_costs};
+use portcullis::policy::verdict::{self, MessageContext};
+use portcullis_plugin_sdk as sdk;
+
+const CALLS: usize = 5000;
+
+fn sdk_context(c: &MessageContext) -> sdk::Context {
+    sdk::Context {
+        direction: match c.direction {
+            verdict::Direction::ToServer => sdk::Direction::ToServer,
+            verdict::Direction::ToClient => sdk::Direction::ToClient,
+        },
+        tunnel: c.tunnel.clone(),
+        server: c.server.clone(),
+        kind: match c.kind {
+            verdict::MessageKind::Request => sdk::MessageKind::Request,
+            verdict::MessageKind::Notification => sdk::MessageKind::Notification,
+            verdict::MessageKind::Response => sdk::MessageKind::Response,
+            verdict::MessageKind::Error => sdk::MessageKind::Error,
+        },
+        method: c.method.clone(),
+        target: c.target.clone(),
+        request_id: c.request_id.clone(),
+        session_id: c.session_id.clone(),
+        protocol_version: c.protocol_version.clone(),
+        principal: sdk::Principal {
+            subject: c.principal.subject.clone(),
+            groups: c.principal.groups.clone(),
+            claims: "{}".into(),
+        },
+    }
+}
+
+type Decide = Box<dyn Fn(&sdk::Context, &str) -> sdk::Verdict>;
+
+/// The native decider for a case's plugin.
+fn native(plugin: &str, config: &str, tools: Option<&serde_json::Value>) -> Decide {
+    let ok = |r: Result<Decide, String>| r.unwrap_or_else(|e| panic!("{plugin}: {e}"));
+    match plugin {
+        "authz" => ok(authz::native(config).map(|f| Box::new(f) as Decide)),
+        "cedar" => ok(cedar::native(config).map(|f| Box::new(f) as Decide)),
+        "redact" => ok(redact::native(config).map(|f| Box::new(f) as Decide)),
+        "schema-guard" => {
+            let tools = tools.cloned().unwrap_or_default();
+            let lookup = move |name: &str| {
+                tools
+                    .as_array()?
+                    .iter()
+                    .find(|t| t["name"] == name)
+                    .map(|t| t.to_string())
+            };
+            ok(schema_guard::native(config, lookup).map(|f| Box::new(f) as Decide))
+        }
+        other => panic!("no native build of {other}"),
+    }
+}
+
+fn native_p50(case: &portcullis::bench::PluginCase) -> Duration {
+    let decide = native(case.plugin, &case.config, case.tools.as_ref());
+    let ctx = sdk_context(&case.ctx);
+    let first = decide(&ctx, &case.message);
+    assert!(
+        !matches!(first.decision, sdk::Decision::Deny(_)),
+        "{}: the benchmark message was denied natively: {first:?}",
+        case.label
+    );
+    let mut samples = Vec::with_capacity(CALLS);
+    for i in 0..CALLS + WARMUP {
+        let t = Instant::now();
+        std::hint::black_box(decide(&ctx, std::hint::black_box(&case.message)));
+        if i >= WARMUP {
+            samples.push(t.elapsed());
+        }
+    }
+    samples.sort();
+    percentile(&samples, 0.5)
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let wasm = runtime
+        .block_on(plugin_suite_costs(CALLS))
+        .expect("the Wasm side");
+    println!(
+        "| standard plugin, realistic message | Wasm p50 µs | native p50 µs | Wasm / native | target |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    for (case, (label, wasm_p50)) in plugin_cases().iter().zip(wasm) {
+        assert_eq!(case.label, label);
+        let native_p50 = native_p50(case);
+        let target = if case.plugin == "redact" { 3.0 } else { 2.0 };
+        println!(
+            "| {label} | {:.1} | {:.1} | {:.2}× | ≤ {target}× |",
+            wasm_p50.as_secs_f64() * 1e6,
+            native_p50.as_secs_f64() * 1e6,
+            wasm_p50.as_secs_f64() / native_p50.as_secs_f64()
+        );
+    }
+}
