@@ -171,7 +171,8 @@ impl Relay {
                 tracing::info!(error = %e, "agent request refused");
                 crate::telemetry::span::fail(&span, Some(e.code()), "");
                 if let Some(spool) = self.audit.get()
-                    && let Some(record) = call.record("refused", Some(e.to_string()))
+                    && let Some(record) =
+                        span.in_scope(|| call.record("refused", Some(e.to_string())))
                 {
                     // Already refused: a record that cannot be written
                     // changes nothing for the caller (the spool counts it).
@@ -311,7 +312,7 @@ impl Relay {
         // Recorded before it goes down the tunnel: in strict mode a request
         // whose record cannot be made durable is not forwarded.
         if let Some(spool) = self.audit.get()
-            && let Some(record) = call.record("forwarded", None)
+            && let Some(record) = span.in_scope(|| call.record("forwarded", None))
         {
             spool
                 .append(&record)

@@ -271,19 +271,25 @@ async fn one_trace_from_agent_to_upstream(protocol: &str) {
         format!("00-{AGENT_TRACE}-{}-01", hex(&rec_client.span_id))
     );
 
-    // Decision records as log records, correlated with the gateway span.
-    let decision = got
-        .logs
-        .iter()
-        .map(|(_, l)| l)
-        .find(|l| {
-            l.event_name == "portcullis.decision"
-                && attr(&l.attributes, "gen_ai.tool.name").as_deref() == Some("lookup_customer")
-                && attr(&l.attributes, "portcullis.direction").as_deref() == Some("to-server")
-        })
-        .expect("decision log record");
+    // Decision records as log records, each correlated with the span that
+    // decided: the gateway's (policy chain) and the relay's (its own record
+    // of the agent request).
+    let decision_under = |span: &opentelemetry_proto::tonic::trace::v1::Span| {
+        got.logs
+            .iter()
+            .map(|(_, l)| l)
+            .find(|l| {
+                l.event_name == "portcullis.decision"
+                    && attr(&l.attributes, "gen_ai.tool.name").as_deref() == Some("lookup_customer")
+                    && attr(&l.attributes, "portcullis.direction").as_deref() == Some("to-server")
+                    && l.span_id == span.span_id
+            })
+            .cloned()
+    };
+    let relay_decision = decision_under(relay).expect("the relay's record, under its span");
+    assert_eq!(hex(&relay_decision.trace_id), AGENT_TRACE);
+    let decision = decision_under(gateway).expect("the gateway's record, under its span");
     assert_eq!(hex(&decision.trace_id), AGENT_TRACE);
-    assert_eq!(decision.span_id, gateway.span_id);
     assert!(attr(&decision.attributes, "portcullis.audit.seq").is_some());
     let body = str_value(decision.body.as_ref()).unwrap();
     let line: Value = serde_json::from_str(&body).unwrap();
