@@ -24,6 +24,10 @@ pub struct BenchOptions {
     /// Idle tunnels for the memory measurement (0 skips it).
     #[arg(long, default_value_t = 1000)]
     pub tunnels: usize,
+    /// Runs only the first table (direct against the bare tunnel), e.g. to
+    /// profile the path.
+    #[arg(long)]
+    pub path_only: bool,
 }
 
 /// Tasks in the throughput run.
@@ -551,6 +555,11 @@ async fn run_on_workers(opts: BenchOptions) -> anyhow::Result<String> {
     let dt = throughput(&direct, opts.calls_per_task).await?;
     let tt = throughput(&tunneled, opts.calls_per_task).await?;
     running.stop().await;
+    let mut out = String::new();
+    path_rows(&mut out, &d1, &t1, dt, tt);
+    if opts.path_only {
+        return Ok(out);
+    }
 
     // The same path with a three-plugin no-op chain in the gateway.
     let dir = std::env::temp_dir().join(format!("portcullis-bench-{}", crate::secret::random_id()));
@@ -591,37 +600,6 @@ async fn run_on_workers(opts: BenchOptions) -> anyhow::Result<String> {
     let (audit_hot, audit_rate) = audit_costs(50_000).await?;
     let (export_hot, export_rate) = audit_export_costs(20_000).await?;
 
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "tools/call, {ARG_BYTES} B arguments, demo upstream on loopback"
-    );
-    let _ = writeln!(
-        out,
-        "| path | p50 µs (c=1) | p99 µs (c=1) | calls/s (c={CONCURRENCY}) |"
-    );
-    let _ = writeln!(out, "|---|---:|---:|---:|");
-    let _ = writeln!(
-        out,
-        "| direct | {:.0} | {:.0} | {:.0} |",
-        us(d1.p50),
-        us(d1.p99),
-        dt
-    );
-    let _ = writeln!(
-        out,
-        "| relay → tunnel → gateway | {:.0} | {:.0} | {:.0} |",
-        us(t1.p50),
-        us(t1.p99),
-        tt
-    );
-    let _ = writeln!(
-        out,
-        "| added by Portcullis | {:.0} (target ≤ 150) | {:.0} | {:.2}× direct (target ≥ 0.5×) |",
-        us(t1.p50.saturating_sub(d1.p50)),
-        us(t1.p99.saturating_sub(d1.p99)),
-        tt / dt
-    );
     let _ = writeln!(
         out,
         "| tunnel + 3 no-op plugins (both directions) + audit spool | {:.0} | {:.0} | {:.0} |",
@@ -711,6 +689,40 @@ async fn run_on_workers(opts: BenchOptions) -> anyhow::Result<String> {
         );
     }
     Ok(out)
+}
+
+/// The first table's header and its direct / tunnel / added rows.
+fn path_rows(out: &mut String, d1: &Latency, t1: &Latency, dt: f64, tt: f64) {
+    let _ = writeln!(
+        out,
+        "tools/call, {ARG_BYTES} B arguments, demo upstream on loopback"
+    );
+    let _ = writeln!(
+        out,
+        "| path | p50 µs (c=1) | p99 µs (c=1) | calls/s (c={CONCURRENCY}) |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|");
+    let _ = writeln!(
+        out,
+        "| direct | {:.0} | {:.0} | {:.0} |",
+        us(d1.p50),
+        us(d1.p99),
+        dt
+    );
+    let _ = writeln!(
+        out,
+        "| relay → tunnel → gateway | {:.0} | {:.0} | {:.0} |",
+        us(t1.p50),
+        us(t1.p99),
+        tt
+    );
+    let _ = writeln!(
+        out,
+        "| added by Portcullis | {:.0} (target ≤ 150) | {:.0} | {:.2}× direct (target ≥ 0.5×) |",
+        us(t1.p50.saturating_sub(d1.p50)),
+        us(t1.p99.saturating_sub(d1.p99)),
+        tt / dt
+    );
 }
 
 /// Connects `n` tunnels (default connection count each) to a relay in this

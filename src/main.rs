@@ -14,6 +14,12 @@ use portcullis::{bench, secret, up};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc instead of glibc's malloc: the relay and gateway allocate and
+/// free per message across worker threads, where glibc's arenas spent 11 %
+/// of the path's CPU (perf, c=32) against a few percent with mimalloc.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "portcullis",
