@@ -554,9 +554,37 @@ async fn run_on_workers(opts: BenchOptions) -> anyhow::Result<String> {
     let t1 = latency(&mut tunneled, opts.calls).await?;
     let dt = throughput(&direct, opts.calls_per_task).await?;
     let tt = throughput(&tunneled, opts.calls_per_task).await?;
+    let (hop_addr, hop_stop) = plain_forwarder(demo).await?;
+    let mut hop = McpClient::new(&format!("http://{hop_addr}/mcp"), None);
+    hop.initialize().await?;
+    let h1 = latency(&mut hop, opts.calls).await?;
+    let ht = throughput(&hop, opts.calls_per_task).await?;
+    let (hop2_addr, hop2_stop) = plain_forwarder(hop_addr).await?;
+    let mut hop2 = McpClient::new(&format!("http://{hop2_addr}/mcp"), None);
+    hop2.initialize().await?;
+    let h2 = latency(&mut hop2, opts.calls).await?;
+    let h2t = throughput(&hop2, opts.calls_per_task).await?;
+    hop2_stop.cancel();
+    hop_stop.cancel();
     running.stop().await;
     let mut out = String::new();
     path_rows(&mut out, &d1, &t1, dt, tt);
+    let _ = writeln!(
+        out,
+        "| reference: one bare HTTP/1.1 forwarding hop (hyper, no TLS, no parsing) | {:.0} | {:.0} | {:.0} ({:.2}× direct) |",
+        us(h1.p50),
+        us(h1.p99),
+        ht,
+        ht / dt
+    );
+    let _ = writeln!(
+        out,
+        "| reference: two bare hops in a row (the fewest a relay and a gateway can be) | {:.0} | {:.0} | {:.0} ({:.2}× direct) |",
+        us(h2.p50),
+        us(h2.p99),
+        h2t,
+        h2t / dt
+    );
     if opts.path_only {
         return Ok(out);
     }
@@ -689,6 +717,48 @@ async fn run_on_workers(opts: BenchOptions) -> anyhow::Result<String> {
         );
     }
     Ok(out)
+}
+
+/// The cheapest forwarding hop there is, as the floor the tunnel is judged
+/// against: a hyper HTTP/1.1 server that hands each request unchanged to a
+/// pooled hyper-util client for `upstream` and streams the response back. No
+/// TLS, no parsing, no checks. The tunnel path has two hops of this kind plus
+/// TLS and HTTP/2 between them.
+async fn plain_forwarder(
+    upstream: std::net::SocketAddr,
+) -> anyhow::Result<(std::net::SocketAddr, tokio_util::sync::CancellationToken)> {
+    use hyper_util::client::legacy::Client;
+    use hyper_util::client::legacy::connect::HttpConnector;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let mut conn = HttpConnector::new();
+    conn.set_nodelay(true);
+    let client: Client<HttpConnector, hyper::body::Incoming> =
+        Client::builder(hyper_util::rt::TokioExecutor::new()).build(conn);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let service = move |req: http::Request<hyper::body::Incoming>| {
+        let client = client.clone();
+        async move {
+            let (mut parts, body) = req.into_parts();
+            let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            parts.uri = format!("http://{upstream}{path}").parse().expect("valid URI");
+            let resp = match client.request(http::Request::from_parts(parts, body)).await {
+                Ok(r) => r.map(crate::body::boxed),
+                Err(e) => http::Response::builder()
+                    .status(502)
+                    .body(crate::body::full(e.to_string()))
+                    .expect("static response"),
+            };
+            Ok::<_, std::convert::Infallible>(resp)
+        }
+    };
+    let opts = crate::server::ServeOptions {
+        tls: None,
+        header_read_timeout: Duration::from_secs(10),
+        drain_grace: Duration::from_secs(1),
+    };
+    tokio::spawn(crate::server::serve(listener, opts, service, stop.clone()));
+    Ok((addr, stop))
 }
 
 /// The first table's header and its direct / tunnel / added rows.
