@@ -4,6 +4,10 @@
 //! Wasm host, next to the same plugin's logic compiled natively and called
 //! directly. The cases are `portcullis::bench::plugin_cases`, shared with
 //! `portcullis bench`. Prints a table; the targets are read, not asserted.
+//!
+//! `cargo bench --bench plugins -- [--calls N] [FILTER]` runs N calls per
+//! side (default 5000) of the cases whose label contains FILTER, e.g. to
+//! profile one plugin.
 
 use std::time::{Duration, Instant};
 
@@ -11,7 +15,7 @@ use portcullis::bench::{WARMUP, percentile, plugin_cases, plugin_suite_costs};
 use portcullis::policy::verdict::{self, MessageContext};
 use portcullis_plugin_sdk as sdk;
 
-const CALLS: usize = 5000;
+const DEFAULT_CALLS: usize = 5000;
 
 fn sdk_context(c: &MessageContext) -> sdk::Context {
     sdk::Context {
@@ -64,7 +68,7 @@ fn native(plugin: &str, config: &str, tools: Option<&serde_json::Value>) -> Deci
     }
 }
 
-fn native_p50(case: &portcullis::bench::PluginCase) -> Duration {
+fn native_p50(case: &portcullis::bench::PluginCase, calls: usize) -> Duration {
     let decide = native(case.plugin, &case.config, case.tools.as_ref());
     let ctx = sdk_context(&case.ctx);
     let first = decide(&ctx, &case.message);
@@ -73,8 +77,8 @@ fn native_p50(case: &portcullis::bench::PluginCase) -> Duration {
         "{}: the benchmark message was denied natively: {first:?}",
         case.label
     );
-    let mut samples = Vec::with_capacity(CALLS);
-    for i in 0..CALLS + WARMUP {
+    let mut samples = Vec::with_capacity(calls);
+    for i in 0..calls + WARMUP {
         let t = Instant::now();
         std::hint::black_box(decide(&ctx, std::hint::black_box(&case.message)));
         if i >= WARMUP {
@@ -86,21 +90,40 @@ fn native_p50(case: &portcullis::bench::PluginCase) -> Duration {
 }
 
 fn main() {
+    let mut calls = DEFAULT_CALLS;
+    let mut filter = String::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--calls" => {
+                calls = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .expect("--calls takes a number");
+            }
+            // cargo passes `--bench` to harness = false targets.
+            "--bench" => {}
+            other => filter = other.to_owned(),
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .expect("tokio runtime");
     let wasm = runtime
-        .block_on(plugin_suite_costs(CALLS))
+        .block_on(plugin_suite_costs(calls, &filter))
         .expect("the Wasm side");
     println!(
         "| standard plugin, realistic message | Wasm p50 µs | native p50 µs | Wasm / native | target |"
     );
     println!("|---|---:|---:|---:|---:|");
-    for (case, (label, wasm_p50)) in plugin_cases().iter().zip(wasm) {
+    let cases = plugin_cases()
+        .into_iter()
+        .filter(|c| c.label.contains(&filter));
+    for (case, (label, wasm_p50)) in cases.zip(wasm) {
         assert_eq!(case.label, label);
-        let native_p50 = native_p50(case);
+        let native_p50 = native_p50(&case, calls);
         let target = if case.plugin == "redact" { 3.0 } else { 2.0 };
         println!(
             "| {label} | {:.1} | {:.1} | {:.2}× | ≤ {target}× |",

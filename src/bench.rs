@@ -55,32 +55,42 @@ struct Latency {
     p99: Duration,
 }
 
-async fn latency(client: &mut McpClient, calls: usize) -> anyhow::Result<Latency> {
-    let args = json!({ "query": "x".repeat(ARG_BYTES) });
-    latency_of(client, "search_tickets", args, calls).await
-}
-
-async fn latency_of(
-    client: &mut McpClient,
+/// p50/p99 of each client's calls, measured interleaved: every round calls
+/// each client once (starting with a different one each round), so all the
+/// paths compared see the same machine state (CPU clocks, idle cores, other
+/// load) rather than whatever it was while their turn ran.
+async fn latencies(
+    clients: &mut [&mut McpClient],
     tool: &str,
-    args: serde_json::Value,
+    args: &serde_json::Value,
     calls: usize,
-) -> anyhow::Result<Latency> {
+) -> anyhow::Result<Vec<Latency>> {
     for _ in 0..PATH_WARMUP {
-        client.call_tool(tool, args.clone()).await?;
+        for c in clients.iter_mut() {
+            c.call_tool(tool, args.clone()).await?;
+        }
     }
-    let mut samples = Vec::with_capacity(calls);
-    for _ in 0..calls {
-        let t = Instant::now();
-        let r = client.call_tool(tool, args.clone()).await?;
-        samples.push(t.elapsed());
-        anyhow::ensure!(r.get("result").is_some(), "call failed: {r}");
+    let n = clients.len();
+    let mut samples = vec![Vec::with_capacity(calls); n];
+    for round in 0..calls {
+        for k in 0..n {
+            let i = (round + k) % n;
+            let t = Instant::now();
+            let r = clients[i].call_tool(tool, args.clone()).await?;
+            samples[i].push(t.elapsed());
+            anyhow::ensure!(r.get("result").is_some(), "call failed: {r}");
+        }
     }
-    samples.sort();
-    Ok(Latency {
-        p50: percentile(&samples, 0.5),
-        p99: percentile(&samples, 0.99),
-    })
+    Ok(samples
+        .into_iter()
+        .map(|mut s| {
+            s.sort();
+            Latency {
+                p50: percentile(&s, 0.5),
+                p99: percentile(&s, 0.99),
+            }
+        })
+        .collect())
 }
 
 async fn throughput(client: &McpClient, per_task: usize) -> anyhow::Result<f64> {
@@ -260,11 +270,17 @@ pub fn plugin_cases() -> Vec<PluginCase> {
 }
 
 /// p50 of each [`plugin_cases`] case through the real host (Wasm).
-pub async fn plugin_suite_costs(calls: usize) -> anyhow::Result<Vec<(&'static str, Duration)>> {
+pub async fn plugin_suite_costs(
+    calls: usize,
+    filter: &str,
+) -> anyhow::Result<Vec<(&'static str, Duration)>> {
     use crate::plugin::{LoadedPlugin, PluginEngine, PluginLimits};
     let engine = PluginEngine::new(crate::plugin::engine::default_cache_dir())?;
     let mut out = Vec::new();
-    for case in plugin_cases() {
+    for case in plugin_cases()
+        .into_iter()
+        .filter(|c| c.label.contains(filter))
+    {
         let bytes = crate::plugin::builtin(case.plugin)
             .ok_or_else(|| anyhow::anyhow!("{} is not built in", case.plugin))?;
         let catalog = Arc::new(crate::policy::catalog::Catalog::default());
@@ -550,19 +566,39 @@ async fn run_on_workers(opts: BenchOptions) -> anyhow::Result<String> {
     direct.initialize().await?;
     let mut tunneled = demo_client(&running).await?;
 
-    let d1 = latency(&mut direct, opts.calls).await?;
-    let t1 = latency(&mut tunneled, opts.calls).await?;
-    let dt = throughput(&direct, opts.calls_per_task).await?;
-    let tt = throughput(&tunneled, opts.calls_per_task).await?;
+    // The same path with a three-plugin no-op chain in the gateway.
+    let dir = std::env::temp_dir().join(format!("portcullis-bench-{}", crate::secret::random_id()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("noop3.toml"), NOOP_CHAIN)?;
+    let chained = up::start(UpOptions {
+        policy: Some(dir.join("noop3.toml")),
+        ..UpOptions::default()
+    })
+    .await?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut with_chain = demo_client(&chained).await?;
     let (hop_addr, hop_stop) = plain_forwarder(demo).await?;
     let mut hop = McpClient::new(&format!("http://{hop_addr}/mcp"), None);
     hop.initialize().await?;
-    let h1 = latency(&mut hop, opts.calls).await?;
-    let ht = throughput(&hop, opts.calls_per_task).await?;
     let (hop2_addr, hop2_stop) = plain_forwarder(hop_addr).await?;
     let mut hop2 = McpClient::new(&format!("http://{hop2_addr}/mcp"), None);
     hop2.initialize().await?;
-    let h2 = latency(&mut hop2, opts.calls).await?;
+    let args = json!({ "query": "x".repeat(ARG_BYTES) });
+    let mut paths = [&mut direct, &mut tunneled, &mut hop, &mut hop2];
+    let [d1, t1, h1, h2]: [Latency; 4] = latencies(&mut paths, "search_tickets", &args, opts.calls)
+        .await?
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("four paths measured"))?;
+    // The chain's path writes the audit spool (an fsync per batch), which
+    // would disturb the paths above: it is paired with direct on its own.
+    let mut paths = [&mut direct, &mut with_chain];
+    let [dc, c1]: [Latency; 2] = latencies(&mut paths, "search_tickets", &args, opts.calls)
+        .await?
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("two paths measured"))?;
+    let dt = throughput(&direct, opts.calls_per_task).await?;
+    let tt = throughput(&tunneled, opts.calls_per_task).await?;
+    let ht = throughput(&hop, opts.calls_per_task).await?;
     let h2t = throughput(&hop2, opts.calls_per_task).await?;
     hop2_stop.cancel();
     hop_stop.cancel();
@@ -586,25 +622,15 @@ async fn run_on_workers(opts: BenchOptions) -> anyhow::Result<String> {
         h2t / dt
     );
     if opts.path_only {
+        chained.stop().await;
         return Ok(out);
     }
 
-    // The same path with a three-plugin no-op chain in the gateway.
-    let dir = std::env::temp_dir().join(format!("portcullis-bench-{}", crate::secret::random_id()));
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("noop3.toml"), NOOP_CHAIN)?;
-    let chained = up::start(UpOptions {
-        policy: Some(dir.join("noop3.toml")),
-        ..UpOptions::default()
-    })
-    .await?;
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut with_chain = demo_client(&chained).await?;
-    let c1 = latency(&mut with_chain, opts.calls).await?;
     let ct = throughput(&with_chain, opts.calls_per_task).await?;
     chained.stop().await;
-    // 4 KiB results: the bare tunnel, then the full default policy (authz
-    // both ways, redact on the way out), no audit in either.
+    // 4 KiB results: direct, the bare tunnel and the full default policy
+    // (authz on the call and on list results, redact on the way out), no
+    // audit in either, measured interleaved.
     let thread_args = json!({ "ticket_id": "T-502" });
     let bare = up::start(UpOptions {
         no_policy: true,
@@ -612,18 +638,27 @@ async fn run_on_workers(opts: BenchOptions) -> anyhow::Result<String> {
         ..UpOptions::default()
     })
     .await?;
-    let mut c = demo_client(&bare).await?;
-    let b4 = latency_of(&mut c, "get_ticket_thread", thread_args.clone(), opts.calls).await?;
-    bare.stop().await;
     let full = up::start(UpOptions {
         no_audit: true,
         ..UpOptions::default()
     })
     .await?;
-    let mut c = demo_client(&full).await?;
-    let f4 = latency_of(&mut c, "get_ticket_thread", thread_args, opts.calls).await?;
+    let demo4 = bare
+        .demo_addr
+        .ok_or_else(|| anyhow::anyhow!("demo server did not start"))?;
+    let mut direct4 = McpClient::new(&format!("http://{demo4}/mcp"), None);
+    direct4.initialize().await?;
+    let mut bare_client = demo_client(&bare).await?;
+    let mut full_client = demo_client(&full).await?;
+    let mut paths = [&mut direct4, &mut bare_client, &mut full_client];
+    let [d4, b4, f4]: [Latency; 3] =
+        latencies(&mut paths, "get_ticket_thread", &thread_args, opts.calls)
+            .await?
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("three paths measured"))?;
+    bare.stop().await;
     full.stop().await;
-    let suite = plugin_suite_costs(opts.calls).await?;
+    let suite = plugin_suite_costs(opts.calls, "").await?;
     let (one_plugin, three_plugins) = plugin_costs(opts.calls).await?;
     let (audit_hot, audit_rate) = audit_costs(50_000).await?;
     let (export_hot, export_rate) = audit_export_costs(20_000).await?;
@@ -637,10 +672,17 @@ async fn run_on_workers(opts: BenchOptions) -> anyhow::Result<String> {
     );
     let _ = writeln!(
         out,
-        "| added with the chain | {:.0} (target ≤ 200) | {:.0} | {:.2}× direct |",
-        us(c1.p50.saturating_sub(d1.p50)),
-        us(c1.p99.saturating_sub(d1.p99)),
+        "| added with the chain (against direct measured beside it, p50 {:.0}) | {:.0} (target ≤ 200) | {:.0} | {:.2}× direct |",
+        us(dc.p50),
+        us(c1.p50.saturating_sub(dc.p50)),
+        us(c1.p99.saturating_sub(dc.p99)),
         ct / dt
+    );
+    let _ = writeln!(
+        out,
+        "| direct, 4 KiB result | {:.0} | {:.0} | |",
+        us(d4.p50),
+        us(d4.p99)
     );
     let _ = writeln!(
         out,
@@ -650,7 +692,7 @@ async fn run_on_workers(opts: BenchOptions) -> anyhow::Result<String> {
     );
     let _ = writeln!(
         out,
-        "| tunnel, 4 KiB result, full default chain (authz both ways, redact) | {:.0} | {:.0} | |",
+        "| tunnel, 4 KiB result, full default chain (authz, redact) | {:.0} | {:.0} | |",
         us(f4.p50),
         us(f4.p99)
     );
@@ -741,7 +783,9 @@ async fn plain_forwarder(
         async move {
             let (mut parts, body) = req.into_parts();
             let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-            parts.uri = format!("http://{upstream}{path}").parse().expect("valid URI");
+            parts.uri = format!("http://{upstream}{path}")
+                .parse()
+                .expect("valid URI");
             let resp = match client.request(http::Request::from_parts(parts, body)).await {
                 Ok(r) => r.map(crate::body::boxed),
                 Err(e) => http::Response::builder()

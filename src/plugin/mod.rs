@@ -114,6 +114,7 @@ fn interests_from_wit(i: w::Interests) -> v::Interests {
     v::Interests {
         methods: i.methods,
         directions: i.directions.into_iter().map(direction_from_wit).collect(),
+        to_client_methods: i.to_client_methods,
     }
 }
 

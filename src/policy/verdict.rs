@@ -93,6 +93,9 @@ pub struct Interests {
     /// Exact methods, or prefixes ending in `*`.
     pub methods: Vec<String>,
     pub directions: Vec<Direction>,
+    /// When not empty, the methods for to-client messages instead of
+    /// `methods`.
+    pub to_client_methods: Vec<String>,
 }
 
 impl Interests {
@@ -101,7 +104,11 @@ impl Interests {
         if !self.directions.is_empty() && !self.directions.contains(&direction) {
             return false;
         }
-        if self.methods.is_empty() {
+        let methods = match direction {
+            Direction::ToClient if !self.to_client_methods.is_empty() => &self.to_client_methods,
+            _ => &self.methods,
+        };
+        if methods.is_empty() {
             return true;
         }
         let Some(method) = method else {
@@ -109,7 +116,7 @@ impl Interests {
             // method filters still sees it, rather than missing data.
             return true;
         };
-        self.methods.iter().any(|m| glob_match(m, method))
+        methods.iter().any(|m| glob_match(m, method))
     }
 }
 
@@ -162,10 +169,24 @@ mod tests {
         let i = Interests {
             methods: vec!["tools/*".into()],
             directions: vec![Direction::ToServer],
+            to_client_methods: Vec::new(),
         };
         assert!(i.wants(Direction::ToServer, Some("tools/call")));
         assert!(!i.wants(Direction::ToClient, Some("tools/call")));
         assert!(!i.wants(Direction::ToServer, Some("prompts/get")));
         assert!(Interests::default().wants(Direction::ToClient, None));
+        // Everything going in, only lists coming out.
+        let lists = Interests {
+            to_client_methods: vec!["tools/list".into(), "prompts/list".into()],
+            ..Interests::default()
+        };
+        assert!(lists.wants(Direction::ToServer, Some("tools/call")));
+        assert!(lists.wants(Direction::ToServer, Some("ping")));
+        assert!(lists.wants(Direction::ToClient, Some("tools/list")));
+        assert!(!lists.wants(Direction::ToClient, Some("tools/call")));
+        assert!(
+            lists.wants(Direction::ToClient, None),
+            "a response whose request is unknown is still shown"
+        );
     }
 }

@@ -150,9 +150,9 @@ impl Plugin for Authz {
         POLICY
             .set(policy)
             .map_err(|_| "authz: init called twice".to_string())?;
-        // Deny by default needs to see every request; `handle` returns at
-        // once for what it does not judge.
-        Ok(Interests::all())
+        // Deny by default needs to see every request going in; coming back
+        // only the lists it filters.
+        Ok(authorize::interests())
     }
 
     fn handle(ctx: Context, message: String) -> Verdict {

@@ -203,9 +203,9 @@ impl Plugin for Cedar {
         ENGINE
             .set(engine)
             .map_err(|_| "cedar: init called twice".to_string())?;
-        // Deny by default needs to see every request; `handle` returns at
-        // once for what it does not judge.
-        Ok(Interests::all())
+        // Deny by default needs to see every request going in; coming back
+        // only the lists it filters.
+        Ok(authorize::interests())
     }
 
     fn handle(ctx: Context, message: String) -> Verdict {

@@ -140,6 +140,14 @@ pub trait Authorizer {
     fn shows(&self, ctx: &Context, method: CallMethod, name: &str) -> bool;
 }
 
+/// What an authorization plugin needs to see: every message going to the
+/// server (deny by default), and coming back only the list results it
+/// filters. Everything else going to-client passes [`route`] untouched, so
+/// the host does not hand it over at all.
+pub fn interests() -> crate::Interests {
+    crate::Interests::all().to_client_methods(CallMethod::ALL.map(CallMethod::list_name))
+}
+
 /// Routes one message. Only to-server requests (and call notifications) are
 /// parsed; list responses are parsed to be rewritten; the rest passes
 /// without looking at the body.

@@ -2,7 +2,7 @@
 //!
 //! A policy plugin is a WebAssembly component built for `wasm32-wasip2` that
 //! implements the `plugin` world of `wit/policy.wit`
-//! (`portcullis:policy@0.1.0`). The gateway calls [`Plugin::init`] once per
+//! (`portcullis:policy@0.2.0`). The gateway calls [`Plugin::init`] once per
 //! instance with the plugin's configuration (JSON text from the policy file),
 //! then [`Plugin::handle`] for every JSON-RPC message the plugin declared
 //! interest in, and acts on the returned [`Verdict`].
@@ -14,7 +14,7 @@
 //!   [`Verdict::with_count`] / [`Verdict::with_label`] for audit annotations
 //!   and [`Verdict::count`] / [`Verdict::label`] to read them back;
 //! * interests: [`Interests::all`], [`Interests::methods`],
-//!   [`Interests::directions`];
+//!   [`Interests::directions`], [`Interests::to_client_methods`];
 //! * the message: [`Message::parse`] and accessors such as
 //!   [`Message::tool_call_name`], [`Message::tool_call_arguments`],
 //!   [`Message::content_texts`], [`Message::structured_content`],
@@ -260,6 +260,7 @@ impl Interests {
         Interests {
             methods: Vec::new(),
             directions: Vec::new(),
+            to_client_methods: Vec::new(),
         }
     }
 
@@ -273,7 +274,22 @@ impl Interests {
         Interests {
             methods: methods.into_iter().map(Into::into).collect(),
             directions: Vec::new(),
+            to_client_methods: Vec::new(),
         }
+    }
+
+    /// Narrows messages going to-client to these methods (a response
+    /// matches when the request it answers does), whatever `methods` says
+    /// for the other direction: e.g. every request going in, but only the
+    /// list results coming out.
+    #[must_use]
+    pub fn to_client_methods<I, S>(mut self, methods: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.to_client_methods = methods.into_iter().map(Into::into).collect();
+        self
     }
 
     /// Restricts to these directions (empty means both).
@@ -593,8 +609,15 @@ mod tests {
             Interests::all(),
             Interests {
                 methods: vec![],
-                directions: vec![]
+                directions: vec![],
+                to_client_methods: vec![],
             }
+        );
+        let lists = crate::authorize::interests();
+        assert!(lists.methods.is_empty() && lists.directions.is_empty());
+        assert_eq!(
+            lists.to_client_methods,
+            ["tools/list", "prompts/list", "resources/list"]
         );
     }
 }

@@ -54,6 +54,15 @@ impl CallMethod {
         }
     }
 
+    /// The `*/list` method whose results list this method's targets.
+    pub fn list_name(self) -> &'static str {
+        match self {
+            CallMethod::Tool => "tools/list",
+            CallMethod::Prompt => "prompts/list",
+            CallMethod::Resource => "resources/list",
+        }
+    }
+
     /// The JSON-RPC method name (also `cedar`'s action id).
     pub fn name(self) -> &'static str {
         match self {
