@@ -70,19 +70,25 @@ async fn latencies(
             c.call_tool(tool, args.clone()).await?;
         }
     }
-    let n = clients.len();
-    let mut samples = vec![Vec::with_capacity(calls); n];
+    let mut paired: Vec<(&mut McpClient, Vec<Duration>)> = clients
+        .iter_mut()
+        .map(|c| (&mut **c, Vec::with_capacity(calls)))
+        .collect();
     for round in 0..calls {
-        for k in 0..n {
-            let i = (round + k) % n;
+        // Each round starts one client further along.
+        paired.rotate_left(usize::from(round > 0));
+        for (client, taken) in paired.iter_mut() {
             let t = Instant::now();
-            let r = clients[i].call_tool(tool, args.clone()).await?;
-            samples[i].push(t.elapsed());
+            let r = client.call_tool(tool, args.clone()).await?;
+            taken.push(t.elapsed());
             anyhow::ensure!(r.get("result").is_some(), "call failed: {r}");
         }
     }
+    // Back to the callers' order: `calls - 1` rotations by one.
+    let n = paired.len().max(1);
+    paired.rotate_right(calls.saturating_sub(1) % n);
+    let samples = paired.into_iter().map(|(_, s)| s);
     Ok(samples
-        .into_iter()
         .map(|mut s| {
             s.sort();
             Latency {
@@ -783,15 +789,16 @@ async fn plain_forwarder(
         async move {
             let (mut parts, body) = req.into_parts();
             let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-            parts.uri = format!("http://{upstream}{path}")
-                .parse()
-                .expect("valid URI");
-            let resp = match client.request(http::Request::from_parts(parts, body)).await {
+            let forwarded = match format!("http://{upstream}{path}").parse() {
+                Ok(uri) => {
+                    parts.uri = uri;
+                    client.request(http::Request::from_parts(parts, body)).await
+                }
+                Err(e) => return Ok(bad_gateway(e.to_string())),
+            };
+            let resp = match forwarded {
                 Ok(r) => r.map(crate::body::boxed),
-                Err(e) => http::Response::builder()
-                    .status(502)
-                    .body(crate::body::full(e.to_string()))
-                    .expect("static response"),
+                Err(e) => bad_gateway(e.to_string()),
             };
             Ok::<_, std::convert::Infallible>(resp)
         }
@@ -803,6 +810,13 @@ async fn plain_forwarder(
     };
     tokio::spawn(crate::server::serve(listener, opts, service, stop.clone()));
     Ok((addr, stop))
+}
+
+/// The forwarder's answer when it cannot forward.
+fn bad_gateway(reason: String) -> http::Response<crate::body::Body> {
+    let mut resp = http::Response::new(crate::body::full(reason));
+    *resp.status_mut() = http::StatusCode::BAD_GATEWAY;
+    resp
 }
 
 /// The first table's header and its direct / tunnel / added rows.
