@@ -74,19 +74,19 @@ async fn latencies(
         .iter_mut()
         .map(|c| (&mut **c, Vec::with_capacity(calls)))
         .collect();
-    for round in 0..calls {
-        // Each round starts one client further along.
-        paired.rotate_left(usize::from(round > 0));
+    for _ in 0..calls {
         for (client, taken) in paired.iter_mut() {
             let t = Instant::now();
             let r = client.call_tool(tool, args.clone()).await?;
             taken.push(t.elapsed());
             anyhow::ensure!(r.get("result").is_some(), "call failed: {r}");
         }
+        // The next round starts one client further along.
+        paired.rotate_left(1.min(paired.len()));
     }
-    // Back to the callers' order: `calls - 1` rotations by one.
+    // Back to the callers' order.
     let n = paired.len().max(1);
-    paired.rotate_right(calls.saturating_sub(1) % n);
+    paired.rotate_right(calls % n);
     let samples = paired.into_iter().map(|(_, s)| s);
     Ok(samples
         .map(|mut s| {

@@ -200,15 +200,7 @@ impl Authorizer for Policy {
         arguments: Option<&Value>,
     ) -> Ruling {
         let folded = self.fold(name);
-        let request = Request {
-            principal: &ctx.principal,
-            server: &ctx.server,
-            tunnel: &ctx.tunnel,
-            method,
-            name,
-            folded: &folded,
-            args: arguments,
-        };
+        let request = request(ctx, method, name, &folded, arguments);
         let subject = &ctx.principal.subject;
         match self.decide(&request) {
             Decided::Allowed(rule) => Ruling::Allow {
@@ -232,14 +224,26 @@ impl Authorizer for Policy {
     /// Some allow rule matches, no unconditional deny rule does.
     fn shows(&self, ctx: &Context, method: CallMethod, name: &str) -> bool {
         let folded = self.fold(name);
-        self.visible(&Request {
-            principal: &ctx.principal,
-            server: &ctx.server,
-            tunnel: &ctx.tunnel,
-            method,
-            name,
-            folded: &folded,
-            args: None,
-        })
+        self.visible(&request(ctx, method, name, &folded, None))
+    }
+}
+
+/// What the rules match: the route and principal from `ctx`, the target as
+/// sent and folded, and the arguments (`None` when listing).
+fn request<'a>(
+    ctx: &'a Context,
+    method: CallMethod,
+    name: &'a str,
+    folded: &'a str,
+    args: Option<&'a Value>,
+) -> Request<'a> {
+    Request {
+        principal: &ctx.principal,
+        server: &ctx.server,
+        tunnel: &ctx.tunnel,
+        method,
+        name,
+        folded,
+        args,
     }
 }
