@@ -74,6 +74,7 @@ async fn latencies(
         .iter_mut()
         .map(|c| (&mut **c, Vec::with_capacity(calls)))
         .collect();
+    let n = paired.len();
     for _ in 0..calls {
         for (client, taken) in paired.iter_mut() {
             let t = Instant::now();
@@ -82,11 +83,10 @@ async fn latencies(
             anyhow::ensure!(r.get("result").is_some(), "call failed: {r}");
         }
         // The next round starts one client further along.
-        paired.rotate_left(1.min(paired.len()));
+        paired.rotate_left(1.min(n));
     }
     // Back to the callers' order.
-    let n = paired.len().max(1);
-    paired.rotate_right(calls % n);
+    paired.rotate_right(calls % n.max(1));
     let samples = paired.into_iter().map(|(_, s)| s);
     Ok(samples
         .map(|mut s| {
