@@ -4,6 +4,10 @@
 //! Wasm host, next to the same plugin's logic compiled natively and called
 //! directly. The cases are `portcullis::bench::plugin_cases`, shared with
 //! `portcullis bench`. Prints a table; the targets are read, not asserted.
+//! Beside each plugin the no-op plugin is called on the same context and
+//! message (interleaved, call by call): the boundary, what crossing into a
+//! component and back costs before any plugin logic runs. The last column
+//! is the plugin's own code in Wasm against the same code natively.
 //!
 //! `cargo bench --bench plugins -- [--calls N] [FILTER]` runs N calls per
 //! side (default 5000) of the cases whose label contains FILTER, e.g. to
@@ -44,6 +48,23 @@ fn sdk_context(c: &MessageContext) -> sdk::Context {
     }
 }
 
+/// The host's catalog, natively: definition texts and their revisions in a
+/// map, a lookup per question as `Catalog::revision` and `Catalog::tool` do.
+struct NativeCatalog(std::collections::HashMap<String, (u64, String)>);
+
+impl schema_guard::Definitions for NativeCatalog {
+    fn revision(&self, tool: &str) -> schema_guard::Revision {
+        self.0
+            .get(tool)
+            .map_or(schema_guard::Revision::Unknown, |(r, _)| {
+                schema_guard::Revision::At(*r)
+            })
+    }
+    fn text(&self, tool: &str) -> Option<String> {
+        self.0.get(tool).map(|(_, t)| t.clone())
+    }
+}
+
 type Decide = Box<dyn Fn(&sdk::Context, &str) -> sdk::Verdict>;
 
 /// The native decider for a case's plugin.
@@ -54,15 +75,14 @@ fn native(plugin: &str, config: &str, tools: Option<&serde_json::Value>) -> Deci
         "cedar" => ok(cedar::native(config).map(|f| Box::new(f) as Decide)),
         "redact" => ok(redact::native(config).map(|f| Box::new(f) as Decide)),
         "schema-guard" => {
-            let tools = tools.cloned().unwrap_or_default();
-            let lookup = move |name: &str| {
-                tools
-                    .as_array()?
-                    .iter()
-                    .find(|t| t["name"] == name)
-                    .map(|t| t.to_string())
-            };
-            ok(schema_guard::native(config, lookup).map(|f| Box::new(f) as Decide))
+            let texts = tools
+                .and_then(serde_json::Value::as_array)
+                .into_iter()
+                .flatten()
+                .zip(1..)
+                .filter_map(|(t, rev)| Some((t["name"].as_str()?.to_owned(), (rev, t.to_string()))))
+                .collect();
+            ok(schema_guard::native(config, NativeCatalog(texts)).map(|f| Box::new(f) as Decide))
         }
         other => panic!("no native build of {other}"),
     }
@@ -115,21 +135,24 @@ fn main() {
         .block_on(plugin_suite_costs(calls, &filter))
         .expect("the Wasm side");
     println!(
-        "| standard plugin, realistic message | Wasm p50 µs | native p50 µs | Wasm / native | target |"
+        "| standard plugin, realistic message | Wasm p50 µs | boundary p50 µs | native p50 µs | Wasm / native | target | (Wasm − boundary) / native |"
     );
-    println!("|---|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     let cases = plugin_cases()
         .into_iter()
         .filter(|c| c.label.contains(&filter));
-    for (case, (label, wasm_p50)) in cases.zip(wasm) {
-        assert_eq!(case.label, label);
-        let native_p50 = native_p50(&case, calls);
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    for (case, cost) in cases.zip(wasm) {
+        assert_eq!(case.label, cost.label);
+        let native = us(native_p50(&case, calls));
         let target = if case.plugin == "redact" { 3.0 } else { 2.0 };
         println!(
-            "| {label} | {:.1} | {:.1} | {:.2}× | ≤ {target}× |",
-            wasm_p50.as_secs_f64() * 1e6,
-            native_p50.as_secs_f64() * 1e6,
-            wasm_p50.as_secs_f64() / native_p50.as_secs_f64()
+            "| {} | {:.1} | {:.1} | {native:.1} | {:.2}× | ≤ {target}× | {:.2}× |",
+            cost.label,
+            us(cost.wasm),
+            us(cost.boundary),
+            us(cost.wasm) / native,
+            (us(cost.wasm) - us(cost.boundary)) / native
         );
     }
 }

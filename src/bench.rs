@@ -275,13 +275,32 @@ pub fn plugin_cases() -> Vec<PluginCase> {
     ]
 }
 
-/// p50 of each [`plugin_cases`] case through the real host (Wasm).
-pub async fn plugin_suite_costs(
-    calls: usize,
-    filter: &str,
-) -> anyhow::Result<Vec<(&'static str, Duration)>> {
+/// One [`plugin_cases`] case through the real host (Wasm).
+#[derive(Debug, Clone, Copy)]
+pub struct SuiteCost {
+    pub label: &'static str,
+    /// p50 of the plugin's call.
+    pub wasm: Duration,
+    /// p50 of the no-op plugin's call on the same context and message,
+    /// measured call by call beside it: what crossing into a component and
+    /// back costs, with no plugin logic.
+    pub boundary: Duration,
+}
+
+/// p50 of each [`plugin_cases`] case through the real host (Wasm), and of
+/// the no-op plugin on the same input, interleaved.
+pub async fn plugin_suite_costs(calls: usize, filter: &str) -> anyhow::Result<Vec<SuiteCost>> {
     use crate::plugin::{LoadedPlugin, PluginEngine, PluginLimits};
     let engine = PluginEngine::new(crate::plugin::engine::default_cache_dir())?;
+    let noop = LoadedPlugin::load(
+        &engine,
+        "noop",
+        crate::plugin::builtin("noop").ok_or_else(|| anyhow::anyhow!("noop is not built in"))?,
+        "{}".into(),
+        PluginLimits::default(),
+        Default::default(),
+    )
+    .await?;
     let mut out = Vec::new();
     for case in plugin_cases()
         .into_iter()
@@ -304,11 +323,16 @@ pub async fn plugin_suite_costs(
         )
         .await?;
         let mut samples = Vec::with_capacity(calls);
+        let mut boundary = Vec::with_capacity(calls);
         for i in 0..calls + WARMUP {
             let t = Instant::now();
             let v = plugin.call(&case.ctx, &case.message).await?;
+            let wasm = t.elapsed();
+            let t = Instant::now();
+            noop.call(&case.ctx, &case.message).await?;
             if i >= WARMUP {
-                samples.push(t.elapsed());
+                samples.push(wasm);
+                boundary.push(t.elapsed());
             }
             if i == 0 {
                 anyhow::ensure!(
@@ -319,7 +343,12 @@ pub async fn plugin_suite_costs(
             }
         }
         samples.sort();
-        out.push((case.label, percentile(&samples, 0.5)));
+        boundary.sort();
+        out.push(SuiteCost {
+            label: case.label,
+            wasm: percentile(&samples, 0.5),
+            boundary: percentile(&boundary, 0.5),
+        });
     }
     Ok(out)
 }
@@ -709,10 +738,19 @@ async fn run_on_workers(opts: BenchOptions) -> anyhow::Result<String> {
         us(f4.p99.saturating_sub(b4.p99))
     );
     let _ = writeln!(out);
-    let _ = writeln!(out, "| standard plugin, realistic message | Wasm p50 µs |");
-    let _ = writeln!(out, "|---|---:|");
-    for (label, p50) in &suite {
-        let _ = writeln!(out, "| {label} | {:.1} |", us(*p50));
+    let _ = writeln!(
+        out,
+        "| standard plugin, realistic message | Wasm p50 µs | of which boundary (no-op plugin, same input) |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|");
+    for c in &suite {
+        let _ = writeln!(
+            out,
+            "| {} | {:.1} | {:.1} |",
+            c.label,
+            us(c.wasm),
+            us(c.boundary)
+        );
     }
     let _ = writeln!(out);
     let _ = writeln!(out, "| plugin host, 1 KiB message | p50 µs |");

@@ -80,6 +80,10 @@ impl Host for HostState {
         self.catalog.tool(&server, &tool)
     }
 
+    fn tool_revision(&mut self, server: String, tool: String) -> Option<u64> {
+        self.catalog.revision(&server, &tool)
+    }
+
     fn now_unix_millis(&mut self) -> u64 {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

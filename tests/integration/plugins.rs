@@ -253,15 +253,30 @@ async fn plugins_read_tool_definitions_from_the_catalog() {
     let mut c = s.demo().await;
     // Unknown until a tools/list has passed.
     let r = c.call_tool("issue_refund", json!({})).await.unwrap();
-    assert_eq!(error_of(&r).1, "none");
+    assert_eq!(error_of(&r).1, "none none");
     c.request("tools/list", json!({})).await.unwrap();
-    let r = c.call_tool("issue_refund", json!({})).await.unwrap();
-    let def: Value = serde_json::from_str(&error_of(&r).1).unwrap();
+    // The plugin answers "REVISION DEFINITION".
+    let read = |r: &Value| {
+        let (revision, def) = error_of(r)
+            .1
+            .split_once(' ')
+            .map(|(r, d)| (r.to_owned(), d.to_owned()))
+            .unwrap();
+        (
+            revision.parse::<u64>().unwrap(),
+            serde_json::from_str::<Value>(&def).unwrap(),
+        )
+    };
+    let (revision, def) = read(&c.call_tool("issue_refund", json!({})).await.unwrap());
     assert_eq!(def["name"], "issue_refund");
     assert_eq!(
         def["inputSchema"]["required"],
         json!(["customer_id", "amount"])
     );
+    // Listed again, unchanged: the same revision.
+    c.request("tools/list", json!({})).await.unwrap();
+    let (again, _) = read(&c.call_tool("issue_refund", json!({})).await.unwrap());
+    assert_eq!(again, revision);
 }
 
 #[tokio::test]

@@ -80,7 +80,7 @@ use std::sync::{Arc, OnceLock};
 
 use portcullis_plugin_sdk::{
     Context, Direction, Interests, MessageKind, Plugin, Value, Verdict, allow, codes, deny,
-    log_info, rewrite_json, tool_definition_raw,
+    log_info, rewrite_json, tool_definition_raw, tool_revision,
 };
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 
@@ -128,11 +128,54 @@ impl Plugin for SchemaGuard {
                 "schema-guard: not initialised",
             );
         };
-        // The only host call: everything else takes the definition as a
+        // The only host calls: everything else takes the definitions as a
         // parameter, so it runs (and is tested) natively.
-        decide(config, &ctx, &message, &|tool| {
-            tool_definition_raw(&ctx.server, tool)
-        })
+        decide_with(config, &ctx, &message, &HostCatalog(&ctx.server))
+    }
+}
+
+/// Where the current tool definitions come from: the gateway's catalog in
+/// the component; a map or a closure natively.
+pub trait Definitions {
+    /// The revision of `tool`'s current definition.
+    fn revision(&self, tool: &str) -> Revision;
+    /// The JSON text of `tool`'s current definition, `None` when unknown.
+    fn text(&self, tool: &str) -> Option<String>;
+}
+
+/// What a [`Definitions`] source knows of a definition's revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revision {
+    /// No such tool.
+    Unknown,
+    /// A number that changes whenever the definition does: compiled
+    /// schemas are reused while it stays the same, and the text is fetched
+    /// only when it moves.
+    At(u64),
+    /// The source has no revisions: the text is fetched and compared with
+    /// the cached one on every call.
+    Untracked,
+}
+
+/// A closure returning the definition text: no revisions.
+impl<F: Fn(&str) -> Option<String>> Definitions for F {
+    fn revision(&self, _tool: &str) -> Revision {
+        Revision::Untracked
+    }
+    fn text(&self, tool: &str) -> Option<String> {
+        self(tool)
+    }
+}
+
+/// The gateway's catalog for one server, through the host imports.
+struct HostCatalog<'a>(&'a str);
+
+impl Definitions for HostCatalog<'_> {
+    fn revision(&self, tool: &str) -> Revision {
+        tool_revision(self.0, tool).map_or(Revision::Unknown, Revision::At)
+    }
+    fn text(&self, tool: &str) -> Option<String> {
+        tool_definition_raw(self.0, tool)
     }
 }
 
@@ -149,23 +192,34 @@ fn interests(config: &Config) -> Interests {
 
 /// This plugin's decision logic as plain Rust, configured from `config`
 /// (the same JSON `init` takes), for running it natively: the gateway's
-/// benchmark compares the Wasm component with this.
-/// `definition(tool)` stands in for the host's tool catalog.
-pub fn native<D: Fn(&str) -> Option<String>>(
+/// benchmark compares the Wasm component with this. `definitions` stands
+/// in for the host's tool catalog of the message's server.
+pub fn native<D: Definitions>(
     config: &str,
-    definition: D,
+    definitions: D,
 ) -> Result<impl Fn(&Context, &str) -> Verdict + use<D>, String> {
     let config = Config::parse(config)?;
-    Ok(move |ctx: &Context, message: &str| decide(&config, ctx, message, &definition))
+    Ok(move |ctx: &Context, message: &str| decide_with(&config, ctx, message, &definitions))
 }
 
 /// Decides one message. `definition(tool)` returns the JSON text of the
 /// tool's current definition on `ctx.server`, or `None` when unknown.
+#[cfg(test)]
 pub(crate) fn decide(
     config: &Config,
     ctx: &Context,
     message: &str,
     definition: &dyn Fn(&str) -> Option<String>,
+) -> Verdict {
+    decide_with(config, ctx, message, &definition)
+}
+
+/// Decides one message with the definitions of `ctx.server` from `definitions`.
+pub(crate) fn decide_with(
+    config: &Config,
+    ctx: &Context,
+    message: &str,
+    definition: &dyn Definitions,
 ) -> Verdict {
     match (ctx.direction, ctx.kind, ctx.method.as_deref()) {
         // A call sent as a notification could still be executed by a lax
@@ -197,10 +251,19 @@ fn current_definition<'c>(
     config: &'c Config,
     ctx: &Context,
     tool: &str,
-    definition: &dyn Fn(&str) -> Option<String>,
+    definition: &dyn Definitions,
     unknown_prefix: &str,
 ) -> Result<(Arc<Compiled>, Pin<'c>), Verdict> {
-    let Some(text) = definition(tool) else {
+    let compiled = match definition.revision(tool) {
+        Revision::Unknown => None,
+        Revision::At(revision) => {
+            schemas::cached_at(&ctx.server, tool, revision, || definition.text(tool))
+        }
+        Revision::Untracked => definition
+            .text(tool)
+            .map(|text| schemas::cached(&ctx.server, tool, &text)),
+    };
+    let Some(compiled) = compiled else {
         return Err(unknown_tool(
             tool,
             &format!(
@@ -210,7 +273,6 @@ fn current_definition<'c>(
             "unknown-tool",
         ));
     };
-    let compiled = schemas::cached(&ctx.server, tool, &text);
     let pin = config.pin(tool, &compiled.digest);
     match pin_refusal(pin, tool, &compiled) {
         Some(refusal) => Err(refusal),
@@ -226,7 +288,7 @@ fn check_call(
     config: &Config,
     ctx: &Context,
     message: &str,
-    definition: &dyn Fn(&str) -> Option<String>,
+    definition: &dyn Definitions,
 ) -> Verdict {
     let Ok(msg) = serde_json::from_str::<Value>(message) else {
         return invalid_request("unparseable tools/call request");
@@ -304,7 +366,7 @@ fn check_result(
     config: &Config,
     ctx: &Context,
     message: &str,
-    definition: &dyn Fn(&str) -> Option<String>,
+    definition: &dyn Definitions,
 ) -> Verdict {
     let Some(tool) = ctx.target.as_deref() else {
         return deny(

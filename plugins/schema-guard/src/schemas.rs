@@ -101,6 +101,8 @@ impl Compiled {
 }
 
 struct Entry {
+    /// The catalog revision of the definition, when the source has them.
+    revision: Option<u64>,
     /// The exact definition text the validators were compiled from.
     text: String,
     compiled: Arc<Compiled>,
@@ -118,9 +120,35 @@ static CACHE: LazyLock<Mutex<HashMap<String, HashMap<String, Entry>>>> =
 /// cheaper per call than hashing it. A changed definition replaces the
 /// entry.
 pub fn cached(server: &str, tool: &str, text: &str) -> Arc<Compiled> {
-    if let Some(hit) = lookup(server, tool, text) {
+    if let Some(hit) = lookup(server, tool, |e| e.text == text) {
         return hit;
     }
+    store(server, tool, None, text)
+}
+
+/// The compilation of the definition of `tool` on `server` at catalog
+/// revision `revision`: from the cache when that revision was compiled
+/// before, else `fetch`ed (`None` when the tool is gone) and compiled. A
+/// revision names one definition text, so no text crosses from the host
+/// while the revision stays the same.
+pub fn cached_at(
+    server: &str,
+    tool: &str,
+    revision: u64,
+    fetch: impl FnOnce() -> Option<String>,
+) -> Option<Arc<Compiled>> {
+    if let Some(hit) = lookup(server, tool, |e| e.revision == Some(revision)) {
+        return Some(hit);
+    }
+    // Fetched after the revision was read: if the definition changed in
+    // between, this newer text is stored under the older revision, and the
+    // next call (seeing the newer revision) fetches it again. An older text
+    // can never be stored under a newer revision.
+    let text = fetch()?;
+    Some(store(server, tool, Some(revision), &text))
+}
+
+fn store(server: &str, tool: &str, revision: Option<u64>, text: &str) -> Arc<Compiled> {
     // Compile outside the lock (only matters natively, where tests share
     // the cache across threads).
     let compiled = Arc::new(Compiled::from_text(text));
@@ -132,6 +160,7 @@ pub fn cached(server: &str, tool: &str, text: &str) -> Arc<Compiled> {
     cache.entry(server.to_owned()).or_default().insert(
         tool.to_owned(),
         Entry {
+            revision,
             text: text.to_owned(),
             compiled: compiled.clone(),
         },
@@ -139,10 +168,10 @@ pub fn cached(server: &str, tool: &str, text: &str) -> Arc<Compiled> {
     compiled
 }
 
-fn lookup(server: &str, tool: &str, text: &str) -> Option<Arc<Compiled>> {
+fn lookup(server: &str, tool: &str, current: impl Fn(&Entry) -> bool) -> Option<Arc<Compiled>> {
     let cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
     let entry = cache.get(server)?.get(tool)?;
-    (entry.text == text).then(|| entry.compiled.clone())
+    current(entry).then(|| entry.compiled.clone())
 }
 
 // ---------------------------------------------------------------------------

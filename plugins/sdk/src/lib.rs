@@ -2,7 +2,7 @@
 //!
 //! A policy plugin is a WebAssembly component built for `wasm32-wasip2` that
 //! implements the `plugin` world of `wit/policy.wit`
-//! (`portcullis:policy@0.2.0`). The gateway calls [`Plugin::init`] once per
+//! (`portcullis:policy@0.2.1`). The gateway calls [`Plugin::init`] once per
 //! instance with the plugin's configuration (JSON text from the policy file),
 //! then [`Plugin::handle`] for every JSON-RPC message the plugin declared
 //! interest in, and acts on the returned [`Verdict`].
@@ -21,7 +21,7 @@
 //!   [`Message::listed_tools`];
 //! * the context: [`Context::is_tool_call`], [`Context::is_response_to`], …;
 //! * host imports: [`log_info`], [`log_warn`] (and friends),
-//!   [`tool_definition`], [`now_unix_millis`];
+//!   [`tool_definition`], [`tool_revision`], [`now_unix_millis`];
 //! * for plugins that decide calls: [`authorize`], the deny-by-default
 //!   routing of messages around an [`authorize::Authorizer`]; [`strict`],
 //!   typed call parsing that refuses duplicate keys; [`names`], the call
@@ -545,6 +545,15 @@ pub fn tool_definition(server: &str, tool: &str) -> Option<Value> {
 /// Like [`tool_definition`], as the JSON text the host returned.
 pub fn tool_definition_raw(server: &str, tool: &str) -> Option<String> {
     host::tool_definition(server, tool)
+}
+
+/// The revision of `tool`'s definition on `server` in the gateway's
+/// catalog: a number that changes whenever the definition does (`None` when
+/// unknown). Keep what you derive from a definition keyed by its revision
+/// and call [`tool_definition_raw`] only when the revision you hold is
+/// stale, rather than receiving the whole definition on every message.
+pub fn tool_revision(server: &str, tool: &str) -> Option<u64> {
+    host::tool_revision(server, tool)
 }
 
 /// Wall-clock time from the host, milliseconds since the Unix epoch.

@@ -16,7 +16,7 @@
 //! | `env`              | probes env vars, `/` and `/etc/passwd`, then denies (-32001) with the public message `env=N fs=ok\|err` |
 //! | `fail-init`        | (`init` fails with "fail-init: the config says so")                    |
 //! | `count`            | allows, annotating count `seen` = messages this instance has handled     |
-//! | `tool-def`         | `tools/call` requests: denies (-32001) with the public message = host `tool-definition(ctx.server, target)` JSON, or `none` |
+//! | `tool-def`         | `tools/call` requests: denies (-32001) with the public message = host `tool-revision(ctx.server, target)` and `tool-definition(ctx.server, target)` JSON, separated by a space, each `none` when unknown |
 //!
 //! Interests are everything, except `rewrite-request`: `tools/call`, to-server.
 
@@ -25,7 +25,7 @@ use std::sync::{Mutex, OnceLock};
 
 use portcullis_plugin_sdk::{
     Context, Direction, Interests, Message, MessageKind, Plugin, Verdict, allow, codes, deny,
-    rewrite, tool_definition_raw,
+    rewrite, tool_definition_raw, tool_revision,
 };
 use serde::Deserialize;
 
@@ -189,7 +189,9 @@ fn tool_def(ctx: &Context, message: &str) -> Verdict {
     let Some(tool) = ctx.target.clone().or(from_message) else {
         return deny(codes::POLICY_DENIED, "none", "tool-def: no target");
     };
-    let public = tool_definition_raw(&ctx.server, &tool).unwrap_or_else(|| "none".into());
+    let revision = tool_revision(&ctx.server, &tool).map_or("none".into(), |r| r.to_string());
+    let definition = tool_definition_raw(&ctx.server, &tool).unwrap_or_else(|| "none".into());
+    let public = format!("{revision} {definition}");
     deny(
         codes::POLICY_DENIED,
         public,
