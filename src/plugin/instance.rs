@@ -206,11 +206,11 @@ impl LoadedPlugin {
             },
         };
         slot.store.set_epoch_deadline(ticks(self.limits.deadline));
-        let wit_ctx = context_to_wit(ctx);
+        let groups: Vec<&str> = ctx.principal.groups.iter().map(String::as_str).collect();
         let result = slot
             .plugin
             .portcullis_policy_policy()
-            .call_handle(&mut slot.store, &wit_ctx, message)
+            .call_handle(&mut slot.store, context_to_wit(ctx, &groups), message)
             .await;
         match result {
             Ok(v) => {

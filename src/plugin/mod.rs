@@ -22,6 +22,9 @@ mod bindings {
         path: "wit",
         world: "plugin",
         exports: { default: async },
+        // The context is lowered straight from the gateway's own strings:
+        // no copy of each field per plugin call.
+        ownership: Borrowing { duplicate_if_necessary: true },
     });
 }
 
@@ -61,26 +64,29 @@ fn direction_from_wit(d: w::Direction) -> v::Direction {
     }
 }
 
-fn context_to_wit(c: &v::MessageContext) -> w::Context {
+/// The context as the bindings lower it, borrowing the gateway's strings;
+/// `groups` is the principal's groups as `&str`s (the bindings take a slice
+/// of them).
+fn context_to_wit<'a>(c: &'a v::MessageContext, groups: &'a [&'a str]) -> w::Context<'a> {
     w::Context {
         direction: direction_to_wit(c.direction),
-        tunnel: c.tunnel.clone(),
-        server: c.server.clone(),
+        tunnel: &c.tunnel,
+        server: &c.server,
         kind: match c.kind {
             v::MessageKind::Request => w::MessageKind::Request,
             v::MessageKind::Notification => w::MessageKind::Notification,
             v::MessageKind::Response => w::MessageKind::Response,
             v::MessageKind::Error => w::MessageKind::Error,
         },
-        method: c.method.clone(),
-        target: c.target.clone(),
-        request_id: c.request_id.clone(),
-        session_id: c.session_id.clone(),
-        protocol_version: c.protocol_version.clone(),
+        method: c.method.as_deref(),
+        target: c.target.as_deref(),
+        request_id: c.request_id.as_deref(),
+        session_id: c.session_id.as_deref(),
+        protocol_version: c.protocol_version.as_deref(),
         principal: w::Principal {
-            subject: c.principal.subject.clone(),
-            groups: c.principal.groups.clone(),
-            claims: "{}".into(),
+            subject: &c.principal.subject,
+            groups,
+            claims: "{}",
         },
     }
 }
