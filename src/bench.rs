@@ -26,8 +26,12 @@ pub struct BenchOptions {
     pub tunnels: usize,
     /// Runs only the first table (direct against the bare tunnel), e.g. to
     /// profile the path.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "memory_only")]
     pub path_only: bool,
+    /// Runs only the idle-tunnel memory measurement, e.g. under a heap
+    /// profiler.
+    #[arg(long)]
+    pub memory_only: bool,
 }
 
 /// Tasks in the throughput run.
@@ -597,6 +601,14 @@ async fn run_on_workers(opts: BenchOptions) -> anyhow::Result<String> {
     } else {
         None
     };
+    if opts.memory_only {
+        let per = idle_per_tunnel.unwrap_or(0.0);
+        return Ok(format!(
+            "| idle tunnels | connections each | relay RSS added per tunnel |\n|---:|---:|---:|\n| {} | {} | {per:.1} KiB (target ≤ 64 KiB) |\n",
+            opts.tunnels,
+            crate::limits::DEFAULT_TUNNEL_CONNECTIONS
+        ));
+    }
     let running = up::start(UpOptions {
         no_policy: true,
         no_audit: true,
