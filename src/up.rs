@@ -81,6 +81,11 @@ pub enum UpError {
     BadServerName(String),
     #[error("nothing to tunnel: give --server or drop --no-demo")]
     NoServers,
+    #[error("cannot listen for agents on {addr} (choose another address with --listen)")]
+    AgentListen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot listen: {0}")]
     Io(#[from] std::io::Error),
     #[error(transparent)]
@@ -193,7 +198,12 @@ pub async fn start(opts: UpOptions) -> Result<Running, UpError> {
     let relay = Relay::new(settings);
     let tunnel_listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     let tunnel_addr = tunnel_listener.local_addr()?;
-    let agent_listener = TcpListener::bind(opts.agent_listen).await?;
+    let agent_listener = TcpListener::bind(opts.agent_listen)
+        .await
+        .map_err(|source| UpError::AgentListen {
+            addr: opts.agent_listen,
+            source,
+        })?;
     let agent_addr = agent_listener.local_addr()?;
     let server_tls = tls::server_config(&relay_id, None, &[b"http/1.1"])?;
     tasks.push(tokio::spawn(relay.clone().serve_tunnels(

@@ -235,3 +235,23 @@ fn keygen_prints_a_secret_and_its_digest() {
         .unwrap();
     assert_eq!(secret::digest_hex(secret), digest);
 }
+
+#[test]
+fn up_names_the_busy_address_when_it_cannot_listen() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["up", "--listen"])
+        .arg(addr.to_string())
+        .env_remove("RUST_BACKTRACE")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen for agents on {addr}"))
+            && stderr.contains("--listen"),
+        "{stderr}"
+    );
+}
