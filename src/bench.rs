@@ -296,15 +296,7 @@ pub struct SuiteCost {
 pub async fn plugin_suite_costs(calls: usize, filter: &str) -> anyhow::Result<Vec<SuiteCost>> {
     use crate::plugin::{LoadedPlugin, PluginEngine, PluginLimits};
     let engine = PluginEngine::new(crate::plugin::engine::default_cache_dir())?;
-    let noop = LoadedPlugin::load(
-        &engine,
-        "noop",
-        crate::plugin::builtin("noop").ok_or_else(|| anyhow::anyhow!("noop is not built in"))?,
-        "{}".into(),
-        PluginLimits::default(),
-        Default::default(),
-    )
-    .await?;
+    let noop = load_noop(&engine).await?;
     let mut out = Vec::new();
     for case in plugin_cases()
         .into_iter()
@@ -357,23 +349,30 @@ pub async fn plugin_suite_costs(calls: usize, filter: &str) -> anyhow::Result<Ve
     Ok(out)
 }
 
-/// Host-side wall time of plugin calls on a 1 KiB message.
-async fn plugin_costs(calls: usize) -> anyhow::Result<(Duration, Duration)> {
-    use crate::plugin::{LoadedPlugin, PluginEngine, PluginLimits};
-    use crate::policy::verdict::{Direction, MessageContext, MessageKind};
-
-    let engine = PluginEngine::new(None)?;
+/// The built-in no-op plugin: the baseline for the plugin host's own cost.
+async fn load_noop(
+    engine: &crate::plugin::PluginEngine,
+) -> anyhow::Result<crate::plugin::LoadedPlugin> {
     let bytes =
         crate::plugin::builtin("noop").ok_or_else(|| anyhow::anyhow!("noop plugin missing"))?;
-    let noop = LoadedPlugin::load(
-        &engine,
+    Ok(crate::plugin::LoadedPlugin::load(
+        engine,
         "noop",
         bytes,
         "{}".into(),
-        PluginLimits::default(),
+        crate::plugin::PluginLimits::default(),
         Default::default(),
     )
-    .await?;
+    .await?)
+}
+
+/// Host-side wall time of plugin calls on a 1 KiB message.
+async fn plugin_costs(calls: usize) -> anyhow::Result<(Duration, Duration)> {
+    use crate::plugin::PluginEngine;
+    use crate::policy::verdict::{Direction, MessageContext, MessageKind};
+
+    let engine = PluginEngine::new(None)?;
+    let noop = load_noop(&engine).await?;
     let message = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
         "params": {"name": "search_tickets", "arguments": {"query": "x".repeat(ARG_BYTES - 90)}}})
     .to_string();
@@ -602,12 +601,9 @@ async fn run_on_workers(opts: BenchOptions) -> anyhow::Result<String> {
         None
     };
     if opts.memory_only {
-        let per = idle_per_tunnel.unwrap_or(0.0);
-        return Ok(format!(
-            "| idle tunnels | connections each | relay RSS added per tunnel |\n|---:|---:|---:|\n| {} | {} | {per:.1} KiB (target ≤ 64 KiB) |\n",
-            opts.tunnels,
-            crate::limits::DEFAULT_TUNNEL_CONNECTIONS
-        ));
+        let per = idle_per_tunnel
+            .ok_or_else(|| anyhow::anyhow!("--memory-only needs --tunnels above 0"))?;
+        return Ok(idle_tunnel_table(opts.tunnels, per));
     }
     let running = up::start(UpOptions {
         no_policy: true,
@@ -809,20 +805,19 @@ async fn run_on_workers(opts: BenchOptions) -> anyhow::Result<String> {
     );
     if let Some(per) = idle_per_tunnel {
         let _ = writeln!(out);
-        let _ = writeln!(
-            out,
-            "| idle tunnels | connections each | relay RSS added per tunnel (gateways in a child process) |"
-        );
-        let _ = writeln!(out, "|---:|---:|---:|");
-        let _ = writeln!(
-            out,
-            "| {} | {} | {:.1} KiB (target ≤ 64 KiB) |",
-            opts.tunnels,
-            crate::limits::DEFAULT_TUNNEL_CONNECTIONS,
-            per
-        );
+        out.push_str(&idle_tunnel_table(opts.tunnels, per));
     }
     Ok(out)
+}
+
+/// The idle-tunnel memory table: `per` KiB of relay RSS per tunnel.
+fn idle_tunnel_table(tunnels: usize, per: f64) -> String {
+    format!(
+        "| idle tunnels | connections each | relay RSS added per tunnel (gateways in a child process) |\n\
+         |---:|---:|---:|\n\
+         | {tunnels} | {} | {per:.1} KiB (target ≤ 64 KiB) |\n",
+        crate::limits::DEFAULT_TUNNEL_CONNECTIONS
+    )
 }
 
 /// The cheapest forwarding hop there is, as the floor the tunnel is judged
