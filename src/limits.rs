@@ -59,6 +59,16 @@ pub const MAX_STDIO_SESSIONS: usize = 64;
 /// killed.
 pub const STDIO_SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
 
+/// How long a new stdio process has to answer the gateway's first
+/// `server/discover` (2026-07-28) before it is taken for a server that
+/// speaks only the session-based protocol.
+pub const STDIO_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Task ids the gateway remembers (which tool made each, for whom) across
+/// all servers; beyond this the oldest is forgotten, and its output is
+/// then refused as an unknown task (fail closed).
+pub const MAX_TRACKED_TASKS: usize = 65_536;
+
 /// Messages a stdio session queues for a GET stream that is not open yet;
 /// older ones are dropped beyond this (and logged).
 pub const STDIO_BACKLOG: usize = 256;

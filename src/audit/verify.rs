@@ -137,6 +137,31 @@ pub fn verify(dir: &Path, key: Option<&[u8]>) -> std::io::Result<Verification> {
     Ok(v)
 }
 
+/// `ms` since the Unix epoch as RFC 3339 UTC with milliseconds
+/// (`2026-12-01T09:34:08.123Z`); days to civil dates after Howard
+/// Hinnant's `civil_from_days`.
+pub fn rfc3339(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
 /// The last `n` records of `dir`, one readable line each.
 pub fn tail(dir: &Path, n: usize) -> std::io::Result<String> {
     let mut lines = Vec::new();
@@ -175,7 +200,7 @@ pub fn tail(dir: &Path, n: usize) -> std::io::Result<String> {
                     out,
                     "{:<6} {} {} {} {} {} {} -> {} [{}]",
                     line.seq,
-                    b.get("time_unix_ms").and_then(|v| v.as_u64()).unwrap_or(0),
+                    rfc3339(b.get("time_unix_ms").and_then(|v| v.as_u64()).unwrap_or(0)),
                     s("subject"),
                     s("server"),
                     s("direction"),
@@ -191,4 +216,23 @@ pub fn tail(dir: &Path, n: usize) -> std::io::Result<String> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rfc3339;
+
+    #[test]
+    fn times_read_as_rfc3339_utc() {
+        let cases = [
+            (0, "1970-01-01T00:00:00.000Z"),
+            (951_782_400_000, "2000-02-29T00:00:00.000Z"),
+            (1_700_000_000_123, "2023-11-14T22:13:20.123Z"),
+            (1_798_761_599_999, "2026-12-31T23:59:59.999Z"),
+            (4_107_542_400_000, "2100-03-01T00:00:00.000Z"),
+        ];
+        for (ms, want) in cases {
+            assert_eq!(rfc3339(ms), want, "{ms}");
+        }
+    }
 }

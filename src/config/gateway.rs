@@ -198,7 +198,7 @@ impl UpstreamSpec {
                 )))
             }
             UpstreamSpec::Stdio(cmd) => {
-                Upstream::Stdio(StdioUpstream::new(name, cmd.clone(), limits))
+                Upstream::Stdio(Box::new(StdioUpstream::new(name, cmd.clone(), limits)))
             }
         })
     }

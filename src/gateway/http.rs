@@ -66,8 +66,10 @@ impl HttpUpstream {
         method: Method,
         incoming: &HeaderMap,
         body: Option<Bytes>,
-        reply: ReplyContext,
+        mut reply: ReplyContext,
     ) -> Result<Response<Body>, McpError> {
+        // This upstream's own timeout bounds its JSON body too.
+        reply.limits.call_timeout = self.limits.call_timeout;
         let mut req = Request::new(match body {
             Some(b) => full(b),
             None => empty(),

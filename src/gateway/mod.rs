@@ -13,6 +13,7 @@
 pub mod http;
 pub mod outbound;
 pub mod stdio;
+pub mod tasks;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -48,7 +49,7 @@ struct CallInfo {
 /// An upstream MCP server.
 pub enum Upstream {
     Http(Box<http::HttpUpstream>),
-    Stdio(stdio::StdioUpstream),
+    Stdio(Box<stdio::StdioUpstream>),
 }
 
 /// The gateway's upstreams, limits, policy and tool catalog.
@@ -57,6 +58,7 @@ pub struct Gateway {
     limits: OutboundLimits,
     policy: RwLock<Option<Arc<Policy>>>,
     catalog: Arc<Catalog>,
+    tasks: Arc<tasks::Tasks>,
     audit: std::sync::OnceLock<Arc<Spool>>,
 }
 
@@ -137,6 +139,7 @@ impl Gateway {
             limits,
             policy: RwLock::new(None),
             catalog: Arc::new(Catalog::default()),
+            tasks: Arc::default(),
             audit: std::sync::OnceLock::new(),
         })
     }
@@ -289,6 +292,7 @@ impl Gateway {
         let reply = |base: MessageContext| ReplyContext {
             policy: policy.clone(),
             catalog: self.catalog.clone(),
+            tasks: self.tasks.clone(),
             base,
             limits: self.limits,
             audit: self.audit.get().cloned(),
@@ -326,6 +330,14 @@ impl Gateway {
                 }
                 base.method = msg.method.clone();
                 base.target = msg.name.clone();
+                if msg.kind == Kind::Request && tasks::names_a_task(msg.method_str()) {
+                    // The task's tool is the target: its output is checked
+                    // as that tool's result. Someone else's task has none.
+                    base.target = tasks::requested_task(&msg.raw).and_then(|t| {
+                        self.tasks
+                            .tool_of(&base.server, &base.principal.subject, &t)
+                    });
+                }
                 call.method = msg.method.clone();
                 if msg.method.as_deref() == Some("tools/call") {
                     call.tool = msg.name.clone();
@@ -419,17 +431,15 @@ impl Gateway {
                             )
                             .await
                             .map_err(|e| (e, id)),
-                        Upstream::Stdio(u) => {
-                            if era == Era::Stateless {
-                                return Err((
-                                McpError::InvalidRequest(
-                                    "this server is a stdio server, which speaks only the session-based protocol (2025-11-25 and earlier)".into(),
-                                ),
-                                id,
-                            ));
-                            }
-                            u.post(
-                                session.as_deref(),
+                        Upstream::Stdio(u) if era == Era::Stateless => {
+                            let requested = base
+                                .protocol_version
+                                .clone()
+                                .unwrap_or_else(|| crate::mcp::era::STATELESS_SINCE.to_owned());
+                            let subject = base.principal.subject.clone();
+                            u.post_stateless(
+                                &subject,
+                                &requested,
                                 msg,
                                 accepts_sse(&parts.headers),
                                 reply(base),
@@ -437,6 +447,15 @@ impl Gateway {
                             .await
                             .map_err(|e| (e, id))
                         }
+                        Upstream::Stdio(u) => u
+                            .post(
+                                session.as_deref(),
+                                msg,
+                                accepts_sse(&parts.headers),
+                                reply(base),
+                            )
+                            .await
+                            .map_err(|e| (e, id)),
                     }
                 };
                 tracing::Instrument::instrument(rest, span.clone()).await

@@ -15,6 +15,7 @@ use hyper::body::Frame;
 
 use crate::audit::Spool;
 use crate::body::{Body, BoxError, ReadError, full, read_limited};
+use crate::gateway::tasks;
 use crate::mcp::sse::{Decoder, Event};
 use crate::mcp::{Kind, McpError, Message, error_response};
 use crate::policy::catalog::Catalog;
@@ -46,6 +47,7 @@ pub struct OutboundLimits {
 pub struct ReplyContext {
     pub policy: Option<Arc<Policy>>,
     pub catalog: Arc<Catalog>,
+    pub tasks: Arc<crate::gateway::tasks::Tasks>,
     pub base: MessageContext,
     pub limits: OutboundLimits,
     pub audit: Option<Arc<Spool>>,
@@ -71,6 +73,43 @@ pub async fn check_reply(rc: &ReplyContext, data: Bytes) -> Result<Option<Bytes>
     let is_reply = matches!(msg.kind, Kind::Response | Kind::Error);
     if is_reply && msg.kind == Kind::Response && rc.base.method.as_deref() == Some("tools/list") {
         rc.catalog.learn(&rc.base.server, &msg.raw, false);
+    }
+    let answered = rc.base.method.as_deref().unwrap_or("");
+    if msg.kind == Kind::Response
+        && answered == "tools/call"
+        && let (Some(task), Some(tool)) = (tasks::created_task(&msg.raw), &rc.base.target)
+    {
+        rc.tasks
+            .learn(&rc.base.server, &rc.base.principal.subject, &task, tool);
+    }
+
+    if msg.kind == Kind::Response && tasks::delivers_output(answered) && rc.base.target.is_none() {
+        // A task this gateway did not see this principal create: its output
+        // cannot be tied to a tool, and may be someone else's.
+        tracing::info!(
+            server = rc.base.server,
+            method = answered,
+            "task output for an unknown task withheld"
+        );
+        let mut ctx = rc.base.clone();
+        ctx.kind = msg.kind.into();
+        ctx.request_id = msg.id.clone();
+        let _ = crate::gateway::record_decision(
+            rc.audit.as_deref(),
+            rc.policy.as_deref(),
+            &ctx,
+            &[],
+            "denied",
+            None,
+        )
+        .await;
+        let unknown = Denial {
+            code: -32602,
+            public_message: "Unknown task".into(),
+            private_reason:
+                "task output for a task not created by this principal through this gateway".into(),
+        };
+        return Ok(Some(Bytes::from(denial_body(msg.id.as_deref(), &unknown))));
     }
     if rc.policy.is_none() && rc.audit.is_none() {
         return Ok(Some(msg.raw));
@@ -170,9 +209,7 @@ where
         Ok(Err(ReadError::TooLarge { limit })) => {
             tracing::warn!(server, limit, "upstream response too large");
             return error_response(
-                &McpError::UpstreamUnavailable(format!(
-                    "the upstream response exceeded {limit} bytes"
-                )),
+                &McpError::InvalidUpstreamResponse(format!("the response exceeded {limit} bytes")),
                 rc.base.request_id.as_deref(),
             );
         }
@@ -197,8 +234,8 @@ where
             Err(e) => {
                 tracing::warn!(server, error = %e, "upstream sent an invalid message");
                 return error_response(
-                    &McpError::UpstreamUnavailable(
-                        "the upstream sent an invalid JSON-RPC message".into(),
+                    &McpError::InvalidUpstreamResponse(
+                        "the body is not exactly one JSON-RPC message".into(),
                     ),
                     rc.base.request_id.as_deref(),
                 );
@@ -210,7 +247,14 @@ where
         // anything the upstream has, so it does not leave.
         tracing::warn!(server, content_type = ctype, "upstream sent a non-MCP body");
         return error_response(
-            &McpError::UpstreamUnavailable("the upstream sent a response that is not MCP".into()),
+            &McpError::InvalidUpstreamResponse(format!(
+                "a {} body is not an MCP message",
+                if ctype.is_empty() {
+                    "untyped"
+                } else {
+                    "non-JSON"
+                }
+            )),
             rc.base.request_id.as_deref(),
         );
     } else {
@@ -248,7 +292,10 @@ where
     let s = stream::unfold(state, |mut st| async move {
         loop {
             if let Some(mut ev) = st.ready.pop_front() {
-                if let Some(data) = ev.data.take().filter(|d| !d.is_empty()) {
+                // An event with empty data (the priming event a server sends
+                // before closing a stream for polling) keeps its `data:` line:
+                // without it, EventSource-based clients never record the id.
+                if let Some(data) = ev.data.take_if(|d| !d.is_empty()) {
                     let checked = tracing::Instrument::instrument(
                         check_reply(&st.rc, Bytes::from(data)),
                         st.rc.span.clone(),

@@ -12,8 +12,15 @@
 //! - Notifications and the client's responses are written and answered 202.
 //! - DELETE, idleness and process exit end the session.
 //!
-//! Limitations: no SSE event ids (resumption) and no stateless era for stdio;
-//! both are answered with clear errors.
+//! - 2026-07-28 (stateless) requests go to one process per principal,
+//!   opened with a `server/discover` probe: a server that answers it serves
+//!   them (request ids are replaced by the gateway's own on the way in and
+//!   restored on the way out, so two clients of one principal cannot
+//!   collide); a server that does not speaks only the session-based
+//!   protocol, and the agent gets the spec's `-32022` naming the version it
+//!   negotiated instead.
+//!
+//! Limitation: no SSE event ids (resumption), answered with a clear error.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -35,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 use super::outbound::{OutboundLimits, ReplyContext, check_reply};
 use crate::body::{Body, BoxError, full};
 use crate::limits;
-use crate::mcp::era::SESSION_HEADER;
+use crate::mcp::era::{SESSION_HEADER, STATELESS_SINCE};
 use crate::mcp::sse::Event;
 use crate::mcp::{Kind, McpError, Message};
 use crate::secret;
@@ -56,7 +63,10 @@ pub struct StdioCommand {
 }
 
 struct Pending {
+    /// The id on the wire to the child.
     id: String,
+    /// The agent's id, when the gateway replaced it (stateless requests).
+    restore: Option<String>,
     sse: bool,
     tx: mpsc::Sender<Bytes>,
 }
@@ -74,6 +84,8 @@ struct Session {
     router: Mutex<Router>,
     ended: CancellationToken,
     last_used: Mutex<Instant>,
+    /// Next request id the gateway puts on stateless requests.
+    next_id: std::sync::atomic::AtomicU64,
 }
 
 impl Session {
@@ -95,14 +107,47 @@ impl Session {
 
 type Sessions = Arc<Mutex<HashMap<String, Arc<Session>>>>;
 
+/// Which protocol family a stdio server speaks, once a probe has shown it
+/// cannot serve 2026-07-28.
+#[derive(Debug, Clone)]
+struct LegacyOnly {
+    /// The version it negotiated when the gateway initialized it.
+    supported: Vec<String>,
+}
+
 /// One configured stdio upstream.
 pub struct StdioUpstream {
     name: String,
     command: StdioCommand,
+    /// Session-era processes, by the session id the gateway minted.
     sessions: Sessions,
+    /// Stateless-era processes, by principal subject. A separate map: an
+    /// agent naming a subject in `Mcp-Session-Id` reaches nothing here.
+    stateless: Sessions,
+    /// Set once a probe found the server cannot serve stateless requests.
+    legacy: Mutex<Option<LegacyOnly>>,
+    /// One probe at a time, so a burst of first calls starts one process.
+    probing: tokio::sync::Mutex<()>,
     limits: OutboundLimits,
     max_sessions: usize,
     idle_timeout: Duration,
+}
+
+/// The stateless era's per-request envelope keys.
+const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+const META_CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
+/// Ids of the gateway's own probe requests (never an agent's: those are
+/// replaced by numbers on stateless processes).
+const PROBE_DISCOVER_ID: &str = "\"portcullis-probe-discover\"";
+const PROBE_INITIALIZE_ID: &str = "\"portcullis-probe-initialize\"";
+/// The session-era version the gateway offers when probing a legacy server.
+const PROBE_LEGACY_VERSION: &str = "2025-11-25";
+
+/// `raw` (one JSON-RPC object) with its `id` replaced by `id` (JSON text).
+fn with_id(raw: &[u8], id: &str) -> Option<Bytes> {
+    let mut v: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(raw).ok()?;
+    v.insert("id".into(), serde_json::from_str(id).ok()?);
+    serde_json::to_vec(&v).ok().map(Bytes::from)
 }
 
 fn sse_response(rx: mpsc::Receiver<Bytes>, reply: ReplyContext) -> Response<Body> {
@@ -143,6 +188,18 @@ async fn checked(reply: &ReplyContext, data: Bytes) -> Option<Bytes> {
             None
         }
     }
+}
+
+/// What probing a fresh stdio process found.
+enum Probe {
+    /// It answered `server/discover` at the requested version.
+    Serves,
+    /// It speaks the stateless era, but not the requested version.
+    Unsupported(Vec<String>),
+    /// It does not speak the stateless era; what it negotiated instead.
+    Legacy(Vec<String>),
+    /// It exited before answering.
+    Dead,
 }
 
 fn tokio_stream_from(rx: mpsc::Receiver<Bytes>) -> impl futures_util::Stream<Item = Bytes> {
@@ -186,6 +243,9 @@ impl StdioUpstream {
             name: name.to_owned(),
             command,
             sessions: Arc::default(),
+            stateless: Arc::default(),
+            legacy: Mutex::new(None),
+            probing: tokio::sync::Mutex::new(()),
             limits,
             max_sessions: limits::MAX_STDIO_SESSIONS,
             idle_timeout: limits::STDIO_SESSION_IDLE,
@@ -200,15 +260,22 @@ impl StdioUpstream {
             .cloned()
     }
 
-    /// Live sessions (child processes).
+    /// Live child processes (session-era sessions and stateless ones).
     pub fn session_count(&self) -> usize {
-        self.sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
+        let count = |m: &Sessions| m.lock().unwrap_or_else(|p| p.into_inner()).len();
+        count(&self.sessions) + count(&self.stateless)
     }
 
+    /// Starts a process for a new session-era session under a fresh id.
     fn spawn(&self) -> Result<(String, Arc<Session>), McpError> {
+        let id = secret::random_id();
+        let session = self.spawn_into(&self.sessions, id.clone())?;
+        Ok((id, session))
+    }
+
+    /// Starts the server process and files it in `map` under `key`; the
+    /// supervisor takes it out again when it ends.
+    fn spawn_into(&self, map: &Sessions, key: String) -> Result<Arc<Session>, McpError> {
         if self.session_count() >= self.max_sessions {
             return Err(McpError::TooManySessions(self.name.clone()));
         }
@@ -241,13 +308,13 @@ impl StdioUpstream {
                 "stdio pipes unavailable".into(),
             ));
         };
-        let id = secret::random_id();
         let (stdin_tx, mut stdin_rx) = mpsc::channel::<Bytes>(STREAM_BUFFER);
         let session = Arc::new(Session {
             stdin: stdin_tx,
             router: Mutex::new(Router::default()),
             ended: CancellationToken::new(),
             last_used: Mutex::new(Instant::now()),
+            next_id: std::sync::atomic::AtomicU64::new(1),
         });
         let name = self.name.clone();
         // Writer.
@@ -308,24 +375,224 @@ impl StdioUpstream {
         // Supervisor: exit, DELETE, or idleness ends the session.
         tokio::spawn({
             let session = session.clone();
-            let sessions = self.sessions.clone();
-            let id = id.clone();
+            let sessions = map.clone();
+            let key = key.clone();
             let idle = self.idle_timeout;
             async move {
                 supervise(&mut child, &session, idle, &name).await;
                 let _ = child.kill().await;
-                sessions
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&id);
+                let mut map = sessions.lock().unwrap_or_else(|p| p.into_inner());
+                // A stateless key may already name this process's successor.
+                if map.get(&key).is_some_and(|s| Arc::ptr_eq(s, &session)) {
+                    map.remove(&key);
+                }
+                drop(map);
                 fail_pending(&session);
             }
         });
-        self.sessions
+        map.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, session.clone());
+        Ok(session)
+    }
+
+    /// The stateless process serving `subject`, started and probed when
+    /// there is none. A server that cannot serve `requested` is an
+    /// [`McpError::UnsupportedProtocolVersion`] naming what it can.
+    async fn stateless_session(
+        &self,
+        subject: &str,
+        requested: &str,
+    ) -> Result<Arc<Session>, McpError> {
+        let live = |map: &Sessions| {
+            map.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(subject)
+                .filter(|s| !s.ended.is_cancelled())
+                .cloned()
+        };
+        if let Some(s) = live(&self.stateless) {
+            return Ok(s);
+        }
+        let _one_at_a_time = self.probing.lock().await;
+        if let Some(s) = live(&self.stateless) {
+            return Ok(s);
+        }
+        let legacy = self
+            .legacy
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id.clone(), session.clone());
-        Ok((id, session))
+            .clone();
+        if let Some(l) = legacy {
+            return Err(McpError::UnsupportedProtocolVersion {
+                requested: requested.to_owned(),
+                supported: l.supported,
+            });
+        }
+        let session = self.spawn_into(&self.stateless, subject.to_owned())?;
+        match self.probe(&session, requested).await {
+            Probe::Serves => Ok(session),
+            Probe::Dead => Err(McpError::UpstreamUnavailable(format!(
+                "server '{}' exited before answering",
+                self.name
+            ))),
+            Probe::Unsupported(supported) => {
+                session.ended.cancel();
+                Err(McpError::UnsupportedProtocolVersion {
+                    requested: requested.to_owned(),
+                    supported,
+                })
+            }
+            Probe::Legacy(supported) => {
+                session.ended.cancel();
+                tracing::info!(
+                    server = self.name,
+                    ?supported,
+                    "stdio server speaks only the session-based protocol; stateless requests are refused with -32022"
+                );
+                *self.legacy.lock().unwrap_or_else(|p| p.into_inner()) = Some(LegacyOnly {
+                    supported: supported.clone(),
+                });
+                Err(McpError::UnsupportedProtocolVersion {
+                    requested: requested.to_owned(),
+                    supported,
+                })
+            }
+        }
+    }
+
+    /// Asks a fresh process `server/discover` at `requested`; when that is
+    /// not understood, initializes it to learn the session-era version it
+    /// speaks. The first message also fixes the era of servers that serve
+    /// both on one stream (the Python SDK does).
+    async fn probe(&self, session: &Session, requested: &str) -> Probe {
+        let discover = serde_json::json!({
+            "jsonrpc": "2.0", "id": "portcullis-probe-discover", "method": "server/discover",
+            "params": {"_meta": {META_PROTOCOL_VERSION: requested, META_CLIENT_CAPABILITIES: {}}},
+        });
+        match self.ask(session, PROBE_DISCOVER_ID, &discover).await {
+            Some(reply) if reply.get("result").is_some() => return Probe::Serves,
+            Some(reply) => {
+                let error = reply.get("error");
+                let code = error.and_then(|e| e.get("code")).and_then(|c| c.as_i64());
+                if code == Some(-32022) {
+                    let supported = error
+                        .and_then(|e| e.pointer("/data/supported"))
+                        .and_then(|s| s.as_array())
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|v| v.as_str().map(str::to_owned))
+                                .collect::<Vec<_>>()
+                        })
+                        .unwrap_or_default();
+                    let modern = supported.iter().any(|v| v.as_str() >= STATELESS_SINCE);
+                    if modern {
+                        return Probe::Unsupported(supported);
+                    }
+                }
+            }
+            None if session.ended.is_cancelled() => return Probe::Dead,
+            None => {}
+        }
+        let initialize = serde_json::json!({
+            "jsonrpc": "2.0", "id": "portcullis-probe-initialize", "method": "initialize",
+            "params": {"protocolVersion": PROBE_LEGACY_VERSION, "capabilities": {},
+                       "clientInfo": {"name": "portcullis", "version": env!("CARGO_PKG_VERSION")}},
+        });
+        let negotiated = self
+            .ask(session, PROBE_INITIALIZE_ID, &initialize)
+            .await
+            .and_then(|r| {
+                r.pointer("/result/protocolVersion")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned)
+            });
+        Probe::Legacy(negotiated.into_iter().collect())
+    }
+
+    /// Sends one gateway-made request to the child and waits (bounded) for
+    /// its answer.
+    async fn ask(
+        &self,
+        session: &Session,
+        id: &str,
+        request: &serde_json::Value,
+    ) -> Option<serde_json::Value> {
+        let (tx, mut rx) = mpsc::channel(STREAM_BUFFER);
+        session.router().pending.push(Pending {
+            id: id.to_owned(),
+            restore: None,
+            sse: false,
+            tx,
+        });
+        let line = Bytes::from(serde_json::to_vec(request).ok()?);
+        session.stdin.send(line).await.ok()?;
+        let answer = tokio::time::timeout(limits::STDIO_PROBE_TIMEOUT, rx.recv()).await;
+        session.router().pending.retain(|p| p.id != id);
+        serde_json::from_slice(&answer.ok()??).ok()
+    }
+
+    /// Handles a stateless (2026-07-28) POST from `subject`.
+    pub async fn post_stateless(
+        &self,
+        subject: &str,
+        requested: &str,
+        msg: Message,
+        accepts_sse: bool,
+        reply: ReplyContext,
+    ) -> Result<Response<Body>, McpError> {
+        let session = self.stateless_session(subject, requested).await?;
+        session.touch();
+        if msg.kind != Kind::Request {
+            let line = self
+                .restamp_cancel(&session, &msg)
+                .unwrap_or_else(|| to_line(&msg.raw));
+            session
+                .stdin
+                .send(line)
+                .await
+                .map_err(|_| McpError::SessionNotFound)?;
+            return Ok(accepted());
+        }
+        let wire_id = session
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .to_string();
+        let line = with_id(&msg.raw, &wire_id)
+            .ok_or_else(|| McpError::InvalidRequest("the request is not a JSON object".into()))?;
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        session.router().pending.push(Pending {
+            id: wire_id.clone(),
+            restore: msg.id.clone(),
+            sse: accepts_sse,
+            tx,
+        });
+        if session.stdin.send(line).await.is_err() {
+            return Err(McpError::UpstreamUnavailable(format!(
+                "server '{}' has exited",
+                self.name
+            )));
+        }
+        self.respond(&session, &wire_id, rx, accepts_sse, reply)
+            .await
+    }
+
+    /// A `notifications/cancelled` naming one of the agent's in-flight
+    /// requests, re-addressed to the id the child knows it by.
+    fn restamp_cancel(&self, session: &Session, msg: &Message) -> Option<Bytes> {
+        if msg.method.as_deref() != Some("notifications/cancelled") {
+            return None;
+        }
+        let mut v: serde_json::Value = serde_json::from_slice(&msg.raw).ok()?;
+        let theirs = v.pointer("/params/requestId")?.to_string();
+        let wire = session
+            .router()
+            .pending
+            .iter()
+            .find(|p| p.restore.as_deref() == Some(theirs.as_str()))
+            .map(|p| p.id.clone())?;
+        *v.pointer_mut("/params/requestId")? = serde_json::from_str(&wire).ok()?;
+        serde_json::to_vec(&v).ok().map(Bytes::from)
     }
 
     /// Handles a POST carrying `msg`.
@@ -362,7 +629,7 @@ impl StdioUpstream {
             return Ok(accepted());
         }
         let id = msg.id.clone().unwrap_or_default();
-        let (tx, mut rx) = mpsc::channel(STREAM_BUFFER);
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         {
             let mut r = session.router();
             if r.pending.iter().any(|p| p.id == id) {
@@ -372,6 +639,7 @@ impl StdioUpstream {
             }
             r.pending.push(Pending {
                 id: id.clone(),
+                restore: None,
                 sse: accepts_sse,
                 tx,
             });
@@ -382,33 +650,43 @@ impl StdioUpstream {
                 self.name
             )));
         }
-        let mut resp = if accepts_sse {
-            sse_response(rx, reply)
-        } else {
-            let waited = tokio::time::timeout(self.limits.call_timeout, rx.recv()).await;
-            match waited {
-                Ok(Some(bytes)) => match checked(&reply, bytes).await {
-                    Some(b) => json_response(b),
-                    None => accepted(),
-                },
-                Ok(None) => {
-                    return Err(McpError::UpstreamUnavailable(format!(
-                        "server '{}' ended the session",
-                        self.name
-                    )));
-                }
-                Err(_) => {
-                    session.router().pending.retain(|p| p.id != id);
-                    return Err(McpError::UpstreamTimeout(
-                        self.limits.call_timeout.as_millis(),
-                    ));
-                }
-            }
-        };
+        let mut resp = self.respond(&session, &id, rx, accepts_sse, reply).await?;
         if let Some(v) = new.then(|| HeaderValue::from_str(&sid).ok()).flatten() {
             resp.headers_mut().insert(SESSION_HEADER, v);
         }
         Ok(resp)
+    }
+
+    /// The response to a request written to the child as `id`: an SSE stream
+    /// of everything routed to it, or (JSON-only clients) its response.
+    async fn respond(
+        &self,
+        session: &Session,
+        id: &str,
+        mut rx: mpsc::Receiver<Bytes>,
+        accepts_sse: bool,
+        reply: ReplyContext,
+    ) -> Result<Response<Body>, McpError> {
+        if accepts_sse {
+            return Ok(sse_response(rx, reply));
+        }
+        let waited = tokio::time::timeout(self.limits.call_timeout, rx.recv()).await;
+        match waited {
+            Ok(Some(bytes)) => Ok(match checked(&reply, bytes).await {
+                Some(b) => json_response(b),
+                None => accepted(),
+            }),
+            Ok(None) => Err(McpError::UpstreamUnavailable(format!(
+                "server '{}' ended the session",
+                self.name
+            ))),
+            Err(_) => {
+                session.router().pending.retain(|p| p.id != id);
+                Err(McpError::UpstreamTimeout(
+                    self.limits.call_timeout.as_millis(),
+                ))
+            }
+        }
     }
 
     /// Opens the session's GET stream.
@@ -470,7 +748,7 @@ fn fail_pending(session: &Session) {
     let pending = std::mem::take(&mut session.router().pending);
     for p in pending {
         let err = McpError::UpstreamUnavailable("the server process ended".into());
-        let body = crate::mcp::error::error_body(&err, Some(&p.id));
+        let body = crate::mcp::error::error_body(&err, Some(p.restore.as_deref().unwrap_or(&p.id)));
         let _ = p.tx.try_send(Bytes::from(body));
     }
     session.router().get_stream = None;
@@ -478,13 +756,24 @@ fn fail_pending(session: &Session) {
 
 /// Delivers one message from the child to the right stream.
 async fn route(session: &Session, msg: Message, name: &str) {
+    let mut restored = None;
     let target = {
         let mut r = session.router();
         match msg.kind {
             Kind::Response | Kind::Error => {
                 let id = msg.id.as_deref().unwrap_or("");
                 match r.pending.iter().position(|p| p.id == id) {
-                    Some(i) => Some(r.pending.remove(i).tx),
+                    Some(i) => {
+                        let p = r.pending.remove(i);
+                        // The agent's id back in place of the gateway's.
+                        if let Some(theirs) = p.restore {
+                            match with_id(&msg.raw, &theirs) {
+                                Some(raw) => restored = Some(raw),
+                                None => return,
+                            }
+                        }
+                        Some(p.tx)
+                    }
                     None => {
                         tracing::warn!(
                             server = name,
@@ -515,7 +804,7 @@ async fn route(session: &Session, msg: Message, name: &str) {
         }
     };
     let Some(tx) = target else { return };
-    let Err(lost) = tx.send(msg.raw).await else {
+    let Err(lost) = tx.send(restored.unwrap_or(msg.raw)).await else {
         return;
     };
     // The agent closed that stream. A response is lost with it (the client

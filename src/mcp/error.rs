@@ -33,6 +33,16 @@ pub enum McpError {
     TunnelOffline(String),
     #[error("Upstream unavailable: {0}")]
     UpstreamUnavailable(String),
+    /// The upstream broke the protocol: a body that is not one JSON-RPC
+    /// message, a reply too large, a media type MCP does not use.
+    #[error("Invalid response from the upstream: {0}")]
+    InvalidUpstreamResponse(String),
+    /// 2026-07-28: the server does not speak the requested version.
+    #[error("Unsupported protocol version: {requested}")]
+    UnsupportedProtocolVersion {
+        requested: String,
+        supported: Vec<String>,
+    },
     #[error("Upstream timed out after {0} ms")]
     UpstreamTimeout(u128),
     #[error("Too many sessions for server '{0}'")]
@@ -56,6 +66,8 @@ impl McpError {
             McpError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, -32000),
             McpError::TunnelOffline(_) => (StatusCode::SERVICE_UNAVAILABLE, -32000),
             McpError::UpstreamUnavailable(_) => (StatusCode::BAD_GATEWAY, -32603),
+            McpError::InvalidUpstreamResponse(_) => (StatusCode::BAD_GATEWAY, -32603),
+            McpError::UnsupportedProtocolVersion { .. } => (StatusCode::BAD_REQUEST, -32022),
             McpError::UpstreamTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, -32603),
             McpError::TooManySessions(_) => (StatusCode::SERVICE_UNAVAILABLE, -32000),
             McpError::AuditUnavailable => (StatusCode::SERVICE_UNAVAILABLE, -32603),
@@ -70,7 +82,17 @@ impl McpError {
     /// The JSON-RPC error object `{"code":…,"message":…}` as JSON.
     pub fn to_json_error(&self) -> serde_json::Value {
         let (_, code) = self.status_and_code();
-        serde_json::json!({ "code": code, "message": self.to_string() })
+        match self {
+            McpError::UnsupportedProtocolVersion {
+                requested,
+                supported,
+            } => serde_json::json!({
+                "code": code,
+                "message": self.to_string(),
+                "data": { "supported": supported, "requested": requested },
+            }),
+            _ => serde_json::json!({ "code": code, "message": self.to_string() }),
+        }
     }
 }
 

@@ -184,6 +184,11 @@ async fn run_slot<S, F>(
                     Ok(()) => {
                         tracing::info!(slot, relay = %target.addr, "tunnel connection closed")
                     }
+                    // Shutting down: the relay may close first (`up` stops
+                    // both at once); that is the end asked for, not a loss.
+                    Err(e) if shutdown.is_cancelled() => {
+                        tracing::debug!(slot, relay = %target.addr, error = %e, "tunnel connection closed during shutdown")
+                    }
                     Err(e) => {
                         tracing::warn!(slot, relay = %target.addr, error = %e, "tunnel connection lost")
                     }

@@ -255,3 +255,45 @@ fn up_names_the_busy_address_when_it_cannot_listen() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn up_stops_on_sigterm_and_sigint_without_warnings() {
+    for signal in ["-TERM", "-INT"] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["up", "--json", "--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let up: serde_json::Value = serde_json::from_str(&line).unwrap();
+        // A call first, so the tunnel has carried traffic when it stops.
+        let mut c = McpClient::new(up["url"].as_str().unwrap(), up["token"].as_str());
+        within("a call through up", c.initialize()).await.unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let pid = child.id().to_string();
+        let guard = Proc(child);
+        let status = Command::new("kill").args([signal, &pid]).status().unwrap();
+        assert!(status.success());
+        let log = within(
+            "up to stop",
+            tokio::task::spawn_blocking(move || {
+                std::io::read_to_string(stderr).unwrap_or_default()
+            }),
+        )
+        .await
+        .unwrap();
+        drop(guard);
+        assert!(log.contains("shutting down"), "{signal}: {log}");
+        let warnings: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+            .collect();
+        assert!(warnings.is_empty(), "{signal}: {warnings:#?}");
+    }
+}

@@ -153,3 +153,64 @@ async fn stdio_servers_that_fail_are_clear_errors() {
         "{last}"
     );
 }
+
+/// An HTTP upstream that answers every request with `response` (raw
+/// HTTP/1.1 bytes) and then holds the connection open.
+async fn canned_upstream(response: &'static str) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 65536];
+            let _ = tcp.read(&mut buf).await;
+            let _ = tcp.write_all(response.as_bytes()).await;
+            held.push(tcp);
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_upstream_that_breaks_the_protocol_is_named_as_such() {
+    let two = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 72\r\n\r\n\
+               {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}";
+    let html = "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: 20\r\n\r\n<h1>Intranet</h1>   ";
+    let held = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"jsonrpc\":";
+    let mut limits = default_limits();
+    limits.call_timeout = Duration::from_millis(500);
+    let mut ups = HashMap::new();
+    for (name, response) in [("two", two), ("html", html), ("held", held)] {
+        let addr = canned_upstream(response).await;
+        let up = UpstreamSpec::parse(&format!("http://{addr}/mcp"))
+            .unwrap()
+            .build(name, limits)
+            .unwrap();
+        ups.insert(name.to_owned(), up);
+    }
+    let (_c, stack) = through("two", ups).await;
+    let cases = [
+        (
+            "two",
+            502,
+            "Invalid response from the upstream: the body is not exactly one JSON-RPC message",
+        ),
+        (
+            "html",
+            502,
+            "Invalid response from the upstream: a non-JSON body is not an MCP message",
+        ),
+        ("held", 504, "Upstream timed out after 500 ms"),
+    ];
+    for (server, status, message) in cases {
+        let mut c = stack.client(server);
+        let reply = within(server, c.request("ping", json!({}))).await.unwrap();
+        assert_eq!(reply.status, status, "{server}");
+        let last = reply.last().unwrap();
+        assert_eq!(last["error"]["message"], message, "{server}: {last}");
+        assert_eq!(last["error"]["code"], -32603);
+        assert_eq!(last["id"], 1);
+        // Nothing the upstream wrote reaches the agent.
+        assert!(!String::from_utf8_lossy(&reply.body).contains("Intranet"));
+    }
+}

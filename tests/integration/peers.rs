@@ -30,35 +30,30 @@ fn repo(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
-/// server-everything over Streamable HTTP on a loopback port; killed on drop.
-struct Everything {
+/// A peer MCP server on a loopback port (it prints `PEER_LISTENING ADDR` on
+/// stderr once it listens); killed on drop.
+struct Peer {
     child: Child,
     addr: SocketAddr,
 }
 
-impl Everything {
-    fn start() -> Everything {
-        let js = require(
-            peers_dir()
-                .join("npm/node_modules/@modelcontextprotocol/server-everything/dist/index.js"),
-        );
-        let mut child = Command::new(node22_bin().join("node"))
-            .arg("--require")
-            .arg(repo("tests/peers/loopback-listen.cjs"))
-            .arg(js)
-            .arg("streamableHttp")
-            .env("PORT", "0")
+/// server-everything over Streamable HTTP.
+type Everything = Peer;
+
+impl Peer {
+    fn spawn(mut cmd: Command) -> Peer {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("start server-everything");
+            .expect("start peer server");
         let stderr = child.stderr.take().unwrap();
         let mut lines = BufReader::new(stderr).lines();
         let addr = loop {
             let line = lines
                 .next()
-                .expect("server-everything exited before listening")
+                .expect("the peer server exited before listening")
                 .unwrap();
             if let Some(a) = line.strip_prefix("PEER_LISTENING ") {
                 break a.trim().parse().unwrap();
@@ -66,7 +61,48 @@ impl Everything {
         };
         // Keep draining stderr so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Everything { child, addr }
+        Peer { child, addr }
+    }
+
+    /// A Node script, its listen forced onto a loopback port.
+    fn node(script: PathBuf, args: &[&str]) -> Peer {
+        let mut cmd = Command::new(node22_bin().join("node"));
+        cmd.arg("--require")
+            .arg(repo("tests/peers/loopback-listen.cjs"))
+            .arg(require(script))
+            .args(args)
+            .env("PORT", "0")
+            .env("PEER_LISTEN_PORT", "0");
+        Peer::spawn(cmd)
+    }
+
+    fn start() -> Peer {
+        Peer::node(
+            peers_dir()
+                .join("npm/node_modules/@modelcontextprotocol/server-everything/dist/index.js"),
+            &["streamableHttp"],
+        )
+    }
+
+    /// The TypeScript SDK's SEP-1699 example: its `long-task` tool closes
+    /// the call's SSE stream midway and keeps sending; the client must
+    /// resume from the priming event's id.
+    fn sse_polling() -> Peer {
+        Peer::node(
+            peers_dir().join(
+                "npm/node_modules/@modelcontextprotocol/sdk/dist/esm/examples/server/ssePollingExample.js",
+            ),
+            &[],
+        )
+    }
+
+    /// tests/peers/conformance_server.py: a Python SDK (`MCPServer`) server
+    /// covering the conformance suite's scenarios, both protocol eras.
+    fn conformance_server() -> Peer {
+        let mut cmd = Command::new(venv_python());
+        cmd.arg(repo("tests/peers/conformance_server.py"))
+            .args(["--port", "0"]);
+        Peer::spawn(cmd)
     }
 
     fn url(&self) -> String {
@@ -74,11 +110,46 @@ impl Everything {
     }
 }
 
-impl Drop for Everything {
+impl Drop for Peer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `portcullis up --json` run as a user runs it (the binary), agents without
+/// a key on loopback, with `args` added; killed on drop. Returns the URL of
+/// each server.
+fn up_binary(args: &[String]) -> (Proc, BTreeMap<String, String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args([
+            "up",
+            "--json",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-demo",
+            "--insecure-no-auth",
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let guard = Proc(child);
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let up: Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("up --json printed {line:?}: {e}"));
+    assert!(up["token"].is_null());
+    let servers = up["servers"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+        .collect();
+    (guard, servers)
 }
 
 /// Runs the Python SDK client; returns its JSON line.
@@ -274,14 +345,18 @@ async fn sse_event_ids_survive_and_resumption_replays_through_the_tunnel() {
     running.stop().await;
 }
 
-/// Per-scenario (passed, failed) from the conformance summary.
-fn conformance(url: &str) -> BTreeMap<String, (u32, u32)> {
-    let js = require(
-        peers_dir().join("npm/node_modules/@modelcontextprotocol/conformance/dist/index.js"),
-    );
+/// Per-scenario (passed, failed) from the summary of the conformance suite
+/// at `js` (under target/peers/npm/node_modules) run against `url`.
+fn conformance(js: &str, url: &str, extra: &[&str]) -> BTreeMap<String, (u32, u32)> {
+    let js = require(peers_dir().join("npm/node_modules").join(js));
+    // The suite writes a results/ directory where it runs.
+    let cwd = std::env::temp_dir().join(format!("portcullis-conformance-{}", std::process::id()));
+    std::fs::create_dir_all(&cwd).unwrap();
     let out = Command::new(node22_bin().join("node"))
         .arg(js)
         .args(["server", "--url", url])
+        .args(extra)
+        .current_dir(&cwd)
         .stdin(Stdio::null())
         .output()
         .expect("run conformance");
@@ -310,47 +385,39 @@ fn conformance(url: &str) -> BTreeMap<String, (u32, u32)> {
     scenarios
 }
 
+/// Every scenario that passes directly passes through the tunnel, with the
+/// same number of checks.
+fn assert_tunnel_matches(
+    direct: &BTreeMap<String, (u32, u32)>,
+    tunneled: &BTreeMap<String, (u32, u32)>,
+) {
+    let lost: Vec<_> = direct
+        .iter()
+        .filter(|(name, (passed, failed))| {
+            *failed == 0 && tunneled.get(*name) != Some(&(*passed, 0))
+        })
+        .map(|(name, d)| format!("{name}: direct {d:?}, tunneled {:?}", tunneled.get(name)))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "scenarios that pass directly but not through the tunnel:\n{}",
+        lost.join("\n")
+    );
+}
+
+const CONFORMANCE_0_1: &str = "@modelcontextprotocol/conformance/dist/index.js";
+const CONFORMANCE_NEXT: &str = "conformance-next/dist/index.js";
+
 #[test]
 fn conformance_through_the_tunnel_matches_direct() {
     let everything = Everything::start();
-    let direct = conformance(&everything.url());
-
-    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args([
-            "up",
-            "--json",
-            "--listen",
-            "127.0.0.1:0",
-            "--no-demo",
-            "--insecure-no-auth",
-        ])
-        .arg("--server")
-        .arg(format!("everything={}", everything.url()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    // The `portcullis up` binary, as a user runs it; killed on drop.
-    let _guard = Proc(child);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let up: Value =
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("up --json printed {line:?}: {e}"));
-    assert!(up["token"].is_null());
-    let url = up["servers"]["everything"].as_str().unwrap();
-    let tunneled = conformance(url);
-
-    for (name, (passed, failed)) in &direct {
-        if *failed == 0 {
-            assert_eq!(
-                tunneled.get(name),
-                Some(&(*passed, 0)),
-                "scenario {name} passes directly but not through the tunnel"
-            );
-        }
-    }
+    let direct = conformance(CONFORMANCE_0_1, &everything.url(), &[]);
+    let (_up, servers) = up_binary(&[
+        "--server".into(),
+        format!("everything={}", everything.url()),
+    ]);
+    let tunneled = conformance(CONFORMANCE_0_1, &servers["everything"], &[]);
+    assert_tunnel_matches(&direct, &tunneled);
     assert_eq!(
         tunneled.get("dns-rebinding-protection"),
         Some(&(2, 0)),
@@ -361,4 +428,180 @@ fn conformance_through_the_tunnel_matches_direct() {
         total(&tunneled) > total(&direct),
         "direct {direct:?}\ntunneled {tunneled:?}"
     );
+}
+
+#[test]
+fn conformance_2026_07_28_through_schema_guard_and_redact_matches_direct() {
+    let server = Peer::conformance_server();
+    let requirements = ["--requirements", "2026-07-28"];
+    let direct = conformance(CONFORMANCE_NEXT, &server.url(), &requirements);
+    // The comparison means something only if the server covers the suite.
+    for required in [
+        "server-stateless",
+        "input-required-result-multi-round",
+        "tasks-lifecycle",
+    ] {
+        assert!(
+            direct.get(required).is_some_and(|(p, f)| *p > 0 && *f == 0),
+            "{required} fails directly: {direct:?}"
+        );
+    }
+    let (_up, servers) = up_binary(&[
+        "--server".into(),
+        format!("conf={}", server.url()),
+        "--policy".into(),
+        repo("tests/policies/conformance.toml")
+            .display()
+            .to_string(),
+    ]);
+    let tunneled = conformance(CONFORMANCE_NEXT, &servers["conf"], &requirements);
+    assert_tunnel_matches(&direct, &tunneled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typescript_sdk_client_resumes_a_stream_the_server_closed_mid_call() {
+    let server = Peer::sse_polling();
+    let running = stack_with(vec![("poll", server.url())]).await;
+    let sdk = require(peers_dir().join("npm/node_modules/@modelcontextprotocol/sdk"));
+    let call = |url: String, token: Option<String>| {
+        let mut cmd = tokio::process::Command::new(node22_bin().join("node"));
+        cmd.arg(repo("tests/peers/ts_client.mjs"))
+            .arg("--sdk")
+            .arg(&sdk)
+            .args(["--url", &url, "--tool", "long-task"])
+            .kill_on_drop(true);
+        if let Some(t) = token {
+            cmd.args(["--token", &t]);
+        }
+        async move {
+            let out = within("TypeScript SDK client", cmd.output()).await.unwrap();
+            assert!(
+                out.status.success(),
+                "ts_client failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            serde_json::from_slice::<Value>(&out.stdout).unwrap()
+        }
+    };
+    let direct = call(server.url(), None).await;
+    let tunneled = call(running.servers["poll"].clone(), running.token.clone()).await;
+    // Two log messages come after the server closed the stream: the client
+    // sees them only by resuming from the priming event's id.
+    assert_eq!(
+        tunneled["result"]["content"][0]["text"],
+        "Long task completed successfully!"
+    );
+    assert_eq!(tunneled["logs"], direct["logs"]);
+    assert_eq!(tunneled["logs"].as_array().unwrap().len(), 4, "{tunneled}");
+    running.stop().await;
+}
+
+/// A 2026-07-28 request: the envelope in `_meta` and the standard headers.
+fn stateless(id: u64, method: &str, mut params: Value) -> (Bytes, Vec<(&'static str, String)>) {
+    params["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+    });
+    let mut headers = vec![
+        ("mcp-protocol-version", "2026-07-28".to_owned()),
+        ("mcp-method", method.to_owned()),
+        ("accept", "application/json, text/event-stream".to_owned()),
+    ];
+    if let Some(name) = params["name"].as_str() {
+        headers.push(("mcp-name", name.to_owned()));
+    }
+    let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+    (Bytes::from(body.to_string()), headers)
+}
+
+async fn send_stateless(c: &McpClient, id: u64, method: &str, params: Value) -> (u16, Value) {
+    let (body, headers) = stateless(id, method, params);
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let reply = within(method, c.send(Method::POST, body, &headers))
+        .await
+        .unwrap();
+    (
+        reply.status.as_u16(),
+        reply.last().cloned().unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stdio_server_that_speaks_2026_07_28_serves_stateless_requests() {
+    let time = format!(
+        "stdio:{} -m mcp_server_time --local-timezone UTC",
+        venv_python().display()
+    );
+    let running = stack_with(vec![("time", time)]).await;
+    let c = McpClient::new(&running.servers["time"], running.token.as_deref());
+    let (status, listed) = send_stateless(&c, 1, "tools/list", json!({})).await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["id"], 1);
+    let names: Vec<&str> = listed["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(names.contains(&"get_current_time"), "{listed}");
+    // Two clients of one principal using the same id at once: each gets its
+    // own answer under its own id (the gateway renumbers on the way in).
+    let call = |tz: &'static str| {
+        let c = McpClient::new(&running.servers["time"], running.token.as_deref());
+        async move {
+            send_stateless(
+                &c,
+                7,
+                "tools/call",
+                json!({"name": "get_current_time", "arguments": {"timezone": tz}}),
+            )
+            .await
+        }
+    };
+    let (a, b) = tokio::join!(call("Europe/Paris"), call("Asia/Tokyo"));
+    for ((status, reply), tz) in [(a, "Europe/Paris"), (b, "Asia/Tokyo")] {
+        assert_eq!(status, 200, "{reply}");
+        assert_eq!(reply["id"], 7);
+        let text = reply["result"]["content"][0]["text"].as_str().unwrap();
+        assert!(text.contains(tz), "{tz}: {text}");
+    }
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stdio_server_that_speaks_only_sessions_answers_stateless_requests_with_32022() {
+    // server-everything on stdio is built on the TypeScript SDK 1.x, which
+    // knows only the session-based protocol.
+    let js = require(
+        peers_dir().join("npm/node_modules/@modelcontextprotocol/server-everything/dist/index.js"),
+    );
+    let everything = format!(
+        "stdio:{} {} stdio",
+        node22_bin().join("node").display(),
+        js.display()
+    );
+    let running = stack_with(vec![("everything", everything)]).await;
+    let c = McpClient::new(&running.servers["everything"], running.token.as_deref());
+    for id in [1, 2] {
+        // The second answer comes from what the first probe learned.
+        let (status, reply) = send_stateless(&c, id, "tools/list", json!({})).await;
+        assert_eq!(status, 400, "{reply}");
+        assert_eq!(reply["id"], id);
+        assert_eq!(reply["error"]["code"], -32022, "{reply}");
+        assert_eq!(reply["error"]["data"]["requested"], "2026-07-28");
+        assert_eq!(
+            reply["error"]["data"]["supported"],
+            json!(["2025-11-25"]),
+            "{reply}"
+        );
+    }
+    // The session-based protocol still works on the same server.
+    let mut c = McpClient::new(&running.servers["everything"], running.token.as_deref());
+    c.initialize().await.unwrap();
+    let r = c
+        .call_tool("echo", json!({"message": "still here"}))
+        .await
+        .unwrap();
+    assert_eq!(r["result"]["content"][0]["text"], "Echo: still here");
+    running.stop().await;
 }

@@ -181,12 +181,14 @@ impl Definitions for HostCatalog<'_> {
 
 portcullis_plugin_sdk::export_plugin!(SchemaGuard);
 
-/// `tools/call` both ways; `tools/list` too when pinning may hide tools.
+/// `tools/call` both ways, and the task methods that deliver a tool's
+/// result later (`tasks/result`, 2025-11-25; `tasks/get` inlining it,
+/// 2026-07-28); `tools/list` too when pinning may hide tools.
 fn interests(config: &Config) -> Interests {
     if config.pinning() {
-        Interests::methods(["tools/call", "tools/list"])
+        Interests::methods(["tools/call", "tasks/get", "tasks/result", "tools/list"])
     } else {
-        Interests::methods(["tools/call"])
+        Interests::methods(["tools/call", "tasks/get", "tasks/result"])
     }
 }
 
@@ -229,8 +231,12 @@ pub(crate) fn decide_with(
             MessageKind::Request | MessageKind::Notification,
             Some("tools/call"),
         ) => check_call(config, ctx, message, definition),
-        (Direction::ToClient, MessageKind::Response, Some("tools/call")) => {
+        // The gateway names the tool that created the task as the target.
+        (Direction::ToClient, MessageKind::Response, Some("tools/call" | "tasks/result")) => {
             check_result(config, ctx, message, definition)
+        }
+        (Direction::ToClient, MessageKind::Response, Some("tasks/get")) => {
+            check_task_result(config, ctx, message, definition)
         }
         (Direction::ToClient, MessageKind::Response, Some("tools/list")) => {
             filter_list(config, message)
@@ -406,6 +412,43 @@ fn check_result(
     if view.is_error {
         return annotated(allow().with_label("validated", "none"), tool, pin);
     }
+    // Only a complete result is the tool's output: a multi-round
+    // `input_required` result (2026-07-28) asks the client for input and a
+    // task result says where the output will be (2025-11-25 nests it under
+    // `task`, 2026-07-28 says `resultType: "task"`).
+    match view.result_type.as_deref() {
+        None | Some("complete") => {}
+        Some(kind @ ("input_required" | "task")) => {
+            return annotated(
+                allow()
+                    .with_label("validated", "none")
+                    .with_label("result_type", kind),
+                tool,
+                pin,
+            );
+        }
+        Some(_) => {
+            return annotated(
+                invalid_result(
+                    tool,
+                    "the result has a resultType this plugin does not know".into(),
+                    "unknown resultType",
+                )
+                .with_label("reason", "invalid-result"),
+                tool,
+                pin,
+            );
+        }
+    }
+    if view.result_type.is_none() && view.has_task && !view.has_content {
+        return annotated(
+            allow()
+                .with_label("validated", "none")
+                .with_label("result_type", "task"),
+            tool,
+            pin,
+        );
+    }
     let Some(structured) = view.structured else {
         if !config.require_structured {
             return annotated(allow().with_label("validated", "none"), tool, pin);
@@ -466,6 +509,33 @@ struct ResultView {
     is_error: bool,
     /// `structuredContent`, when present (`null` included).
     structured: Option<Value>,
+    /// `resultType` (2026-07-28), when it is a string.
+    result_type: Option<String>,
+    /// A `task` member (2025-11-25's CreateTaskResult).
+    has_task: bool,
+    /// A `content` member (every complete CallToolResult has one).
+    has_content: bool,
+}
+
+/// A `tasks/get` response (2026-07-28): once the task completed, the tool's
+/// result is inlined under `result.result`, and is checked like the result
+/// of the call that created the task. Without one there is no output yet.
+fn check_task_result(
+    config: &Config,
+    ctx: &Context,
+    message: &str,
+    definition: &dyn Definitions,
+) -> Verdict {
+    let inner = serde_json::from_str::<Value>(message)
+        .ok()
+        .and_then(|v| v.get("result").and_then(|r| r.get("result")).cloned());
+    match inner {
+        None => allow().with_label("validated", "none"),
+        Some(result) => {
+            let wrapped = serde_json::json!({ "result": result }).to_string();
+            check_result(config, ctx, &wrapped, definition)
+        }
+    }
 }
 
 impl<'de> serde::Deserialize<'de> for Envelope {
@@ -510,6 +580,12 @@ impl<'de> serde::Deserialize<'de> for ResultView {
             IsError,
             #[serde(rename = "structuredContent")]
             Structured,
+            #[serde(rename = "resultType")]
+            ResultType,
+            #[serde(rename = "task")]
+            Task,
+            #[serde(rename = "content")]
+            Content,
             #[serde(other)]
             Other,
         }
@@ -525,6 +601,9 @@ impl<'de> serde::Deserialize<'de> for ResultView {
                 let mut view = ResultView {
                     is_error: false,
                     structured: None,
+                    result_type: None,
+                    has_task: false,
+                    has_content: false,
                 };
                 while let Some(field) = map.next_key::<Field>()? {
                     match field {
@@ -532,6 +611,22 @@ impl<'de> serde::Deserialize<'de> for ResultView {
                             view.is_error = map.next_value::<Value>()? == Value::Bool(true);
                         }
                         Field::Structured => view.structured = Some(map.next_value::<Value>()?),
+                        Field::ResultType => {
+                            view.result_type = match map.next_value::<Value>()? {
+                                Value::String(s) => Some(s),
+                                // Present but not a string: no kind this
+                                // plugin knows, so not a complete result.
+                                other => Some(other.to_string()),
+                            };
+                        }
+                        Field::Task => {
+                            map.next_value::<IgnoredAny>()?;
+                            view.has_task = true;
+                        }
+                        Field::Content => {
+                            map.next_value::<IgnoredAny>()?;
+                            view.has_content = true;
+                        }
                         Field::Other => {
                             map.next_value::<IgnoredAny>()?;
                         }

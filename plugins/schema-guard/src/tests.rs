@@ -721,9 +721,15 @@ fn other_messages_pass_untouched() {
 
 #[test]
 fn interests_follow_the_config() {
-    assert_eq!(interests(&Config::default()).methods, vec!["tools/call"]);
+    assert_eq!(
+        interests(&Config::default()).methods,
+        vec!["tools/call", "tasks/get", "tasks/result"]
+    );
     let cfg = config(r#"{"unpinned": "deny"}"#);
-    assert_eq!(interests(&cfg).methods, vec!["tools/call", "tools/list"]);
+    assert_eq!(
+        interests(&cfg).methods,
+        vec!["tools/call", "tasks/get", "tasks/result", "tools/list"]
+    );
     assert!(interests(&cfg).directions.is_empty(), "both directions");
 }
 
@@ -1654,4 +1660,79 @@ fn bench_cached_validation() {
     time("cold compile of the inputSchema", &|| {
         schemas::compile(&refund()["inputSchema"]).is_ok()
     });
+}
+
+// ---------------------------------------------------------------------------
+// Results that are not (yet) the tool's output, and task results
+// ---------------------------------------------------------------------------
+
+fn label<'v>(v: &'v Verdict, key: &str) -> Option<&'v str> {
+    v.annotations
+        .iter()
+        .find_map(|a| match (&a.value, a.key == key) {
+            (AnnotationValue::Label(l), true) => Some(l.as_str()),
+            _ => None,
+        })
+}
+
+#[test]
+fn only_complete_results_are_checked_against_the_output_schema() {
+    let cat = Catalog::of(&[weather()]);
+    let strict = Config::default();
+    let input_required = json!({"resultType": "input_required",
+        "inputRequests": {"city": {"method": "elicitation/create", "params": {"message": "Which city?"}}},
+        "requestState": "opaque"});
+    let v = result(&strict, &cat, "crm-rt", "weather", input_required);
+    assert!(v.is_allow(), "{v:?}");
+    assert_eq!(label(&v, "result_type"), Some("input_required"));
+    let task_2026 = json!({"resultType": "task", "taskId": "t-1", "status": "working"});
+    assert!(result(&strict, &cat, "crm-rt", "weather", task_2026).is_allow());
+    let task_2025 = json!({"task": {"taskId": "t-1", "status": "working"}});
+    assert!(result(&strict, &cat, "crm-rt", "weather", task_2025).is_allow());
+    // A complete result, said or implied, is checked.
+    let bad =
+        json!({"resultType": "complete", "content": [], "structuredContent": {"temp": "hot"}});
+    assert!(!result(&strict, &cat, "crm-rt", "weather", bad).is_allow());
+    // `task` beside `content` is a complete result carrying a stray key.
+    let smuggled = json!({"task": {}, "content": [], "structuredContent": {"temp": "hot"}});
+    assert!(!result(&strict, &cat, "crm-rt", "weather", smuggled).is_allow());
+    // An unknown or malformed kind is not taken for anything: withheld.
+    for rt in [json!("partial"), json!(null), json!({"k": 1})] {
+        let v = result(
+            &strict,
+            &cat,
+            "crm-rt",
+            "weather",
+            json!({"resultType": rt, "content": []}),
+        );
+        assert!(!v.is_allow(), "{v:?}");
+    }
+}
+
+#[test]
+fn task_results_are_checked_as_the_result_of_the_tool_that_made_the_task() {
+    let cat = Catalog::of(&[weather()]);
+    let strict = Config::default();
+    let check = |method: &str, target: Option<&str>, body: Value| {
+        let msg = json!({"jsonrpc": "2.0", "id": 4, "result": body});
+        let c = on(
+            "crm-tasks",
+            ctx(Direction::ToClient, MessageKind::Response, method, target),
+        );
+        decide(&strict, &c, &msg.to_string(), &|t| cat.get(t))
+    };
+    // 2025-11-25: tasks/result is the tool's result itself.
+    let good = json!({"content": [], "structuredContent": {"temp": 1.0}});
+    let bad = json!({"content": [], "structuredContent": {"temp": "secret"}});
+    assert!(check("tasks/result", Some("weather"), good.clone()).is_allow());
+    assert!(!check("tasks/result", Some("weather"), bad.clone()).is_allow());
+    // A task the gateway could not tie to a tool is withheld.
+    assert!(!check("tasks/result", None, good.clone()).is_allow());
+    // 2026-07-28: tasks/get inlines it once the task completed.
+    let done = |r: Value| json!({"taskId": "t", "status": "completed", "result": r});
+    assert!(check("tasks/get", Some("weather"), done(good)).is_allow());
+    let v = check("tasks/get", Some("weather"), done(bad));
+    assert!(!v.is_allow(), "{v:?}");
+    let working = json!({"taskId": "t", "status": "working"});
+    assert!(check("tasks/get", Some("weather"), working).is_allow());
 }
