@@ -10,7 +10,9 @@
 //! agent before they are forwarded, and every reply — JSON bodies and each
 //! SSE event — in [`outbound::check_reply`] before it enters the tunnel.
 
+pub mod event_id;
 pub mod http;
+pub mod inspect;
 pub mod outbound;
 pub mod stdio;
 pub mod tasks;
@@ -26,14 +28,18 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use crate::audit::{DecisionRecord, Spool};
 use crate::body::{Body, ReadError, full, read_limited};
 use crate::mcp::era::{PROTOCOL_VERSION_HEADER, SESSION_HEADER};
-use crate::mcp::{Era, Kind, McpError, Message, check_standard_headers, error_response};
+use crate::mcp::{Era, Kind, McpError, error_response};
 use crate::policy::catalog::Catalog;
 use crate::policy::verdict::{Direction, MessageContext, MessageKind};
-use crate::policy::{Outcome, Policy, StepRecord};
+use crate::policy::{Policy, StepRecord};
 use crate::principal::{PRINCIPAL_HEADER, Principal};
 use crate::tunnel::connector::{self, PoolConfig, PoolStatus};
 use crate::tunnel::dial::DialConfig;
+use inspect::{Checkpoint, Exchange, InspectError, Inspected, Verdict};
 use outbound::{OutboundLimits, ReplyContext, denial_body};
+
+/// The resumption header; its value is a gateway-minted event id.
+const LAST_EVENT_ID_HEADER: &str = "last-event-id";
 
 /// What one exchange was, for its metrics.
 #[derive(Default)]
@@ -59,6 +65,7 @@ pub struct Gateway {
     policy: RwLock<Option<Arc<Policy>>>,
     catalog: Arc<Catalog>,
     tasks: Arc<tasks::Tasks>,
+    event_ids: Arc<event_id::EventIds>,
     audit: std::sync::OnceLock<Arc<Spool>>,
 }
 
@@ -115,11 +122,15 @@ pub async fn record_decision(
     spool.append(&record).await
 }
 
-/// The response to a request the chain denied: a JSON-RPC error for a
+/// The response to a message the chain denied: a JSON-RPC error for a
 /// request (HTTP 200, as for any JSON-RPC error), 403 for anything else.
-fn denied_response(msg: &Message, d: &crate::policy::verdict::Denial) -> Response<Body> {
-    let is_request = msg.kind == Kind::Request;
-    let id = if is_request { msg.id.as_deref() } else { None };
+fn denied_response(
+    kind: MessageKind,
+    id: Option<&str>,
+    d: &crate::policy::verdict::Denial,
+) -> Response<Body> {
+    let is_request = kind == MessageKind::Request;
+    let id = if is_request { id } else { None };
     let mut resp = Response::new(full(denial_body(id, d)));
     if !is_request {
         *resp.status_mut() = StatusCode::FORBIDDEN;
@@ -134,12 +145,16 @@ fn denied_response(msg: &Message, d: &crate::policy::verdict::Denial) -> Respons
 impl Gateway {
     /// A gateway serving `upstreams`, with no policy.
     pub fn new(upstreams: HashMap<String, Upstream>, limits: OutboundLimits) -> Arc<Gateway> {
+        // Without system randomness nothing here is safe to run.
+        #[allow(clippy::expect_used)]
+        let event_ids = event_id::EventIds::new().expect("the system's random number generator");
         Arc::new(Gateway {
             upstreams,
             limits,
             policy: RwLock::new(None),
             catalog: Arc::new(Catalog::default()),
             tasks: Arc::default(),
+            event_ids: Arc::new(event_ids),
             audit: std::sync::OnceLock::new(),
         })
     }
@@ -280,6 +295,7 @@ impl Gateway {
             kind: MessageKind::Notification,
             method: None,
             target: None,
+            related_tool: None,
             request_id: None,
             session_id: session.clone(),
             protocol_version: parts
@@ -293,6 +309,7 @@ impl Gateway {
             policy: policy.clone(),
             catalog: self.catalog.clone(),
             tasks: self.tasks.clone(),
+            event_ids: self.event_ids.clone(),
             base,
             limits: self.limits,
             audit: self.audit.get().cloned(),
@@ -315,122 +332,109 @@ impl Gateway {
                             None,
                         ),
                     })?;
-                let mut msg = Message::parse(bytes, self.limits.max_depth).map_err(|e| {
-                    let err = if e.code() == -32700 {
-                        McpError::Parse(e.to_string())
-                    } else {
-                        McpError::InvalidRequest(e.to_string())
-                    };
-                    (err, None)
-                })?;
-                let id = msg.id.clone();
-                let era = Era::of(&parts.headers, Some(&msg));
-                if era == Era::Stateless && base.protocol_version.is_none() {
-                    base.protocol_version = msg.meta_protocol_version.clone();
-                }
-                base.method = msg.method.clone();
-                base.target = msg.name.clone();
-                if msg.kind == Kind::Request && tasks::names_a_task(msg.method_str()) {
-                    // The task's tool is the target: its output is checked
-                    // as that tool's result. Someone else's task has none.
-                    base.target = tasks::requested_task(&msg.raw).and_then(|t| {
-                        self.tasks
-                            .tool_of(&base.server, &base.principal.subject, &t)
-                    });
-                }
-                call.method = msg.method.clone();
-                if msg.method.as_deref() == Some("tools/call") {
-                    call.tool = msg.name.clone();
-                }
-                let mut ctx = base.clone();
-                ctx.direction = Direction::ToServer;
-                ctx.kind = msg.kind.into();
-                ctx.request_id = msg.id.clone();
-                call.unrecorded = Some(ctx.clone());
-                crate::telemetry::span::describe(
-                    span,
-                    &crate::telemetry::span::Call {
-                        method: msg.method.as_deref(),
-                        target: msg.name.as_deref(),
-                        request_id: msg.id.as_deref(),
-                        session_id: session.as_deref(),
-                        protocol_version: base.protocol_version.as_deref(),
-                    },
-                );
-                if era == Era::Stateless {
-                    check_standard_headers(&parts.headers, &msg).map_err(|e| (e, id.clone()))?;
-                }
-                let rest = async {
-                    call.unrecorded = None; // recorded below, whatever the verdict
-                    let (outcome, records) = match &policy {
-                        Some(p) if p.wants(&ctx) => {
-                            p.apply(&ctx, msg.raw.clone(), self.limits.max_depth).await
-                        }
-                        _ => (Outcome::Pass(msg.raw.clone()), Vec::new()),
-                    };
-                    log_records(&ctx, &records);
-                    match outcome {
-                        Outcome::Deny(d) => {
-                            call.error = Some(d.code);
-                            let span = tracing::Span::current();
-                            crate::telemetry::span::fail(&span, Some(d.code), "");
-                            span.set_attribute("portcullis.outcome", "denied");
-                            // A denial is recorded; whether or not that worked,
-                            // the call is not made.
-                            let _ = record_decision(
-                                self.audit.get().map(|a| &**a),
-                                policy.as_deref(),
-                                &ctx,
-                                &records,
-                                "denied",
-                                None,
-                            )
-                            .await;
-                            return Ok(denied_response(&msg, &d));
-                        }
-                        Outcome::Pass(b) => {
-                            let label = if b == msg.raw {
-                                "forwarded"
-                            } else {
-                                "rewritten"
-                            };
-                            if record_decision(
-                                self.audit.get().map(|a| &**a),
-                                policy.as_deref(),
-                                &ctx,
-                                &records,
-                                label,
-                                Some(&b),
-                            )
-                            .await
-                            .is_err()
-                            {
-                                return Err((McpError::AuditUnavailable, id));
-                            }
-                            if b != msg.raw {
-                                msg = Message::parse(b, self.limits.max_depth).map_err(|e| {
-                                    (McpError::InvalidRequest(e.to_string()), id.clone())
-                                })?;
-                            }
-                        }
+                // The checkpoint records from here on, whatever happens.
+                call.unrecorded = None;
+                let checkpoint = Checkpoint {
+                    policy: policy.as_deref(),
+                    catalog: &self.catalog,
+                    tasks: &self.tasks,
+                    audit: self.audit.get().map(|a| &**a),
+                    limits: self.limits,
+                };
+                let inbound = MessageContext {
+                    direction: Direction::ToServer,
+                    ..base.clone()
+                };
+                let parsed = checkpoint
+                    .parse(
+                        &inbound,
+                        bytes,
+                        Exchange::Agent {
+                            headers: &parts.headers,
+                        },
+                        span,
+                    )
+                    .await;
+                let refused = |e: InspectError, call: &mut CallInfo| match e {
+                    InspectError::Invalid { error, id } => {
+                        call.error = Some(error.code());
+                        crate::telemetry::span::fail(span, Some(error.code()), "");
+                        (error, id)
                     }
-                    if msg.kind == Kind::Response || msg.kind == Kind::Error {
-                        // The agent answering a server request: the reply that
-                        // comes back (202) carries no message to check.
-                        base.method = None;
-                        base.target = None;
+                    InspectError::Unrecorded { .. } => (McpError::AuditUnavailable, None),
+                };
+                let parsed = parsed.map_err(|e| refused(e, call))?;
+                {
+                    let ctx = parsed.ctx();
+                    call.method = ctx.method.clone();
+                    if ctx.method.as_deref() == Some("tools/call") {
+                        call.tool = ctx.target.clone();
                     }
-                    base.request_id = msg.id.clone();
+                    // Named before the span is entered: its name and parent
+                    // are final from then on.
+                    crate::telemetry::span::describe(
+                        span,
+                        &crate::telemetry::span::Call {
+                            method: ctx.method.as_deref(),
+                            target: ctx.target.as_deref(),
+                            request_id: ctx.request_id.as_deref(),
+                            session_id: session.as_deref(),
+                            protocol_version: ctx.protocol_version.as_deref(),
+                        },
+                    );
+                }
+                let decided =
+                    tracing::Instrument::instrument(checkpoint.decide(parsed), span.clone()).await;
+                let Inspected { ctx, verdict } = decided.map_err(|e| refused(e, call))?;
+                let id = ctx.request_id.clone();
+                let msg = match verdict {
+                    Verdict::Forward(m) => m,
+                    Verdict::Denied(d) => {
+                        call.error = Some(d.code);
+                        crate::telemetry::span::fail(span, Some(d.code), "");
+                        span.set_attribute("portcullis.outcome", "denied");
+                        return Ok(denied_response(ctx.kind, id.as_deref(), &d));
+                    }
+                    Verdict::Dropped => {
+                        return Ok(denied_response(
+                            ctx.kind,
+                            id.as_deref(),
+                            &crate::policy::verdict::Denial {
+                                code: -32600,
+                                public_message: "Invalid request".into(),
+                                private_reason: "dropped at the checkpoint".into(),
+                            },
+                        ));
+                    }
+                };
+                // What the upstream's reply answers: this request (the agent
+                // answering a server request gets a 202 with no message).
+                base.method = ctx.method.clone();
+                base.target = ctx.target.clone();
+                base.protocol_version = ctx.protocol_version.clone();
+                base.request_id = (msg.kind == Kind::Request)
+                    .then(|| msg.id.clone())
+                    .flatten();
+                let era = if ctx
+                    .protocol_version
+                    .as_deref()
+                    .is_some_and(|v| v >= crate::mcp::era::STATELESS_SINCE)
+                {
+                    Era::Stateless
+                } else {
+                    Era::Session
+                };
+                let sent = async {
                     match upstream {
-                        Upstream::Http(u) => u
-                            .call(
+                        Upstream::Http(u) => {
+                            u.call(
                                 Method::POST,
                                 &parts.headers,
                                 Some(msg.raw.clone()),
                                 reply(base),
                             )
                             .await
-                            .map_err(|e| (e, id)),
+                        }
                         Upstream::Stdio(u) if era == Era::Stateless => {
                             let requested = base
                                 .protocol_version
@@ -445,26 +449,52 @@ impl Gateway {
                                 reply(base),
                             )
                             .await
-                            .map_err(|e| (e, id))
                         }
-                        Upstream::Stdio(u) => u
-                            .post(
+                        Upstream::Stdio(u) => {
+                            u.post(
                                 session.as_deref(),
                                 msg,
                                 accepts_sse(&parts.headers),
                                 reply(base),
                             )
                             .await
-                            .map_err(|e| (e, id)),
+                        }
                     }
+                    .map_err(|e| (e, id))
                 };
-                tracing::Instrument::instrument(rest, span.clone()).await
+                tracing::Instrument::instrument(sent, span.clone()).await
             }
             Method::GET | Method::DELETE => {
+                let mut headers = parts.headers.clone();
+                if let Some(minted) = headers.remove(LAST_EVENT_ID_HEADER) {
+                    // Resumption: the upstream gets its own id back, and the
+                    // resumed stream may answer the request it came from.
+                    let scope = crate::gateway::event_id::Scope {
+                        server: &base.server,
+                        session: session.as_deref(),
+                        subject: &base.principal.subject,
+                    };
+                    let opened = minted
+                        .to_str()
+                        .ok()
+                        .and_then(|m| self.event_ids.open(&scope, m))
+                        .ok_or((
+                            McpError::InvalidRequest(
+                                "Last-Event-ID names no event of this session".into(),
+                            ),
+                            None,
+                        ))?;
+                    let upstream_id =
+                        ::http::HeaderValue::from_str(&opened.upstream).map_err(|_| {
+                            (McpError::InvalidRequest("bad Last-Event-ID".into()), None)
+                        })?;
+                    headers.insert(LAST_EVENT_ID_HEADER, upstream_id);
+                    base.request_id = opened.request;
+                }
                 let sent = async {
                     match upstream {
                         Upstream::Http(u) => {
-                            u.call(parts.method.clone(), &parts.headers, None, reply(base))
+                            u.call(parts.method.clone(), &headers, None, reply(base))
                                 .await
                         }
                         Upstream::Stdio(u) if parts.method == Method::GET => {

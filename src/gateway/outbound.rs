@@ -1,8 +1,15 @@
-//! Everything an upstream sends back, checked before it enters the tunnel:
-//! JSON bodies are parsed whole (bounded), SSE streams event by event, and
-//! only allow-listed response headers leave. Every server→client message
-//! passes [`check_reply`]: parse, learn the tool catalog, run the policy
-//! chain's response phase.
+//! Everything an upstream sends back, checked before it enters the tunnel.
+//! What leaves is produced by the gateway from what the checkpoint
+//! ([`super::inspect`]) parsed and the chain saw, never copied through:
+//!
+//! - JSON bodies are parsed whole (bounded) and each message passes the
+//!   checkpoint; a body that is not one JSON-RPC message is replaced by a
+//!   gateway-made JSON-RPC error of the same status class; a 202 carries no
+//!   body.
+//! - SSE streams are re-emitted event by event: the checked `data`, a
+//!   gateway-minted id ([`super::event_id`]) and a numeric `retry`; upstream
+//!   comments and `event:` names are not forwarded.
+//! - Response headers pass an allow-list, each value validated.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -15,22 +22,14 @@ use hyper::body::Frame;
 
 use crate::audit::Spool;
 use crate::body::{Body, BoxError, ReadError, full, read_limited};
-use crate::gateway::tasks;
+use crate::gateway::event_id::{EventIds, Scope};
+use crate::gateway::inspect::{Checkpoint, Exchange, InspectError, Inspected, Verdict};
+use crate::mcp::era::{PROTOCOL_VERSION_HEADER, SESSION_HEADER};
 use crate::mcp::sse::{Decoder, Event};
-use crate::mcp::{Kind, McpError, Message, error_response};
+use crate::mcp::{McpError, error_response};
+use crate::policy::Policy;
 use crate::policy::catalog::Catalog;
-use crate::policy::verdict::{Denial, MessageContext};
-use crate::policy::{Outcome, Policy};
-
-/// Response headers an upstream may send to the agent.
-const FORWARDED_RESPONSE_HEADERS: &[&str] = &[
-    "content-type",
-    "mcp-session-id",
-    "mcp-protocol-version",
-    "cache-control",
-    "retry-after",
-    "allow",
-];
+use crate::policy::verdict::{Denial, MessageContext, MessageKind};
 
 /// Limits applied to what comes back.
 #[derive(Debug, Clone, Copy)]
@@ -48,11 +47,33 @@ pub struct ReplyContext {
     pub policy: Option<Arc<Policy>>,
     pub catalog: Arc<Catalog>,
     pub tasks: Arc<crate::gateway::tasks::Tasks>,
+    pub event_ids: Arc<EventIds>,
     pub base: MessageContext,
     pub limits: OutboundLimits,
     pub audit: Option<Arc<Spool>>,
     /// The exchange's span: replies checked later (SSE events) stay in it.
     pub span: tracing::Span,
+}
+
+impl ReplyContext {
+    fn checkpoint(&self) -> Checkpoint<'_> {
+        Checkpoint {
+            policy: self.policy.as_deref(),
+            catalog: &self.catalog,
+            tasks: &self.tasks,
+            audit: self.audit.as_deref(),
+            limits: self.limits,
+        }
+    }
+
+    /// What an event id minted on this exchange is bound to.
+    pub fn scope(&self) -> Scope<'_> {
+        Scope {
+            server: &self.base.server,
+            session: self.base.session_id.as_deref(),
+            subject: &self.base.principal.subject,
+        }
+    }
 }
 
 /// A JSON-RPC error answering `id` (raw JSON text) with a policy denial.
@@ -64,111 +85,148 @@ pub fn denial_body(id: Option<&str>, d: &Denial) -> String {
     )
 }
 
-/// Checks one server→client message. `Ok(Some)` is what to send (the
-/// message, a rewrite, or an error replacing a denied response); `Ok(None)`
-/// drops a denied notification or server request; `Err` is a message that
-/// is not valid JSON-RPC.
-pub async fn check_reply(rc: &ReplyContext, data: Bytes) -> Result<Option<Bytes>, String> {
-    let msg = Message::parse(data, rc.limits.max_depth).map_err(|e| e.to_string())?;
-    let is_reply = matches!(msg.kind, Kind::Response | Kind::Error);
-    if is_reply && msg.kind == Kind::Response && rc.base.method.as_deref() == Some("tools/list") {
-        rc.catalog.learn(&rc.base.server, &msg.raw, false);
-    }
-    let answered = rc.base.method.as_deref().unwrap_or("");
-    if msg.kind == Kind::Response
-        && answered == "tools/call"
-        && let (Some(task), Some(tool)) = (tasks::created_task(&msg.raw), &rc.base.target)
-    {
-        rc.tasks
-            .learn(&rc.base.server, &rc.base.principal.subject, &task, tool);
-    }
-
-    if msg.kind == Kind::Response && tasks::delivers_output(answered) && rc.base.target.is_none() {
-        // A task this gateway did not see this principal create: its output
-        // cannot be tied to a tool, and may be someone else's.
-        tracing::info!(
-            server = rc.base.server,
-            method = answered,
-            "task output for an unknown task withheld"
-        );
-        let mut ctx = rc.base.clone();
-        ctx.kind = msg.kind.into();
-        ctx.request_id = msg.id.clone();
-        let _ = crate::gateway::record_decision(
-            rc.audit.as_deref(),
-            rc.policy.as_deref(),
-            &ctx,
-            &[],
-            "denied",
-            None,
-        )
+/// Checks one server→client message at the checkpoint. `Ok(Some)` is what
+/// to send (the message, a rewrite, or an error replacing a denied
+/// response); `Ok(None)` drops it (a denied notification or server request,
+/// a response that answers nothing in flight); `Err` is a message that is
+/// not valid JSON-RPC.
+pub async fn check_reply(rc: &ReplyContext, data: Bytes) -> Result<Option<Bytes>, McpError> {
+    let answers = rc.base.request_id.as_deref();
+    let inspected = rc
+        .checkpoint()
+        .inspect(&rc.base, data, Exchange::Upstream { answers })
         .await;
-        let unknown = Denial {
-            code: -32602,
-            public_message: "Unknown task".into(),
-            private_reason:
-                "task output for a task not created by this principal through this gateway".into(),
-        };
-        return Ok(Some(Bytes::from(denial_body(msg.id.as_deref(), &unknown))));
+    match inspected {
+        Ok(Inspected {
+            verdict: Verdict::Forward(m),
+            ..
+        }) => Ok(Some(m.raw)),
+        Ok(Inspected {
+            ctx,
+            verdict: Verdict::Denied(d),
+        }) if is_reply(ctx.kind) => Ok(Some(Bytes::from(denial_body(
+            ctx.request_id.as_deref(),
+            &d,
+        )))),
+        Ok(_) => Ok(None),
+        Err(InspectError::Unrecorded { reply_to }) => Ok(reply_to.map(|id| {
+            Bytes::from(crate::mcp::error::error_body(
+                &McpError::AuditUnavailable,
+                id.as_deref(),
+            ))
+        })),
+        Err(InspectError::Invalid { error, .. }) => Err(error),
     }
-    if rc.policy.is_none() && rc.audit.is_none() {
-        return Ok(Some(msg.raw));
-    }
-    let mut ctx = rc.base.clone();
-    ctx.kind = msg.kind.into();
-    ctx.request_id = msg.id.clone();
-    if !is_reply {
-        ctx.method = msg.method.clone();
-        ctx.target = msg.name.clone();
-    }
-    let (outcome, records) = match &rc.policy {
-        Some(p) if p.wants(&ctx) => p.apply(&ctx, msg.raw.clone(), rc.limits.max_depth).await,
-        _ => (Outcome::Pass(msg.raw.clone()), Vec::new()),
-    };
-    crate::gateway::log_records(&ctx, &records);
-    let label = match &outcome {
-        Outcome::Pass(b) if *b == msg.raw => "forwarded",
-        Outcome::Pass(_) => "rewritten",
-        Outcome::Deny(_) if is_reply => "denied",
-        Outcome::Deny(_) => "dropped",
-    };
-    let forwarded = match &outcome {
-        Outcome::Pass(b) => Some(&b[..]),
-        Outcome::Deny(_) => None,
-    };
-    let recorded = crate::gateway::record_decision(
-        rc.audit.as_deref(),
-        rc.policy.as_deref(),
-        &ctx,
-        &records,
-        label,
-        forwarded,
-    )
-    .await;
-    if let Err(e) = recorded {
-        // Strict mode: what cannot be recorded does not leave.
-        tracing::error!(error = %e, "audit record not persisted; reply withheld");
-        let err = McpError::AuditUnavailable;
-        return Ok(
-            is_reply.then(|| Bytes::from(crate::mcp::error::error_body(&err, msg.id.as_deref())))
-        );
-    }
-    Ok(match outcome {
-        Outcome::Pass(bytes) => Some(bytes),
-        Outcome::Deny(d) if is_reply => Some(Bytes::from(denial_body(msg.id.as_deref(), &d))),
-        Outcome::Deny(_) => None,
-    })
 }
 
-/// Copies the allow-listed headers.
+fn is_reply(kind: MessageKind) -> bool {
+    matches!(kind, MessageKind::Response | MessageKind::Error)
+}
+
+/// Builds the headers the agent sees from the upstream's: an allow-list,
+/// each value validated; anything else is dropped. `Content-Type` is set by
+/// the caller from what the gateway actually sends.
 pub fn response_headers(from: &HeaderMap) -> HeaderMap {
     let mut out = HeaderMap::new();
-    for name in FORWARDED_RESPONSE_HEADERS {
-        for v in from.get_all(*name) {
-            out.append(*name, v.clone());
+    let valid: [(&str, fn(&str) -> bool); 5] = [
+        (SESSION_HEADER, valid_session_id),
+        (PROTOCOL_VERSION_HEADER, valid_protocol_version),
+        ("cache-control", valid_cache_control),
+        ("retry-after", valid_retry_after),
+        ("allow", valid_allow),
+    ];
+    for (name, ok) in valid {
+        let mut values = from.get_all(name).iter();
+        // One value each: a repeated header is ambiguous, so dropped.
+        if let (Some(v), None) = (values.next(), values.next())
+            && v.to_str().is_ok_and(ok)
+        {
+            out.insert(name, v.clone());
         }
     }
     out
+}
+
+/// The spec's session id syntax: visible ASCII (0x21–0x7E), bounded.
+fn valid_session_id(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= crate::limits::MAX_ID_LEN
+        && v.bytes().all(|b| (0x21..=0x7e).contains(&b))
+}
+
+fn valid_protocol_version(v: &str) -> bool {
+    let b = v.as_bytes();
+    b.len() == 10
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            _ => c.is_ascii_digit(),
+        })
+}
+
+/// Cache directives from a fixed vocabulary, with numeric arguments only.
+fn valid_cache_control(v: &str) -> bool {
+    const FLAGS: &[&str] = &[
+        "no-cache",
+        "no-store",
+        "private",
+        "public",
+        "must-revalidate",
+        "proxy-revalidate",
+        "no-transform",
+        "immutable",
+    ];
+    const NUMERIC: &[&str] = &[
+        "max-age",
+        "s-maxage",
+        "stale-while-revalidate",
+        "stale-if-error",
+    ];
+    v.len() <= 256
+        && v.split(',')
+            .map(str::trim)
+            .all(|d| match d.split_once('=') {
+                None => FLAGS.contains(&d.to_ascii_lowercase().as_str()),
+                Some((k, n)) => {
+                    NUMERIC.contains(&k.to_ascii_lowercase().as_str())
+                        && !n.is_empty()
+                        && n.len() <= 10
+                        && n.bytes().all(|b| b.is_ascii_digit())
+                }
+            })
+}
+
+/// Delay seconds, or an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
+fn valid_retry_after(v: &str) -> bool {
+    if !v.is_empty() && v.len() <= 10 && v.bytes().all(|b| b.is_ascii_digit()) {
+        return true;
+    }
+    const DAYS: &[&str] = &["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    const MONTHS: &[&str] = &[
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let parts: Vec<&str> = v.split(' ').collect();
+    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+    match parts[..] {
+        [day, dd, mon, yyyy, time, "GMT"] => {
+            day.strip_suffix(',').is_some_and(|d| DAYS.contains(&d))
+                && digits(dd, 2)
+                && MONTHS.contains(&mon)
+                && digits(yyyy, 4)
+                && time.len() == 8
+                && time
+                    .split(':')
+                    .collect::<Vec<_>>()
+                    .iter()
+                    .all(|t| digits(t, 2))
+        }
+        _ => false,
+    }
+}
+
+fn valid_allow(v: &str) -> bool {
+    v.split(',')
+        .map(str::trim)
+        .all(|m| matches!(m, "GET" | "POST" | "DELETE" | "OPTIONS" | "HEAD"))
 }
 
 fn content_type(headers: &HeaderMap) -> &str {
@@ -189,13 +247,24 @@ where
     let ctype = content_type(&parts.headers).to_ascii_lowercase();
     let server = rc.base.server.clone();
     let limits = rc.limits;
-    if ctype.starts_with("text/event-stream") {
+    let status = parts.status;
+    let answering = rc.base.request_id.clone();
+    if status == StatusCode::ACCEPTED {
+        // Nothing to check and nothing to send: whatever body came with it
+        // stays here.
+        return gateway_response(status, headers, Bytes::new(), None);
+    }
+    if ctype.starts_with("text/event-stream") && status.is_success() {
         headers.insert(
             header::CACHE_CONTROL,
             http::HeaderValue::from_static("no-cache"),
         );
+        headers.insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/event-stream"),
+        );
         let mut out = Response::new(sse_body(body, rc));
-        *out.status_mut() = parts.status;
+        *out.status_mut() = status;
         *out.headers_mut() = headers;
         return out;
     }
@@ -210,41 +279,56 @@ where
             tracing::warn!(server, limit, "upstream response too large");
             return error_response(
                 &McpError::InvalidUpstreamResponse(format!("the response exceeded {limit} bytes")),
-                rc.base.request_id.as_deref(),
+                answering.as_deref(),
             );
         }
         Ok(Err(ReadError::Io(e))) => {
             tracing::warn!(server, error = %e, "upstream response body failed");
             return error_response(
                 &McpError::UpstreamUnavailable("the upstream response was cut off".into()),
-                rc.base.request_id.as_deref(),
+                answering.as_deref(),
             );
         }
         Err(_) => {
             return error_response(
                 &McpError::UpstreamTimeout(limits.call_timeout.as_millis()),
-                rc.base.request_id.as_deref(),
+                answering.as_deref(),
             );
         }
     };
-    let bytes = if ctype.starts_with("application/json") && !bytes.is_empty() {
-        match check_reply(&rc, bytes).await {
-            Ok(Some(b)) => b,
-            Ok(None) => Bytes::new(),
-            Err(e) => {
+    let json = ctype.starts_with("application/json");
+    if json && !bytes.is_empty() {
+        match check_reply(&rc, bytes.clone()).await {
+            Ok(Some(b)) => return gateway_response(status, headers, b, Some("application/json")),
+            Ok(None) if answering.is_none() => {
+                return gateway_response(status, headers, Bytes::new(), None);
+            }
+            Ok(None) => {
+                return error_response(
+                    &McpError::InvalidUpstreamResponse(
+                        "the body answers no request in flight".into(),
+                    ),
+                    answering.as_deref(),
+                );
+            }
+            Err(e) if status.is_success() => {
                 tracing::warn!(server, error = %e, "upstream sent an invalid message");
                 return error_response(
                     &McpError::InvalidUpstreamResponse(
                         "the body is not exactly one JSON-RPC message".into(),
                     ),
-                    rc.base.request_id.as_deref(),
+                    answering.as_deref(),
                 );
             }
+            Err(_) => {}
         }
-    } else if parts.status.is_success() && !bytes.is_empty() && parts.status != StatusCode::ACCEPTED
-    {
-        // A success body that is neither JSON nor SSE is not MCP: it could be
-        // anything the upstream has, so it does not leave.
+    }
+    if status.is_success() && bytes.is_empty() {
+        return gateway_response(status, headers, Bytes::new(), None);
+    }
+    if status.is_success() {
+        // A success body that is neither JSON-RPC nor SSE is not MCP: it
+        // could be anything the upstream has, so it does not leave.
         tracing::warn!(server, content_type = ctype, "upstream sent a non-MCP body");
         return error_response(
             &McpError::InvalidUpstreamResponse(format!(
@@ -255,13 +339,38 @@ where
                     "non-JSON"
                 }
             )),
-            rc.base.request_id.as_deref(),
+            answering.as_deref(),
         );
+    }
+    // An error status without a JSON-RPC message: the status stays (a 404
+    // tells the client its session is gone), the body is the gateway's.
+    tracing::info!(
+        server,
+        status = status.as_u16(),
+        "upstream error status without a JSON-RPC body"
+    );
+    let err = if status == StatusCode::NOT_FOUND && rc.base.session_id.is_some() {
+        McpError::SessionNotFound
     } else {
-        bytes
+        McpError::UpstreamStatus(status.as_u16())
     };
-    let mut out = Response::new(full(bytes));
-    *out.status_mut() = parts.status;
+    let body = crate::mcp::error::error_body(&err, answering.as_deref());
+    gateway_response(status, headers, Bytes::from(body), Some("application/json"))
+}
+
+/// A response made by the gateway: `status`, the validated `headers`, and
+/// `body` of `ctype`.
+fn gateway_response(
+    status: StatusCode,
+    mut headers: HeaderMap,
+    body: Bytes,
+    ctype: Option<&'static str>,
+) -> Response<Body> {
+    if let Some(ct) = ctype {
+        headers.insert(header::CONTENT_TYPE, http::HeaderValue::from_static(ct));
+    }
+    let mut out = Response::new(full(body));
+    *out.status_mut() = status;
     *out.headers_mut() = headers;
     out
 }
@@ -274,10 +383,60 @@ struct SseState<B> {
 }
 
 /// A body that re-emits the upstream's SSE stream one checked event at a
-/// time. An invalid or oversized event ends the stream (fail closed): the
-/// agent's client reconnects or reports the error; the bad data never leaves.
-/// A dropped event keeps its id (as an empty event), so resumption cursors
-/// stay intact.
+/// time ([`reemit`]). An invalid or oversized event ends the stream (fail
+/// closed): the agent's client reconnects or reports the error; the bad
+/// data never leaves.
+/// The event the agent gets for one upstream event, made by the gateway:
+/// the checked data, a minted id, a numeric retry; `None` ends the stream
+/// (an invalid message: fail closed).
+async fn reemit(rc: &ReplyContext, ev: Event) -> Option<Event> {
+    let data = match ev.data {
+        // Empty data (the priming event a server sends before closing a
+        // stream for polling) keeps its `data:` line: without it,
+        // EventSource-based clients never record the id.
+        Some(d) if d.is_empty() => Some(d),
+        Some(d) => {
+            let checked =
+                tracing::Instrument::instrument(check_reply(rc, Bytes::from(d)), rc.span.clone());
+            match checked.await {
+                Ok(Some(b)) => Some(String::from_utf8_lossy(&b).into_owned()),
+                // Dropped: the event keeps its (minted) id, so resumption
+                // cursors stay intact.
+                Ok(None) => Some(String::new()),
+                Err(e) => {
+                    tracing::warn!(server = rc.base.server, error = %e, "upstream SSE event rejected; ending stream");
+                    return None;
+                }
+            }
+        }
+        None => None,
+    };
+    let id = ev.id.and_then(|upstream| {
+        let minted = rc
+            .event_ids
+            .seal(&rc.scope(), &upstream, rc.base.request_id.as_deref());
+        if minted.is_none() {
+            tracing::info!(
+                server = rc.base.server,
+                "upstream SSE event id too long to carry; sent without one"
+            );
+        }
+        minted
+    });
+    let mut out = Event {
+        id,
+        data,
+        retry: ev.retry,
+        ..Event::default()
+    };
+    if out.id.is_none() && out.data.is_none() && out.retry.is_none() {
+        // A comment or bare `event:` block: a keep-alive at most. The
+        // gateway sends its own, empty.
+        out.comments.push(String::new());
+    }
+    Some(out)
+}
+
 fn sse_body<B>(body: B, rc: ReplyContext) -> Body
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
@@ -291,25 +450,11 @@ where
     };
     let s = stream::unfold(state, |mut st| async move {
         loop {
-            if let Some(mut ev) = st.ready.pop_front() {
-                // An event with empty data (the priming event a server sends
-                // before closing a stream for polling) keeps its `data:` line:
-                // without it, EventSource-based clients never record the id.
-                if let Some(data) = ev.data.take_if(|d| !d.is_empty()) {
-                    let checked = tracing::Instrument::instrument(
-                        check_reply(&st.rc, Bytes::from(data)),
-                        st.rc.span.clone(),
-                    );
-                    match checked.await {
-                        Ok(Some(b)) => ev.data = Some(String::from_utf8_lossy(&b).into_owned()),
-                        Ok(None) => ev.data = Some(String::new()),
-                        Err(e) => {
-                            tracing::warn!(server = st.rc.base.server, error = %e, "upstream SSE event rejected; ending stream");
-                            return None;
-                        }
-                    }
-                }
-                return Some((Ok::<_, BoxError>(Frame::data(ev.encode())), st));
+            if let Some(ev) = st.ready.pop_front() {
+                let Some(out) = reemit(&st.rc, ev).await else {
+                    return None;
+                };
+                return Some((Ok::<_, BoxError>(Frame::data(out.encode())), st));
             }
             let frame = match st.body.as_mut().frame().await {
                 None => return None,

@@ -58,17 +58,29 @@ pub enum Era {
 }
 
 impl Era {
-    /// Decides the era from the version header and the message's `_meta`.
-    /// Versions are ISO dates, so they compare as strings.
-    pub fn of(headers: &HeaderMap, msg: Option<&Message>) -> Era {
-        let header = headers
-            .get(PROTOCOL_VERSION_HEADER)
-            .and_then(|v| v.to_str().ok());
+    /// Decides the era once, from the version header (the body's `_meta`
+    /// version only when there is no header). Both present and different
+    /// is refused: a body cannot move a request out of the stateless era's
+    /// header checks. Versions are ISO dates, so they compare as strings.
+    pub fn of(headers: &HeaderMap, msg: Option<&Message>) -> Result<Era, McpError> {
+        let header = match headers.get(PROTOCOL_VERSION_HEADER) {
+            None => None,
+            Some(v) => Some(v.to_str().map(str::trim).map_err(|_| {
+                McpError::HeaderMismatch("MCP-Protocol-Version header is not text".into())
+            })?),
+        };
         let meta = msg.and_then(|m| m.meta_protocol_version.as_deref());
-        match meta.or(header) {
+        if let (Some(h), Some(m)) = (header, meta)
+            && h != m
+        {
+            return Err(McpError::HeaderMismatch(format!(
+                "MCP-Protocol-Version header '{h}' does not match the body's protocol version '{m}'"
+            )));
+        }
+        Ok(match header.or(meta) {
             Some(v) if v >= STATELESS_SINCE => Era::Stateless,
             _ => Era::Session,
-        }
+        })
     }
 }
 
@@ -195,15 +207,27 @@ mod tests {
         let modern = msg(
             r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#,
         );
-        assert_eq!(Era::of(&HeaderMap::new(), Some(&modern)), Era::Stateless);
+        let era = |h: &[(&'static str, &str)], m: Option<&Message>| Era::of(&headers(h), m).ok();
+        assert_eq!(era(&[], Some(&modern)), Some(Era::Stateless));
         assert_eq!(
-            Era::of(&headers(&[("mcp-protocol-version", "2025-11-25")]), None),
-            Era::Session
+            era(&[("mcp-protocol-version", "2025-11-25")], None),
+            Some(Era::Session)
         );
         assert_eq!(
-            Era::of(&headers(&[("mcp-protocol-version", "2026-07-28")]), None),
-            Era::Stateless
+            era(&[("mcp-protocol-version", "2026-07-28")], None),
+            Some(Era::Stateless)
         );
-        assert_eq!(Era::of(&HeaderMap::new(), None), Era::Session);
+        assert_eq!(era(&[], None), Some(Era::Session));
+        let v = ("mcp-protocol-version", "2026-07-28");
+        assert_eq!(era(&[v], Some(&modern)), Some(Era::Stateless));
+        // A body version cannot talk a request out of its headers' era.
+        let downgrade = msg(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","_meta":{"io.modelcontextprotocol/protocolVersion":"2025-06-18"}}}"#,
+        );
+        assert_eq!(era(&[v], Some(&downgrade)), None);
+        assert_eq!(
+            era(&[("mcp-protocol-version", "2025-11-25")], Some(&modern)),
+            None
+        );
     }
 }

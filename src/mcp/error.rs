@@ -43,6 +43,10 @@ pub enum McpError {
         requested: String,
         supported: Vec<String>,
     },
+    /// An error status from the upstream whose body was not a JSON-RPC
+    /// message (the body stays at the gateway).
+    #[error("The upstream answered HTTP {0}")]
+    UpstreamStatus(u16),
     #[error("Upstream timed out after {0} ms")]
     UpstreamTimeout(u128),
     #[error("Too many sessions for server '{0}'")]
@@ -69,6 +73,10 @@ impl McpError {
             McpError::InvalidUpstreamResponse(_) => (StatusCode::BAD_GATEWAY, -32603),
             McpError::UnsupportedProtocolVersion { .. } => (StatusCode::BAD_REQUEST, -32022),
             McpError::UpstreamTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, -32603),
+            McpError::UpstreamStatus(s) => (
+                StatusCode::from_u16(*s).unwrap_or(StatusCode::BAD_GATEWAY),
+                -32603,
+            ),
             McpError::TooManySessions(_) => (StatusCode::SERVICE_UNAVAILABLE, -32000),
             McpError::AuditUnavailable => (StatusCode::SERVICE_UNAVAILABLE, -32603),
         }

@@ -261,6 +261,7 @@ pub async fn run(
             } else {
                 msg.name.clone()
             },
+            related_tool: None,
             request_id: msg.id.clone(),
             session_id: None,
             protocol_version: None,

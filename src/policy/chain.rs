@@ -64,11 +64,11 @@ impl Step {
             Phase::Request => ctx.direction == Direction::ToServer,
             Phase::Response => ctx.direction == Direction::ToClient,
         };
-        let tools_ok = self.tools.is_empty()
-            || ctx
-                .target
-                .as_deref()
-                .is_some_and(|t| self.tools.iter().any(|g| glob_match(g, t)));
+        let names = |t: &Option<String>| {
+            t.as_deref()
+                .is_some_and(|t| self.tools.iter().any(|g| glob_match(g, t)))
+        };
+        let tools_ok = self.tools.is_empty() || names(&ctx.target) || names(&ctx.related_tool);
         phase_ok
             && tools_ok
             && self

@@ -44,6 +44,10 @@ pub struct MessageContext {
     pub method: Option<String>,
     /// Tool, prompt or resource name.
     pub target: Option<String>,
+    /// For a notification or server request sent inside a tool call's
+    /// stream (progress, logging, sampling…): the tool called. Steps scoped
+    /// to tools run on these too.
+    pub related_tool: Option<String>,
     pub request_id: Option<String>,
     pub session_id: Option<String>,
     pub protocol_version: Option<String>,

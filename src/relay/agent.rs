@@ -123,6 +123,7 @@ impl AgentCall {
             kind,
             method: self.peek.method.clone(),
             target: self.peek.target.clone(),
+            related_tool: None,
             request_id: self.peek.id.clone(),
             session_id: self.session.clone(),
             protocol_version: self.protocol_version.clone(),

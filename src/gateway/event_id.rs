@@ -1,0 +1,206 @@
+//! SSE event ids the agent sees: minted by the gateway, never upstream text.
+//!
+//! An upstream's event id is attacker-controlled text (a hostile server
+//! could write a card number into it) and the agent echoes it back in
+//! `Last-Event-ID`. So the gateway seals each id, together with the request
+//! id of the stream it belongs to, under a key only this gateway process
+//! holds (AES-256-GCM with a synthetic nonce: an HMAC of the id and its
+//! scope, so the same event replayed gets the same id, and different events
+//! never share a nonce), bound to the server,
+//! session and principal it was minted for. On resumption the gateway opens
+//! the sealed id: the upstream gets its own id back, and the gateway knows
+//! which request the resumed stream answers. Nothing is stored, so memory
+//! does not grow with streams; an id from another principal or session, or
+//! from before a gateway restart, does not open.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::hmac;
+use ring::rand::{SecureRandom, SystemRandom};
+
+/// Longest upstream event id the gateway seals; an event whose id is longer
+/// is still delivered, without an id (it cannot be resumed from).
+pub const MAX_UPSTREAM_EVENT_ID: usize = 256;
+
+/// What a minted id is bound to: only the same server, session and
+/// principal can resume from it.
+pub struct Scope<'a> {
+    pub server: &'a str,
+    pub session: Option<&'a str>,
+    pub subject: &'a str,
+}
+
+impl Scope<'_> {
+    fn aad(&self) -> Vec<u8> {
+        let mut aad = Vec::with_capacity(self.server.len() + self.subject.len() + 64);
+        for part in [self.server, self.session.unwrap_or(""), self.subject] {
+            aad.extend_from_slice(&(part.len() as u64).to_be_bytes());
+            aad.extend_from_slice(part.as_bytes());
+        }
+        aad
+    }
+}
+
+/// What a sealed id carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    /// The upstream's own event id.
+    pub upstream: String,
+    /// The JSON-RPC id (raw text) of the request whose stream the event was
+    /// on, when it was a POST stream.
+    pub request: Option<String>,
+}
+
+/// The gateway's sealing key.
+pub struct EventIds {
+    key: LessSafeKey,
+    nonces: hmac::Key,
+}
+
+impl EventIds {
+    /// A fresh random key; `None` only if the system has no randomness.
+    pub fn new() -> Option<EventIds> {
+        let rng = SystemRandom::new();
+        let mut bytes = [0u8; 32];
+        rng.fill(&mut bytes).ok()?;
+        let key = UnboundKey::new(&AES_256_GCM, &bytes).ok()?;
+        rng.fill(&mut bytes).ok()?;
+        Some(EventIds {
+            key: LessSafeKey::new(key),
+            nonces: hmac::Key::new(hmac::HMAC_SHA256, &bytes),
+        })
+    }
+
+    /// The id the agent sees for `upstream` on a stream answering `request`;
+    /// `None` when the upstream id is too long to carry.
+    pub fn seal(&self, scope: &Scope<'_>, upstream: &str, request: Option<&str>) -> Option<String> {
+        if upstream.len() > MAX_UPSTREAM_EVENT_ID || request.is_some_and(|r| r.len() > 4096) {
+            return None;
+        }
+        let request = request.unwrap_or("");
+        let mut plain = Vec::with_capacity(4 + upstream.len() + request.len());
+        plain.extend_from_slice(&(upstream.len() as u32).to_be_bytes());
+        plain.extend_from_slice(upstream.as_bytes());
+        plain.extend_from_slice(request.as_bytes());
+        let aad = scope.aad();
+        let mut ctx = hmac::Context::with_key(&self.nonces);
+        ctx.update(&aad);
+        ctx.update(&plain);
+        let tag = ctx.sign();
+        let nonce: [u8; NONCE_LEN] = tag.as_ref().get(..NONCE_LEN)?.try_into().ok()?;
+        self.key
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                &mut plain,
+            )
+            .ok()?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&plain);
+        Some(URL_SAFE_NO_PAD.encode(out))
+    }
+
+    /// Opens an id this gateway minted for `scope`; `None` for anything else.
+    pub fn open(&self, scope: &Scope<'_>, minted: &str) -> Option<Opened> {
+        if minted.len() > 2 * (MAX_UPSTREAM_EVENT_ID + 4096) {
+            return None;
+        }
+        let mut raw = URL_SAFE_NO_PAD.decode(minted).ok()?;
+        if raw.len() < NONCE_LEN {
+            return None;
+        }
+        let mut sealed = raw.split_off(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(&raw).ok()?;
+        let plain = self
+            .key
+            .open_in_place(nonce, Aad::from(scope.aad()), &mut sealed)
+            .ok()?;
+        let (len, rest) = plain.split_first_chunk::<4>()?;
+        let len = u32::from_be_bytes(*len) as usize;
+        let upstream = rest.get(..len)?;
+        let request = rest.get(len..)?;
+        Some(Opened {
+            upstream: String::from_utf8(upstream.to_vec()).ok()?,
+            request: (!request.is_empty())
+                .then(|| String::from_utf8(request.to_vec()).ok())
+                .flatten(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALICE: Scope<'static> = Scope {
+        server: "crm",
+        session: Some("s1"),
+        subject: "alice",
+    };
+
+    #[test]
+    fn minted_ids_open_only_for_their_scope() {
+        let ids = EventIds::new().unwrap();
+        let minted = ids.seal(&ALICE, "4111 1111 1111 1111", Some("7")).unwrap();
+        assert!(!minted.contains("4111"), "upstream text shows: {minted}");
+        assert_eq!(
+            ids.open(&ALICE, &minted),
+            Some(Opened {
+                upstream: "4111 1111 1111 1111".into(),
+                request: Some("7".into())
+            })
+        );
+        let others = [
+            Scope {
+                subject: "bob",
+                ..ALICE
+            },
+            Scope {
+                session: Some("s2"),
+                ..ALICE
+            },
+            Scope {
+                session: None,
+                ..ALICE
+            },
+            Scope {
+                server: "hr",
+                ..ALICE
+            },
+        ];
+        for scope in &others {
+            assert_eq!(ids.open(scope, &minted), None);
+        }
+        // Another gateway process (another key) cannot open it either.
+        assert_eq!(EventIds::new().unwrap().open(&ALICE, &minted), None);
+        // A replayed event gets the id it had; other events, other ids.
+        assert_eq!(ids.seal(&ALICE, "e1", None), ids.seal(&ALICE, "e1", None));
+        assert_ne!(ids.seal(&ALICE, "e1", None), ids.seal(&ALICE, "e2", None));
+        assert_ne!(
+            ids.seal(&ALICE, "e1", None),
+            ids.seal(&ALICE, "e1", Some("1"))
+        );
+    }
+
+    #[test]
+    fn garbage_and_tampering_do_not_open() {
+        let ids = EventIds::new().unwrap();
+        let minted = ids.seal(&ALICE, "e1", None).unwrap();
+        let mut bytes = URL_SAFE_NO_PAD.decode(&minted).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        let tampered = URL_SAFE_NO_PAD.encode(bytes);
+        for bad in ["", "x", "!!!!", &tampered, &"A".repeat(100_000)] {
+            assert_eq!(ids.open(&ALICE, bad), None, "{bad:.20}");
+        }
+        assert_eq!(
+            ids.open(&ALICE, &minted).map(|o| (o.upstream, o.request)),
+            Some(("e1".into(), None))
+        );
+        assert_eq!(
+            ids.seal(&ALICE, &"x".repeat(MAX_UPSTREAM_EVENT_ID + 1), None),
+            None
+        );
+    }
+}
