@@ -18,7 +18,8 @@
 //! - [`gateway`]: serving tunnel streams, upstreams (Streamable HTTP and
 //!   stdio), message checks and the policy chain in both directions.
 //! - [`plugin`]: the wasmtime component host: the one `bindgen!` of
-//!   `wit/policy.wit`, the engine, sandboxed instances, pools and limits.
+//!   `wit/policy.wit`, the engine and its checked artifact cache, sandboxed
+//!   instances, pools and limits.
 //! - [`policy`]: policy files, chains (phases, modes, failure modes), verdict
 //!   merging, and the tool catalog plugins read.
 //! - [`demo`]: the built-in demo MCP server used by `portcullis up`.

@@ -1,11 +1,12 @@
 //! Per-instance host state: the `host` imports, an empty WASI context, the
-//! memory limiter, and plugin output routed to the log.
+//! resource limiter (which notes a refused memory growth), and plugin output
+//! routed to the log.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -22,8 +23,82 @@ pub struct HostState {
     pub(crate) plugin: Arc<str>,
     wasi: WasiCtx,
     table: ResourceTable,
-    pub(crate) limits: StoreLimits,
+    pub(crate) limiter: Limiter,
     catalog: Arc<Catalog>,
+}
+
+/// The store's resource limiter: wasmtime's [`StoreLimits`], which also
+/// notes when it refused to grow a memory. A trap is then known to be the
+/// memory cap by that note, not by the wording of wasmtime's error (which
+/// a plugin's own trap message could imitate and a wasmtime upgrade could
+/// change).
+pub struct Limiter {
+    limits: StoreLimits,
+    memory_refused: bool,
+}
+
+impl Limiter {
+    /// A limiter enforcing `limits` (built with `trap_on_grow_failure`, so
+    /// a refused growth traps at once and ends the call).
+    pub fn new(limits: StoreLimits) -> Limiter {
+        Limiter {
+            limits,
+            memory_refused: false,
+        }
+    }
+
+    /// True once a memory growth was refused: by the per-instance cap, by
+    /// the engine's [`MAX_MEMORY_BYTES`](super::engine::MAX_MEMORY_BYTES),
+    /// or by the memory's own declared maximum.
+    pub fn memory_refused(&self) -> bool {
+        self.memory_refused
+    }
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum);
+        if !matches!(allowed, Ok(true)) {
+            self.memory_refused = true;
+        }
+        allowed
+    }
+
+    /// Growth the limiter allowed but the engine could not provide.
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.memory_refused = true;
+        self.limits.memory_grow_failed(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
 }
 
 impl HostState {
@@ -47,7 +122,7 @@ impl HostState {
             plugin,
             wasi,
             table: ResourceTable::new(),
-            limits,
+            limiter: Limiter::new(limits),
             catalog,
         }
     }
@@ -135,5 +210,55 @@ impl OutputStream for LogOutput {
 
     fn check_write(&mut self) -> StreamResult<usize> {
         Ok(64 * 1024)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use wasmtime::StoreLimitsBuilder;
+
+    use super::*;
+
+    const MIB: usize = 1024 * 1024;
+
+    fn limiter() -> Limiter {
+        Limiter::new(
+            StoreLimitsBuilder::new()
+                .memory_size(4 * MIB)
+                .trap_on_grow_failure(true)
+                .build(),
+        )
+    }
+
+    #[test]
+    fn a_refused_memory_growth_is_noted() {
+        let mut l = limiter();
+        assert!(l.memory_growing(0, 4 * MIB, None).unwrap());
+        assert!(!l.memory_refused());
+        assert!(l.memory_growing(4 * MIB, 4 * MIB + 1, None).is_err());
+        assert!(l.memory_refused());
+        // Past the memory's own maximum, under the cap.
+        let mut l = limiter();
+        assert!(l.memory_growing(0, 2 * MIB, Some(MIB)).is_err());
+        assert!(l.memory_refused());
+        // The engine could not provide what the limiter allowed.
+        let mut l = limiter();
+        assert!(
+            l.memory_grow_failed(wasmtime::format_err!("pool exhausted"))
+                .is_err()
+        );
+        assert!(l.memory_refused());
+    }
+
+    #[test]
+    fn table_limits_are_not_memory() {
+        let mut l = Limiter::new(
+            StoreLimitsBuilder::new()
+                .table_elements(10)
+                .trap_on_grow_failure(true)
+                .build(),
+        );
+        assert!(l.table_growing(0, 11, None).is_err());
+        assert!(!l.memory_refused());
     }
 }

@@ -86,14 +86,19 @@ fn ticks(d: Duration) -> u64 {
     (d.as_micros() / EPOCH_TICK.as_micros().max(1)).max(1) as u64 + 1
 }
 
-fn classify(err: &wasmtime::Error, deadline: Duration) -> CallError {
+/// Why a call into an instance failed. `memory_refused` is the store
+/// limiter's note ([`Limiter::memory_refused`](super::host::Limiter::memory_refused)):
+/// a refused growth traps at
+/// once, so when it is set the memory cap ended the call, whatever the
+/// error says.
+fn classify(err: &wasmtime::Error, deadline: Duration, memory_refused: bool) -> CallError {
+    if memory_refused {
+        return CallError::Memory;
+    }
     if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
         return CallError::Deadline(deadline);
     }
     let text = format!("{err:#}");
-    if text.contains("memory") && (text.contains("grow") || text.contains("limit")) {
-        return CallError::Memory;
-    }
     CallError::Trap(
         text.lines()
             .next()
@@ -177,20 +182,30 @@ impl LoadedPlugin {
             .build();
         let state = HostState::new(self.name_arc.clone(), limits, self.catalog.clone());
         let mut store = Store::new(self.engine.engine(), state);
-        store.limiter(|s| &mut s.limits);
+        store.limiter(|s| &mut s.limiter);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(ticks(INIT_DEADLINE));
-        let plugin = self
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| InitFailure::Call(CallError::Instantiate(format!("{e:#}"))))?;
-        let interests = plugin
+        let plugin = match self.pre.instantiate_async(&mut store).await {
+            Ok(p) => p,
+            // A memory whose initial size is over the cap.
+            Err(_) if store.data().limiter.memory_refused() => {
+                return Err(InitFailure::Call(CallError::Memory));
+            }
+            Err(e) => {
+                return Err(InitFailure::Call(CallError::Instantiate(format!("{e:#}"))));
+            }
+        };
+        let interests = match plugin
             .portcullis_policy_policy()
             .call_init(&mut store, &self.config)
             .await
-            .map_err(|e| InitFailure::Call(classify(&e, INIT_DEADLINE)))?
-            .map_err(InitFailure::Refused)?;
+        {
+            Ok(i) => i.map_err(InitFailure::Refused)?,
+            Err(e) => {
+                let memory = store.data().limiter.memory_refused();
+                return Err(InitFailure::Call(classify(&e, INIT_DEADLINE, memory)));
+            }
+        };
         Ok((Slot { store, plugin }, interests_from_wit(interests)))
     }
 
@@ -222,7 +237,11 @@ impl LoadedPlugin {
             }
             // The instance may be corrupt after a trap: it is dropped here
             // and the next call gets a fresh one.
-            Err(e) => Err(classify(&e, self.limits.deadline)),
+            Err(e) => Err(classify(
+                &e,
+                self.limits.deadline,
+                slot.store.data().limiter.memory_refused(),
+            )),
         }
     }
 }
@@ -230,4 +249,23 @@ impl LoadedPlugin {
 enum InitFailure {
     Refused(String),
     Call(CallError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_memory_cap_is_told_by_the_limiter_not_by_the_error_text() {
+        let d = Duration::from_millis(5);
+        // Words like wasmtime's own do not make a memory trap...
+        let worded = wasmtime::format_err!("forcing trap when growing memory past the limit");
+        assert!(matches!(classify(&worded, d, false), CallError::Trap(_)));
+        // ...and the limiter's note does, whatever the error says.
+        let abort = wasmtime::Error::new(Trap::UnreachableCodeReached);
+        assert_eq!(classify(&abort, d, true), CallError::Memory);
+        let interrupt = wasmtime::Error::new(Trap::Interrupt);
+        assert_eq!(classify(&interrupt, d, false), CallError::Deadline(d));
+        assert!(matches!(classify(&abort, d, false), CallError::Trap(_)));
+    }
 }

@@ -5,11 +5,14 @@
 //!
 //! - [`engine`]: the shared engine (pooling allocator, epoch interruption, an
 //!   epoch ticker thread) and compilation with an on-disk artifact cache.
+//! - [`cache`]: that cache's directory and files, used only when owned by
+//!   this user and writable by no one else (artifacts are native code).
 //! - [`host`]: per-instance state, the `host` imports, WASI with nothing in
 //!   it, and plugin stdout/stderr to the log.
 //! - [`instance`]: a loaded plugin: `InstancePre`, a pool of initialised
 //!   instances, the deadline and memory cap per call, fail-closed outcomes.
 
+pub mod cache;
 pub mod engine;
 pub mod host;
 pub mod instance;

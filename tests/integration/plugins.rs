@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::Method;
+use portcullis::audit::{AuditMode, Spool, SpoolConfig};
 use portcullis::client::McpClient;
 use portcullis::plugin::PluginEngine;
 use portcullis::tunnel::dial::ProxyConfig;
@@ -53,6 +54,7 @@ struct PolicyStack {
     t: OneTunnel,
     seen: Seen,
     policy: Arc<portcullis::policy::Policy>,
+    gw: Arc<portcullis::gateway::Gateway>,
 }
 
 impl PolicyStack {
@@ -70,7 +72,28 @@ impl PolicyStack {
             .unwrap();
         let policy = Arc::new(policy);
         gw.set_policy(Some(policy.clone()));
-        PolicyStack { t, seen, policy }
+        PolicyStack {
+            t,
+            seen,
+            policy,
+            gw,
+        }
+    }
+
+    /// Records the gateway's decisions into a fresh spool, returned with
+    /// its directory.
+    fn audited(&self) -> (Arc<Spool>, PathBuf) {
+        let dir = scratch();
+        let spool = Spool::open(SpoolConfig {
+            dir: dir.clone(),
+            mode: AuditMode::Strict,
+            key: None,
+            quota_bytes: portcullis::audit::spool::DEFAULT_QUOTA_BYTES,
+        })
+        .unwrap();
+        let spool = Arc::new(spool);
+        self.gw.set_audit(spool.clone());
+        (spool, dir)
     }
 
     async fn demo(&self) -> McpClient {
@@ -215,6 +238,30 @@ async fn runaway_plugins_are_stopped_and_deny() {
     let s = PolicyStack::start(&behave_policy("loop", r#"on_error = "allow""#, "")).await;
     let reply = s.t.client("rec").request("ping", json!({})).await.unwrap();
     assert!(reply.last().unwrap()["result"].is_object());
+}
+
+#[tokio::test]
+async fn a_plugin_past_its_memory_cap_is_denied_and_audited_as_the_memory_cap() {
+    let s = PolicyStack::start(&behave_policy("alloc", "", "memory_mib = 16")).await;
+    let (spool, dir) = s.audited();
+    let reply = within("alloc", s.t.client("rec").request("ping", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(error_of(reply.last().unwrap()).0, -32603);
+    assert!(s.seen.all().is_empty(), "the call went through");
+    spool.flush().await.unwrap();
+    let text = spool_text(&dir);
+    let ping = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l.rsplit_once('\t')?.0).ok())
+        .filter(|l| l["type"] == "decision")
+        .map(|l| l["body"].clone())
+        .find(|d| d["method"] == "ping")
+        .expect("the ping is recorded");
+    assert_eq!(ping["outcome"], "denied");
+    let step = &ping["steps"][0];
+    assert_eq!(step["decision"], "error");
+    assert_eq!(step["reason"], "plugin exceeded its memory cap", "{ping:#}");
 }
 
 #[tokio::test]

@@ -165,6 +165,17 @@
 //! component is about 4 MB (Cedar's parsers, validator and evaluator),
 //! against 250 KB for `authz`.
 
+// Tests may panic: a failing assertion is how they report.
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
 mod config;
 mod engine;
 mod lookalike;

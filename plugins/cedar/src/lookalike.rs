@@ -75,6 +75,9 @@ fn fold_entities(entities: &Entities) -> Result<(Entities, bool), String> {
             continue;
         };
         changed = true;
+        // PANIC SAFETY: `index` holds only positions of items pushed onto
+        // `merged`, which never shrinks.
+        #[allow(clippy::indexing_slicing)]
         let into = &mut merged[i];
         let mut parents: Vec<Value> = into
             .get("parents")

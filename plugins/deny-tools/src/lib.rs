@@ -29,6 +29,17 @@
 //! Unknown keys, a missing `deny`, or a `deny` that is not a list of non-empty
 //! strings fail `init`, and so the policy load, with a readable error.
 
+// Tests may panic: a failing assertion is how they report.
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
 use std::sync::OnceLock;
 
 use portcullis_plugin_sdk::{
@@ -159,11 +170,12 @@ fn glob_match(pattern: &str, text: &str) -> bool {
     let (mut pi, mut ti) = (0, 0);
     // Position of the last `*` seen, and the text position it is matched up to.
     let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && p[pi] == b'*' {
+    while let Some(tc) = t.get(ti) {
+        let pc = p.get(pi);
+        if pc == Some(&b'*') {
             star = Some((pi, ti));
             pi += 1;
-        } else if pi < p.len() && p[pi].eq_ignore_ascii_case(&t[ti]) {
+        } else if pc.is_some_and(|pc| pc.eq_ignore_ascii_case(tc)) {
             pi += 1;
             ti += 1;
         } else if let Some((sp, st)) = star {
@@ -175,7 +187,8 @@ fn glob_match(pattern: &str, text: &str) -> bool {
             return false;
         }
     }
-    p[pi..].iter().all(|&c| c == b'*')
+    // `pi` <= `p.len()`: it only moves past a pattern byte.
+    p.get(pi..).unwrap_or_default().iter().all(|&c| c == b'*')
 }
 
 #[cfg(test)]

@@ -117,7 +117,10 @@ pub fn parse(text: &str) -> Result<Config, String> {
                 known.join(", ")
             )));
         };
-        detectors[kind.index()].action = *action;
+        // `detectors` holds every built-in kind, at its index.
+        if let Some(d) = detectors.get_mut(kind.index()) {
+            d.action = *action;
+        }
     }
 
     let mut custom = Vec::new();
@@ -129,7 +132,10 @@ pub fn parse(text: &str) -> Result<Config, String> {
             && c.name
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-            && c.name.as_bytes()[0].is_ascii_lowercase();
+            && c.name
+                .as_bytes()
+                .first()
+                .is_some_and(u8::is_ascii_lowercase);
         if !valid_name {
             return Err(err(format!(
                 "{at}: name must be 1-32 characters of a-z, 0-9 and _, starting with a letter"

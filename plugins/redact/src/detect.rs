@@ -148,14 +148,17 @@ pub fn key_hint_bytes(key: &[u8]) -> Hint {
         match b {
             b'_' | b'-' | b'.' | b' ' | b'"' | b'\'' => {}
             b if b.is_ascii_alphanumeric() => {
-                buf[n] = b.to_ascii_lowercase();
-                n += 1;
+                // `n` < 64: it counts bytes of `key`, at most 64 long.
+                if let Some(slot) = buf.get_mut(n) {
+                    *slot = b.to_ascii_lowercase();
+                    n += 1;
+                }
             }
             // Non-ASCII or punctuation: not a name we know.
             _ => return Hint::None,
         }
     }
-    classify(&buf[..n])
+    classify(span(&buf, 0, n))
 }
 
 /// The names, picked by their last letter so a key costs a few compares.
@@ -286,6 +289,9 @@ const DIGIT: u8 = 1;
 const TRIGGER: u8 = 2;
 const LETTER: u8 = 3;
 
+// PANIC SAFETY: evaluated at compile time, where an index out of bounds is a
+// build error, never a panic.
+#[allow(clippy::indexing_slicing)]
 const CLASS: [u8; 256] = {
     let mut t = [NONE; 256];
     let mut d = b'0';
@@ -306,14 +312,34 @@ const CLASS: [u8; 256] = {
     t
 };
 
+/// The byte at `i`, or 0 past the end. No detector starts at or takes in
+/// a 0 byte (it is in no byte class), so past the end reads like a
+/// separator, which is how every detector treats the end of the string.
+#[inline]
+fn byte(b: &[u8], i: usize) -> u8 {
+    b.get(i).copied().unwrap_or(0)
+}
+
+/// `b[s..e]`, or empty when the range is out of bounds.
+#[inline]
+pub(crate) fn span(b: &[u8], s: usize, e: usize) -> &[u8] {
+    b.get(s..e).unwrap_or_default()
+}
+
+/// `b[s..]`, or empty past the end.
+#[inline]
+pub(crate) fn tail(b: &[u8], s: usize) -> &[u8] {
+    b.get(s..).unwrap_or_default()
+}
+
 /// Length of the run of bytes satisfying `f` starting at `i`.
 #[inline]
 fn run(b: &[u8], i: usize, f: impl Fn(u8) -> bool) -> usize {
-    b[i.min(b.len())..].iter().take_while(|&&c| f(c)).count()
+    tail(b, i).iter().take_while(|&&c| f(c)).count()
 }
 
 fn starts_with_ci(b: &[u8], i: usize, pat: &[u8]) -> bool {
-    b.len() >= i + pat.len() && b[i..i + pat.len()].eq_ignore_ascii_case(pat)
+    b.len() >= i + pat.len() && span(b, i, i + pat.len()).eq_ignore_ascii_case(pat)
 }
 
 // ---------------------------------------------------------------------------
@@ -344,7 +370,9 @@ pub fn scan(s: &str, on: Enabled, hits: &mut Vec<Hit>) {
     };
     let mut i = 0;
     while i < n {
-        let class = CLASS[b[i] as usize];
+        // PANIC SAFETY: a `u8` indexes a 256-entry table.
+        #[allow(clippy::indexing_slicing)]
+        let class = CLASS[usize::from(byte(b, i))];
         if class == NONE {
             i += 1;
             continue;
@@ -380,7 +408,7 @@ impl Scanner<'_> {
 
     /// No letter or digit before `i`.
     fn word_start(&self, i: usize) -> bool {
-        i == 0 || !is_alnum(self.b[i - 1])
+        i == 0 || !is_alnum(byte(self.b, i - 1))
     }
 
     /// At a digit; returns where the scan continues (`i + 1` when nothing
@@ -397,8 +425,8 @@ impl Scanner<'_> {
         // IBAN: two letters at a word start, then two digits.
         if self.on.has(Kind::Iban)
             && i >= 2
-            && b[i - 1].is_ascii_alphabetic()
-            && b[i - 2].is_ascii_alphabetic()
+            && byte(b, i - 1).is_ascii_alphabetic()
+            && byte(b, i - 2).is_ascii_alphabetic()
             && self.word_start(i - 2)
             && b.get(i + 1).is_some_and(|&c| is_digit(c))
         {
@@ -413,10 +441,14 @@ impl Scanner<'_> {
 
     fn letter(&mut self, i: usize) -> usize {
         let b = self.b;
-        match b[i] {
+        match byte(b, i) {
             b'A' if self.word_start(i) => self.aws_or_google(i),
             b'B' | b'b' if self.on.has(Kind::Secret) && self.word_start(i) => self.bearer(i),
-            b'J' if self.on.has(Kind::Jwt) && i >= 2 && b[i - 2] == b'e' && b[i - 1] == b'y' => {
+            b'J' if self.on.has(Kind::Jwt)
+                && i >= 2
+                && byte(b, i - 2) == b'e'
+                && byte(b, i - 1) == b'y' =>
+            {
                 self.jwt(i - 2)
             }
             _ => i + 1,
@@ -425,13 +457,13 @@ impl Scanner<'_> {
 
     fn trigger(&mut self, i: usize) -> usize {
         let b = self.b;
-        match b[i] {
+        match byte(b, i) {
             b'@' if self.on.has(Kind::Email) => self.email(i),
             b'+' if self.on.has(Kind::Phone) => self.phone_plus(i),
             b'(' if self.on.has(Kind::Phone) => self.phone_paren(i),
             b':' => {
                 let mut next = i + 1;
-                if self.on.has(Kind::Secret) && b[i..].starts_with(b"://") {
+                if self.on.has(Kind::Secret) && tail(b, i).starts_with(b"://") {
                     next = next.max(self.url_credentials(i));
                 }
                 if self.on.has(Kind::Ipv6) && i >= self.ipv6_until {
@@ -443,7 +475,7 @@ impl Scanner<'_> {
                 next
             }
             b'=' if self.secret_assignments() => {
-                match (i.checked_sub(1).map(|p| b[p]), b.get(i + 1)) {
+                match (i.checked_sub(1).map(|p| byte(b, p)), b.get(i + 1)) {
                     // `==`, `!=`, `<=`, `>=`: comparisons, not assignments.
                     (Some(b'=' | b'!' | b'<' | b'>'), _) | (_, Some(b'=')) => i + 1,
                     (Some(b':'), Some(b'>')) => i + 1,
@@ -453,18 +485,18 @@ impl Scanner<'_> {
                 }
             }
             b'-' => {
-                if self.on.has(Kind::PrivateKey) && b[i..].starts_with(b"-----BEGIN ") {
+                if self.on.has(Kind::PrivateKey) && tail(b, i).starts_with(b"-----BEGIN ") {
                     return self.pem(i);
                 }
-                if self.on.has(Kind::SlackToken) && i >= 4 && &b[i - 4..i - 1] == b"xox" {
+                if self.on.has(Kind::SlackToken) && i >= 4 && span(b, i - 4, i - 1) == b"xox" {
                     return self.slack(i - 4);
                 }
                 i + 1
             }
             b'_' if self.on.has(Kind::GithubToken) => {
-                if i >= 3 && &b[i - 3..i - 1] == b"gh" {
+                if i >= 3 && span(b, i - 3, i - 1) == b"gh" {
                     self.github(i - 3)
-                } else if i >= 6 && &b[i - 6..i] == b"github" {
+                } else if i >= 6 && span(b, i - 6, i) == b"github" {
                     self.github(i - 6)
                 } else {
                     i + 1
@@ -488,8 +520,9 @@ impl Scanner<'_> {
         let n = b.len();
         // Most numbers are one short group: nothing to find.
         let first = i + run(b, i, is_digit);
-        let goes_on =
-            first + 1 < n && matches!(b[first], b' ' | b'-' | b'.') && is_digit(b[first + 1]);
+        let goes_on = first + 1 < n
+            && matches!(byte(b, first), b' ' | b'-' | b'.')
+            && is_digit(byte(b, first + 1));
         if !goes_on && first - i < 11 {
             return first;
         }
@@ -500,26 +533,36 @@ impl Scanner<'_> {
         loop {
             let start = j;
             j += run(b, j, is_digit);
-            groups[len] = (start, j);
-            len += 1;
-            if len < MAX && j + 1 < n && matches!(b[j], b' ' | b'-' | b'.') && is_digit(b[j + 1]) {
-                seps[len] = b[j];
-                j += 1;
-            } else {
+            // `len` < MAX here: the loop goes on only while it is.
+            let Some(group) = groups.get_mut(len) else {
                 break;
+            };
+            *group = (start, j);
+            len += 1;
+            // No room for another group (`len` = MAX) ends the run.
+            match seps.get_mut(len) {
+                Some(sep)
+                    if j + 1 < n
+                        && matches!(byte(b, j), b' ' | b'-' | b'.')
+                        && is_digit(byte(b, j + 1)) =>
+                {
+                    *sep = byte(b, j);
+                    j += 1;
+                }
+                _ => break,
             }
         }
         let run_end = j;
         let num = Groups {
             b,
-            groups: &groups[..len],
-            seps: &seps[..len],
+            groups: groups.get(..len).unwrap_or_default(),
+            seps: seps.get(..len).unwrap_or_default(),
         };
         let mut g = 0;
         while g < len {
             // Patterns other than cards start at the run's start or after a
             // space: `2024-123-45-6789` is not an SSN.
-            let clean_start = g == 0 || seps[g] == b' ';
+            let clean_start = g == 0 || num.sep(g) == b' ';
             let found = (self.on.has(Kind::Card))
                 .then(|| num.card(g))
                 .flatten()
@@ -542,7 +585,7 @@ impl Scanner<'_> {
                 });
             match found {
                 Some((k, kind)) => {
-                    self.hit(groups[g].0, groups[k].1, kind);
+                    self.hit(num.start(g), num.end(k), kind);
                     g = k + 1;
                 }
                 None => g += 1,
@@ -558,10 +601,10 @@ impl Scanner<'_> {
         let b = self.b;
         let local_ok = |c: u8| is_alnum(c) || matches!(c, b'.' | b'_' | b'%' | b'+' | b'-');
         let mut s = at;
-        while s > 0 && at - s < 64 && local_ok(b[s - 1]) {
+        while s > 0 && at - s < 64 && local_ok(byte(b, s - 1)) {
             s -= 1;
         }
-        while s < at && b[s] == b'.' {
+        while s < at && byte(b, s) == b'.' {
             s += 1;
         }
         if s == at || self.in_url_userinfo(s) {
@@ -575,14 +618,19 @@ impl Scanner<'_> {
         let mut tld_alpha = false;
         loop {
             let l = run(b, j, |c| is_alnum(c) || c == b'-');
-            if l == 0 || l > 63 || b[j] == b'-' || b[j + l - 1] == b'-' || j + l - at > 254 {
+            if l == 0
+                || l > 63
+                || byte(b, j) == b'-'
+                || byte(b, j + l - 1) == b'-'
+                || j + l - at > 254
+            {
                 break;
             }
             labels += 1;
-            tld_alpha = l >= 2 && b[j..j + l].iter().all(u8::is_ascii_alphabetic);
+            tld_alpha = l >= 2 && span(b, j, j + l).iter().all(u8::is_ascii_alphabetic);
             end = j + l;
             j = end;
-            if j + 1 < b.len() && b[j] == b'.' && is_alnum(b[j + 1]) {
+            if j + 1 < b.len() && byte(b, j) == b'.' && is_alnum(byte(b, j + 1)) {
                 j += 1;
             } else {
                 break;
@@ -598,13 +646,13 @@ impl Scanner<'_> {
     /// an e-mail address (`url_credentials` takes the password).
     fn in_url_userinfo(&self, s: usize) -> bool {
         let b = self.b;
-        if s == 0 || b[s - 1] != b':' {
+        if s == 0 || byte(b, s - 1) != b':' {
             return false;
         }
         let mut k = s - 1;
         while k > 0 && s - k < 256 {
-            match b[k - 1] {
-                b'/' => return k >= 2 && b[k - 2] == b'/',
+            match byte(b, k - 1) {
+                b'/' => return k >= 2 && byte(b, k - 2) == b'/',
                 c if c.is_ascii_whitespace() || c == b'@' => return false,
                 _ => k -= 1,
             }
@@ -618,7 +666,7 @@ impl Scanner<'_> {
     /// digits after the `+`.
     fn phone_plus(&mut self, i: usize) -> usize {
         let b = self.b;
-        if i > 0 && (is_alnum(b[i - 1]) || b[i - 1] == b'+') {
+        if i > 0 && (is_alnum(byte(b, i - 1)) || byte(b, i - 1) == b'+') {
             return i + 1;
         }
         // The longest prefix of whole digit groups with 8 to 15 digits, so a
@@ -628,7 +676,7 @@ impl Scanner<'_> {
         let mut best = None;
         let mut gap = 0;
         while j < b.len() {
-            let c = b[j];
+            let c = byte(b, j);
             if is_digit(c) {
                 let l = run(b, j, is_digit);
                 digits += l;
@@ -636,7 +684,7 @@ impl Scanner<'_> {
                 if digits > 15 {
                     break;
                 }
-                if digits >= 8 && (j == b.len() || !is_alnum(b[j])) {
+                if digits >= 8 && (j == b.len() || !is_alnum(byte(b, j))) {
                     best = Some(j);
                 }
                 gap = 0;
@@ -659,9 +707,11 @@ impl Scanner<'_> {
     /// `(555) 123-4567`, `(555)123-4567`.
     fn phone_paren(&mut self, i: usize) -> usize {
         let b = self.b;
-        let d =
-            |k: usize, len: usize| b.len() >= k + len && b[k..k + len].iter().all(|&c| is_digit(c));
-        if !(d(i + 1, 3) && b.get(i + 4) == Some(&b')') && (b'2'..=b'9').contains(&b[i + 1])) {
+        let d = |k: usize, len: usize| {
+            b.len() >= k + len && span(b, k, k + len).iter().all(|&c| is_digit(c))
+        };
+        if !(d(i + 1, 3) && b.get(i + 4) == Some(&b')') && (b'2'..=b'9').contains(&byte(b, i + 1)))
+        {
             return i + 1;
         }
         let mut j = i + 5;
@@ -677,8 +727,9 @@ impl Scanner<'_> {
         }
         let end = j + 5;
         if end < b.len()
-            && (is_alnum(b[end])
-                || (matches!(b[end], b'-' | b'.') && b.get(end + 1).is_some_and(|&c| is_digit(c))))
+            && (is_alnum(byte(b, end))
+                || (matches!(byte(b, end), b'-' | b'.')
+                    && b.get(end + 1).is_some_and(|&c| is_digit(c))))
         {
             return i + 1;
         }
@@ -689,7 +740,10 @@ impl Scanner<'_> {
 
     fn iban(&mut self, i: usize) -> usize {
         let b = self.b;
-        let cc = [b[i].to_ascii_uppercase(), b[i + 1].to_ascii_uppercase()];
+        let cc = [
+            byte(b, i).to_ascii_uppercase(),
+            byte(b, i + 1).to_ascii_uppercase(),
+        ];
         let Some(len) = iban_length(cc) else {
             return i + 1;
         };
@@ -697,17 +751,22 @@ impl Scanner<'_> {
         let mut k = 0;
         let mut j = i;
         while k < len && j < b.len() {
-            if is_alnum(b[j]) {
-                chars[k] = b[j].to_ascii_uppercase();
+            if is_alnum(byte(b, j)) {
+                // `k` < `len` ≤ 34, the longest IBAN.
+                let Some(slot) = chars.get_mut(k) else {
+                    break;
+                };
+                *slot = byte(b, j).to_ascii_uppercase();
                 k += 1;
                 j += 1;
-            } else if b[j] == b' ' && k > 0 && j + 1 < b.len() && is_alnum(b[j + 1]) {
+            } else if byte(b, j) == b' ' && k > 0 && j + 1 < b.len() && is_alnum(byte(b, j + 1)) {
                 j += 1;
             } else {
                 break;
             }
         }
-        if k != len || (j < b.len() && is_alnum(b[j])) || !iban_checksum(&chars[..len]) {
+        if k != len || (j < b.len() && is_alnum(byte(b, j))) || !iban_checksum(span(&chars, 0, len))
+        {
             return i + 1;
         }
         self.hit(i, j, Kind::Iban)
@@ -718,15 +777,15 @@ impl Scanner<'_> {
     fn aws_or_google(&mut self, i: usize) -> usize {
         let b = self.b;
         if self.on.has(Kind::AwsAccessKey)
-            && (b[i..].starts_with(b"AKIA") || b[i..].starts_with(b"ASIA"))
+            && (tail(b, i).starts_with(b"AKIA") || tail(b, i).starts_with(b"ASIA"))
         {
             let l = run(b, i + 4, |c| c.is_ascii_uppercase() || is_digit(c));
             let end = i + 4 + l;
-            if l == 16 && (end == b.len() || !is_alnum(b[end])) {
+            if l == 16 && (end == b.len() || !is_alnum(byte(b, end))) {
                 return self.hit(i, end, Kind::AwsAccessKey);
             }
         }
-        if self.on.has(Kind::GoogleApiKey) && b[i..].starts_with(b"AIza") {
+        if self.on.has(Kind::GoogleApiKey) && tail(b, i).starts_with(b"AIza") {
             let l = run(b, i + 4, is_b64url);
             if (30..=64).contains(&l) {
                 return self.hit(i, i + 4 + l, Kind::GoogleApiKey);
@@ -739,12 +798,14 @@ impl Scanner<'_> {
     /// (`eyJ`); JWE's five parts are taken whole.
     fn jwt(&mut self, i: usize) -> usize {
         let b = self.b;
-        if i > 0 && (is_b64url(b[i - 1]) || b[i - 1] == b'.') || !b[i..].starts_with(b"eyJ") {
+        if i > 0 && (is_b64url(byte(b, i - 1)) || byte(b, i - 1) == b'.')
+            || !tail(b, i).starts_with(b"eyJ")
+        {
             return i + 1;
         }
         let h = run(b, i, is_b64url);
         let p = i + h + 1;
-        if h < 10 || b.get(i + h) != Some(&b'.') || !b[p..].starts_with(b"eyJ") {
+        if h < 10 || b.get(i + h) != Some(&b'.') || !tail(b, p).starts_with(b"eyJ") {
             return i + 1;
         }
         let pl = run(b, p, is_b64url);
@@ -770,16 +831,16 @@ impl Scanner<'_> {
             return i + 1;
         }
         if b.len() >= i + 4
-            && b[i + 1] == b'h'
-            && matches!(b[i + 2], b'p' | b'o' | b's' | b'u' | b'r')
-            && b[i + 3] == b'_'
+            && byte(b, i + 1) == b'h'
+            && matches!(byte(b, i + 2), b'p' | b'o' | b's' | b'u' | b'r')
+            && byte(b, i + 3) == b'_'
         {
             let l = run(b, i + 4, is_alnum);
             let end = i + 4 + l;
             if l >= 30 && b.get(end) != Some(&b'_') {
                 return self.hit(i, end, Kind::GithubToken);
             }
-        } else if b[i..].starts_with(b"github_pat_") {
+        } else if tail(b, i).starts_with(b"github_pat_") {
             let l = run(b, i + 11, |c| is_alnum(c) || c == b'_');
             if l >= 22 {
                 return self.hit(i, i + 11 + l, Kind::GithubToken);
@@ -795,9 +856,12 @@ impl Scanner<'_> {
             return i + 1;
         }
         if b.len() >= i + 5
-            && b[i..].starts_with(b"xox")
-            && matches!(b[i + 3], b'a' | b'b' | b'p' | b'r' | b'o' | b's' | b'e')
-            && b[i + 4] == b'-'
+            && tail(b, i).starts_with(b"xox")
+            && matches!(
+                byte(b, i + 3),
+                b'a' | b'b' | b'p' | b'r' | b'o' | b's' | b'e'
+            )
+            && byte(b, i + 4) == b'-'
         {
             let l = run(b, i + 5, |c| is_alnum(c) || c == b'-');
             if l >= 10 {
@@ -818,7 +882,7 @@ impl Scanner<'_> {
         let tok =
             |c: u8| is_alnum(c) || matches!(c, b'.' | b'_' | b'~' | b'+' | b'/' | b'=' | b'-');
         let l = run(b, s, tok);
-        let v = &b[s..s + l];
+        let v = span(b, s, s + l);
         let mixed = v.iter().any(u8::is_ascii_digit)
             || (v.iter().any(u8::is_ascii_uppercase) && v.iter().any(u8::is_ascii_lowercase));
         if l < 16 || !mixed {
@@ -832,18 +896,21 @@ impl Scanner<'_> {
     fn pem(&mut self, i: usize) -> usize {
         let b = self.b;
         let label_start = i + 11;
-        let Some(close) = find(&b[label_start..b.len().min(label_start + 80)], b"-----") else {
+        let Some(close) = find(
+            span(b, label_start, b.len().min(label_start + 80)),
+            b"-----",
+        ) else {
             return i + 1;
         };
-        let label = &b[label_start..label_start + close];
+        let label = span(b, label_start, label_start + close);
         if find(label, b"PRIVATE KEY").is_none() {
             return i + 1;
         }
         let body = label_start + close + 5;
-        let end = match find(&b[body..], b"-----END ") {
+        let end = match find(tail(b, body), b"-----END ") {
             Some(e) => {
                 let e = body + e + 9;
-                match find(&b[e..b.len().min(e + 80)], b"-----") {
+                match find(span(b, e, b.len().min(e + 80)), b"-----") {
                     Some(c) => e + c + 5,
                     None => b.len(),
                 }
@@ -858,22 +925,24 @@ impl Scanner<'_> {
     fn ipv6(&mut self, colon: usize) -> usize {
         let b = self.b;
         let mut s = colon;
-        while s > 0 && colon - s < 4 && is_hex(b[s - 1]) {
+        while s > 0 && colon - s < 4 && is_hex(byte(b, s - 1)) {
             s -= 1;
         }
-        if s > 0 && (is_alnum(b[s - 1]) || matches!(b[s - 1], b':' | b'.' | b'_')) {
+        if s > 0 && (is_alnum(byte(b, s - 1)) || matches!(byte(b, s - 1), b':' | b'.' | b'_')) {
             self.ipv6_until = colon + 1 + run(b, colon, |c| is_hex(c) || c == b':' || c == b'.');
             return colon + 1;
         }
         let mut e = s + run(b, s, |c| is_hex(c) || c == b':' || c == b'.').min(45);
         self.ipv6_until = e;
-        while e > s && b[e - 1] == b'.' || (e > s + 1 && b[e - 1] == b':' && b[e - 2] != b':') {
+        while e > s && byte(b, e - 1) == b'.'
+            || (e > s + 1 && byte(b, e - 1) == b':' && byte(b, e - 2) != b':')
+        {
             e -= 1;
         }
-        if e < b.len() && (is_alnum(b[e]) || b[e] == b'_') {
+        if e < b.len() && (is_alnum(byte(b, e)) || byte(b, e) == b'_') {
             return colon + 1;
         }
-        let text = &b[s..e];
+        let text = span(b, s, e);
         let colons = text.iter().filter(|&&c| c == b':').count();
         let Ok(addr) = std::str::from_utf8(text).unwrap_or("").parse::<Ipv6Addr>() else {
             return colon + 1;
@@ -901,11 +970,11 @@ impl Scanner<'_> {
         let limit = b.len().min(s + 256);
         let mut colon = None;
         for j in s..limit {
-            match b[j] {
+            match byte(b, j) {
                 b':' if colon.is_none() => colon = Some(j),
                 b'@' => {
                     return match colon {
-                        Some(c) if j > c + 1 && !is_redaction(&b[c + 1..j]) => {
+                        Some(c) if j > c + 1 && !is_redaction(span(b, c + 1, j)) => {
                             self.hit(c + 1, j, Kind::Secret)
                         }
                         _ => i + 1,
@@ -926,38 +995,41 @@ impl Scanner<'_> {
         let b = self.b;
         // Key: optional spaces and a closing quote, then a name.
         let mut k = key_end;
-        while k > 0 && key_end - k < 4 && b[k - 1] == b' ' {
+        while k > 0 && key_end - k < 4 && byte(b, k - 1) == b' ' {
             k -= 1;
         }
-        let quoted_key = k > 0 && matches!(b[k - 1], b'"' | b'\'' | b'`');
+        let quoted_key = k > 0 && matches!(byte(b, k - 1), b'"' | b'\'' | b'`');
         if quoted_key {
             k -= 1;
         }
         let name_end = k;
         while k > 0
             && name_end - k < 64
-            && (is_alnum(b[k - 1]) || matches!(b[k - 1], b'_' | b'-' | b'.'))
+            && (is_alnum(byte(b, k - 1)) || matches!(byte(b, k - 1), b'_' | b'-' | b'.'))
         {
             k -= 1;
         }
         // `[aws_access_key:AKIA****]` is this plugin's own output.
-        if k == name_end || (k > 0 && b[k - 1] == b'[' && b[key_end] == b':') {
+        if k == name_end || (k > 0 && byte(b, k - 1) == b'[' && byte(b, key_end) == b':') {
             return key_end + 1;
         }
-        let hint = key_hint_bytes(&b[k..name_end]);
+        let hint = key_hint_bytes(span(b, k, name_end));
         if !matches!(hint, Hint::Secret | Hint::AwsSecret) {
             return key_end + 1;
         }
         // Value: optional spaces, then a quoted string or a bare word.
         let mut v = value_from;
-        while v < b.len() && v - value_from < 8 && matches!(b[v], b' ' | b'\t') {
+        while v < b.len() && v - value_from < 8 && matches!(byte(b, v), b' ' | b'\t') {
             v += 1;
         }
         let (vs, ve, quoted) = match b.get(v) {
             Some(&q @ (b'"' | b'\'' | b'`')) => {
                 let limit = b.len().min(v + 1 + 1024);
-                match b[v + 1..limit].iter().position(|&c| c == q || c == b'\n') {
-                    Some(p) if b[v + 1 + p] == q => (v + 1, v + 1 + p, true),
+                match span(b, v + 1, limit)
+                    .iter()
+                    .position(|&c| c == q || c == b'\n')
+                {
+                    Some(p) if byte(b, v + 1 + p) == q => (v + 1, v + 1 + p, true),
                     _ => return key_end + 1,
                 }
             }
@@ -983,7 +1055,7 @@ impl Scanner<'_> {
             }
             None => return key_end + 1,
         };
-        let mut value = &b[vs..ve];
+        let mut value = span(b, vs, ve);
         let mut vs = vs;
         // `Authorization: Bearer xyz`: the credential is the next word.
         if !quoted
@@ -998,14 +1070,14 @@ impl Scanner<'_> {
             })
             .min(1024);
             vs = s;
-            value = &b[s..s + l];
+            value = span(b, s, s + l);
         }
         // A PEM block is found whole by `pem` (a bare value would stop at
         // the first space and leave the key body).
         if let Some(p) = find(value, b"-----BEGIN") {
-            value = &value[..p];
+            value = span(value, 0, p);
         }
-        let prose = b[key_end] == b':' && !quoted && !quoted_key;
+        let prose = byte(b, key_end) == b':' && !quoted && !quoted_key;
         if !plausible_secret(value, prose) {
             return key_end + 1;
         }
@@ -1030,29 +1102,45 @@ struct Groups<'a> {
 }
 
 impl Groups<'_> {
+    /// Where group `k` starts. Callers pass `k` below the group count; a
+    /// `k` past it reads as an empty group at 0.
+    fn start(&self, k: usize) -> usize {
+        self.groups.get(k).map_or(0, |g| g.0)
+    }
+
+    /// Where group `k` ends (see [`Groups::start`]).
+    fn end(&self, k: usize) -> usize {
+        self.groups.get(k).map_or(0, |g| g.1)
+    }
+
+    /// The separator before group `k`, 0 when there is none.
+    fn sep(&self, k: usize) -> u8 {
+        self.seps.get(k).copied().unwrap_or(0)
+    }
+
     fn len(&self, k: usize) -> usize {
-        self.groups[k].1 - self.groups[k].0
+        self.end(k) - self.start(k)
     }
 
     fn digits(&self, k: usize) -> &[u8] {
-        &self.b[self.groups[k].0..self.groups[k].1]
+        span(self.b, self.start(k), self.end(k))
     }
 
     /// The match may end after group `k`: no letter or digit follows, and
     /// the run does not go on with a dash or dot (`123-45-6789-1`).
     fn ends_clean(&self, k: usize) -> bool {
-        let end = self.groups[k].1;
-        if end < self.b.len() && is_alnum(self.b[end]) {
+        let end = self.end(k);
+        if end < self.b.len() && is_alnum(byte(self.b, end)) {
             return false;
         }
-        k + 1 >= self.groups.len() || self.seps[k + 1] == b' '
+        k + 1 >= self.groups.len() || self.sep(k + 1) == b' '
     }
 
     /// 13 to 19 digits, one group or grouped like a card (first group of 4,
     /// middle groups of 4 to 6, one separator kind), a 2–6 first digit and a
     /// valid Luhn checksum. The longest such window wins.
     fn card(&self, g: usize) -> Option<usize> {
-        let first = self.b[self.groups[g].0];
+        let first = byte(self.b, self.start(g));
         if !(b'2'..=b'6').contains(&first) {
             return None;
         }
@@ -1060,8 +1148,8 @@ impl Groups<'_> {
         let mut best = None;
         for k in g..self.groups.len() {
             if k > g {
-                let sep = self.seps[k];
-                if !matches!(sep, b' ' | b'-') || (k > g + 1 && sep != self.seps[g + 1]) {
+                let sep = self.sep(k);
+                if !matches!(sep, b' ' | b'-') || (k > g + 1 && sep != self.sep(g + 1)) {
                     break;
                 }
                 // Groups before this one were middle groups.
@@ -1074,8 +1162,8 @@ impl Groups<'_> {
             if digits > 19 {
                 break;
             }
-            let end = self.groups[k].1;
-            let glued = end < self.b.len() && is_alnum(self.b[end]);
+            let end = self.end(k);
+            let glued = end < self.b.len() && is_alnum(byte(self.b, end));
             if digits >= 13 && !glued && luhn((g..=k).flat_map(|j| self.digits(j).iter().copied()))
             {
                 best = Some(k);
@@ -1091,7 +1179,7 @@ impl Groups<'_> {
             return None;
         }
         for j in g..=k {
-            if (j > g && self.seps[j] != b'.') || self.len(j) > 3 || parse_u32(self.digits(j)) > 255
+            if (j > g && self.sep(j) != b'.') || self.len(j) > 3 || parse_u32(self.digits(j)) > 255
             {
                 return None;
             }
@@ -1105,15 +1193,21 @@ impl Groups<'_> {
         let k = g + 2;
         if k >= self.groups.len()
             || (self.len(g), self.len(g + 1), self.len(k)) != (3, 2, 4)
-            || !matches!(self.seps[g + 1], b'-' | b' ')
-            || self.seps[k] != self.seps[g + 1]
+            || !matches!(self.sep(g + 1), b'-' | b' ')
+            || self.sep(k) != self.sep(g + 1)
         {
             return None;
         }
+        // Three groups of 3, 2 and 4 digits fill the 9.
         let mut d = [0u8; 9];
-        d[..3].copy_from_slice(self.digits(g));
-        d[3..5].copy_from_slice(self.digits(g + 1));
-        d[5..].copy_from_slice(self.digits(k));
+        let digits = self
+            .digits(g)
+            .iter()
+            .chain(self.digits(g + 1))
+            .chain(self.digits(k));
+        for (slot, &c) in d.iter_mut().zip(digits) {
+            *slot = c;
+        }
         (valid_ssn(&d) && self.ends_clean(k)).then_some(k)
     }
 
@@ -1122,8 +1216,8 @@ impl Groups<'_> {
     /// the area code starts with 2–9. Ten bare digits are not a phone
     /// number (too many other things are).
     fn phone(&self, g: usize) -> Option<usize> {
-        let nanp = |area: &[u8], _exch: &[u8]| area[0] >= b'2';
-        let sep_ok = |k: usize| matches!(self.seps[k], b'-' | b'.' | b' ');
+        let nanp = |area: &[u8], _exch: &[u8]| area.first().is_some_and(|&c| c >= b'2');
+        let sep_ok = |k: usize| matches!(self.sep(k), b'-' | b'.' | b' ');
         let three = |a: usize| {
             let k = a + 2;
             (k < self.groups.len()
@@ -1136,7 +1230,7 @@ impl Groups<'_> {
         };
         if self.len(g) == 11 {
             let d = self.digits(g);
-            let bare_ok = d[0] == b'1' && d[1] >= b'2';
+            let bare_ok = matches!(d, [b'1', second, ..] if *second >= b'2');
             return (bare_ok && self.ends_clean(g)).then_some(g);
         }
         if self.digits(g) == b"1"
@@ -1198,7 +1292,7 @@ fn plausible_secret(v: &[u8], prose: bool) -> bool {
     if v.len() < 4 || is_redaction(v) {
         return false;
     }
-    if v.iter().all(|&c| c == v[0]) {
+    if v.iter().all(|c| Some(c) == v.first()) {
         return false; // `****`, `xxxx`
     }
     let lower = v.to_ascii_lowercase();
@@ -1225,7 +1319,7 @@ fn plausible_secret(v: &[u8], prose: bool) -> bool {
     // Templates: `${VAR}`, `{{ secret }}`, `<your-token>`, `%s`.
     if v.starts_with(b"${")
         || v.starts_with(b"{{")
-        || (v[0] == b'<' && v[v.len() - 1] == b'>')
+        || (v.first() == Some(&b'<') && v.last() == Some(&b'>'))
         || v == b"%s"
     {
         return false;
@@ -1241,7 +1335,7 @@ pub fn is_redaction(v: &[u8]) -> bool {
     if v.starts_with(b"[REDACTED") {
         return true;
     }
-    if v.len() < 4 || v[0] != b'[' || v[v.len() - 1] != b']' {
+    if v.len() < 4 || v.first() != Some(&b'[') || v.last() != Some(&b']') {
         return false;
     }
     let name = run(v, 1, |c| c.is_ascii_lowercase() || is_digit(c) || c == b'_');
@@ -1250,8 +1344,11 @@ pub fn is_redaction(v: &[u8]) -> bool {
 
 /// SSA rules: area 001–665, 667–899; group 01–99; serial 0001–9999.
 fn valid_ssn(d: &[u8]) -> bool {
-    let area = parse_u32(&d[..3]);
-    area != 0 && area != 666 && area < 900 && &d[3..5] != b"00" && &d[5..9] != b"0000"
+    let (Some(area), Some(group), Some(serial)) = (d.get(..3), d.get(3..5), d.get(5..9)) else {
+        return false;
+    };
+    let area = parse_u32(area);
+    area != 0 && area != 666 && area < 900 && group != b"00" && serial != b"0000"
 }
 
 fn parse_u32(d: &[u8]) -> u32 {
@@ -1279,11 +1376,14 @@ pub fn luhn(digits: impl DoubleEndedIterator<Item = u8>) -> bool {
 /// ISO 13616 mod-97: move the first four characters to the end, letters
 /// become 10..35, the number mod 97 must be 1.
 pub fn iban_checksum(chars: &[u8]) -> bool {
-    if chars.len() < 5 || !chars[2..4].iter().all(u8::is_ascii_digit) {
+    if chars.len() < 5 || !span(chars, 2, 4).iter().all(u8::is_ascii_digit) {
         return false;
     }
+    let Some((head, rest)) = chars.split_at_checked(4) else {
+        return false;
+    };
     let mut rem = 0u32;
-    for &c in chars[4..].iter().chain(&chars[..4]) {
+    for &c in rest.iter().chain(head) {
         rem = match c {
             b'0'..=b'9' => (rem * 10 + u32::from(c - b'0')) % 97,
             b'A'..=b'Z' => (rem * 100 + u32::from(c - b'A' + 10)) % 97,

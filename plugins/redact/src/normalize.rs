@@ -8,6 +8,8 @@ use std::borrow::Cow;
 
 use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfkc_quick};
 
+use crate::detect::tail;
+
 /// Characters removed before detection: zero-width and format characters
 /// that render as nothing (and the soft hyphen, which usually does too).
 pub fn is_invisible(c: char) -> bool {
@@ -61,7 +63,7 @@ fn digit_value(c: char) -> Option<u8> {
     }
     // The last block starting at or before `cp`.
     let i = DIGIT_ZEROS.partition_point(|&z| z <= cp).checked_sub(1)?;
-    let d = cp - DIGIT_ZEROS[i];
+    let d = cp - DIGIT_ZEROS.get(i)?;
     (d < 10).then_some(d as u8)
 }
 
@@ -92,14 +94,14 @@ pub fn normalize(s: &str) -> Cow<'_, str> {
     let mut i = 0;
     while i < b.len() {
         let start = i;
-        i += b[i..].iter().take_while(|c| c.is_ascii()).count();
+        i += tail(b, i).iter().take_while(|c| c.is_ascii()).count();
         if i == b.len() {
             out.push_str(&s[start..]);
             break;
         }
         let island = if i > start { i - 1 } else { i };
         out.push_str(&s[start..island]);
-        i += b[i..].iter().take_while(|c| !c.is_ascii()).count();
+        i += tail(b, i).iter().take_while(|c| !c.is_ascii()).count();
         out.extend(
             s[island..i]
                 .chars()

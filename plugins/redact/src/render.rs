@@ -35,13 +35,9 @@ pub fn canonical(kind: Option<Kind>, v: &str) -> Cow<'_, str> {
         ),
         Some(Kind::Ipv4) => {
             let octets: Vec<u32> = v.split('.').filter_map(|o| o.parse().ok()).collect();
-            if octets.len() == 4 {
-                Cow::Owned(format!(
-                    "{}.{}.{}.{}",
-                    octets[0], octets[1], octets[2], octets[3]
-                ))
-            } else {
-                Cow::Borrowed(v)
+            match octets.as_slice() {
+                [a, b, c, d] => Cow::Owned(format!("{a}.{b}.{c}.{d}")),
+                _ => Cow::Borrowed(v),
             }
         }
         Some(Kind::Ipv6) => match v.parse::<Ipv6Addr>() {
@@ -83,7 +79,7 @@ pub fn token(key: &Hmac<Sha256>, name: &str, canonical: &str) -> String {
     mac.update(canonical.as_bytes());
     let out = mac.finalize().into_bytes();
     let mut hex = String::with_capacity(12);
-    for b in &out[..6] {
+    for b in out.iter().take(6) {
         let _ = write!(hex, "{b:02x}");
     }
     hex
@@ -93,7 +89,8 @@ pub fn token(key: &Hmac<Sha256>, name: &str, canonical: &str) -> String {
 fn partial(kind: Option<Kind>, name: &str, v: &str) -> Option<String> {
     let last4 = |s: &str| -> Option<String> {
         let chars: Vec<char> = s.chars().collect();
-        (chars.len() >= 4).then(|| chars[chars.len() - 4..].iter().collect())
+        let start = chars.len().checked_sub(4)?;
+        Some(chars.get(start..)?.iter().collect())
     };
     let digits: String = v.chars().filter(char::is_ascii_digit).collect();
     Some(match kind? {
@@ -142,8 +139,9 @@ fn partial(kind: Option<Kind>, name: &str, v: &str) -> Option<String> {
 /// has at least eight.
 fn partial_custom(name: &str, v: &str) -> Option<String> {
     let chars: Vec<char> = v.chars().collect();
-    (chars.len() >= 8).then(|| {
-        let tail: String = chars[chars.len() - 4..].iter().collect();
-        format!("[{name}:****{tail}]")
-    })
+    if chars.len() < 8 {
+        return None;
+    }
+    let tail: String = chars.get(chars.len() - 4..)?.iter().collect();
+    Some(format!("[{name}:****{tail}]"))
 }

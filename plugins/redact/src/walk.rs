@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use portcullis_plugin_sdk::Value;
 
 use crate::config::{Action, Config, allow_key};
-use crate::detect::{self, Hint, Hit, hinted, key_hint};
+use crate::detect::{self, Hint, Hit, hinted, key_hint, tail};
 use crate::normalize::normalize;
 use crate::render::{canonical, render};
 
@@ -244,7 +244,7 @@ impl<'c> Redactor<'c> {
                             i = end;
                         }
                         b'-' | b'0'..=b'9' => {
-                            let end = i + detect_number_end(&b[i..]);
+                            let end = i + detect_number_end(tail(b, i));
                             if !slot.protect
                                 && let Some(new) = self.number(&text[i..end], slot.hint)?
                             {
@@ -252,9 +252,9 @@ impl<'c> Redactor<'c> {
                             }
                             i = end;
                         }
-                        b't' if b[i..].starts_with(b"true") => i += 4,
-                        b'f' if b[i..].starts_with(b"false") => i += 5,
-                        b'n' if b[i..].starts_with(b"null") => i += 4,
+                        b't' if tail(b, i).starts_with(b"true") => i += 4,
+                        b'f' if tail(b, i).starts_with(b"false") => i += 5,
+                        b'n' if tail(b, i).starts_with(b"null") => i += 4,
                         _ => return Err(Stop::Malformed),
                     }
                     if slot.tag == Tag::Structured {
@@ -383,44 +383,47 @@ impl<'c> Redactor<'c> {
         // Earliest first, then longest, then the more specific detector.
         self.hits
             .sort_unstable_by_key(|h| (h.start, Reverse(h.end), h.det));
-        let mut kept = 0;
-        let mut last_end = 0;
-        for r in 0..self.hits.len() {
-            let h = self.hits[r];
-            if (kept > 0 && h.start < last_end) || self.allowed(norm, h) {
-                continue;
+        let mut last_end = None;
+        self.hits.retain(|&h| {
+            if last_end.is_some_and(|e| h.start < e) || Self::allowed(cfg, norm, h) {
+                return false;
             }
-            self.hits[kept] = h;
-            kept += 1;
-            last_end = h.end;
-        }
-        self.hits.truncate(kept);
+            last_end = Some(h.end);
+            true
+        });
+        let kept = self.hits.len();
         if kept == 0 {
             return Ok(None);
         }
-        if let Some(h) = self
-            .hits
-            .iter()
-            .find(|h| cfg.detectors[h.det].action == Action::Block)
-        {
+        // Every hit names one of `cfg.detectors` (built-ins at their index,
+        // custom patterns after); one that did not blocks the message.
+        if let Some(h) = self.hits.iter().find(|h| {
+            cfg.detectors
+                .get(h.det)
+                .is_none_or(|d| d.action == Action::Block)
+        }) {
             return Err(Stop::Block(h.det));
         }
 
         let mut out = String::with_capacity(norm.len() + 16 * kept);
         let mut last = 0;
         for h in &self.hits {
-            let det = &cfg.detectors[h.det];
+            let Some(det) = cfg.detectors.get(h.det) else {
+                return Err(Stop::Block(h.det));
+            };
             out.push_str(&norm[last..h.start]);
             out.push_str(&render(det, &norm[h.start..h.end], cfg.hmac.as_ref()));
             last = h.end;
-            self.counts[h.det] += 1;
+            if let Some(n) = self.counts.get_mut(h.det) {
+                *n += 1;
+            }
         }
         out.push_str(&norm[last..]);
         Ok(Some(out))
     }
 
-    fn allowed(&self, norm: &str, h: Hit) -> bool {
-        let allow = &self.cfg.allow;
+    fn allowed(cfg: &Config, norm: &str, h: Hit) -> bool {
+        let allow = &cfg.allow;
         if allow.is_empty() {
             return false;
         }
@@ -428,7 +431,7 @@ impl<'c> Redactor<'c> {
         if allow.contains(v) {
             return true;
         }
-        match self.cfg.detectors[h.det].kind {
+        match cfg.detectors.get(h.det).and_then(|d| d.kind) {
             Some(kind) => allow.contains(&allow_key(kind, &canonical(Some(kind), v))),
             None => false,
         }
@@ -554,7 +557,7 @@ fn skip_value(text: &str, mut i: usize) -> Option<usize> {
                 continue;
             }
             _ => {
-                let l = b[i..]
+                let l = tail(b, i)
                     .iter()
                     .take_while(|&&c| {
                         !matches!(c, b',' | b':' | b'}' | b']') && !c.is_ascii_whitespace()
@@ -599,7 +602,7 @@ fn same_as_structured(
 // ---------------------------------------------------------------------------
 
 fn ws(b: &[u8], mut i: usize) -> usize {
-    while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\n' | b'\r') {
+    while let Some(b' ' | b'\t' | b'\n' | b'\r') = b.get(i) {
         i += 1;
     }
     i
@@ -610,8 +613,8 @@ fn ws(b: &[u8], mut i: usize) -> usize {
 fn string_token(text: &str, i: usize) -> Result<(usize, Cow<'_, str>), Stop> {
     let b = text.as_bytes();
     let mut j = i + 1;
-    while j < b.len() {
-        match b[j] {
+    while let Some(&c) = b.get(j) {
+        match c {
             b'"' => return Ok((j + 1, Cow::Borrowed(&text[i + 1..j]))),
             b'\\' => break,
             _ => j += 1,
@@ -658,7 +661,7 @@ fn string_token(text: &str, i: usize) -> Result<(usize, Cow<'_, str>), Stop> {
                 }
             }
             Some(_) => {
-                let l = b[j..]
+                let l = tail(b, j)
                     .iter()
                     .take_while(|&&c| c != b'"' && c != b'\\')
                     .count();
@@ -755,8 +758,8 @@ fn looks_like_json(s: &str) -> bool {
     let t = s.trim_ascii();
     t.len() >= 2
         && matches!(
-            (t.as_bytes()[0], t.as_bytes()[t.len() - 1]),
-            (b'{', b'}') | (b'[', b']')
+            (t.as_bytes().first(), t.as_bytes().last()),
+            (Some(b'{'), Some(b'}')) | (Some(b'['), Some(b']'))
         )
 }
 

@@ -101,13 +101,13 @@ impl Config {
             ));
         }
         let raw = RawConfig::deserialize(value).map_err(invalid)?;
-        let mut names: Vec<&String> = raw.pins.keys().collect();
-        names.sort();
-        for name in names {
+        // Checked in name order, so the first error reported is stable.
+        let mut pins: Vec<(&String, &String)> = raw.pins.iter().collect();
+        pins.sort();
+        for (name, pin) in pins {
             if name.is_empty() {
                 return Err("schema-guard: invalid config: pins: empty tool name".into());
             }
-            let pin = &raw.pins[name];
             if !digest::is_well_formed(pin) {
                 return Err(format!(
                     "schema-guard: invalid config: pins.{name:?} = {pin:?}: expected \"sha256:\" \

@@ -101,6 +101,8 @@ impl Plugin for Behave {
             Mode::DenyResponse => allow(),
             Mode::Loop => spin(),
             Mode::Alloc => hog(),
+            // Trapping on demand is this mode's job.
+            #[allow(clippy::panic)]
             Mode::Trap if message.contains("boom") => panic!("behave: boom"),
             Mode::Trap => allow(),
             Mode::Garbage => rewrite("not json {"),
