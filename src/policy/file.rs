@@ -5,7 +5,8 @@
 //! [plugins.hide-admin]
 //! source = "builtin:deny-tools"        # or a path to a .wasm component
 //! config = { deny = ["delete_*"] }     # passed to the plugin's init as JSON
-//! deadline_ms = 10                     # optional, per message
+//! deadline_ms = 10                     # optional, per message (wall clock)
+//! deadline_per_mib_ms = 50             # optional, added per MiB of message
 //! memory_mib = 64                      # optional, per instance
 //!
 //! [[servers."*"]]                      # runs for every server, first
@@ -73,6 +74,7 @@ struct RawPlugin {
     #[serde(default)]
     config: Option<toml::Value>,
     deadline_ms: Option<u64>,
+    deadline_per_mib_ms: Option<u64>,
     memory_mib: Option<usize>,
 }
 
@@ -156,6 +158,9 @@ pub async fn load_text(
         let mut limits = PluginLimits::default();
         if let Some(ms) = p.deadline_ms {
             limits.deadline = Duration::from_millis(ms.max(1));
+        }
+        if let Some(ms) = p.deadline_per_mib_ms {
+            limits.deadline_per_mib = Duration::from_millis(ms);
         }
         if let Some(mib) = p.memory_mib {
             limits.memory_bytes = mib.max(1) * 1024 * 1024;

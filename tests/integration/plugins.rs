@@ -1,6 +1,7 @@
 //! The policy chain through the real host, with real compiled components
 //! (`plugins/`, built by build.rs), on real tunnels.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -569,4 +570,50 @@ expect = "allow"
     );
     assert!(text.contains("expected allow, got deny"), "{text}");
     assert!(text.contains("0 of 1 cases as expected"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_result_at_the_size_limit_passes_the_default_policy() {
+    // Just under the 4 MiB message limit, nothing to redact: the plugin
+    // deadline grows with the message, so the business's largest clean
+    // answers are not refused for their size.
+    let limit = portcullis::limits::MAX_MESSAGE_BYTES;
+    let text: String = "The quarterly report lists open tickets by team. "
+        .repeat(limit / 50)
+        .chars()
+        .take(limit - 1024)
+        .collect();
+    let expected = text.clone();
+    let upstream = json_upstream(move |req| {
+        let id = req.get("id")?.clone();
+        let result = match req["method"].as_str() {
+            Some("initialize") => json!({"protocolVersion": "2025-11-25", "capabilities": {"tools": {}},
+                                        "serverInfo": {"name": "big", "version": "1"}}),
+            Some("tools/call") => json!({"content": [{"type": "text", "text": text}]}),
+            _ => json!({}),
+        };
+        Some(json!({"jsonrpc": "2.0", "id": id, "result": result}))
+    })
+    .await;
+    let t = OneTunnel::start().await;
+    let ups = HashMap::from([(
+        "demo".to_owned(),
+        http_upstream("demo", &format!("http://{upstream}/mcp")),
+    )]);
+    let (gw, _stop, _task) = t.gateway(ups, 1, ProxyConfig::default()).await;
+    let default = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/policies/default.toml"));
+    let policy = portcullis::policy::load(&default, &engine(), gw.catalog())
+        .await
+        .unwrap();
+    gw.set_policy(Some(Arc::new(policy)));
+    let mut c = t.client("demo");
+    c.initialize().await.unwrap();
+    let r = within(
+        "a 4 MiB result",
+        c.call_tool("get_ticket_thread", json!({"ticket_id": "T-1"})),
+    )
+    .await
+    .unwrap();
+    assert!(r.get("error").is_none(), "{:.300}", r.to_string());
+    assert_eq!(r["result"]["content"][0]["text"].as_str(), Some(expected.as_str()));
 }

@@ -394,3 +394,43 @@ pub fn spool_text(dir: &std::path::Path) -> String {
         .map(|s| std::fs::read_to_string(s).unwrap())
         .collect()
 }
+
+/// An HTTP MCP upstream whose answer to each request is `answer(request)`
+/// (its JSON body), or 202 when that is `None`.
+pub async fn json_upstream<F>(answer: F) -> SocketAddr
+where
+    F: Fn(serde_json::Value) -> Option<serde_json::Value> + Send + Sync + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answer = Arc::new(answer);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let answer = answer.clone();
+                    async move {
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let v = serde_json::from_slice(&body).unwrap_or_default();
+                        let resp = match answer(v) {
+                            Some(reply) => Response::builder()
+                                .header("content-type", "application/json")
+                                .body(Full::new(Bytes::from(reply.to_string())))
+                                .unwrap(),
+                            None => Response::builder()
+                                .status(202)
+                                .body(Full::new(Bytes::new()))
+                                .unwrap(),
+                        };
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
