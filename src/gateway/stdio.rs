@@ -2,7 +2,8 @@
 //! semantics mapped onto its stdin/stdout.
 //!
 //! - `initialize` without a session starts a process and mints a session id
-//!   (128 random bits); later requests name it in `Mcp-Session-Id`.
+//!   (128 random bits), bound to the principal that sent it
+//!   (`src/session.rs`); later requests name it in `Mcp-Session-Id`.
 //! - A request's POST gets an SSE stream carrying whatever the server sends
 //!   while the request is the newest in flight (progress, logging, sampling or
 //!   elicitation requests) and ends with the response; clients that accept
@@ -10,7 +11,7 @@
 //! - Messages with no request in flight go to the session's GET stream, or
 //!   wait in a bounded backlog until one opens.
 //! - Notifications and the client's responses are written and answered 202.
-//! - DELETE, idleness and process exit end the session.
+//! - DELETE, idleness and process exit end the session and its binding.
 //!
 //! Limitations: no SSE event ids (resumption) and no stateless era for stdio;
 //! both are answered with clear errors.
@@ -38,7 +39,9 @@ use crate::limits;
 use crate::mcp::era::SESSION_HEADER;
 use crate::mcp::sse::Event;
 use crate::mcp::{Kind, McpError, Message};
+use crate::principal::Principal;
 use crate::secret;
+use crate::session::SessionTable;
 
 /// Messages buffered per in-flight request stream before the child's stdout
 /// is paused (backpressure).
@@ -100,6 +103,9 @@ pub struct StdioUpstream {
     name: String,
     command: StdioCommand,
     sessions: Sessions,
+    /// Which principal opened each session; shared with the supervisors,
+    /// which forget a session's binding when it ends.
+    bindings: Arc<SessionTable>,
     limits: OutboundLimits,
     max_sessions: usize,
     idle_timeout: Duration,
@@ -186,10 +192,19 @@ impl StdioUpstream {
             name: name.to_owned(),
             command,
             sessions: Arc::default(),
+            bindings: Arc::new(SessionTable::new(
+                limits::MAX_SESSIONS_PER_SERVER,
+                limits::SESSION_BINDING_IDLE,
+            )),
             limits,
             max_sessions: limits::MAX_STDIO_SESSIONS,
             idle_timeout: limits::STDIO_SESSION_IDLE,
         }
+    }
+
+    /// The session bindings the gateway checks before forwarding.
+    pub fn sessions(&self) -> &SessionTable {
+        &self.bindings
     }
 
     fn session(&self, id: &str) -> Option<Arc<Session>> {
@@ -208,7 +223,7 @@ impl StdioUpstream {
             .len()
     }
 
-    fn spawn(&self) -> Result<(String, Arc<Session>), McpError> {
+    fn spawn(&self, owner: &Principal) -> Result<(String, Arc<Session>), McpError> {
         if self.session_count() >= self.max_sessions {
             return Err(McpError::TooManySessions(self.name.clone()));
         }
@@ -250,6 +265,8 @@ impl StdioUpstream {
             last_used: Mutex::new(Instant::now()),
         });
         let name = self.name.clone();
+        // Bound before the supervisor runs, so its unbinding comes after.
+        self.bindings.bind(&name, &name, &id, owner);
         // Writer.
         tokio::spawn({
             let ended = session.ended.clone();
@@ -309,6 +326,7 @@ impl StdioUpstream {
         tokio::spawn({
             let session = session.clone();
             let sessions = self.sessions.clone();
+            let bindings = self.bindings.clone();
             let id = id.clone();
             let idle = self.idle_timeout;
             async move {
@@ -318,6 +336,9 @@ impl StdioUpstream {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&id);
+                // Before the pending requests fail: a client that sees the
+                // end and retries finds the session unknown.
+                bindings.unbind(&name, &name, &id);
                 fail_pending(&session);
             }
         });
@@ -342,7 +363,7 @@ impl StdioUpstream {
                 (sid.to_owned(), s, false)
             }
             None if msg.method_str() == "initialize" => {
-                let (sid, s) = self.spawn()?;
+                let (sid, s) = self.spawn(&reply.base.principal)?;
                 (sid, s, true)
             }
             None => {
@@ -441,6 +462,7 @@ impl StdioUpstream {
             .unwrap_or_else(|p| p.into_inner())
             .remove(sid)
             .ok_or(McpError::SessionNotFound)?;
+        self.bindings.unbind(&self.name, &self.name, sid);
         session.ended.cancel();
         Ok(Response::new(full(Bytes::new())))
     }
