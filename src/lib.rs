@@ -10,6 +10,8 @@
 //! - [`tls`]: PEM loading, rustls configs, in-memory CA for `up` and tests.
 //! - [`secret`]: credential generation, hashing, comparison.
 //! - [`principal`]: the verified agent identity the relay sends to the gateway.
+//! - [`session`]: which principal each MCP session belongs to: the bounded
+//!   binding tables the relay and the gateway both check.
 //! - [`server`]: the accept loop shared by HTTP listeners.
 //! - [`tunnel`]: dialing, the upgrade handshake, reversed HTTP/2, the
 //!   gateway's connection pool and the relay's connection registry.
@@ -64,6 +66,7 @@ pub mod principal;
 pub mod relay;
 pub mod secret;
 pub mod server;
+pub mod session;
 pub mod telemetry;
 pub mod tls;
 pub mod tunnel;

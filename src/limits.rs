@@ -69,6 +69,22 @@ pub const STDIO_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// then refused as an unknown task (fail closed).
 pub const MAX_TRACKED_TASKS: usize = 65_536;
 
+/// Session bindings (session id → the principal that opened it) the
+/// gateway keeps per server; beyond this the least recently used is
+/// forgotten, and its session is then refused (fail closed) until the
+/// client initializes again.
+pub const MAX_SESSIONS_PER_SERVER: usize = 10_000;
+
+/// Session bindings the relay keeps per tunnel. The relay's table is only
+/// the early check (the gateway's decides), so a binding it forgets costs
+/// nothing but that check.
+pub const RELAY_SESSIONS_PER_TUNNEL: usize = 4_096;
+
+/// A session binding unused for this long is forgotten, at the relay and
+/// at the gateway, and its session refused from then on: the stdio idle
+/// time, so a binding and a stdio session end together.
+pub const SESSION_BINDING_IDLE: Duration = STDIO_SESSION_IDLE;
+
 /// Messages a stdio session queues for a GET stream that is not open yet;
 /// older ones are dropped beyond this (and logged).
 pub const STDIO_BACKLOG: usize = 256;

@@ -11,6 +11,23 @@ use serde::{Deserialize, Serialize};
 /// Header carrying the base64url-encoded JSON principal, relay → gateway.
 pub const PRINCIPAL_HEADER: &str = "portcullis-principal";
 
+/// What makes two principals the same agent, for owning a session: the
+/// subject, compared exactly (kept as its SHA-256 digest).
+///
+/// Groups are not part of it: they say what the agent may do today and
+/// change with the directory, while a session belongs to whoever opened it
+/// (each of its messages still passes the policy chain with the groups of
+/// the moment). The issuer is part of it by construction: today every
+/// principal comes from one issuer, the relay's agent keys, where the
+/// subject is the agent's configured name, so two keys sharing a subject
+/// (a key being rotated) are one agent and keys with different subjects
+/// are different agents. A principal from a second issuer (OAuth, whose
+/// `sub` is unique only per `iss`) has to bring the issuer into this
+/// digest. Under `--insecure-no-auth` every agent is `anonymous`, so all
+/// agents share their sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PrincipalId([u8; 32]);
+
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -29,6 +46,11 @@ impl Principal {
             subject: "anonymous".into(),
             groups: Vec::new(),
         }
+    }
+
+    /// The identity a session is bound to.
+    pub fn id(&self) -> PrincipalId {
+        PrincipalId(crate::secret::digest(&self.subject))
     }
 
     /// Encodes for [`PRINCIPAL_HEADER`].
@@ -56,5 +78,16 @@ mod tests {
         };
         assert_eq!(Principal::from_header(p.to_header().as_bytes()), Some(p));
         assert_eq!(Principal::from_header(b"!!"), None);
+    }
+
+    #[test]
+    fn the_same_agent_is_its_subject_whatever_its_groups() {
+        let p = |subject: &str, groups: &[&str]| Principal {
+            subject: subject.into(),
+            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+        };
+        assert_eq!(p("a", &["x"]).id(), p("a", &[]).id());
+        assert_ne!(p("a", &["x"]).id(), p("b", &["x"]).id());
+        assert_ne!(p("a", &[]).id(), p("A", &[]).id());
     }
 }

@@ -1,6 +1,8 @@
 //! Streamable HTTP upstreams: the gateway is an MCP client of a configured
 //! URL. Sessions, SSE and resumption are the upstream's; the gateway forwards
-//! the protocol headers and adds the configured credentials.
+//! the protocol headers and adds the configured credentials. Which agent
+//! opened each session it learns from the `Mcp-Session-Id` the upstream
+//! answers an `initialize` with (`src/session.rs`).
 
 use std::sync::Arc;
 
@@ -12,8 +14,10 @@ use hyper_util::rt::TokioExecutor;
 
 use super::outbound::{OutboundLimits, ReplyContext, filter_response};
 use crate::body::{Body, empty, full};
+use crate::limits;
 use crate::mcp::McpError;
 use crate::mcp::era::is_forwarded_request_header;
+use crate::session::{Presented, SessionTable};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
@@ -26,6 +30,8 @@ pub struct HttpUpstream {
     headers: Vec<(HeaderName, HeaderValue)>,
     client: HttpsClient,
     limits: OutboundLimits,
+    /// Which principal opened each of this upstream's sessions.
+    sessions: SessionTable,
 }
 
 impl HttpUpstream {
@@ -56,7 +62,16 @@ impl HttpUpstream {
             headers,
             client,
             limits,
+            sessions: SessionTable::new(
+                limits::MAX_SESSIONS_PER_SERVER,
+                limits::SESSION_BINDING_IDLE,
+            ),
         }
+    }
+
+    /// The session bindings the gateway checks before forwarding.
+    pub fn sessions(&self) -> &SessionTable {
+        &self.sessions
     }
 
     /// Sends one request (POST with a message body, GET, DELETE) and returns
@@ -124,6 +139,14 @@ impl HttpUpstream {
                 tracing::warn!(server = self.name, error = %e, "upstream request failed");
                 McpError::UpstreamUnavailable(format!("server '{}' is not reachable", self.name))
             })?;
+        let presented = Presented {
+            scope: &self.name,
+            server: &self.name,
+            session: reply.base.session_id.as_deref(),
+            who: &reply.base.principal,
+        };
+        self.sessions
+            .learn(&presented, &http_method, resp.status(), resp.headers());
         Ok(filter_response(resp, reply).await)
     }
 }

@@ -58,6 +58,16 @@ pub enum Upstream {
     Stdio(Box<stdio::StdioUpstream>),
 }
 
+impl Upstream {
+    /// Which principal opened each of its sessions (`src/session.rs`).
+    pub fn sessions(&self) -> &crate::session::SessionTable {
+        match self {
+            Upstream::Http(u) => u.sessions(),
+            Upstream::Stdio(u) => u.sessions(),
+        }
+    }
+}
+
 /// The gateway's upstreams, limits, policy and tool catalog.
 pub struct Gateway {
     upstreams: HashMap<String, Upstream>,
@@ -305,6 +315,25 @@ impl Gateway {
                 .map(str::to_owned),
             principal,
         };
+        // Sessions belong to their principal: another's id, or one never
+        // bound here, is a session that does not exist (fail closed).
+        let presented = crate::session::Presented {
+            scope: &base.server,
+            server: &base.server,
+            session: session.as_deref(),
+            who: &base.principal,
+        };
+        let admitted = upstream
+            .sessions()
+            .check(&presented, crate::session::Unknown::Refuse);
+        if let Err(refused) = admitted {
+            call.unrecorded = Some(MessageContext {
+                direction: Direction::ToServer,
+                kind: MessageKind::Request,
+                ..base
+            });
+            return Err((refused.into(), None));
+        }
         let reply = |base: MessageContext| ReplyContext {
             policy: policy.clone(),
             catalog: self.catalog.clone(),

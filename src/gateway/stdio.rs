@@ -2,7 +2,8 @@
 //! semantics mapped onto its stdin/stdout.
 //!
 //! - `initialize` without a session starts a process and mints a session id
-//!   (128 random bits); later requests name it in `Mcp-Session-Id`.
+//!   (128 random bits), bound to the principal that sent it
+//!   (`src/session.rs`); later requests name it in `Mcp-Session-Id`.
 //! - A request's POST gets an SSE stream carrying whatever the server sends
 //!   while the request is the newest in flight (progress, logging, sampling or
 //!   elicitation requests) and ends with the response; clients that accept
@@ -10,7 +11,7 @@
 //! - Messages with no request in flight go to the session's GET stream, or
 //!   wait in a bounded backlog until one opens.
 //! - Notifications and the client's responses are written and answered 202.
-//! - DELETE, idleness and process exit end the session.
+//! - DELETE, idleness and process exit end the session and its binding.
 //!
 //! - 2026-07-28 (stateless) requests go to one process per principal,
 //!   opened with a `server/discover` probe: a server that answers it serves
@@ -45,7 +46,9 @@ use crate::limits;
 use crate::mcp::era::{SESSION_HEADER, STATELESS_SINCE};
 use crate::mcp::sse::Event;
 use crate::mcp::{Kind, McpError, Message};
+use crate::principal::Principal;
 use crate::secret;
+use crate::session::SessionTable;
 
 /// Messages buffered per in-flight request stream before the child's stdout
 /// is paused (backpressure).
@@ -128,6 +131,9 @@ pub struct StdioUpstream {
     legacy: Mutex<Option<LegacyOnly>>,
     /// One probe at a time, so a burst of first calls starts one process.
     probing: tokio::sync::Mutex<()>,
+    /// Which principal opened each session; shared with the supervisors,
+    /// which forget a session's binding when it ends.
+    bindings: Arc<SessionTable>,
     limits: OutboundLimits,
     max_sessions: usize,
     idle_timeout: Duration,
@@ -246,10 +252,19 @@ impl StdioUpstream {
             stateless: Arc::default(),
             legacy: Mutex::new(None),
             probing: tokio::sync::Mutex::new(()),
+            bindings: Arc::new(SessionTable::new(
+                limits::MAX_SESSIONS_PER_SERVER,
+                limits::SESSION_BINDING_IDLE,
+            )),
             limits,
             max_sessions: limits::MAX_STDIO_SESSIONS,
             idle_timeout: limits::STDIO_SESSION_IDLE,
         }
+    }
+
+    /// The session bindings the gateway checks before forwarding.
+    pub fn sessions(&self) -> &SessionTable {
+        &self.bindings
     }
 
     fn session(&self, id: &str) -> Option<Arc<Session>> {
@@ -266,16 +281,23 @@ impl StdioUpstream {
         count(&self.sessions) + count(&self.stateless)
     }
 
-    /// Starts a process for a new session-era session under a fresh id.
-    fn spawn(&self) -> Result<(String, Arc<Session>), McpError> {
+    /// Starts a process for a new session-era session under a fresh id,
+    /// bound to `owner`.
+    fn spawn(&self, owner: &Principal) -> Result<(String, Arc<Session>), McpError> {
         let id = secret::random_id();
-        let session = self.spawn_into(&self.sessions, id.clone())?;
+        let session = self.spawn_into(&self.sessions, id.clone(), Some(owner))?;
         Ok((id, session))
     }
 
-    /// Starts the server process and files it in `map` under `key`; the
-    /// supervisor takes it out again when it ends.
-    fn spawn_into(&self, map: &Sessions, key: String) -> Result<Arc<Session>, McpError> {
+    /// Starts the server process and files it in `map` under `key` (bound
+    /// to `owner` when it is a session id); the supervisor takes it out,
+    /// and unbinds it, when it ends.
+    fn spawn_into(
+        &self,
+        map: &Sessions,
+        key: String,
+        owner: Option<&Principal>,
+    ) -> Result<Arc<Session>, McpError> {
         if self.session_count() >= self.max_sessions {
             return Err(McpError::TooManySessions(self.name.clone()));
         }
@@ -317,6 +339,10 @@ impl StdioUpstream {
             next_id: std::sync::atomic::AtomicU64::new(1),
         });
         let name = self.name.clone();
+        // Bound before the supervisor runs, so its unbinding comes after.
+        if let Some(owner) = owner {
+            self.bindings.bind(&name, &name, &key, owner);
+        }
         // Writer.
         tokio::spawn({
             let ended = session.ended.clone();
@@ -377,6 +403,7 @@ impl StdioUpstream {
             let session = session.clone();
             let sessions = map.clone();
             let key = key.clone();
+            let bindings = owner.is_some().then(|| self.bindings.clone());
             let idle = self.idle_timeout;
             async move {
                 supervise(&mut child, &session, idle, &name).await;
@@ -387,6 +414,11 @@ impl StdioUpstream {
                     map.remove(&key);
                 }
                 drop(map);
+                // Before the pending requests fail: a client that sees the
+                // end and retries finds the session unknown.
+                if let Some(bindings) = bindings {
+                    bindings.unbind(&name, &name, &key);
+                }
                 fail_pending(&session);
             }
         });
@@ -429,7 +461,7 @@ impl StdioUpstream {
                 supported: l.supported,
             });
         }
-        let session = self.spawn_into(&self.stateless, subject.to_owned())?;
+        let session = self.spawn_into(&self.stateless, subject.to_owned(), None)?;
         match self.probe(&session, requested).await {
             Probe::Serves => Ok(session),
             Probe::Dead => Err(McpError::UpstreamUnavailable(format!(
@@ -609,7 +641,7 @@ impl StdioUpstream {
                 (sid.to_owned(), s, false)
             }
             None if msg.method_str() == "initialize" => {
-                let (sid, s) = self.spawn()?;
+                let (sid, s) = self.spawn(&reply.base.principal)?;
                 (sid, s, true)
             }
             None => {
@@ -719,6 +751,7 @@ impl StdioUpstream {
             .unwrap_or_else(|p| p.into_inner())
             .remove(sid)
             .ok_or(McpError::SessionNotFound)?;
+        self.bindings.unbind(&self.name, &self.name, sid);
         session.ended.cancel();
         Ok(Response::new(full(Bytes::new())))
     }

@@ -47,7 +47,10 @@ pub struct PluginLimits {
 impl PluginLimits {
     /// The deadline for a message of `len` bytes.
     pub fn deadline_for(&self, len: usize) -> Duration {
-        self.deadline + self.deadline_per_mib.mul_f64(len as f64 / (1024.0 * 1024.0))
+        self.deadline
+            + self
+                .deadline_per_mib
+                .mul_f64(len as f64 / (1024.0 * 1024.0))
     }
 }
 

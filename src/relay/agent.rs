@@ -1,9 +1,9 @@
 //! The agent endpoint: `/t/{tunnel}/{server}/mcp`.
 //!
-//! Order of checks: route, `Host`, `Origin`, credential, tunnel scope, size;
-//! then one h2 stream down a live tunnel connection, streamed both ways. The
-//! agent's `Authorization` never goes further: only allow-listed headers are
-//! forwarded, plus the verified principal.
+//! Order of checks: route, `Host`, `Origin`, credential, tunnel scope, size,
+//! session owner; then one h2 stream down a live tunnel connection, streamed
+//! both ways. The agent's `Authorization` never goes further: only
+//! allow-listed headers are forwarded, plus the verified principal.
 
 use http::{HeaderMap, HeaderName, Request, Response, StatusCode, Uri, header};
 use hyper::body::Incoming;
@@ -16,6 +16,7 @@ use crate::mcp::era::is_forwarded_request_header;
 use crate::mcp::{McpError, error_response};
 use crate::policy::verdict::{Direction, MessageContext, MessageKind};
 use crate::principal::{PRINCIPAL_HEADER, Principal};
+use crate::session::{Presented, Unknown};
 use crate::tunnel::TUNNEL_AUTHORITY;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
@@ -310,6 +311,16 @@ impl Relay {
             span.set_attribute("portcullis.tunnel", tunnel.to_owned());
             span.set_attribute("portcullis.server", server.to_owned());
         }
+        // A session belongs to the agent that opened it. An id this relay
+        // has not bound goes on: the gateway, which sees every relay's
+        // traffic, refuses it unless it is this agent's.
+        let presented = Presented {
+            scope: tunnel,
+            server,
+            session: call.session.as_deref(),
+            who: &principal,
+        };
+        self.sessions.check(&presented, Unknown::Pass)?;
         // Recorded before it goes down the tunnel: in strict mode a request
         // whose record cannot be made durable is not forwarded.
         if let Some(spool) = self.audit.get()
@@ -320,6 +331,7 @@ impl Relay {
                 .await
                 .map_err(|_| McpError::AuditUnavailable)?;
         }
+        let method = parts.method.clone();
         let mut down = Request::new(full(body));
         *down.method_mut() = parts.method;
         *down.uri_mut() = uri;
@@ -339,6 +351,8 @@ impl Relay {
         if parts.status == StatusCode::SWITCHING_PROTOCOLS {
             return Err(McpError::UpstreamUnavailable("unexpected upgrade".into()));
         }
+        self.sessions
+            .learn(&presented, &method, parts.status, &parts.headers);
         Ok(Response::from_parts(parts, boxed(body)))
     }
 }

@@ -1,7 +1,8 @@
 //! The relay: the public side. It accepts tunnel connections from gateways
 //! and agent requests, authenticates agents, checks `Host` and `Origin`, and
 //! forwards each exchange down one HTTP/2 stream of a live tunnel connection.
-//! It runs no policy and keeps no payloads.
+//! It runs no policy and keeps no payloads. It refuses a session id that an
+//! agent other than the one that opened it presents (`src/session.rs`).
 //!
 //! - [`auth`]: agent API keys and their grants.
 //! - [`agent`]: the agent endpoint `/t/{tunnel}/{server}/mcp`.
@@ -17,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::limits;
 use crate::server::{ServeOptions, serve};
+use crate::session::SessionTable;
 use crate::tunnel::acceptor::{TunnelAuth, serve_tunnel_connection};
 use crate::tunnel::registry::Registry;
 use auth::AgentAuth;
@@ -68,6 +70,8 @@ pub struct Relay {
     settings: RelaySettings,
     registry: Arc<Registry>,
     audit: std::sync::OnceLock<Arc<crate::audit::Spool>>,
+    /// Which agent opened each session seen through this relay, per tunnel.
+    sessions: SessionTable,
 }
 
 impl Relay {
@@ -77,6 +81,10 @@ impl Relay {
             settings,
             registry: Arc::new(Registry::default()),
             audit: std::sync::OnceLock::new(),
+            sessions: SessionTable::new(
+                limits::RELAY_SESSIONS_PER_TUNNEL,
+                limits::SESSION_BINDING_IDLE,
+            ),
         })
     }
 

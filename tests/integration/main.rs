@@ -8,5 +8,6 @@ mod otel;
 mod otlp;
 mod peers;
 mod plugins;
+mod sessions;
 mod support;
 mod tunnel;

@@ -495,11 +495,18 @@ async fn gateway_killed_mid_run_resumes_and_nothing_is_missing() {
                 if done.is_cancelled() {
                     return;
                 }
+                // The restarted gateway knows no session from before it: the
+                // client initializes again, as MCP clients do on a 404.
+                if c.session.is_none() && c.initialize().await.is_err() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
                 match c
                     .call_tool("lookup_customer", json!({"customer_id": "C-1002"}))
                     .await
                 {
                     Ok(r) if r.get("result").is_some() => ok_tx.send_modify(|n| *n += 1),
+                    Ok(r) if r["error"]["message"] == "Session not found" => c.session = None,
                     // The tunnel is down: try again shortly, not in a hot loop.
                     _ => tokio::time::sleep(Duration::from_millis(20)).await,
                 }

@@ -587,8 +587,10 @@ async fn a_clean_result_at_the_size_limit_passes_the_default_policy() {
     let upstream = json_upstream(move |req| {
         let id = req.get("id")?.clone();
         let result = match req["method"].as_str() {
-            Some("initialize") => json!({"protocolVersion": "2025-11-25", "capabilities": {"tools": {}},
-                                        "serverInfo": {"name": "big", "version": "1"}}),
+            Some("initialize") => {
+                json!({"protocolVersion": "2025-11-25", "capabilities": {"tools": {}},
+                                        "serverInfo": {"name": "big", "version": "1"}})
+            }
             Some("tools/call") => json!({"content": [{"type": "text", "text": text}]}),
             _ => json!({}),
         };
@@ -601,7 +603,10 @@ async fn a_clean_result_at_the_size_limit_passes_the_default_policy() {
         http_upstream("demo", &format!("http://{upstream}/mcp")),
     )]);
     let (gw, _stop, _task) = t.gateway(ups, 1, ProxyConfig::default()).await;
-    let default = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/policies/default.toml"));
+    let default = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/policies/default.toml"
+    ));
     let policy = portcullis::policy::load(&default, &engine(), gw.catalog())
         .await
         .unwrap();
@@ -615,5 +620,8 @@ async fn a_clean_result_at_the_size_limit_passes_the_default_policy() {
     .await
     .unwrap();
     assert!(r.get("error").is_none(), "{:.300}", r.to_string());
-    assert_eq!(r["result"]["content"][0]["text"].as_str(), Some(expected.as_str()));
+    assert_eq!(
+        r["result"]["content"][0]["text"].as_str(),
+        Some(expected.as_str())
+    );
 }
