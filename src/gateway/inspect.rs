@@ -252,6 +252,23 @@ impl Checkpoint<'_> {
                 return Gate::Refuse(e);
             }
         }
+        if msg.kind == Kind::Request
+            && msg.method_str() == "tools/call"
+            && crate::mcp::params::any(headers)
+        {
+            // Mcp-Param-* headers must say what the arguments say.
+            let tool = msg.name.as_deref().unwrap_or("");
+            let Some(definition) = self.catalog.tool(&ctx.server, tool) else {
+                return Gate::Refuse(McpError::HeaderMismatch(format!(
+                    "Mcp-Param headers cannot be checked: the definition of tool '{tool}' is not known yet (list the tools first)"
+                )));
+            };
+            let mapping = crate::mcp::params::mirrored(&definition);
+            let args = arguments(&msg.raw);
+            if let Err(e) = crate::mcp::params::check(headers, args.as_ref(), &mapping) {
+                return Gate::Refuse(e);
+            }
+        }
         if msg.kind == Kind::Request && tasks::names_a_task(msg.method_str()) {
             // The task's tool is the target: its output is checked as that
             // tool's result. Someone else's task has none.
@@ -308,6 +325,12 @@ impl Checkpoint<'_> {
         // Already refused; the spool counts a record it loses.
         let _ = spool.append(&record).await;
     }
+}
+
+/// `params.arguments` of a request.
+pub fn arguments(raw: &[u8]) -> Option<serde_json::Value> {
+    let mut v: serde_json::Value = serde_json::from_slice(raw).ok()?;
+    Some(v.get_mut("params")?.get_mut("arguments")?.take())
 }
 
 /// What the gates decided before the chain.

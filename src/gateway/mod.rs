@@ -416,8 +416,29 @@ impl Gateway {
                     tracing::Instrument::instrument(checkpoint.decide(parsed), span.clone()).await;
                 let Inspected { ctx, verdict } = decided.map_err(|e| refused(e, call))?;
                 let id = ctx.request_id.clone();
+                let mut forwarded_headers = parts.headers.clone();
                 let msg = match verdict {
-                    Verdict::Forward(m) => m,
+                    Verdict::Forward(m) => {
+                        if ctx.method.as_deref() == Some("tools/call")
+                            && crate::mcp::params::any(&forwarded_headers)
+                        {
+                            // The chain may have rewritten the arguments:
+                            // the mirrored headers follow the body sent.
+                            let tool = ctx.target.as_deref().unwrap_or("");
+                            let mapping = self
+                                .catalog
+                                .tool(&ctx.server, tool)
+                                .map(|d| crate::mcp::params::mirrored(&d))
+                                .unwrap_or_default();
+                            let args = inspect::arguments(&m.raw);
+                            crate::mcp::params::recompute(
+                                &mut forwarded_headers,
+                                args.as_ref(),
+                                &mapping,
+                            );
+                        }
+                        m
+                    }
                     Verdict::Denied(d) => {
                         call.error = Some(d.code);
                         crate::telemetry::span::fail(span, Some(d.code), "");
@@ -458,7 +479,7 @@ impl Gateway {
                         Upstream::Http(u) => {
                             u.call(
                                 Method::POST,
-                                &parts.headers,
+                                &forwarded_headers,
                                 Some(msg.raw.clone()),
                                 reply(base),
                             )

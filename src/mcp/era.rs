@@ -91,7 +91,7 @@ fn name_required(method: &str) -> bool {
 
 /// Decodes a header value: trims optional whitespace and unwraps the
 /// `=?base64?…?=` form used for names that are not plain ASCII.
-fn header_text(raw: &http::HeaderValue) -> Option<String> {
+pub(crate) fn header_text(raw: &http::HeaderValue) -> Option<String> {
     let text = std::str::from_utf8(raw.as_bytes()).ok()?.trim();
     if let Some(inner) = text
         .strip_prefix("=?base64?")

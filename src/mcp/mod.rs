@@ -5,6 +5,7 @@
 pub mod era;
 pub mod error;
 pub mod jsonrpc;
+pub mod params;
 pub mod sse;
 
 pub use era::{Era, check_standard_headers};

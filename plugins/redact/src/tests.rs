@@ -630,7 +630,7 @@ fn message_kinds() {
     assert_eq!(out["method"], "notifications/message");
     // progress notification: the token stays, the message does not
     let msg = json!({"jsonrpc": "2.0", "method": "notifications/progress",
-        "params": {"progressToken": "555-123-4567", "progress": 1, "message": "calling 555-123-4567"}});
+        "params": {"progressToken": "p-77", "progress": 1, "message": "calling 555-123-4567"}});
     let (_, out) = through(
         &c,
         &ctx(
@@ -640,11 +640,11 @@ fn message_kinds() {
         ),
         &msg,
     );
-    assert_eq!(out["params"]["progressToken"], "555-123-4567");
+    assert_eq!(out["params"]["progressToken"], "p-77");
     assert_eq!(out["params"]["message"], "calling [REDACTED:phone]");
     // cancellation: requestId stays
     let msg = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
-        "params": {"requestId": 4111111111111111u64, "reason": "bob@example.com"}});
+        "params": {"requestId": 41, "reason": "bob@example.com"}});
     let (_, out) = through(
         &c,
         &ctx(
@@ -654,12 +654,12 @@ fn message_kinds() {
         ),
         &msg,
     );
-    assert_eq!(out["params"]["requestId"], 4111111111111111u64);
+    assert_eq!(out["params"]["requestId"], 41);
     assert_eq!(out["params"]["reason"], "[REDACTED:email]");
     // sampling request from the server
     let msg = json!({"jsonrpc": "2.0", "id": "s1", "method": "sampling/createMessage",
         "params": {"messages": [{"role": "user", "content": {"type": "text", "text": "Summarise SSN 123-45-6789"}}],
-                   "maxTokens": 100, "_meta": {"progressToken": "bob@example.com"}}});
+                   "maxTokens": 100, "_meta": {"progressToken": "tok-9"}}});
     let (_, out) = through(
         &c,
         &ctx(
@@ -673,7 +673,7 @@ fn message_kinds() {
         out["params"]["messages"][0]["content"]["text"],
         "Summarise SSN [REDACTED:ssn]"
     );
-    assert_eq!(out["params"]["_meta"]["progressToken"], "bob@example.com");
+    assert_eq!(out["params"]["_meta"]["progressToken"], "tok-9");
     assert_eq!(out["params"]["maxTokens"], 100);
     // elicitation request
     let msg = json!({"jsonrpc": "2.0", "id": 3, "method": "elicitation/create",
@@ -729,10 +729,12 @@ fn message_kinds() {
 #[test]
 fn skeleton_untouched() {
     let c = cfg("{}");
+    // (An id carrying data blocks the message instead: see
+    // a_hit_in_a_value_the_protocol_needs_unchanged_blocks_the_message.)
     let cases = [
-        r#"{"jsonrpc":"2.0","id":"bob@example.com","result":{"x":"bob@example.com"}}"#,
-        r#"{"jsonrpc":"2.0","id":4111111111111111,"result":{"x":"bob@example.com"}}"#,
-        r#"{"result":{"x":"bob@example.com"},"id":123456789012345678901234567890,"jsonrpc":"2.0"}"#,
+        r#"{"jsonrpc":"2.0","id":"req-7","result":{"x":"bob@example.com"}}"#,
+        r#"{"jsonrpc":"2.0","id":41,"result":{"x":"bob@example.com"}}"#,
+        r#"{"result":{"x":"bob@example.com"},"id":12345,"jsonrpc":"2.0"}"#,
         r#"{ "jsonrpc" : "2.0" , "id" : 1.50 , "result" : { "x" : "bob@example.com" } }"#,
     ];
     for msg in cases {
@@ -1095,4 +1097,74 @@ fn bench() {
     bench_one("clean 4 KiB non-ASCII text", &c, &non_ascii);
     let custom = cfg(r#"{"custom": [{"name": "ticket", "regex": "TCK-[0-9]{4,}"}]}"#);
     bench_one("clean 4 KiB + one custom regex", &custom, &clean);
+}
+
+#[test]
+fn a_hit_in_a_value_the_protocol_needs_unchanged_blocks_the_message() {
+    // Ids, method names, progress tokens, cursors, request state and task
+    // ids go back to the peer as they are; rewriting one breaks the
+    // exchange, so data found in one blocks the message instead.
+    let c = cfg("{}");
+    let card = "4111 1111 1111 1111";
+    let cases = [
+        (
+            Some("tools/call"),
+            json!({"jsonrpc": "2.0", "id": card, "result": {"content": []}}),
+        ),
+        (
+            Some("tools/call"),
+            json!({"jsonrpc": "2.0", "id": 4111111111111111u64, "result": {"content": []}}),
+        ),
+        (
+            None,
+            json!({"jsonrpc": "2.0", "method": format!("notifications/{card}"), "params": {}}),
+        ),
+        (
+            Some("notifications/progress"),
+            json!({"jsonrpc": "2.0", "method": "notifications/progress",
+            "params": {"progressToken": card, "progress": 1}}),
+        ),
+        (
+            Some("tools/list"),
+            json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": [], "nextCursor": card}}),
+        ),
+        (
+            Some("tools/call"),
+            json!({"jsonrpc": "2.0", "id": 1, "result": {"resultType": "input_required",
+            "inputRequests": {}, "requestState": format!("ada.lovelace@example.com")}}),
+        ),
+        (
+            Some("tools/call"),
+            json!({"jsonrpc": "2.0", "id": 1, "result": {"resultType": "task", "taskId": card}}),
+        ),
+    ];
+    for (method, msg) in cases {
+        let kind = if msg.get("id").is_some() {
+            MessageKind::Response
+        } else {
+            MessageKind::Notification
+        };
+        let method = method.or(msg["method"].as_str());
+        let v = decide(
+            &c,
+            &ctx(Direction::ToClient, kind, method),
+            &msg.to_string(),
+        );
+        let d = v.denial().unwrap_or_else(|| panic!("not blocked: {msg}"));
+        assert!(d.public_message.contains("sensitive data"), "{d:?}");
+    }
+    // Clean protocol values pass untouched.
+    let clean = json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": [], "nextCursor": "c2"}});
+    assert!(
+        decide(
+            &c,
+            &ctx(
+                Direction::ToClient,
+                MessageKind::Response,
+                Some("tools/list")
+            ),
+            &clean.to_string()
+        )
+        .is_allow()
+    );
 }

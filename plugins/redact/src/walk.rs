@@ -232,7 +232,14 @@ impl<'c> Redactor<'c> {
                         }
                         b'"' => {
                             let (end, s) = string_token(text, i)?;
-                            if !slot.protect {
+                            if slot.protect {
+                                // A protocol value cannot be rewritten
+                                // without breaking the exchange: a hit in
+                                // it blocks the message instead.
+                                if self.text(&s, Hint::None)?.is_some() {
+                                    return Err(self.blocked());
+                                }
+                            } else {
                                 let new = self.string(&s, slot.hint, depth)?;
                                 if let Some(new) = &new {
                                     out.replace(i, end, &encode(new));
@@ -245,10 +252,11 @@ impl<'c> Redactor<'c> {
                         }
                         b'-' | b'0'..=b'9' => {
                             let end = i + detect_number_end(tail(b, i));
-                            if !slot.protect
-                                && let Some(new) = self.number(&text[i..end], slot.hint)?
-                            {
-                                out.replace(i, end, &encode(&new));
+                            let new = self.number(&text[i..end], slot.hint)?;
+                            match new {
+                                Some(_) if slot.protect => return Err(self.blocked()),
+                                Some(new) => out.replace(i, end, &encode(&new)),
+                                None => {}
                             }
                             i = end;
                         }
@@ -331,6 +339,11 @@ impl<'c> Redactor<'c> {
             }
         }
         self.text(s, hint)
+    }
+
+    /// The refusal for a hit in a protected value: the first hit's detector.
+    fn blocked(&self) -> Stop {
+        Stop::Block(self.hits.first().map_or(usize::MAX, |h| h.det))
     }
 
     /// A number token: detection runs on its integer digits (`4.1e15` is
@@ -450,6 +463,10 @@ fn child_slot(parent: Tag, key: &str, method: Option<&str>) -> Slot {
     };
     match (parent, key) {
         (Tag::Top, "jsonrpc" | "id" | "method") => return protect,
+        // Opaque handles the peer must get back unchanged: pagination
+        // cursors, multi-round request state, task ids.
+        (Tag::Params, "cursor" | "requestState" | "taskId") => return protect,
+        (Tag::Result, "nextCursor" | "requestState" | "taskId") => return protect,
         (Tag::Top, "params") => return tag(Tag::Params),
         (Tag::Top, "result") => return tag(Tag::Result),
         (Tag::Params, "_meta") => return tag(Tag::Meta),
