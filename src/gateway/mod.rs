@@ -311,7 +311,12 @@ impl Gateway {
                             None,
                         ),
                     })?;
-                let mut msg = Message::parse(bytes, self.limits.max_depth).map_err(|e| {
+                let reading = crate::policy::parse_options(
+                    policy.as_deref(),
+                    &base.server,
+                    self.limits.max_depth,
+                );
+                let mut msg = Message::parse(bytes, reading).map_err(|e| {
                     let err = if e.code() == -32700 {
                         McpError::Parse(e.to_string())
                     } else {
@@ -396,7 +401,7 @@ impl Gateway {
                                 return Err((McpError::AuditUnavailable, id));
                             }
                             if b != msg.raw {
-                                msg = Message::parse(b, self.limits.max_depth).map_err(|e| {
+                                msg = Message::parse(b, reading).map_err(|e| {
                                     (McpError::InvalidRequest(e.to_string()), id.clone())
                                 })?;
                             }

@@ -67,7 +67,9 @@ pub fn denial_body(id: Option<&str>, d: &Denial) -> String {
 /// drops a denied notification or server request; `Err` is a message that
 /// is not valid JSON-RPC.
 pub async fn check_reply(rc: &ReplyContext, data: Bytes) -> Result<Option<Bytes>, String> {
-    let msg = Message::parse(data, rc.limits.max_depth).map_err(|e| e.to_string())?;
+    let reading =
+        crate::policy::parse_options(rc.policy.as_deref(), &rc.base.server, rc.limits.max_depth);
+    let msg = Message::parse(data, reading).map_err(|e| e.to_string())?;
     let is_reply = matches!(msg.kind, Kind::Response | Kind::Error);
     if is_reply && msg.kind == Kind::Response && rc.base.method.as_deref() == Some("tools/list") {
         rc.catalog.learn(&rc.base.server, &msg.raw, false);
