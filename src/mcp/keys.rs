@@ -261,7 +261,7 @@ impl<'de> Visitor<'de> for Walk<'_> {
         while let Some(key) = map.next_key_seed(KeySeed)? {
             let identity = if fold {
                 match &key {
-                    Cow::Borrowed(k) => self::fold(*k),
+                    Cow::Borrowed(k) => self::fold(k),
                     Cow::Owned(k) => Cow::Owned(self::fold(k).into_owned()),
                 }
             } else {
