@@ -1,7 +1,8 @@
 //! `portcullis bench`: the full path (agent → relay → tunnel → gateway →
 //! upstream) against the same upstream called directly, in one run, plus the
-//! relay's memory per idle tunnel. Prints a table; targets are checked by
-//! reading it, not by timing assertions in tests.
+//! relay's memory per idle tunnel and the cost of parsing a key-flooded
+//! message ([`parse`]). Prints a table; targets are checked by reading it,
+//! not by timing assertions in tests.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -11,6 +12,8 @@ use serde_json::json;
 
 use crate::client::McpClient;
 use crate::up::{self, UpOptions};
+
+mod parse;
 
 /// Benchmark sizes.
 #[derive(Debug, Clone, clap::Args)]
@@ -32,6 +35,10 @@ pub struct BenchOptions {
     /// profiler.
     #[arg(long)]
     pub memory_only: bool,
+    /// Runs only the parse table: 100,000-key messages read by the gateway
+    /// and by `serde_json`.
+    #[arg(long, conflicts_with_all = ["memory_only", "path_only"])]
+    pub parse_only: bool,
 }
 
 /// Tasks in the throughput run.
@@ -594,6 +601,9 @@ async fn demo_client(running: &up::Running) -> anyhow::Result<McpClient> {
 }
 
 async fn run_on_workers(opts: BenchOptions) -> anyhow::Result<String> {
+    if opts.parse_only {
+        return tokio::task::spawn_blocking(parse::table).await?;
+    }
     // The relay's memory per idle tunnel is measured first, while the
     // process has allocated little: after the other phases the allocator
     // holds freed pages that the tunnels may or may not reuse, which moved
@@ -806,6 +816,8 @@ async fn run_on_workers(opts: BenchOptions) -> anyhow::Result<String> {
         out,
         "| sustained, durable and acknowledged by an OTLP/HTTP collector | {export_rate:.0} records/s |"
     );
+    let _ = writeln!(out);
+    out.push_str(&tokio::task::spawn_blocking(parse::table).await??);
     if let Some(per) = idle_per_tunnel {
         let _ = writeln!(out);
         out.push_str(&idle_tunnel_table(opts.tunnels, per));

@@ -23,7 +23,7 @@ use crate::body::{Body, BoxError, full, read_limited};
 use crate::limits;
 use crate::mcp::era::SESSION_HEADER;
 use crate::mcp::sse::Event;
-use crate::mcp::{Kind, McpError, Message, error_response};
+use crate::mcp::{Kind, McpError, Message, ParseOptions, error_response};
 use crate::secret;
 use crate::server::{ServeOptions, serve};
 
@@ -378,7 +378,7 @@ impl DemoServer {
                 );
             }
         };
-        let msg = match Message::parse(bytes, limits::MAX_JSON_DEPTH) {
+        let msg = match Message::parse(bytes, ParseOptions::new(limits::MAX_JSON_DEPTH)) {
             Ok(m) => m,
             Err(e) => return error_response(&McpError::InvalidRequest(e.to_string()), None),
         };

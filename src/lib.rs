@@ -5,7 +5,8 @@
 //! # Layout
 //! - [`limits`]: every enforced limit, as a named and documented constant.
 //! - [`body`]: the boxed HTTP body type and bounded reads.
-//! - [`mcp`]: JSON-RPC parsing with limits, protocol eras and their headers,
+//! - [`mcp`]: JSON-RPC parsing with limits (depth, repeated and
+//!   case-colliding object keys), protocol eras and their headers,
 //!   the SSE codec, and the one place that turns errors into JSON-RPC errors.
 //! - [`tls`]: PEM loading, rustls configs, in-memory CA for `up` and tests.
 //! - [`secret`]: credential generation, hashing, comparison.

@@ -15,6 +15,11 @@ pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 /// far below this.
 pub const MAX_JSON_DEPTH: usize = 64;
 
+/// Longest object key or key path (in bytes) that a parse error quotes;
+/// longer ones are cut. Keys are the sender's text and may be megabytes
+/// long, and the error goes to logs and back to the agent.
+pub const MAX_QUOTED_KEY_BYTES: usize = 256;
+
 /// Concurrent HTTP/2 streams one tunnel connection carries. The relay spreads
 /// calls over a tunnel's connections, so a tunnel with two connections carries
 /// twice this.

@@ -118,7 +118,9 @@ impl Checkpoint<'_> {
         exchange: Exchange<'_>,
         span: &tracing::Span,
     ) -> Result<Parsed, InspectError> {
-        let msg = match Message::parse(raw, self.limits.max_depth) {
+        let reading =
+            crate::policy::parse_options(self.policy, &base.server, self.limits.max_depth);
+        let msg = match Message::parse(raw, reading) {
             Ok(m) => m,
             Err(e) => {
                 let error = match exchange {
@@ -181,7 +183,14 @@ impl Checkpoint<'_> {
                     (
                         match o {
                             Outcome::Pass(b) if b == msg.raw => Verdict::Forward(msg.clone()),
-                            Outcome::Pass(b) => match Message::parse(b, self.limits.max_depth) {
+                            Outcome::Pass(b) => match Message::parse(
+                                b,
+                                crate::policy::parse_options(
+                                    self.policy,
+                                    &ctx.server,
+                                    self.limits.max_depth,
+                                ),
+                            ) {
                                 Ok(rewritten) => Verdict::Forward(rewritten),
                                 // The chain checked every rewrite; fail closed all the same.
                                 Err(e) => Verdict::Denied(Denial {

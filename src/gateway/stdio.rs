@@ -45,7 +45,7 @@ use crate::body::{Body, BoxError, full};
 use crate::limits;
 use crate::mcp::era::{SESSION_HEADER, STATELESS_SINCE};
 use crate::mcp::sse::Event;
-use crate::mcp::{Kind, McpError, Message};
+use crate::mcp::{Kind, McpError, Message, ParseOptions};
 use crate::principal::Principal;
 use crate::secret;
 use crate::session::SessionTable;
@@ -184,8 +184,9 @@ fn sse_response(rx: mpsc::Receiver<Bytes>, reply: ReplyContext) -> Response<Body
 }
 
 /// A server message after the reply checks, or `None` when it is dropped.
-/// The reader already parsed it, so a parse failure here cannot happen; it
-/// is dropped all the same (fail closed).
+/// The reader parsed it for routing only, so a message the server's
+/// policy refuses (keys that differ only in case) fails here, and is
+/// dropped (fail closed).
 async fn checked(reply: &ReplyContext, data: Bytes) -> Option<Bytes> {
     match check_reply(reply, data).await {
         Ok(b) => b,
@@ -388,7 +389,13 @@ impl StdioUpstream {
                     if line.trim().is_empty() {
                         continue;
                     }
-                    match Message::parse(Bytes::from(line), limits.max_depth) {
+                    // Read for routing only: every message then passes
+                    // check_reply, which applies the server's key rule.
+                    let routing = ParseOptions {
+                        allow_case_colliding_keys: true,
+                        ..ParseOptions::new(limits.max_depth)
+                    };
+                    match Message::parse(Bytes::from(line), routing) {
                         Ok(msg) => route(&session, msg, &name).await,
                         Err(e) => {
                             tracing::warn!(server = name, error = %e, "stdio server sent an invalid message; dropped");
@@ -704,10 +711,16 @@ impl StdioUpstream {
         }
         let waited = tokio::time::timeout(self.limits.call_timeout, rx.recv()).await;
         match waited {
-            Ok(Some(bytes)) => Ok(match checked(&reply, bytes).await {
-                Some(b) => json_response(b),
-                None => accepted(),
-            }),
+            Ok(Some(bytes)) => match check_reply(&reply, bytes).await {
+                Ok(Some(b)) => Ok(json_response(b)),
+                Ok(None) => Ok(accepted()),
+                Err(e) => {
+                    tracing::warn!(server = self.name, error = %e, "stdio server sent an invalid reply");
+                    Err(McpError::InvalidUpstreamResponse(
+                        "the reply is not an acceptable JSON-RPC message".into(),
+                    ))
+                }
+            },
             Ok(None) => Err(McpError::UpstreamUnavailable(format!(
                 "server '{}' ended the session",
                 self.name

@@ -153,7 +153,7 @@ mod tests {
     use bytes::Bytes;
 
     fn msg(s: &str) -> Message {
-        Message::parse(Bytes::from(s.to_owned()), 64).unwrap()
+        Message::parse(Bytes::from(s.to_owned()), crate::mcp::ParseOptions::new(64)).unwrap()
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {

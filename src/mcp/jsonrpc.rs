@@ -3,7 +3,7 @@
 //! The gateway parses every message it carries (the policy chain's hook point),
 //! so this keeps the original bytes and extracts only the envelope: kind, id,
 //! method, and the target name (tool, prompt or resource). Params and results
-//! stay unparsed raw JSON.
+//! stay unparsed raw JSON. Object keys are checked in [`super::keys`].
 
 use std::borrow::Cow;
 
@@ -35,6 +35,50 @@ pub enum ParseError {
     Batch,
     #[error("not a JSON-RPC 2.0 message: {0}")]
     Invalid(&'static str),
+    /// `path` is the object's JSON Pointer; it and the key are cut to
+    /// [`crate::limits::MAX_QUOTED_KEY_BYTES`]. No value is ever quoted.
+    #[error("the {} repeats the key {key:?}", object_at(.path))]
+    RepeatedKey { path: String, key: String },
+    #[error(
+        "the {} has the keys {first:?} and {second:?}, which case-insensitive JSON readers take for one key",
+        object_at(.path)
+    )]
+    CaseCollidingKeys {
+        path: String,
+        first: String,
+        second: String,
+    },
+}
+
+fn object_at(path: &str) -> String {
+    if path.is_empty() {
+        "top-level object".to_owned()
+    } else {
+        format!("object at {path:?}")
+    }
+}
+
+/// How a message is read: limits and the key rule that a server's policy
+/// may relax.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParseOptions {
+    /// Deepest nesting of objects and arrays accepted.
+    pub max_depth: usize,
+    /// Accept objects with two keys that are one key under case folding
+    /// (`amount` and `Amount`). Off by default: upstreams that bind keys
+    /// case-insensitively would read such a message differently from a
+    /// plugin. Repeated keys are refused either way.
+    pub allow_case_colliding_keys: bool,
+}
+
+impl ParseOptions {
+    /// The default reading: `max_depth`, case-colliding keys refused.
+    pub const fn new(max_depth: usize) -> ParseOptions {
+        ParseOptions {
+            max_depth,
+            allow_case_colliding_keys: false,
+        }
+    }
 }
 
 impl ParseError {
@@ -145,81 +189,12 @@ pub fn check_depth(bytes: &[u8], max: usize) -> Result<(), ParseError> {
     Ok(())
 }
 
-/// Walks a JSON document and fails on any object that repeats a key, at any
-/// depth. Parsers disagree on duplicates (first wins, last wins, error), so a
-/// message with one could be read one way by a plugin and another by the
-/// upstream; such messages are refused outright.
-struct NoDuplicates;
-
-impl<'de> serde::de::DeserializeSeed<'de> for NoDuplicates {
-    type Value = ();
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for NoDuplicates {
-    type Value = ();
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("JSON")
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_none<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element_seed(NoDuplicates)?.is_some() {}
-        Ok(())
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let mut keys: Vec<Cow<'de, str>> = Vec::new();
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            if keys.contains(&key) {
-                return Err(serde::de::Error::custom(format!("duplicate key \"{key}\"")));
-            }
-            map.next_value_seed(NoDuplicates)?;
-            keys.push(key);
-        }
-        Ok(())
-    }
-}
-
-/// Fails when any object in `bytes` repeats a key.
-pub fn check_no_duplicate_keys(bytes: &[u8]) -> Result<(), ParseError> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    serde::de::DeserializeSeed::deserialize(NoDuplicates, &mut de)
-        .and_then(|()| de.end())
-        .map_err(|e| {
-            if e.is_data() {
-                ParseError::Invalid("an object repeats a key")
-            } else {
-                ParseError::Json(e.to_string())
-            }
-        })
-}
-
 impl Message {
-    /// Parses one JSON-RPC 2.0 message, refusing batches, deep nesting and
-    /// repeated object keys.
-    pub fn parse(raw: Bytes, max_depth: usize) -> Result<Message, ParseError> {
-        check_depth(&raw, max_depth)?;
+    /// Parses one JSON-RPC 2.0 message, refusing batches, deep nesting,
+    /// repeated object keys and (unless `opts` allow them) keys that differ
+    /// only in case.
+    pub fn parse(raw: Bytes, opts: ParseOptions) -> Result<Message, ParseError> {
+        check_depth(&raw, opts.max_depth)?;
         let first = raw.iter().find(|b| !b.is_ascii_whitespace()).copied();
         match first {
             Some(b'[') => {
@@ -236,7 +211,7 @@ impl Message {
             }
             None => return Err(ParseError::Json("empty body".into())),
         }
-        check_no_duplicate_keys(&raw)?;
+        super::keys::check_keys(&raw, !opts.allow_case_colliding_keys)?;
         let env: Envelope<'_> =
             serde_json::from_slice(&raw).map_err(|e| ParseError::Json(e.to_string()))?;
         if env.jsonrpc.as_deref() != Some("2.0") {
@@ -315,7 +290,7 @@ mod tests {
     use super::*;
 
     fn parse(s: &str) -> Result<Message, ParseError> {
-        Message::parse(Bytes::from(s.to_owned()), 8)
+        Message::parse(Bytes::from(s.to_owned()), ParseOptions::new(8))
     }
 
     #[test]
@@ -383,6 +358,14 @@ mod tests {
                 -32600,
             ),
             (
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"amount":1,"Amount":900}}}"#,
+                -32600,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","Params":{},"params":{"name":"a"}}"#,
+                -32600,
+            ),
+            (
                 r#"{"jsonrpc":"2.0","id":1,"method":"x","params":[[[[[[[[[1]]]]]]]]]}"#,
                 -32600,
             ),
@@ -391,6 +374,29 @@ mod tests {
             let err = parse(text).expect_err(text);
             assert_eq!(err.code(), code, "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn case_colliding_keys_pass_only_where_allowed() {
+        let text = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"refund","arguments":{"amount":1,"Amount":900}}}"#;
+        let err = parse(text).unwrap_err();
+        assert_eq!(err.code(), -32600);
+        assert_eq!(
+            err.to_string(),
+            r#"the object at "/params/arguments" has the keys "amount" and "Amount", which case-insensitive JSON readers take for one key"#
+        );
+        let relaxed = ParseOptions {
+            allow_case_colliding_keys: true,
+            ..ParseOptions::new(8)
+        };
+        let msg = Message::parse(Bytes::from(text), relaxed).unwrap();
+        assert_eq!(msg.name.as_deref(), Some("refund"));
+        // Relaxed is not lax: a key written twice is still refused.
+        let twice = r#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"a":1,"a":2}}"#;
+        assert!(matches!(
+            Message::parse(Bytes::from(twice), relaxed),
+            Err(ParseError::RepeatedKey { .. })
+        ));
     }
 
     #[test]

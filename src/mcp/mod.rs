@@ -5,9 +5,10 @@
 pub mod era;
 pub mod error;
 pub mod jsonrpc;
+pub mod keys;
 pub mod params;
 pub mod sse;
 
 pub use era::{Era, check_standard_headers};
 pub use error::{McpError, error_response};
-pub use jsonrpc::{Kind, Message, ParseError, check_depth};
+pub use jsonrpc::{Kind, Message, ParseError, ParseOptions, check_depth};

@@ -91,6 +91,15 @@ pub struct Decoder {
     limit: usize,
     /// A `\r` ended the last chunk: a following `\n` belongs to it.
     pending_cr: bool,
+    /// Bytes at the start of `buf` already searched for a line end: a long
+    /// line arriving in many chunks is searched once, not once per chunk.
+    scanned: usize,
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Bytes searched for line ends on this thread.
+    static SEARCHED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 impl Decoder {
@@ -102,6 +111,7 @@ impl Decoder {
             current_size: 0,
             limit,
             pending_cr: false,
+            scanned: 0,
         }
     }
 
@@ -115,7 +125,7 @@ impl Decoder {
             }
         }
         self.buf.extend_from_slice(chunk);
-        while let Some(pos) = self.buf.iter().position(|&b| b == b'\n' || b == b'\r') {
+        while let Some(pos) = self.line_end() {
             let line = self.buf.split_to(pos);
             let term = self.buf.split_to(1);
             if term.first() == Some(&b'\r') {
@@ -138,6 +148,25 @@ impl Decoder {
     /// Ends the stream: an unterminated final event is discarded, as the SSE
     /// specification requires.
     pub fn finish(self) {}
+
+    /// Where the next line ends in `buf`, searching only what was not
+    /// searched before.
+    fn line_end(&mut self) -> Option<usize> {
+        let from = self.scanned.min(self.buf.len());
+        let rest = self.buf.get(from..).unwrap_or_default();
+        #[cfg(test)]
+        SEARCHED.with(|n| n.set(n.get() + rest.len()));
+        match rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+            Some(i) => {
+                self.scanned = 0;
+                Some(from + i)
+            }
+            None => {
+                self.scanned = self.buf.len();
+                None
+            }
+        }
+    }
 
     fn line(&mut self, line: &[u8], out: &mut Vec<Event>) -> Result<(), SseError> {
         if line.is_empty() {
@@ -188,6 +217,22 @@ impl Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A 20,000-byte data line sent a byte at a time is searched for its
+    /// end once (about 20,000 bytes), not once per byte (200 million).
+    #[test]
+    fn a_long_line_in_tiny_chunks_is_searched_once() {
+        let line = format!("data: {}\n\n", "x".repeat(20_000));
+        let mut d = Decoder::new(1 << 20);
+        let mut out = Vec::new();
+        SEARCHED.with(|n| n.set(0));
+        for b in line.as_bytes() {
+            d.push(std::slice::from_ref(b), &mut out).unwrap();
+        }
+        let searched = SEARCHED.with(std::cell::Cell::get);
+        assert!(searched <= 2 * line.len(), "{searched} bytes searched");
+        assert_eq!(out, vec![Event::data("x".repeat(20_000))]);
+    }
 
     fn decode_chunks(chunks: &[&[u8]]) -> Vec<Event> {
         let mut d = Decoder::new(1024);

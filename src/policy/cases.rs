@@ -225,7 +225,8 @@ pub async fn run(
     };
     for case in &raw.case {
         let raw_msg = Bytes::from(case.message.clone());
-        let msg = match (Message::parse(raw_msg.clone(), max_depth), case.expect) {
+        let opts = policy.parse_options(&case.server, max_depth);
+        let msg = match (Message::parse(raw_msg.clone(), opts), case.expect) {
             (Ok(m), _) => m,
             (Err(e), Expect::Reject) => {
                 let problems: Vec<String> = case

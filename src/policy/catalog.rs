@@ -121,4 +121,33 @@ mod tests {
         // Other servers are separate.
         assert_eq!(catalog.revision("t", "a"), None);
     }
+
+    /// The largest listings a message can carry: 100,000 tools, and a tool
+    /// whose name is a mebibyte. Learning is one parse and one map insert
+    /// per tool, so every tool is kept, once, and relisting changes nothing.
+    #[test]
+    fn a_huge_listing_is_learned_whole() {
+        let catalog = Catalog::default();
+        let long = "n".repeat(1 << 20);
+        let mut tools: Vec<serde_json::Value> = (0..100_000)
+            .map(
+                |i| serde_json::json!({"name": format!("t{i}"), "inputSchema": {"type": "object"}}),
+            )
+            .collect();
+        tools.push(serde_json::json!({"name": long}));
+        let listing = listing(serde_json::Value::Array(tools));
+        catalog.learn("s", &listing, false);
+        let known = catalog.tools.read().unwrap().get("s").map(HashMap::len);
+        assert_eq!(known, Some(100_001));
+        let (first, last, huge) = (
+            catalog.revision("s", "t0"),
+            catalog.revision("s", "t99999"),
+            catalog.revision("s", &long),
+        );
+        assert!(first.is_some() && last.is_some() && huge.is_some());
+        catalog.learn("s", &listing, false);
+        assert_eq!(catalog.revision("s", "t0"), first);
+        assert_eq!(catalog.revision("s", "t99999"), last);
+        assert_eq!(catalog.revision("s", &long), huge);
+    }
 }

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use super::verdict::{
     Annotation, Decision, Denial, Direction, MessageContext, MessageKind, glob_match,
 };
-use crate::mcp::Message;
+use crate::mcp::{Message, ParseOptions};
 use crate::plugin::{CallError, LoadedPlugin};
 
 /// Chain key that applies to every server.
@@ -109,6 +109,18 @@ pub struct Policy {
     /// Servers (or `"*"`) whose audit records keep the message as it left
     /// the chain. Empty by default: records hold no payload.
     pub record_payloads: std::collections::BTreeSet<String>,
+    /// Servers (or `"*"`) whose messages may hold object keys that are one
+    /// key under case folding. Empty by default: such messages are refused.
+    pub allow_case_colliding_keys: std::collections::BTreeSet<String>,
+}
+
+/// How messages to and from `server` are read under `policy` (with no
+/// policy, the strict default).
+pub fn parse_options(policy: Option<&Policy>, server: &str, max_depth: usize) -> ParseOptions {
+    match policy {
+        Some(p) => p.parse_options(server, max_depth),
+        None => ParseOptions::new(max_depth),
+    }
 }
 
 impl Policy {
@@ -117,6 +129,17 @@ impl Policy {
             digest,
             chains,
             record_payloads: Default::default(),
+            allow_case_colliding_keys: Default::default(),
+        }
+    }
+
+    /// How messages to and from `server` are read: `max_depth`, and
+    /// case-colliding keys only where this policy allows them.
+    pub fn parse_options(&self, server: &str, max_depth: usize) -> ParseOptions {
+        let keys = &self.allow_case_colliding_keys;
+        ParseOptions {
+            max_depth,
+            allow_case_colliding_keys: keys.contains(server) || keys.contains(ALL_SERVERS),
         }
     }
 
@@ -170,6 +193,7 @@ impl Policy {
     ) -> (Outcome, Vec<StepRecord>) {
         let mut current = raw;
         let mut records = Vec::new();
+        let opts = self.parse_options(&ctx.server, max_depth);
         for step in self.steps(&ctx.server) {
             if !step.applies(ctx) {
                 continue;
@@ -193,7 +217,7 @@ impl Policy {
                 tracing::Instrument::instrument(step.plugin.call(ctx, &text), span.clone()).await;
             let elapsed = started.elapsed();
             let result = result.and_then(|v| match v.decision {
-                Decision::Rewrite(new) => check_rewrite(ctx, new, max_depth)
+                Decision::Rewrite(new) => check_rewrite(ctx, new, opts)
                     .map(|bytes| (Decision::Rewrite(String::new()), Some(bytes), v.annotations)),
                 d => Ok((d, None, v.annotations)),
             });
@@ -252,10 +276,14 @@ impl Policy {
 
 /// A rewrite must be one well-formed JSON-RPC message of the same kind
 /// answering the same id: a plugin may change content, not redirect it.
-fn check_rewrite(ctx: &MessageContext, new: String, max_depth: usize) -> Result<Bytes, CallError> {
+fn check_rewrite(
+    ctx: &MessageContext,
+    new: String,
+    opts: ParseOptions,
+) -> Result<Bytes, CallError> {
     let new = Bytes::from(new);
     let parsed =
-        Message::parse(new.clone(), max_depth).map_err(|e| CallError::BadOutput(e.to_string()))?;
+        Message::parse(new.clone(), opts).map_err(|e| CallError::BadOutput(e.to_string()))?;
     // The context describes the message as it arrived (its id and kind), so
     // the original needs no second parse.
     if parsed.id != ctx.request_id {

@@ -19,6 +19,10 @@
 //! [audit]
 //! record_payloads = ["crm"]            # servers whose messages the audit
 //!                                      # records keep, as they left the chain
+//!
+//! [messages]
+//! allow_case_colliding_keys = ["crm"]  # servers whose messages may hold keys
+//!                                      # that differ only in case
 //! ```
 
 use std::collections::BTreeMap;
@@ -56,6 +60,18 @@ struct RawPolicy {
     servers: BTreeMap<String, Vec<RawStep>>,
     #[serde(default)]
     audit: RawPolicyAudit,
+    #[serde(default)]
+    messages: RawPolicyMessages,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicyMessages {
+    /// Servers (or `"*"`) whose messages may hold object keys that are one
+    /// key under case folding (`amount` and `Amount`), for upstreams known
+    /// to match keys exactly. Default: none; such messages are refused.
+    #[serde(default)]
+    allow_case_colliding_keys: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -195,5 +211,47 @@ pub async fn load_text(
     }
     let mut policy = Policy::new(hex::encode(Sha256::digest(text.as_bytes())), chains);
     policy.record_payloads = raw.audit.record_payloads.iter().cloned().collect();
+    policy.allow_case_colliding_keys = raw
+        .messages
+        .allow_case_colliding_keys
+        .iter()
+        .cloned()
+        .collect();
     Ok(policy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn load(text: &str) -> Result<Policy, PolicyError> {
+        let engine = PluginEngine::new(None).unwrap();
+        load_text(text, Path::new("p.toml"), &engine, Arc::default()).await
+    }
+
+    #[tokio::test]
+    async fn case_colliding_keys_are_allowed_only_for_the_servers_named() {
+        let strict = load("").await.unwrap();
+        assert!(!strict.parse_options("crm", 64).allow_case_colliding_keys);
+        let p = load("[messages]\nallow_case_colliding_keys = [\"crm\"]\n")
+            .await
+            .unwrap();
+        assert!(p.parse_options("crm", 64).allow_case_colliding_keys);
+        assert!(!p.parse_options("billing", 64).allow_case_colliding_keys);
+        assert_eq!(p.parse_options("crm", 7).max_depth, 7);
+        let all = load("[messages]\nallow_case_colliding_keys = [\"*\"]\n")
+            .await
+            .unwrap();
+        assert!(all.parse_options("billing", 64).allow_case_colliding_keys);
+        // A misspelt setting is an error, not a silent default.
+        for bad in [
+            "[messages]\ncase_insensitive_keys = \"allow\"\n",
+            "[messages]\nallow_case_colliding_keys = \"crm\"\n",
+        ] {
+            assert!(
+                matches!(load(bad).await, Err(PolicyError::Invalid { .. })),
+                "{bad}"
+            );
+        }
+    }
 }

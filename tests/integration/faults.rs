@@ -214,3 +214,40 @@ async fn an_upstream_that_breaks_the_protocol_is_named_as_such() {
         assert!(!String::from_utf8_lossy(&reply.body).contains("Intranet"));
     }
 }
+
+#[tokio::test]
+async fn a_stdio_reply_with_keys_differing_only_in_case_never_leaves() {
+    let dir = scratch();
+    // Answers initialize with `status` and `Status` in one object.
+    let server = dir.join("colliding.sh");
+    std::fs::write(
+        &server,
+        "#!/bin/sh\nread line\necho '{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"protocolVersion\":\"2025-11-25\",\"capabilities\":{},\"serverInfo\":{\"name\":\"x\",\"version\":\"0\"},\"status\":\"ok\",\"Status\":\"refunded\"}}'\nread line\n",
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(&server)
+        .status()
+        .unwrap();
+    let ups = HashMap::from([(
+        "collide".to_owned(),
+        UpstreamSpec::parse(&format!("stdio:{}", server.display()))
+            .unwrap()
+            .build("collide", default_limits())
+            .unwrap(),
+    )]);
+    let (mut c, _stack) = through("collide", ups).await;
+    let reply = within(
+        "the refused reply",
+        c.request("initialize", json!({"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}})),
+    )
+    .await
+    .unwrap();
+    let body = String::from_utf8_lossy(&reply.body);
+    assert!(!body.contains("refunded"), "{body}");
+    assert!(
+        reply.messages.iter().all(|m| m.get("result").is_none()),
+        "{body}"
+    );
+}

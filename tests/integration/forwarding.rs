@@ -2,6 +2,7 @@
 //! protocol headers, Host/Origin checks, SSE.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::Method;
@@ -144,6 +145,72 @@ async fn bad_messages_are_rejected_and_never_forwarded() {
         .unwrap();
     assert_eq!(ok.status, 200);
     assert_eq!(seen.all().len(), 1);
+}
+
+/// A policy with no plugins that lets `servers` send keys differing only
+/// in case.
+async fn allowing_case_colliding_keys(servers: &str) -> Arc<portcullis::policy::Policy> {
+    let dir = scratch();
+    let path = dir.join("policy.toml");
+    std::fs::write(
+        &path,
+        format!("[messages]\nallow_case_colliding_keys = {servers}\n"),
+    )
+    .unwrap();
+    let engine = portcullis::plugin::PluginEngine::new(None).unwrap();
+    let catalog = Arc::new(portcullis::policy::catalog::Catalog::default());
+    Arc::new(
+        portcullis::policy::load(&path, &engine, catalog)
+            .await
+            .unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn keys_that_differ_only_in_case_are_refused_both_ways_unless_the_policy_allows() {
+    let t = OneTunnel::start().await;
+    let (addr, seen) = answering_upstream(r#"{"status":"ok","Status":"refunded"}"#).await;
+    let ups = HashMap::from([(
+        "rec".to_owned(),
+        http_upstream("rec", &format!("http://{addr}/mcp")),
+    )]);
+    let (gw, _stop, _task) = t.gateway(ups, 1, ProxyConfig::default()).await;
+    let c = t.client("rec");
+    let call = Bytes::from(
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"refund","arguments":{"amount":1,"Amount":900}}}"#,
+    );
+    let ping = Bytes::from(r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#);
+    for policy in [
+        None,
+        Some(allowing_case_colliding_keys(r#"["other"]"#).await),
+    ] {
+        gw.set_policy(policy);
+        let reply = c.send(Method::POST, call.clone(), &[]).await.unwrap();
+        assert_eq!(reply.status, 400);
+        let error = &reply.last().unwrap()["error"];
+        assert_eq!(error["code"], -32600);
+        let message = error["message"].as_str().unwrap();
+        assert!(
+            message.contains(r#""/params/arguments""#) && message.contains(r#""Amount""#),
+            "{message}"
+        );
+        assert!(!message.contains("900"), "a value was quoted: {message}");
+        assert!(seen.all().is_empty(), "a refused request was forwarded");
+        // The upstream's reply holds `status` and `Status`: it never leaves.
+        let reply = c.send(Method::POST, ping.clone(), &[]).await.unwrap();
+        let body = String::from_utf8_lossy(&reply.body);
+        assert_eq!(reply.last().unwrap()["error"]["code"], -32603, "{body}");
+        assert!(!body.contains("refunded"), "{body}");
+        seen.requests.lock().unwrap().clear();
+    }
+    // Allowed for this server (or every server): both pass unchanged.
+    for servers in [r#"["rec"]"#, r#"["*"]"#] {
+        gw.set_policy(Some(allowing_case_colliding_keys(servers).await));
+        let reply = c.send(Method::POST, call.clone(), &[]).await.unwrap();
+        assert_eq!(reply.status, 200, "{servers}");
+        assert_eq!(reply.last().unwrap()["result"]["Status"], "refunded");
+        assert_eq!(seen.all().last().unwrap().1, call);
+    }
 }
 
 #[tokio::test]

@@ -180,6 +180,11 @@ impl Seen {
 /// A minimal MCP upstream that records every request's headers and body and
 /// answers each request with an empty result (no session).
 pub async fn recording_upstream() -> (SocketAddr, Seen) {
+    answering_upstream("{}").await
+}
+
+/// [`recording_upstream`], answering each request with `result` (JSON text).
+pub async fn answering_upstream(result: &'static str) -> (SocketAddr, Seen) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Seen::default();
@@ -207,7 +212,7 @@ pub async fn recording_upstream() -> (SocketAddr, Seen) {
                                 .header("content-type", "application/json")
                                 .header("x-internal-secret", "must-not-leak")
                                 .body(Full::new(Bytes::from(format!(
-                                    r#"{{"jsonrpc":"2.0","id":{id},"result":{{}}}}"#
+                                    r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#
                                 ))))
                                 .unwrap(),
                             None => Response::builder()

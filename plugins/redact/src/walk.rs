@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 use std::cmp::Reverse;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use portcullis_plugin_sdk::Value;
 
@@ -71,7 +71,24 @@ struct Frame {
 
 struct Keys {
     original: HashSet<String>,
-    renamed: Vec<String>,
+    renamed: HashSet<String>,
+    /// Per new name, the next `#n` suffix to try: every smaller one is
+    /// taken, so an object of many keys renamed alike costs one try each.
+    next: HashMap<String, usize>,
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Names tried by `unique_key` on this thread.
+    static TRIED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+impl Keys {
+    fn taken(&self, name: &str) -> bool {
+        #[cfg(test)]
+        TRIED.with(|n| n.set(n.get() + 1));
+        self.original.contains(name) || self.renamed.contains(name)
+    }
 }
 
 /// Output positions kept to make a JSON text block match
@@ -510,16 +527,23 @@ fn unique_key(text: &str, frame: &mut Frame, new: String) -> String {
     let keys = frame.keys.get_or_insert_with(|| {
         Box::new(Keys {
             original: object_keys(text, frame.start),
-            renamed: Vec::new(),
+            renamed: HashSet::new(),
+            next: HashMap::new(),
         })
     });
     let mut candidate = new.clone();
-    let mut n = 2;
-    while keys.original.contains(&candidate) || keys.renamed.contains(&candidate) {
-        candidate = format!("{new}#{n}");
-        n += 1;
+    if keys.taken(&candidate) {
+        let mut n = keys.next.get(&new).copied().unwrap_or(2);
+        loop {
+            candidate = format!("{new}#{n}");
+            n += 1;
+            if !keys.taken(&candidate) {
+                break;
+            }
+        }
+        keys.next.insert(new, n);
     }
-    keys.renamed.push(candidate.clone());
+    keys.renamed.insert(candidate.clone());
     candidate
 }
 
@@ -607,10 +631,21 @@ fn same_as_structured(
         return;
     };
     let replacement = encode(&out[out_start..out_end]);
-    for (t, start, end) in texts.into_iter().rev() {
+    // One pass that copies the output once: replacing each span in place
+    // would move the rest of the output once per text.
+    let mut rebuilt: Option<String> = None;
+    let mut last = 0;
+    for (t, start, end) in texts {
         if serde_json::from_str::<Value>(&t).is_ok_and(|v| v == original) {
-            out.replace_range(start..end, &replacement);
+            let r = rebuilt.get_or_insert_with(|| String::with_capacity(out.len()));
+            r.push_str(&out[last..start]);
+            r.push_str(&replacement);
+            last = end;
         }
+    }
+    if let Some(mut r) = rebuilt {
+        r.push_str(&out[last..]);
+        *out = r;
     }
 }
 
@@ -809,5 +844,57 @@ mod tests {
         assert_eq!(s, "a\"b\\cé😀\u{FFFD}x\n");
         assert_eq!(encode("a\"b\\c\n\u{1}é"), r#""a\"b\\c\n\u0001é""#);
         assert_eq!(skip_value(r#" {"a":[1,{"b":"}"}]} ,"#, 0), Some(20));
+    }
+
+    /// 5,000 keys of one object that all redact to `[REDACTED:email]`:
+    /// each gets a distinct name after about one try, where trying the
+    /// suffixes from `#2` up each time would be 12.5 million tries.
+    #[test]
+    fn a_flood_of_keys_renamed_alike_costs_a_try_or_two_each() {
+        let n = 5_000;
+        let keys: Vec<String> = (0..n)
+            .map(|i| format!("\"u{i}@example.com\":{i}"))
+            .collect();
+        let msg = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"result":{{"structuredContent":{{{}}}}}}}"#,
+            keys.join(",")
+        );
+        let cfg = crate::config::parse("{}").unwrap();
+        TRIED.with(|t| t.set(0));
+        let out = Redactor::new(&cfg)
+            .message(&msg, Some("tools/call"))
+            .unwrap();
+        let tried = TRIED.with(std::cell::Cell::get);
+        assert!(tried <= 3 * n, "{tried} names tried for {n} keys");
+        let out: Value = serde_json::from_str(&out.unwrap()).unwrap();
+        let sc = out["result"]["structuredContent"].as_object().unwrap();
+        assert_eq!(sc.len(), n, "no key lost or merged");
+        assert_eq!(sc["[REDACTED:email]"], 0);
+        assert_eq!(sc[&format!("[REDACTED:email]#{n}")], n - 1);
+    }
+
+    /// Every text block equal to `structuredContent` is replaced, in one
+    /// pass over the output.
+    #[test]
+    fn many_texts_equal_to_structured_content_all_follow_it() {
+        let sc = r#"{"e":"bob@example.com"}"#;
+        let n = 2_000;
+        let items: Vec<String> = (0..n)
+            .map(|_| format!(r#"{{"type":"text","text":{}}}"#, encode(sc)))
+            .collect();
+        let msg = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"result":{{"content":[{}],"structuredContent":{sc}}}}}"#,
+            items.join(",")
+        );
+        let cfg = crate::config::parse("{}").unwrap();
+        let out = Redactor::new(&cfg)
+            .message(&msg, Some("tools/call"))
+            .unwrap();
+        let out: Value = serde_json::from_str(&out.unwrap()).unwrap();
+        let want = r#"{"e":"[REDACTED:email]"}"#;
+        assert_eq!(out["result"]["structuredContent"].to_string(), want);
+        let content = out["result"]["content"].as_array().unwrap();
+        assert_eq!(content.len(), n);
+        assert!(content.iter().all(|c| c["text"] == want));
     }
 }
