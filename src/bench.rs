@@ -14,6 +14,7 @@ use crate::client::McpClient;
 use crate::up::{self, UpOptions};
 
 mod parse;
+mod stall;
 
 /// Benchmark sizes.
 #[derive(Debug, Clone, clap::Args)]
@@ -39,6 +40,10 @@ pub struct BenchOptions {
     /// and by `serde_json`.
     #[arg(long, conflicts_with_all = ["memory_only", "path_only"])]
     pub parse_only: bool,
+    /// Runs only the head-of-line table: `ping` on its own session while
+    /// other agents' 1 MiB key-flooded calls are in flight.
+    #[arg(long, conflicts_with_all = ["memory_only", "path_only", "parse_only"])]
+    pub stall_only: bool,
 }
 
 /// Tasks in the throughput run.
@@ -604,6 +609,9 @@ async fn run_on_workers(opts: BenchOptions) -> anyhow::Result<String> {
     if opts.parse_only {
         return tokio::task::spawn_blocking(parse::table).await?;
     }
+    if opts.stall_only {
+        return stall::table().await;
+    }
     // The relay's memory per idle tunnel is measured first, while the
     // process has allocated little: after the other phases the allocator
     // holds freed pages that the tunnels may or may not reuse, which moved
@@ -818,6 +826,7 @@ async fn run_on_workers(opts: BenchOptions) -> anyhow::Result<String> {
     );
     let _ = writeln!(out);
     out.push_str(&tokio::task::spawn_blocking(parse::table).await??);
+    out.push_str(&stall::table().await?);
     if let Some(per) = idle_per_tunnel {
         let _ = writeln!(out);
         out.push_str(&idle_tunnel_table(opts.tunnels, per));
