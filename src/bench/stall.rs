@@ -49,7 +49,10 @@ pub async fn table() -> anyhow::Result<String> {
         let (stop, done, args) = (stop.clone(), heavy_done.clone(), args.clone());
         heavy.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                if c.call_tool("search_tickets", (*args).clone()).await.is_err() {
+                if c.call_tool("search_tickets", (*args).clone())
+                    .await
+                    .is_err()
+                {
                     break;
                 }
                 done.fetch_add(1, Ordering::Relaxed);

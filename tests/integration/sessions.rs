@@ -604,3 +604,68 @@ async fn after_a_gateway_restart_no_session_is_usable_until_initialized_again() 
     assert_ne!(a.session.as_deref(), Some(session.as_str()));
     assert_eq!(ping(&mut a).await.status, 200);
 }
+
+#[tokio::test]
+async fn a_task_belongs_to_the_principal_that_created_it() {
+    // The upstream hands out task T-7 and returns its output to anyone who
+    // asks, for any task id: the gateway must not.
+    let url = json_upstream(|req| {
+        let id = req.get("id")?.clone();
+        let result = match req["method"].as_str() {
+            Some("tools/call") => json!({"resultType": "task", "taskId": "T-7", "status": "working",
+                                         "createdAt": "2026-12-01T00:00:00Z", "lastUpdatedAt": "2026-12-01T00:00:00Z", "ttlMs": 60000}),
+            Some("tasks/get") => json!({"taskId": req["params"]["taskId"], "status": "completed",
+                                        "result": {"content": [{"type": "text", "text": "TASK-OUTPUT-CANARY"}]}}),
+            _ => json!({}),
+        };
+        Some(json!({"jsonrpc": "2.0", "id": id, "result": result}))
+    })
+    .await;
+    let s = Stack::start(1, upstreams("jobs", &format!("http://{url}/mcp"))).await;
+    let post = |key: &str, method: &str, params: Value| {
+        let c = s.client(0, key, "jobs", None);
+        let mut params = params;
+        params["_meta"] = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                                 "io.modelcontextprotocol/clientCapabilities": {}});
+        let body = json!({"jsonrpc": "2.0", "id": 3, "method": method, "params": params});
+        let mut headers = vec![
+            ("mcp-protocol-version", "2026-07-28".to_owned()),
+            ("mcp-method", method.to_owned()),
+        ];
+        if let Some(name) = params["name"].as_str() {
+            headers.push(("mcp-name", name.to_owned()));
+        }
+        async move {
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let r = c
+                .send(Method::POST, Bytes::from(body.to_string()), &headers)
+                .await
+                .unwrap();
+            (
+                String::from_utf8_lossy(&r.body).into_owned(),
+                r.last().cloned().unwrap(),
+            )
+        }
+    };
+    let (_, created) = post(
+        &s.key_a,
+        "tools/call",
+        json!({"name": "export", "arguments": {}}),
+    )
+    .await;
+    assert_eq!(created["result"]["taskId"], "T-7", "{created}");
+    // The creator reads its task's output.
+    let (_, mine) = post(&s.key_a, "tasks/get", json!({"taskId": "T-7"})).await;
+    assert_eq!(
+        mine["result"]["result"]["content"][0]["text"],
+        "TASK-OUTPUT-CANARY"
+    );
+    // Another agent, and an id never created here, get no output at all.
+    for (key, task) in [(&s.key_b, "T-7"), (&s.key_a, "T-8")] {
+        let (body, reply) = post(key, "tasks/get", json!({"taskId": task})).await;
+        assert_eq!(reply["error"]["code"], -32602, "{reply}");
+        assert_eq!(reply["error"]["message"], "Unknown task");
+        assert!(!body.contains("CANARY"), "{body}");
+    }
+}
