@@ -123,12 +123,15 @@ fn is_reply(kind: MessageKind) -> bool {
     matches!(kind, MessageKind::Response | MessageKind::Error)
 }
 
+/// Whether a header value may leave.
+type Validator = fn(&str) -> bool;
+
 /// Builds the headers the agent sees from the upstream's: an allow-list,
 /// each value validated; anything else is dropped. `Content-Type` is set by
 /// the caller from what the gateway actually sends.
 pub fn response_headers(from: &HeaderMap) -> HeaderMap {
     let mut out = HeaderMap::new();
-    let valid: [(&str, fn(&str) -> bool); 5] = [
+    let valid: [(&str, Validator); 5] = [
         (SESSION_HEADER, valid_session_id),
         (PROTOCOL_VERSION_HEADER, valid_protocol_version),
         ("cache-control", valid_cache_control),
@@ -451,9 +454,7 @@ where
     let s = stream::unfold(state, |mut st| async move {
         loop {
             if let Some(ev) = st.ready.pop_front() {
-                let Some(out) = reemit(&st.rc, ev).await else {
-                    return None;
-                };
+                let out = reemit(&st.rc, ev).await?;
                 return Some((Ok::<_, BoxError>(Frame::data(out.encode())), st));
             }
             let frame = match st.body.as_mut().frame().await {
