@@ -625,3 +625,66 @@ async fn a_clean_result_at_the_size_limit_passes_the_default_policy() {
         Some(expected.as_str())
     );
 }
+
+#[tokio::test]
+async fn a_step_scoped_to_a_tool_also_checks_what_its_calls_stream_back() {
+    // redact runs only for `lookup_customer`; the logging notification and
+    // the server's sampling request sent inside that call's stream belong
+    // to the call, so they are redacted too. Another tool's are not.
+    let upstream = sse_upstream(|req| {
+        let id = req.get("id")?.clone();
+        let tool = req["params"]["name"].as_str().unwrap_or("").to_owned();
+        Some(vec![
+            json!({"jsonrpc": "2.0", "method": "notifications/message",
+                   "params": {"level": "info", "data": format!("{tool}: mail ada.lovelace@example.com")}}),
+            json!({"jsonrpc": "2.0", "id": "srv-1", "method": "sampling/createMessage",
+                   "params": {"messages": [{"role": "user", "content": {"type": "text", "text": "card 4111 1111 1111 1111"}}], "maxTokens": 5}}),
+            json!({"jsonrpc": "2.0", "id": id, "result": {"content": [{"type": "text", "text": "done"}]}}),
+        ])
+    })
+    .await;
+    let t = OneTunnel::start().await;
+    let ups = HashMap::from([(
+        "crm".to_owned(),
+        http_upstream("crm", &format!("http://{upstream}/mcp")),
+    )]);
+    let (gw, _stop, _task) = t.gateway(ups, 1, ProxyConfig::default()).await;
+    let policy = r#"
+[plugins.redact]
+source = "builtin:redact"
+[[servers.crm]]
+plugin = "redact"
+phase = "response"
+tools = ["lookup_customer"]
+"#;
+    let policy = portcullis::policy::load(&write_policy(policy), &engine(), gw.catalog())
+        .await
+        .unwrap();
+    gw.set_policy(Some(Arc::new(policy)));
+    let c = t.client("crm");
+    let call = |tool: &str| {
+        Bytes::from(
+            json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": {}}})
+                .to_string(),
+        )
+    };
+    let scoped = c
+        .send(Method::POST, call("lookup_customer"), &[])
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&scoped.body);
+    assert_eq!(scoped.messages.len(), 3, "{text}");
+    assert!(
+        !text.contains("ada.lovelace") && !text.contains("4111 1111 1111 1111"),
+        "{text}"
+    );
+    let other = c
+        .send(Method::POST, call("search_tickets"), &[])
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&other.body);
+    assert!(
+        text.contains("ada.lovelace@example.com"),
+        "unscoped tool, no step: {text}"
+    );
+}

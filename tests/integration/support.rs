@@ -439,3 +439,51 @@ where
     });
     addr
 }
+
+/// An HTTP MCP upstream that answers each request whose `answer` is
+/// `Some(events)` with an SSE stream of those JSON-RPC messages (one event
+/// each), and everything else with 202.
+pub async fn sse_upstream<F>(answer: F) -> SocketAddr
+where
+    F: Fn(serde_json::Value) -> Option<Vec<serde_json::Value>> + Send + Sync + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answer = Arc::new(answer);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let answer = answer.clone();
+                    async move {
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let v = serde_json::from_slice(&body).unwrap_or_default();
+                        let resp = match answer(v) {
+                            Some(events) => {
+                                let text: String = events
+                                    .iter()
+                                    .enumerate()
+                                    .map(|(i, e)| format!("id: e{i}\ndata: {e}\n\n"))
+                                    .collect();
+                                Response::builder()
+                                    .header("content-type", "text/event-stream")
+                                    .body(Full::new(Bytes::from(text)))
+                                    .unwrap()
+                            }
+                            None => Response::builder()
+                                .status(202)
+                                .body(Full::new(Bytes::new()))
+                                .unwrap(),
+                        };
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
