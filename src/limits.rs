@@ -90,6 +90,12 @@ pub const RELAY_SESSIONS_PER_TUNNEL: usize = 4_096;
 /// time, so a binding and a stdio session end together.
 pub const SESSION_BINDING_IDLE: Duration = STDIO_SESSION_IDLE;
 
+/// Messages at least this large are parsed on the blocking pool, not on a
+/// runtime worker: reading a 1 MiB key-flooded message takes milliseconds
+/// of CPU, and on a worker it would hold up every unrelated call queued
+/// behind it.
+pub const OFFLOAD_PARSE_BYTES: usize = 64 * 1024;
+
 /// Messages a stdio session queues for a GET stream that is not open yet;
 /// older ones are dropped beyond this (and logged).
 pub const STDIO_BACKLOG: usize = 256;

@@ -120,7 +120,7 @@ impl Checkpoint<'_> {
     ) -> Result<Parsed, InspectError> {
         let reading =
             crate::policy::parse_options(self.policy, &base.server, self.limits.max_depth);
-        let msg = match Message::parse(raw, reading) {
+        let msg = match parse_off_worker(raw, reading).await {
             Ok(m) => m,
             Err(e) => {
                 let error = match exchange {
@@ -183,14 +183,16 @@ impl Checkpoint<'_> {
                     (
                         match o {
                             Outcome::Pass(b) if b == msg.raw => Verdict::Forward(msg.clone()),
-                            Outcome::Pass(b) => match Message::parse(
+                            Outcome::Pass(b) => match parse_off_worker(
                                 b,
                                 crate::policy::parse_options(
                                     self.policy,
                                     &ctx.server,
                                     self.limits.max_depth,
                                 ),
-                            ) {
+                            )
+                            .await
+                            {
                                 Ok(rewritten) => Verdict::Forward(rewritten),
                                 // The chain checked every rewrite; fail closed all the same.
                                 Err(e) => Verdict::Denied(Denial {
@@ -333,6 +335,24 @@ impl Checkpoint<'_> {
         record.reason = Some(error.to_string());
         // Already refused; the spool counts a record it loses.
         let _ = spool.append(&record).await;
+    }
+}
+
+/// Parses `raw`, on the blocking pool when it is large
+/// ([`crate::limits::OFFLOAD_PARSE_BYTES`]) so that no runtime worker is
+/// held while unrelated calls wait.
+async fn parse_off_worker(
+    raw: Bytes,
+    reading: crate::mcp::ParseOptions,
+) -> Result<Message, crate::mcp::ParseError> {
+    if raw.len() < crate::limits::OFFLOAD_PARSE_BYTES {
+        return Message::parse(raw, reading);
+    }
+    match tokio::task::spawn_blocking(move || Message::parse(raw, reading)).await {
+        Ok(parsed) => parsed,
+        // The parser does not panic; if the task was lost all the same,
+        // the message is refused, never passed.
+        Err(_) => Err(crate::mcp::ParseError::Invalid("the message could not be read")),
     }
 }
 
