@@ -125,3 +125,9 @@ pub const ADMIN_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Time admin requests in flight get at shutdown.
 pub const ADMIN_DRAIN_GRACE: Duration = Duration::from_secs(1);
+
+/// Largest SSE `retry:` (milliseconds) the gateway passes on; an upstream's
+/// larger value is lowered to this. A reconnect delay is a number the
+/// upstream chooses and the redaction chain never sees, so an unbounded one
+/// could carry a card number to the agent.
+pub const MAX_SSE_RETRY_MS: u64 = 60_000;

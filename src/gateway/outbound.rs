@@ -7,7 +7,7 @@
 //!   gateway-made JSON-RPC error of the same status class; a 202 carries no
 //!   body.
 //! - SSE streams are re-emitted event by event: the checked `data`, a
-//!   gateway-minted id ([`super::event_id`]) and a numeric `retry`; upstream
+//!   gateway-minted id ([`super::event_id`]) and a bounded numeric `retry`; upstream
 //!   comments and `event:` names are not forwarded.
 //! - Response headers pass an allow-list, each value validated.
 
@@ -429,7 +429,8 @@ async fn reemit(rc: &ReplyContext, ev: Event) -> Option<Event> {
     let mut out = Event {
         id,
         data,
-        retry: ev.retry,
+        // A number the chain never sees: bounded, so it cannot carry one.
+        retry: ev.retry.map(|r| r.min(crate::limits::MAX_SSE_RETRY_MS)),
         ..Event::default()
     };
     if out.id.is_none() && out.data.is_none() && out.retry.is_none() {

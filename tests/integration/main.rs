@@ -7,6 +7,7 @@ mod forwarding;
 mod otel;
 mod otlp;
 mod peers;
+mod perimeter;
 mod plugins;
 mod sessions;
 mod support;

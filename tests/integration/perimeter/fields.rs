@@ -1,0 +1,212 @@
+//! Fields inside messages: redacted where redaction can rewrite them;
+//! where it cannot (method names, ids, progress tokens), the upstream's text
+//! must not leave at all.
+
+use super::*;
+
+#[tokio::test]
+async fn an_upstream_notification_is_redacted_in_its_params() {
+    let s = Stack::start(REDACT, |_| {
+        let note = json!({"jsonrpc": "2.0", "method": "notifications/message",
+            "params": {"level": "info", "logger": CANARY, "data": {"text": LOUD, EMAIL: 1}}})
+        .to_string();
+        sse_reply(
+            &[],
+            &format!("{}{}", data(&note), data(&result_text("1", LOUD))),
+        )
+    })
+    .await;
+    let got = post(&s.agent(0), &call("lookup")).await;
+    assert_eq!(
+        got.messages(),
+        vec![
+            json!({"jsonrpc": "2.0", "method": "notifications/message",
+                "params": {"level": "info", "logger": "[REDACTED:canary]",
+                    "data": {"text": REDACTED, "[REDACTED:email]": 1}}}),
+            serde_json::from_str::<Value>(&result_text("1", REDACTED)).unwrap()
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_upstream_notification_method_never_carries_data() {
+    let s = Stack::start(REDACT, |_| {
+        sse_reply(
+            &[],
+            &format!(
+                "{}{}{}",
+                data(&format!(
+                    r#"{{"jsonrpc":"2.0","method":"notifications/{CANARY}"}}"#
+                )),
+                data(&format!(
+                    r#"{{"jsonrpc":"2.0","method":"{CARD}","params":{{}}}}"#
+                )),
+                data(&result_text("1", "done"))
+            ),
+        )
+    })
+    .await;
+    let got = post(&s.agent(0), &call("lookup")).await;
+    assert_eq!(
+        got.messages(),
+        vec![serde_json::from_str::<Value>(&result_text("1", "done")).unwrap()]
+    );
+}
+
+#[tokio::test]
+async fn an_upstream_progress_token_is_only_the_agents() {
+    let s = Stack::start(REDACT, |_| {
+        let progress = |token: &str| {
+            json!({"jsonrpc": "2.0", "method": "notifications/progress",
+                "params": {"progressToken": token, "progress": 1, "total": 2}})
+            .to_string()
+        };
+        let meta = json!({"jsonrpc": "2.0", "method": "notifications/message",
+            "params": {"level": "info", "data": "x", "_meta": {"progressToken": CARD}}})
+        .to_string();
+        sse_reply(
+            &[],
+            &format!(
+                "{}{}{}{}",
+                data(&progress("agent-token-1")),
+                data(&progress(CARD)),
+                data(&meta),
+                data(&result_text("1", "done"))
+            ),
+        )
+    })
+    .await;
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "lookup", "arguments": {}, "_meta": {"progressToken": "agent-token-1"}}})
+    .to_string();
+    let got = post(&s.agent(0), &body).await;
+    let messages = got.messages();
+    assert_eq!(messages.len(), 3, "{messages:?}");
+    assert_eq!(messages[0]["params"]["progressToken"], "agent-token-1");
+    assert_eq!(messages[2]["id"], 1);
+}
+
+#[tokio::test]
+async fn an_upstream_cursor_never_carries_data() {
+    let s = Stack::start(REDACT, |got| {
+        let cursor = if got.rpc() == "tools/list" {
+            CARD
+        } else {
+            CANARY
+        };
+        json_reply(
+            &json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": [], "resources": [],
+                "nextCursor": cursor}})
+            .to_string(),
+        )
+    })
+    .await;
+    for (method, redacted) in [
+        ("tools/list", "[REDACTED:card]"),
+        ("resources/list", "[REDACTED:canary]"),
+    ] {
+        let got = post(
+            &s.agent(0),
+            &json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": {}}).to_string(),
+        )
+        .await;
+        assert_eq!(got.status, 200);
+        assert_eq!(
+            got.messages()[0]["result"]["nextCursor"],
+            redacted,
+            "{method}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_upstream_request_id_never_carries_data() {
+    let s = Stack::start(REDACT, |_| {
+        let ask = |id: Value| {
+            json!({"jsonrpc": "2.0", "id": id, "method": "elicitation/create", "params": {
+                "message": LOUD, "requestedSchema": {"type": "object", "properties": {}}}})
+            .to_string()
+        };
+        sse_reply(
+            &[],
+            &format!(
+                "{}{}{}",
+                data(&ask(json!(CARD))),
+                data(&ask(json!(4111111111111111u64))),
+                data(&result_text("1", "done"))
+            ),
+        )
+    })
+    .await;
+    let got = post(&s.agent(0), &call("lookup")).await;
+    // Whether the gateway drops such requests or gives them ids of its own,
+    // the result of the call still arrives.
+    assert_eq!(
+        got.messages().last(),
+        Some(&serde_json::from_str::<Value>(&result_text("1", "done")).unwrap())
+    );
+}
+
+#[tokio::test]
+async fn an_upstream_cancellation_never_carries_data() {
+    let s = Stack::start(REDACT, |_| {
+        let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+            "params": {"requestId": CARD, "reason": LOUD}})
+        .to_string();
+        sse_reply(
+            &[],
+            &format!("{}{}", data(&cancel), data(&result_text("1", "done"))),
+        )
+    })
+    .await;
+    let got = post(&s.agent(0), &call("lookup")).await;
+    assert_eq!(
+        got.messages().last(),
+        Some(&serde_json::from_str::<Value>(&result_text("1", "done")).unwrap())
+    );
+}
+
+#[tokio::test]
+async fn a_tool_scoped_step_checks_the_notifications_of_its_call() {
+    // Redaction for `lookup` only. Its call's notifications and server
+    // requests are redacted; another tool's are not (an address this test
+    // does not count as secret shows it).
+    let s = Stack::start(REDACT_LOOKUP, |got| {
+        let text = if got.name() == "lookup" {
+            LOUD
+        } else {
+            "contact someone@example.net"
+        };
+        let ask = json!({"jsonrpc": "2.0", "id": "s1", "method": "sampling/createMessage",
+            "params": {"messages": [{"role": "user", "content": {"type": "text", "text": text}}],
+                "maxTokens": 1}})
+        .to_string();
+        sse_reply(
+            &[],
+            &format!(
+                "{}{}{}",
+                data(&log_note(text)),
+                data(&ask),
+                data(&result_text("1", text))
+            ),
+        )
+    })
+    .await;
+    let got = post(&s.agent(0), &call("lookup")).await;
+    let messages = got.messages();
+    assert_eq!(messages.len(), 3, "{messages:?}");
+    assert_eq!(messages[0]["params"]["data"], REDACTED);
+    assert_eq!(
+        messages[1]["params"]["messages"][0]["content"]["text"],
+        REDACTED
+    );
+    assert_eq!(messages[2]["result"]["content"][0]["text"], REDACTED);
+
+    let got = post(&s.agent(0), &call("other")).await;
+    let messages = got.messages();
+    assert_eq!(messages[0]["params"]["data"], "contact someone@example.net");
+    assert_eq!(
+        messages[2]["result"]["content"][0]["text"],
+        "contact someone@example.net"
+    );
+}
