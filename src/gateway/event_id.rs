@@ -43,13 +43,48 @@ impl Scope<'_> {
 }
 
 /// What a sealed id carries.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Opened {
     /// The upstream's own event id.
     pub upstream: String,
     /// The JSON-RPC id (raw text) of the request whose stream the event was
     /// on, when it was a POST stream.
     pub request: Option<String>,
+    /// That request's method and target (tool, prompt or resource): a
+    /// resumed stream is checked as the call it belongs to.
+    pub method: Option<String>,
+    pub target: Option<String>,
+}
+
+/// The call a stream answers, sealed with each of its event ids.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StreamOf<'a> {
+    pub request: Option<&'a str>,
+    pub method: Option<&'a str>,
+    pub target: Option<&'a str>,
+}
+
+/// Length-prefixed fields; `u32::MAX` marks an absent one.
+fn put(out: &mut Vec<u8>, field: Option<&str>) {
+    match field {
+        Some(f) => {
+            out.extend_from_slice(&(f.len() as u32).to_be_bytes());
+            out.extend_from_slice(f.as_bytes());
+        }
+        None => out.extend_from_slice(&u32::MAX.to_be_bytes()),
+    }
+}
+
+fn take(rest: &mut &[u8]) -> Option<Option<String>> {
+    let (len, tail) = rest.split_first_chunk::<4>()?;
+    let len = u32::from_be_bytes(*len);
+    if len == u32::MAX {
+        *rest = tail;
+        return Some(None);
+    }
+    let field = tail.get(..len as usize)?;
+    *rest = tail.get(len as usize..)?;
+    Some(Some(String::from_utf8(field.to_vec()).ok()?))
 }
 
 /// The gateway's sealing key.
@@ -72,17 +107,22 @@ impl EventIds {
         })
     }
 
-    /// The id the agent sees for `upstream` on a stream answering `request`;
+    /// The id the agent sees for `upstream` on a stream answering `stream`;
     /// `None` when the upstream id is too long to carry.
-    pub fn seal(&self, scope: &Scope<'_>, upstream: &str, request: Option<&str>) -> Option<String> {
-        if upstream.len() > MAX_UPSTREAM_EVENT_ID || request.is_some_and(|r| r.len() > 4096) {
+    pub fn seal(&self, scope: &Scope<'_>, upstream: &str, stream: StreamOf<'_>) -> Option<String> {
+        let long = |f: Option<&str>| f.is_some_and(|f| f.len() > 4096);
+        if upstream.len() > MAX_UPSTREAM_EVENT_ID
+            || long(stream.request)
+            || long(stream.method)
+            || long(stream.target)
+        {
             return None;
         }
-        let request = request.unwrap_or("");
-        let mut plain = Vec::with_capacity(4 + upstream.len() + request.len());
-        plain.extend_from_slice(&(upstream.len() as u32).to_be_bytes());
-        plain.extend_from_slice(upstream.as_bytes());
-        plain.extend_from_slice(request.as_bytes());
+        let mut plain = Vec::with_capacity(64 + upstream.len());
+        put(&mut plain, Some(upstream));
+        put(&mut plain, stream.request);
+        put(&mut plain, stream.method);
+        put(&mut plain, stream.target);
         let aad = scope.aad();
         let mut ctx = hmac::Context::with_key(&self.nonces);
         ctx.update(&aad);
@@ -103,7 +143,7 @@ impl EventIds {
 
     /// Opens an id this gateway minted for `scope`; `None` for anything else.
     pub fn open(&self, scope: &Scope<'_>, minted: &str) -> Option<Opened> {
-        if minted.len() > 2 * (MAX_UPSTREAM_EVENT_ID + 4096) {
+        if minted.len() > 2 * (MAX_UPSTREAM_EVENT_ID + 3 * 4096 + 64) {
             return None;
         }
         let mut raw = URL_SAFE_NO_PAD.decode(minted).ok()?;
@@ -116,15 +156,16 @@ impl EventIds {
             .key
             .open_in_place(nonce, Aad::from(scope.aad()), &mut sealed)
             .ok()?;
-        let (len, rest) = plain.split_first_chunk::<4>()?;
-        let len = u32::from_be_bytes(*len) as usize;
-        let upstream = rest.get(..len)?;
-        let request = rest.get(len..)?;
-        Some(Opened {
-            upstream: String::from_utf8(upstream.to_vec()).ok()?,
-            request: (!request.is_empty())
-                .then(|| String::from_utf8(request.to_vec()).ok())
-                .flatten(),
+        let mut rest: &[u8] = plain;
+        let upstream = take(&mut rest)??;
+        let request = take(&mut rest)?;
+        let method = take(&mut rest)?;
+        let target = take(&mut rest)?;
+        rest.is_empty().then_some(Opened {
+            upstream,
+            request,
+            method,
+            target,
         })
     }
 }
@@ -142,13 +183,20 @@ mod tests {
     #[test]
     fn minted_ids_open_only_for_their_scope() {
         let ids = EventIds::new().unwrap();
-        let minted = ids.seal(&ALICE, "4111 1111 1111 1111", Some("7")).unwrap();
+        let call = StreamOf {
+            request: Some("7"),
+            method: Some("tools/call"),
+            target: Some("lookup"),
+        };
+        let minted = ids.seal(&ALICE, "4111 1111 1111 1111", call).unwrap();
         assert!(!minted.contains("4111"), "upstream text shows: {minted}");
         assert_eq!(
             ids.open(&ALICE, &minted),
             Some(Opened {
                 upstream: "4111 1111 1111 1111".into(),
-                request: Some("7".into())
+                request: Some("7".into()),
+                method: Some("tools/call".into()),
+                target: Some("lookup".into()),
             })
         );
         let others = [
@@ -175,18 +223,31 @@ mod tests {
         // Another gateway process (another key) cannot open it either.
         assert_eq!(EventIds::new().unwrap().open(&ALICE, &minted), None);
         // A replayed event gets the id it had; other events, other ids.
-        assert_eq!(ids.seal(&ALICE, "e1", None), ids.seal(&ALICE, "e1", None));
-        assert_ne!(ids.seal(&ALICE, "e1", None), ids.seal(&ALICE, "e2", None));
+        assert_eq!(
+            ids.seal(&ALICE, "e1", StreamOf::default()),
+            ids.seal(&ALICE, "e1", StreamOf::default())
+        );
         assert_ne!(
-            ids.seal(&ALICE, "e1", None),
-            ids.seal(&ALICE, "e1", Some("1"))
+            ids.seal(&ALICE, "e1", StreamOf::default()),
+            ids.seal(&ALICE, "e2", StreamOf::default())
+        );
+        assert_ne!(
+            ids.seal(&ALICE, "e1", StreamOf::default()),
+            ids.seal(
+                &ALICE,
+                "e1",
+                StreamOf {
+                    request: Some("1"),
+                    ..StreamOf::default()
+                }
+            )
         );
     }
 
     #[test]
     fn garbage_and_tampering_do_not_open() {
         let ids = EventIds::new().unwrap();
-        let minted = ids.seal(&ALICE, "e1", None).unwrap();
+        let minted = ids.seal(&ALICE, "e1", StreamOf::default()).unwrap();
         let mut bytes = URL_SAFE_NO_PAD.decode(&minted).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
@@ -199,7 +260,11 @@ mod tests {
             Some(("e1".into(), None))
         );
         assert_eq!(
-            ids.seal(&ALICE, &"x".repeat(MAX_UPSTREAM_EVENT_ID + 1), None),
+            ids.seal(
+                &ALICE,
+                &"x".repeat(MAX_UPSTREAM_EVENT_ID + 1),
+                StreamOf::default()
+            ),
             None
         );
     }

@@ -352,7 +352,9 @@ async fn parse_off_worker(
         Ok(parsed) => parsed,
         // The parser does not panic; if the task was lost all the same,
         // the message is refused, never passed.
-        Err(_) => Err(crate::mcp::ParseError::Invalid("the message could not be read")),
+        Err(_) => Err(crate::mcp::ParseError::Invalid(
+            "the message could not be read",
+        )),
     }
 }
 

@@ -540,6 +540,8 @@ impl Gateway {
                         })?;
                     headers.insert(LAST_EVENT_ID_HEADER, upstream_id);
                     base.request_id = opened.request;
+                    base.method = opened.method;
+                    base.target = opened.target;
                 }
                 let sent = async {
                     match upstream {

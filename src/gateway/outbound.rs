@@ -415,9 +415,15 @@ async fn reemit(rc: &ReplyContext, ev: Event) -> Option<Event> {
         None => None,
     };
     let id = ev.id.and_then(|upstream| {
-        let minted = rc
-            .event_ids
-            .seal(&rc.scope(), &upstream, rc.base.request_id.as_deref());
+        let minted = rc.event_ids.seal(
+            &rc.scope(),
+            &upstream,
+            crate::gateway::event_id::StreamOf {
+                request: rc.base.request_id.as_deref(),
+                method: rc.base.method.as_deref(),
+                target: rc.base.target.as_deref(),
+            },
+        );
         if minted.is_none() {
             tracing::info!(
                 server = rc.base.server,

@@ -67,11 +67,25 @@ async fn an_upstream_error_status_body_never_reaches_the_agent() {
 
 #[tokio::test]
 async fn an_upstream_404_on_a_session_tells_the_agent_the_session_is_gone() {
-    let s = Stack::start(REDACT, |_| {
-        respond("404 Not Found", &[("content-type", "text/html")], LOUD)
+    // The upstream opens a session, then forgets it.
+    let s = Stack::start(REDACT, |got| {
+        if got.body.contains(r#""initialize""#) {
+            respond(
+                "200 OK",
+                &[
+                    ("content-type", "application/json"),
+                    ("mcp-session-id", "sess-0123456789abcdef"),
+                ],
+                r#"{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-11-25","capabilities":{},"serverInfo":{"name":"e","version":"1"}}}"#,
+            )
+        } else {
+            respond("404 Not Found", &[("content-type", "text/html")], LOUD)
+        }
     })
     .await;
     let mut c = s.agent(0);
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}"#;
+    assert_eq!(post(&c, init).await.status, 200);
     c.session = Some("sess-0123456789abcdef".into());
     let got = post(&c, &call("lookup")).await;
     assert_eq!(got.status, 404);

