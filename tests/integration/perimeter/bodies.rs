@@ -3,10 +3,13 @@
 
 use super::*;
 
+/// A status line, its headers, its body.
+type Canned<'a> = (&'a str, Vec<(&'a str, String)>, String);
+
 #[tokio::test]
 async fn an_upstream_error_status_body_never_reaches_the_agent() {
     let html = format!("<html><body>{LOUD}</body></html>");
-    let cases: Vec<(&str, Vec<(&str, String)>, String)> = vec![
+    let cases: Vec<Canned<'_>> = vec![
         (
             "500 CANARY-7Q3ZK9XW",
             vec![("content-type", "text/html".into())],
