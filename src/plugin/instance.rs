@@ -28,6 +28,9 @@ pub const DEFAULT_DEADLINE_PER_MIB: Duration = Duration::from_millis(50);
 /// While a plugin runs, it gives its thread back to the other calls every
 /// this many epoch ticks: a long call cannot starve unrelated ones.
 const YIELD_EVERY_TICKS: u64 = 1;
+/// However the plugin's own time is counted, a call ends after this many
+/// times its deadline on the wall clock.
+const HARD_DEADLINE_FACTOR: u32 = 10;
 /// Time a plugin has for `init`.
 pub const INIT_DEADLINE: Duration = Duration::from_secs(2);
 /// Default linear-memory cap per instance.
@@ -241,12 +244,16 @@ impl LoadedPlugin {
                 Err(InitFailure::Refused(r)) => return Err(CallError::Instantiate(r)),
             },
         };
-        // Every tick the call yields to the runtime (other calls run); once
-        // the message's deadline has passed, the next tick traps it.
+        // Every tick the call yields to the runtime (other calls run). The
+        // deadline counts the ticks the plugin itself ran through, so time
+        // spent parked while others ran is not charged to it; a wall-clock
+        // bound of HARD_DEADLINE_FACTOR times the deadline caps the whole.
         let deadline = self.limits.deadline_for(message.len());
-        let until = Instant::now() + deadline;
+        let mut left = ticks(deadline).max(1);
+        let hard = Instant::now() + deadline * HARD_DEADLINE_FACTOR;
         slot.store.epoch_deadline_callback(move |_| {
-            Ok(if Instant::now() >= until {
+            left = left.saturating_sub(YIELD_EVERY_TICKS);
+            Ok(if left == 0 || Instant::now() >= hard {
                 UpdateDeadline::Interrupt
             } else {
                 UpdateDeadline::Yield(YIELD_EVERY_TICKS)
