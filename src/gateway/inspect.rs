@@ -59,6 +59,8 @@ pub enum Verdict {
 pub struct Inspected {
     pub ctx: MessageContext,
     pub verdict: Verdict,
+    /// The chain rewrote the message (what is forwarded is the rewrite).
+    pub rewritten: bool,
 }
 
 /// Why a message got no verdict.
@@ -174,50 +176,45 @@ impl Checkpoint<'_> {
     /// the decision durably and counts it, and returns the verdict.
     pub async fn decide(&self, parsed: Parsed) -> Result<Inspected, InspectError> {
         let Parsed { ctx, msg, gate } = parsed;
-        let is_reply = matches!(msg.kind, Kind::Response | Kind::Error);
-        let (outcome, records) = match gate {
-            Some(v) => (v, Vec::new()),
-            None => match self.policy {
-                Some(p) if p.wants(&ctx) => {
-                    let (o, r) = p.apply(&ctx, msg.raw.clone(), self.limits.max_depth).await;
-                    (
-                        match o {
-                            Outcome::Pass(b) if b == msg.raw => Verdict::Forward(msg.clone()),
-                            Outcome::Pass(b) => match parse_off_worker(
-                                b,
-                                crate::policy::parse_options(
-                                    self.policy,
-                                    &ctx.server,
-                                    self.limits.max_depth,
-                                ),
-                            )
-                            .await
-                            {
-                                Ok(rewritten) => Verdict::Forward(rewritten),
-                                // The chain checked every rewrite; fail closed all the same.
-                                Err(e) => Verdict::Denied(Denial {
-                                    code: crate::policy::chain::POLICY_FAILURE_CODE,
-                                    public_message: crate::policy::chain::POLICY_FAILURE_MESSAGE
-                                        .into(),
-                                    private_reason: format!("rewrite does not parse: {e}"),
-                                }),
-                            },
-                            Outcome::Deny(d) => Verdict::Denied(d),
-                        },
-                        r,
-                    )
-                }
-                _ => (Verdict::Forward(msg.clone()), Vec::new()),
-            },
+        let kind = msg.kind;
+        let is_reply = matches!(kind, Kind::Response | Kind::Error);
+        let id = msg.id.clone();
+        let mut rewritten = false;
+        let (outcome, records) = match (gate, self.policy) {
+            (Some(v), _) => (v, Vec::new()),
+            (None, Some(p)) if p.wants(&ctx) => {
+                let (o, r) = p.apply(&ctx, msg.raw.clone(), self.limits.max_depth).await;
+                let v = match o {
+                    Outcome::Pass(b) if same_bytes(&b, &msg.raw) => Verdict::Forward(msg),
+                    Outcome::Pass(b) => {
+                        rewritten = true;
+                        let reading = crate::policy::parse_options(
+                            self.policy,
+                            &ctx.server,
+                            self.limits.max_depth,
+                        );
+                        match parse_off_worker(b, reading).await {
+                            Ok(m) => Verdict::Forward(m),
+                            // The chain checked every rewrite; fail closed all the same.
+                            Err(e) => Verdict::Denied(Denial {
+                                code: crate::policy::chain::POLICY_FAILURE_CODE,
+                                public_message: crate::policy::chain::POLICY_FAILURE_MESSAGE.into(),
+                                private_reason: format!("rewrite does not parse: {e}"),
+                            }),
+                        }
+                    }
+                    Outcome::Deny(d) => Verdict::Denied(d),
+                };
+                (v, r)
+            }
+            (None, _) => (Verdict::Forward(msg), Vec::new()),
         };
         crate::gateway::log_records(&ctx, &records);
         let (label, forwarded) = match &outcome {
-            Verdict::Forward(m) if m.raw == msg.raw => ("forwarded", Some(&m.raw[..])),
-            Verdict::Forward(m) => ("rewritten", Some(&m.raw[..])),
+            Verdict::Forward(m) if rewritten => ("rewritten", Some(&m.raw[..])),
+            Verdict::Forward(m) => ("forwarded", Some(&m.raw[..])),
             Verdict::Denied(_)
-                if is_reply
-                    || msg.kind == Kind::Request
-                    || ctx.direction == Direction::ToServer =>
+                if is_reply || kind == Kind::Request || ctx.direction == Direction::ToServer =>
             {
                 ("denied", None)
             }
@@ -240,12 +237,13 @@ impl Checkpoint<'_> {
                 "audit record not persisted; message withheld"
             );
             return Err(InspectError::Unrecorded {
-                reply_to: is_reply.then(|| msg.id.clone()),
+                reply_to: is_reply.then_some(id),
             });
         }
         Ok(Inspected {
             ctx,
             verdict: outcome,
+            rewritten,
         })
     }
 
@@ -336,6 +334,12 @@ impl Checkpoint<'_> {
         // Already refused; the spool counts a record it loses.
         let _ = spool.append(&record).await;
     }
+}
+
+/// True when the chain handed back `original` itself, or the same text:
+/// the buffers are compared only when they are not one and the same.
+fn same_bytes(out: &Bytes, original: &Bytes) -> bool {
+    (out.as_ptr() == original.as_ptr() && out.len() == original.len()) || out == original
 }
 
 /// Parses `raw`, on the blocking pool when it is large

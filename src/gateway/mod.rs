@@ -414,12 +414,17 @@ impl Gateway {
                 }
                 let decided =
                     tracing::Instrument::instrument(checkpoint.decide(parsed), span.clone()).await;
-                let Inspected { ctx, verdict } = decided.map_err(|e| refused(e, call))?;
+                let Inspected {
+                    ctx,
+                    verdict,
+                    rewritten,
+                } = decided.map_err(|e| refused(e, call))?;
                 let id = ctx.request_id.clone();
                 let mut forwarded_headers = parts.headers.clone();
                 let msg = match verdict {
                     Verdict::Forward(m) => {
-                        if ctx.method.as_deref() == Some("tools/call")
+                        if rewritten
+                            && ctx.method.as_deref() == Some("tools/call")
                             && crate::mcp::params::any(&forwarded_headers)
                         {
                             // The chain may have rewritten the arguments:
@@ -465,15 +470,9 @@ impl Gateway {
                 base.request_id = (msg.kind == Kind::Request)
                     .then(|| msg.id.clone())
                     .flatten();
-                let era = if ctx
-                    .protocol_version
-                    .as_deref()
-                    .is_some_and(|v| v >= crate::mcp::era::STATELESS_SINCE)
-                {
-                    Era::Stateless
-                } else {
-                    Era::Session
-                };
+                // The version the checkpoint settled on (the header's, or the
+                // body's when there was none), read by the same rule.
+                let era = Era::of_version(ctx.protocol_version.as_deref());
                 let sent = async {
                     match upstream {
                         Upstream::Http(u) => {

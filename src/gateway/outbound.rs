@@ -104,6 +104,7 @@ pub async fn check_reply(rc: &ReplyContext, data: Bytes) -> Result<Option<Bytes>
         Ok(Inspected {
             ctx,
             verdict: Verdict::Denied(d),
+            ..
         }) if is_reply(ctx.kind) => Ok(Some(Bytes::from(denial_body(
             ctx.request_id.as_deref(),
             &d,
