@@ -77,10 +77,15 @@ impl Era {
                 "MCP-Protocol-Version header '{h}' does not match the body's protocol version '{m}'"
             )));
         }
-        Ok(match header.or(meta) {
+        Ok(Era::of_version(header.or(meta)))
+    }
+
+    /// The era of a protocol version (none: the session era).
+    pub fn of_version(version: Option<&str>) -> Era {
+        match version {
             Some(v) if v >= STATELESS_SINCE => Era::Stateless,
             _ => Era::Session,
-        })
+        }
     }
 }
 
