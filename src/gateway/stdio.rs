@@ -606,13 +606,7 @@ impl StdioUpstream {
             sse: accepts_sse,
             tx,
         });
-        if session.stdin.send(line).await.is_err() {
-            return Err(McpError::UpstreamUnavailable(format!(
-                "server '{}' has exited",
-                self.name
-            )));
-        }
-        self.respond(&session, &wire_id, rx, accepts_sse, reply)
+        self.send_request(&session, &wire_id, line, rx, accepts_sse, reply)
             .await
     }
 
@@ -683,17 +677,35 @@ impl StdioUpstream {
                 tx,
             });
         }
+        let mut resp = self
+            .send_request(&session, &id, line, rx, accepts_sse, reply)
+            .await?;
+        if let Some(v) = new.then(|| HeaderValue::from_str(&sid).ok()).flatten() {
+            resp.headers_mut().insert(SESSION_HEADER, v);
+        }
+        Ok(resp)
+    }
+
+    /// Writes a request registered in `pending` as `id` to the child and
+    /// returns its response. A child that cannot take it leaves no pending
+    /// entry behind.
+    async fn send_request(
+        &self,
+        session: &Session,
+        id: &str,
+        line: Bytes,
+        rx: mpsc::Receiver<Bytes>,
+        accepts_sse: bool,
+        reply: ReplyContext,
+    ) -> Result<Response<Body>, McpError> {
         if session.stdin.send(line).await.is_err() {
+            session.router().pending.retain(|p| p.id != id);
             return Err(McpError::UpstreamUnavailable(format!(
                 "server '{}' has exited",
                 self.name
             )));
         }
-        let mut resp = self.respond(&session, &id, rx, accepts_sse, reply).await?;
-        if let Some(v) = new.then(|| HeaderValue::from_str(&sid).ok()).flatten() {
-            resp.headers_mut().insert(SESSION_HEADER, v);
-        }
-        Ok(resp)
+        self.respond(session, id, rx, accepts_sse, reply).await
     }
 
     /// The response to a request written to the child as `id`: an SSE stream
