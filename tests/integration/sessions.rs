@@ -370,6 +370,15 @@ async fn initialize(s: &Stack, relay: usize, server: &str) -> (McpClient, String
     (a, session)
 }
 
+/// `a`'s session is now answered exactly as an id never minted is.
+async fn assert_answered_as_never_minted(a: &mut McpClient) {
+    let gone = ping(a).await;
+    a.session = Some(secret::random_id());
+    let unknown = ping(a).await;
+    assert_eq!(unknown.status, 404);
+    assert_eq!((gone.status, &gone.body), (unknown.status, &unknown.body));
+}
+
 async fn ping(c: &mut McpClient) -> Reply {
     c.request("ping", json!({})).await.unwrap()
 }
@@ -495,11 +504,7 @@ async fn another_agents_stdio_session_is_answered_as_if_it_did_not_exist() {
     // The owner's DELETE ends the process and the binding.
     let deleted = a.send(Method::DELETE, Bytes::new(), &[]).await.unwrap();
     assert_eq!(deleted.status, 200);
-    let gone = ping(&mut a).await;
-    a.session = Some(secret::random_id());
-    let unknown = ping(&mut a).await;
-    assert_eq!(unknown.status, 404);
-    assert_eq!((gone.status, &gone.body), (unknown.status, &unknown.body));
+    assert_answered_as_never_minted(&mut a).await;
 }
 
 #[tokio::test]
@@ -525,11 +530,7 @@ async fn a_stdio_session_that_ends_takes_its_binding_with_it() {
     assert!(error.contains("the server process ended"), "{error}");
     // The session's id is now unknown, with the very answer of an id never
     // minted (the stdio upstream's own "not found" would carry the request id).
-    let gone = ping(&mut a).await;
-    a.session = Some(secret::random_id());
-    let unknown = ping(&mut a).await;
-    assert_eq!(unknown.status, 404);
-    assert_eq!((gone.status, &gone.body), (unknown.status, &unknown.body));
+    assert_answered_as_never_minted(&mut a).await;
 }
 
 #[tokio::test]

@@ -406,38 +406,7 @@ pub async fn json_upstream<F>(answer: F) -> SocketAddr
 where
     F: Fn(serde_json::Value) -> Option<serde_json::Value> + Send + Sync + 'static,
 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let answer = Arc::new(answer);
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let answer = answer.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let answer = answer.clone();
-                    async move {
-                        let body = req.into_body().collect().await.unwrap().to_bytes();
-                        let v = serde_json::from_slice(&body).unwrap_or_default();
-                        let resp = match answer(v) {
-                            Some(reply) => Response::builder()
-                                .header("content-type", "application/json")
-                                .body(Full::new(Bytes::from(reply.to_string())))
-                                .unwrap(),
-                            None => Response::builder()
-                                .status(202)
-                                .body(Full::new(Bytes::new()))
-                                .unwrap(),
-                        };
-                        Ok::<_, Infallible>(resp)
-                    }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tcp), svc)
-                    .await;
-            });
-        }
-    });
-    addr
+    serve_answers(move |req| answer(req).map(|reply| ("application/json", reply.to_string()))).await
 }
 
 /// An HTTP MCP upstream that answers each request whose `answer` is
@@ -446,6 +415,25 @@ where
 pub async fn sse_upstream<F>(answer: F) -> SocketAddr
 where
     F: Fn(serde_json::Value) -> Option<Vec<serde_json::Value>> + Send + Sync + 'static,
+{
+    serve_answers(move |req| {
+        let events = answer(req)?;
+        let text = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| format!("id: e{i}\ndata: {e}\n\n"))
+            .collect();
+        Some(("text/event-stream", text))
+    })
+    .await
+}
+
+/// The server behind [`json_upstream`] and [`sse_upstream`]: each request's
+/// JSON body goes to `answer`, whose `(content type, body)` is sent with
+/// 200, or 202 with no body when it is `None`.
+async fn serve_answers<F>(answer: F) -> SocketAddr
+where
+    F: Fn(serde_json::Value) -> Option<(&'static str, String)> + Send + Sync + 'static,
 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -460,17 +448,10 @@ where
                         let body = req.into_body().collect().await.unwrap().to_bytes();
                         let v = serde_json::from_slice(&body).unwrap_or_default();
                         let resp = match answer(v) {
-                            Some(events) => {
-                                let text: String = events
-                                    .iter()
-                                    .enumerate()
-                                    .map(|(i, e)| format!("id: e{i}\ndata: {e}\n\n"))
-                                    .collect();
-                                Response::builder()
-                                    .header("content-type", "text/event-stream")
-                                    .body(Full::new(Bytes::from(text)))
-                                    .unwrap()
-                            }
+                            Some((ctype, body)) => Response::builder()
+                                .header("content-type", ctype)
+                                .body(Full::new(Bytes::from(body)))
+                                .unwrap(),
                             None => Response::builder()
                                 .status(202)
                                 .body(Full::new(Bytes::new()))
