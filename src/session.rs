@@ -13,6 +13,11 @@
 //! never seen, ended, expired, evicted, or bound before a restart — is
 //! refused for everyone, and the client initializes a new session.
 //!
+//! At the gateway, an HTTP upstream's table also mints (`SessionTable::minting`):
+//! the agent never sees the upstream's `Mcp-Session-Id`, which is upstream
+//! text like any other and could carry data past the chain. It sees a random
+//! id of the gateway's, mapped back to the upstream's on the way in.
+//!
 //! Bounded: each scope (a tunnel at the relay, a server at the gateway)
 //! holds at most `capacity` bindings, the least recently used evicted
 //! first, and a binding unused for `idle` expires. Ids and owners are kept
@@ -24,7 +29,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use http::{HeaderMap, Method, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use sha2::{Digest, Sha256};
 
 use crate::mcp::McpError;
@@ -81,6 +86,9 @@ fn key(server: &str, session: &str) -> Key {
 
 struct Entry {
     owner: PrincipalId,
+    /// The upstream's own id for the session, when the id the agent holds
+    /// was minted in its place.
+    upstream: Option<Box<str>>,
     used: Instant,
     /// Position in [`Scope::by_use`].
     tick: u64,
@@ -109,36 +117,46 @@ impl Scope {
         }
     }
 
-    fn touch(&mut self, k: Key, owner: PrincipalId, now: Instant) {
+    /// Marks `k` used now (it must be held).
+    fn touch(&mut self, k: Key, now: Instant) {
         self.clock += 1;
         let tick = self.clock;
-        let entry = Entry {
-            owner,
-            used: now,
-            tick,
-        };
-        if let Some(old) = self.entries.insert(k, entry) {
-            self.by_use.remove(&old.tick);
+        if let Some(e) = self.entries.get_mut(&k) {
+            self.by_use.remove(&e.tick);
+            e.used = now;
+            e.tick = tick;
+            self.by_use.insert(tick, k);
         }
-        self.by_use.insert(tick, k);
     }
 
     fn check(&mut self, k: Key, who: PrincipalId, now: Instant, idle: Duration) -> Option<bool> {
         self.expire(now, idle);
         let owned = self.entries.get(&k)?.owner == who;
         if owned {
-            self.touch(k, who, now);
+            self.touch(k, now);
         }
         Some(owned)
     }
 
     /// False when another principal holds `k` (it stays theirs).
-    fn bind(&mut self, k: Key, who: PrincipalId, now: Instant, idle: Duration, cap: usize) -> bool {
+    fn bind(&mut self, k: Key, entry: Bound, now: Instant, idle: Duration, cap: usize) -> bool {
         self.expire(now, idle);
-        if self.entries.get(&k).is_some_and(|e| e.owner != who) {
+        if self.entries.get(&k).is_some_and(|e| e.owner != entry.owner) {
             return false;
         }
-        self.touch(k, who, now);
+        self.unbind(&k);
+        self.clock += 1;
+        let tick = self.clock;
+        self.entries.insert(
+            k,
+            Entry {
+                owner: entry.owner,
+                upstream: entry.upstream,
+                used: now,
+                tick,
+            },
+        );
+        self.by_use.insert(tick, k);
         while self.entries.len() > cap {
             let Some((_, old)) = self.by_use.pop_first() else {
                 break;
@@ -156,11 +174,26 @@ impl Scope {
     }
 }
 
+/// The spec's session id syntax: visible ASCII (0x21–0x7E), bounded.
+pub fn valid_session_id(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= crate::limits::MAX_ID_LEN
+        && v.bytes().all(|b| (0x21..=0x7e).contains(&b))
+}
+
+/// What a new binding holds.
+struct Bound {
+    owner: PrincipalId,
+    upstream: Option<Box<str>>,
+}
+
 /// Session bindings per scope, bounded in count and age.
 pub struct SessionTable {
     scopes: Mutex<HashMap<Box<str>, Scope>>,
     capacity: usize,
     idle: Duration,
+    /// Ids the upstream mints are replaced by the table's own.
+    mints: bool,
 }
 
 impl SessionTable {
@@ -171,6 +204,17 @@ impl SessionTable {
             scopes: Mutex::default(),
             capacity: capacity.max(1),
             idle,
+            mints: false,
+        }
+    }
+
+    /// As [`SessionTable::new`], and the session ids an upstream mints are
+    /// kept here: [`SessionTable::learn`] hands the agent a random id in
+    /// their place and [`SessionTable::upstream_id`] maps it back.
+    pub fn minting(capacity: usize, idle: Duration) -> SessionTable {
+        SessionTable {
+            mints: true,
+            ..SessionTable::new(capacity, idle)
         }
     }
 
@@ -217,14 +261,41 @@ impl SessionTable {
     /// Binds `session` to `who`; false (and no change) when another
     /// principal holds it.
     pub fn bind(&self, scope: &str, server: &str, session: &str, who: &Principal) -> bool {
-        let (k, who_id) = (key(server, session), who.id());
+        self.bind_entry(scope, server, session, who, None)
+    }
+
+    fn bind_entry(
+        &self,
+        scope: &str,
+        server: &str,
+        session: &str,
+        who: &Principal,
+        upstream: Option<Box<str>>,
+    ) -> bool {
+        let k = key(server, session);
+        let entry = Bound {
+            owner: who.id(),
+            upstream,
+        };
         let mut scopes = self.lock();
         // Binds are rare (one per session), so the scope's name is copied
         // each time rather than looked up first.
         let s = scopes.entry(scope.into()).or_default();
         // The clock is read under the lock, so the order of use is the
         // order of time and expiry can sweep from the front.
-        s.bind(k, who_id, Instant::now(), self.idle, self.capacity)
+        s.bind(k, entry, Instant::now(), self.idle, self.capacity)
+    }
+
+    /// The upstream's own id for a session whose id the table minted; none
+    /// when it holds no such binding (the caller has already admitted the
+    /// request, so that means it ended or expired in between).
+    pub fn upstream_id(&self, scope: &str, server: &str, session: &str) -> Option<Box<str>> {
+        self.lock()
+            .get(scope)?
+            .entries
+            .get(&key(server, session))?
+            .upstream
+            .clone()
     }
 
     /// Forgets `session` (ended).
@@ -238,12 +309,16 @@ impl SessionTable {
     /// session-less POST answered with success and an `Mcp-Session-Id`
     /// binds that id to its sender; a DELETE answered with success, or any
     /// request answered 404 (the session is gone), unbinds the id presented.
+    ///
+    /// A minting table never lets the upstream's id through: a new session
+    /// gets an id of the table's in `headers`, mapped to the upstream's; an
+    /// answer within a session carries the agent's own id back, if any.
     pub fn learn(
         &self,
         req: &Presented<'_>,
         method: &Method,
         status: StatusCode,
-        headers: &HeaderMap,
+        headers: &mut HeaderMap,
     ) {
         let Presented {
             scope,
@@ -251,25 +326,44 @@ impl SessionTable {
             session,
             who,
         } = *req;
-        match session {
-            None if method == Method::POST && status.is_success() => {
-                let minted = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok());
-                if let Some(sid) = minted
-                    && !self.bind(scope, server, sid, who)
-                {
-                    tracing::warn!(
-                        server,
-                        "a new session's id is bound to another principal; not rebound"
-                    );
+        // One well-formed value, or none: a repeated or malformed id is
+        // dropped, never bound.
+        let upstream = {
+            let mut all = headers.get_all(SESSION_HEADER).iter();
+            match (all.next(), all.next()) {
+                (Some(v), None) => v.to_str().ok().filter(|v| valid_session_id(v)),
+                _ => None,
+            }
+        };
+        let opened = session.is_none() && method == Method::POST && status.is_success();
+        if self.mints {
+            let ours = match (upstream, session) {
+                (Some(up), None) if opened => {
+                    let ours = crate::secret::random_id();
+                    // 128 random bits: no binding already holds it.
+                    self.bind_entry(scope, server, &ours, who, Some(up.into()));
+                    Some(ours)
                 }
+                (Some(_), Some(ours)) => Some(ours.to_owned()),
+                _ => None,
+            };
+            headers.remove(SESSION_HEADER);
+            if let Some(v) = ours.and_then(|o| HeaderValue::from_str(&o).ok()) {
+                headers.insert(SESSION_HEADER, v);
             }
-            Some(sid)
-                if status == StatusCode::NOT_FOUND
-                    || (method == Method::DELETE && status.is_success()) =>
-            {
-                self.unbind(scope, server, sid);
-            }
-            _ => {}
+        } else if let Some(sid) = upstream.filter(|_| opened)
+            && !self.bind(scope, server, sid, who)
+        {
+            tracing::warn!(
+                server,
+                "a new session's id is bound to another principal; not rebound"
+            );
+        }
+        if let Some(sid) = session
+            && (status == StatusCode::NOT_FOUND
+                || (method == Method::DELETE && status.is_success()))
+        {
+            self.unbind(scope, server, sid);
         }
     }
 
@@ -305,6 +399,13 @@ mod tests {
             server: at.1,
             session,
             who,
+        }
+    }
+
+    fn held(owner: PrincipalId) -> Bound {
+        Bound {
+            owner,
+            upstream: None,
         }
     }
 
@@ -345,11 +446,11 @@ mod tests {
         let now = Instant::now();
         let a = p("a", &[]).id();
         for i in 0u8..3 {
-            assert!(s.bind([i; 32], a, now, IDLE, 3));
+            assert!(s.bind([i; 32], held(a), now, IDLE, 3));
         }
         // Using the oldest makes the second the least recently used.
         assert_eq!(s.check([0; 32], a, now, IDLE), Some(true));
-        assert!(s.bind([3; 32], a, now, IDLE, 3));
+        assert!(s.bind([3; 32], held(a), now, IDLE, 3));
         assert_eq!(s.entries.len(), 3);
         assert_eq!(s.by_use.len(), 3);
         assert_eq!(s.check([1; 32], a, now, IDLE), None);
@@ -363,8 +464,8 @@ mod tests {
         let mut s = Scope::default();
         let t0 = Instant::now();
         let a = p("a", &[]).id();
-        assert!(s.bind([1; 32], a, t0, IDLE, 8));
-        assert!(s.bind([2; 32], a, t0, IDLE, 8));
+        assert!(s.bind([1; 32], held(a), t0, IDLE, 8));
+        assert!(s.bind([2; 32], held(a), t0, IDLE, 8));
         let t1 = t0 + IDLE / 2;
         assert_eq!(s.check([2; 32], a, t1, IDLE), Some(true));
         let t2 = t0 + IDLE;
@@ -380,23 +481,85 @@ mod tests {
         let a = p("a", &[]);
         let (new, s9) = (req(CRM, None, &a), req(CRM, Some("s9"), &a));
         let mut minted = HeaderMap::new();
+        let minted = &mut minted;
         minted.insert(SESSION_HEADER, "s9".parse().unwrap());
-        let (ok, none) = (StatusCode::OK, HeaderMap::new());
+        let (ok, mut none) = (StatusCode::OK, HeaderMap::new());
         // Only a session-less POST answered with success binds.
-        t.learn(&new, &Method::POST, StatusCode::BAD_GATEWAY, &minted);
-        t.learn(&new, &Method::GET, ok, &minted);
-        t.learn(&req(CRM, Some("s1"), &a), &Method::POST, ok, &minted);
+        t.learn(&new, &Method::POST, StatusCode::BAD_GATEWAY, minted);
+        t.learn(&new, &Method::GET, ok, minted);
+        t.learn(&req(CRM, Some("s1"), &a), &Method::POST, ok, minted);
         assert!(t.is_empty("t1"));
-        t.learn(&new, &Method::POST, ok, &minted);
+        t.learn(&new, &Method::POST, ok, minted);
         assert_eq!(t.check(&s9, Unknown::Refuse), Ok(()));
         // A DELETE the upstream refused leaves the session.
-        t.learn(&s9, &Method::DELETE, StatusCode::METHOD_NOT_ALLOWED, &none);
+        t.learn(
+            &s9,
+            &Method::DELETE,
+            StatusCode::METHOD_NOT_ALLOWED,
+            &mut none,
+        );
         assert_eq!(t.len("t1"), 1);
-        t.learn(&s9, &Method::DELETE, ok, &none);
+        t.learn(&s9, &Method::DELETE, ok, &mut none);
         assert!(t.is_empty("t1"));
         // An upstream that no longer knows the session ended it.
-        t.learn(&new, &Method::POST, ok, &minted);
-        t.learn(&s9, &Method::POST, StatusCode::NOT_FOUND, &none);
+        t.learn(&new, &Method::POST, ok, minted);
+        t.learn(&s9, &Method::POST, StatusCode::NOT_FOUND, &mut none);
+        assert!(t.is_empty("t1"));
+    }
+
+    #[test]
+    fn a_minting_table_never_lets_the_upstreams_id_through() {
+        let t = SessionTable::minting(8, IDLE);
+        let (a, b) = (p("a", &[]), p("b", &[]));
+        let upstream = "4111-1111-1111-1111";
+        let mut h = HeaderMap::new();
+        h.insert(SESSION_HEADER, upstream.parse().unwrap());
+        t.learn(&req(CRM, None, &a), &Method::POST, StatusCode::OK, &mut h);
+        let ours = h.get(SESSION_HEADER).unwrap().to_str().unwrap().to_owned();
+        assert_ne!(ours, upstream);
+        assert_eq!(ours.len(), 32);
+        assert!(ours.bytes().all(|c| c.is_ascii_hexdigit()));
+        // Only the agent's id is bound, to its owner, and maps back.
+        assert_eq!(t.check(&req(CRM, Some(&ours), &a), Unknown::Refuse), Ok(()));
+        let stranger = t.check(&req(CRM, Some(&ours), &b), Unknown::Refuse);
+        assert_eq!(stranger, Err(SessionRefused::NotOwner));
+        let upstreams = t.check(&req(CRM, Some(upstream), &a), Unknown::Refuse);
+        assert_eq!(upstreams, Err(SessionRefused::Unbound));
+        assert_eq!(t.upstream_id("t1", "crm", &ours).as_deref(), Some(upstream));
+        // Within the session the upstream's echo becomes the agent's id.
+        let mut echo = HeaderMap::new();
+        echo.insert(SESSION_HEADER, upstream.parse().unwrap());
+        let within = req(CRM, Some(&ours), &a);
+        t.learn(&within, &Method::POST, StatusCode::OK, &mut echo);
+        assert_eq!(echo.get(SESSION_HEADER).unwrap(), ours.as_str());
+        // Malformed or repeated ids are dropped and bind nothing.
+        for bad in [&["sess 1"][..], &["s1", "s2"], &[""]] {
+            let mut h = HeaderMap::new();
+            for v in bad {
+                h.append(SESSION_HEADER, v.parse().unwrap());
+            }
+            t.learn(&req(CRM, None, &a), &Method::POST, StatusCode::OK, &mut h);
+            assert!(h.get(SESSION_HEADER).is_none(), "{bad:?}");
+        }
+        assert_eq!(t.len("t1"), 1);
+        // A failed initialize binds nothing and passes no id.
+        let mut h = HeaderMap::new();
+        h.insert(SESSION_HEADER, "s2".parse().unwrap());
+        t.learn(
+            &req(CRM, None, &a),
+            &Method::POST,
+            StatusCode::BAD_GATEWAY,
+            &mut h,
+        );
+        assert!(h.get(SESSION_HEADER).is_none());
+        // DELETE ends the binding and its mapping.
+        t.learn(
+            &within,
+            &Method::DELETE,
+            StatusCode::OK,
+            &mut HeaderMap::new(),
+        );
+        assert_eq!(t.upstream_id("t1", "crm", &ours), None);
         assert!(t.is_empty("t1"));
     }
 }

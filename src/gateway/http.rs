@@ -2,7 +2,8 @@
 //! URL. Sessions, SSE and resumption are the upstream's; the gateway forwards
 //! the protocol headers and adds the configured credentials. Which agent
 //! opened each session it learns from the `Mcp-Session-Id` the upstream
-//! answers an `initialize` with (`src/session.rs`).
+//! answers an `initialize` with (`src/session.rs`); the agent gets an id the
+//! gateway mints in its place, never the upstream's text.
 
 use std::sync::Arc;
 
@@ -16,7 +17,7 @@ use super::outbound::{OutboundLimits, ReplyContext, filter_response};
 use crate::body::{Body, empty, full};
 use crate::limits;
 use crate::mcp::McpError;
-use crate::mcp::era::is_forwarded_request_header;
+use crate::mcp::era::{SESSION_HEADER, is_forwarded_request_header};
 use crate::session::{Presented, SessionTable};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
@@ -62,7 +63,7 @@ impl HttpUpstream {
             headers,
             client,
             limits,
-            sessions: SessionTable::new(
+            sessions: SessionTable::minting(
                 limits::MAX_SESSIONS_PER_SERVER,
                 limits::SESSION_BINDING_IDLE,
             ),
@@ -102,6 +103,16 @@ impl HttpUpstream {
         }
         for (name, value) in &self.headers {
             h.insert(name.clone(), value.clone());
+        }
+        // The agent holds the gateway's id for the session; the upstream
+        // gets its own back.
+        if let Some(ours) = reply.base.session_id.as_deref() {
+            let theirs = self
+                .sessions
+                .upstream_id(&self.name, &self.name, ours)
+                .and_then(|u| HeaderValue::from_str(&u).ok())
+                .ok_or(McpError::SessionNotFound)?;
+            h.insert(SESSION_HEADER, theirs);
         }
         // The upstream joins the trace: a client span for this hop, whose
         // context replaces the one that came down the tunnel.
@@ -145,8 +156,10 @@ impl HttpUpstream {
             session: reply.base.session_id.as_deref(),
             who: &reply.base.principal,
         };
+        let mut resp = resp;
+        let status = resp.status();
         self.sessions
-            .learn(&presented, &http_method, resp.status(), resp.headers());
+            .learn(&presented, &http_method, status, resp.headers_mut());
         Ok(filter_response(resp, reply).await)
     }
 }

@@ -133,7 +133,7 @@ type Validator = fn(&str) -> bool;
 pub fn response_headers(from: &HeaderMap) -> HeaderMap {
     let mut out = HeaderMap::new();
     let valid: [(&str, Validator); 5] = [
-        (SESSION_HEADER, valid_session_id),
+        (SESSION_HEADER, crate::session::valid_session_id),
         (PROTOCOL_VERSION_HEADER, valid_protocol_version),
         ("cache-control", valid_cache_control),
         ("retry-after", valid_retry_after),
@@ -149,13 +149,6 @@ pub fn response_headers(from: &HeaderMap) -> HeaderMap {
         }
     }
     out
-}
-
-/// The spec's session id syntax: visible ASCII (0x21–0x7E), bounded.
-fn valid_session_id(v: &str) -> bool {
-    !v.is_empty()
-        && v.len() <= crate::limits::MAX_ID_LEN
-        && v.bytes().all(|b| (0x21..=0x7e).contains(&b))
 }
 
 fn valid_protocol_version(v: &str) -> bool {

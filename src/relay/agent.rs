@@ -344,7 +344,7 @@ impl Relay {
             tracing::warn!(tunnel, error = %e, "tunnel stream failed");
             McpError::UpstreamUnavailable(format!("the tunnel '{tunnel}' dropped the call"))
         })?;
-        let (parts, body) = resp.into_parts();
+        let (mut parts, body) = resp.into_parts();
         // h2 forbids connection-specific headers, so there is nothing
         // hop-by-hop to strip; the gateway chose what to expose. A
         // Content-Length it sent lets the agent side skip chunked framing.
@@ -352,7 +352,7 @@ impl Relay {
             return Err(McpError::UpstreamUnavailable("unexpected upgrade".into()));
         }
         self.sessions
-            .learn(&presented, &method, parts.status, &parts.headers);
+            .learn(&presented, &method, parts.status, &mut parts.headers);
         Ok(Response::from_parts(parts, boxed(body)))
     }
 }

@@ -88,8 +88,10 @@ async fn an_upstream_404_on_a_session_tells_the_agent_the_session_is_gone() {
     .await;
     let mut c = s.agent(0);
     let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"0"}}}"#;
-    assert_eq!(post(&c, init).await.status, 200);
-    c.session = Some("sess-0123456789abcdef".into());
+    let opened = post(&c, init).await;
+    assert_eq!(opened.status, 200);
+    c.session = opened.header("mcp-session-id").map(str::to_owned);
+    assert!(c.session.is_some());
     let got = post(&c, &call("lookup")).await;
     assert_eq!(got.status, 404);
     assert_eq!(

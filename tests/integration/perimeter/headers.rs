@@ -83,7 +83,7 @@ async fn an_upstream_sse_content_type_is_the_gateways() {
 }
 
 #[tokio::test]
-async fn an_upstream_session_id_reaches_the_agent_only_when_valid() {
+async fn only_a_valid_upstream_session_id_opens_a_session() {
     let s = Stack::start(REDACT, |got| {
         let id = match got.json()["params"]["clientInfo"]["name"].as_str() {
             Some("good") => "sess-0123456789abcdef".to_owned(),
@@ -120,7 +120,8 @@ async fn an_upstream_session_id_reaches_the_agent_only_when_valid() {
     let c = s.agent(0);
     let good = post(&c, &init("good")).await;
     assert_eq!(good.status, 200);
-    assert_eq!(good.header("mcp-session-id"), Some("sess-0123456789abcdef"));
+    let ours = good.header("mcp-session-id").unwrap();
+    assert!(looks_gateway_session(ours), "{ours}");
     for bad in ["spaces", "tab", "long", "twice"] {
         let got = post(&c, &init(bad)).await;
         assert_eq!(got.status, 200, "{bad}");
@@ -137,28 +138,79 @@ async fn an_upstream_session_id_reaches_the_agent_only_when_valid() {
 }
 
 #[tokio::test]
-#[ignore = "open (issue 12): a well-formed Mcp-Session-Id is still upstream text; the gateway must mint its own ids and map them"]
 async fn an_upstream_session_id_never_carries_upstream_data() {
     // A well-formed session id is still the upstream's text: one that is a
-    // card number or a canary must not reach the agent as it is.
+    // card number or a canary must not reach the agent as it is. The agent
+    // holds an id of the gateway's; the upstream gets its own back.
     let s = Stack::start(REDACT, |got| {
-        let id = if got.name() == "canary" {
-            CANARY.to_owned()
-        } else {
-            "4111-1111-1111-1111".to_owned()
+        let id = match got.json()["params"]["clientInfo"]["name"].as_str() {
+            Some("canary") => CANARY.to_owned(),
+            _ => "4111-1111-1111-1111".to_owned(),
         };
+        let body = match got.rpc().as_str() {
+            "initialize" => {
+                r#"{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-11-25","capabilities":{},"serverInfo":{"name":"evil","version":"0"}}}"#
+            }
+            "DELETE" => "",
+            _ => r#"{"jsonrpc":"2.0","id":2,"result":{}}"#,
+        };
+        // The upstream echoes its id on every answer.
         respond(
             "200 OK",
-            &[
-                ("content-type", "application/json"),
-                ("mcp-session-id", &id),
-            ],
-            r#"{"jsonrpc":"2.0","id":1,"result":{}}"#,
+            &[("content-type", "application/json"), ("mcp-session-id", &id)],
+            body,
         )
     })
     .await;
-    for case in ["card", "canary"] {
-        let got = post(&s.agent(0), &call(case)).await;
-        assert_eq!(got.status, 200);
+    let init = |name: &str| {
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": name, "version": "0"}}})
+        .to_string()
+    };
+    let ping = r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#;
+    let mut ids = Vec::new();
+    for (case, theirs) in [("card", "4111-1111-1111-1111"), ("canary", CANARY)] {
+        let mut c = s.agent(0);
+        let opened = post(&c, &init(case)).await;
+        assert_eq!(opened.status, 200);
+        let ours = opened.header("mcp-session-id").unwrap().to_owned();
+        assert!(looks_gateway_session(&ours), "{ours}");
+        c.session = Some(ours.clone());
+        let answered = post(&c, ping).await;
+        assert_eq!(answered.text(), r#"{"jsonrpc":"2.0","id":2,"result":{}}"#);
+        assert_eq!(answered.header("mcp-session-id"), Some(ours.as_str()));
+        // What the upstream got: its own id, never the gateway's.
+        let got = s.upstream_got();
+        let last = got.last().unwrap();
+        assert_eq!(last.rpc(), "ping");
+        assert_eq!(last.header("mcp-session-id"), Some(theirs));
+        // Another agent holding the gateway's id reaches nothing.
+        let mut other = s.agent(1);
+        other.session = Some(ours.clone());
+        let refused = post(&other, ping).await;
+        assert_eq!(refused.status, 404);
+        assert_eq!(s.upstream_got().len(), got.len());
+        // Nor does the upstream's own id open the session for its owner.
+        let mut raw = s.agent(0);
+        raw.session = Some(theirs.to_owned());
+        assert_eq!(post(&raw, ping).await.status, 404);
+        assert_eq!(s.upstream_got().len(), got.len());
+        // DELETE is translated too, and ends the gateway's id.
+        let deleted = exchange(&c, Method::DELETE, "", &[]).await;
+        assert_eq!(deleted.status, 200);
+        let last = s.upstream_got().last().unwrap().clone();
+        assert_eq!(
+            (last.method.as_str(), last.header("mcp-session-id")),
+            ("DELETE", Some(theirs))
+        );
+        assert_eq!(post(&c, ping).await.status, 404);
+        ids.push(ours);
     }
+    assert_ne!(ids[0], ids[1]);
+}
+
+/// A session id of the gateway's making: 128 random bits, hex.
+fn looks_gateway_session(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
