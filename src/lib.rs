@@ -34,6 +34,8 @@
 //!   conventions, W3C trace context), `OTEL_*` settings, Prometheus text.
 //! - [`admin`]: the admin listener: `/metrics`, `/healthz`, `/readyz`.
 //! - [`bench`]: the end-to-end benchmark behind `portcullis bench`.
+//! - `fuzzing` (hidden): the properties the fuzz targets in `fuzz/` check,
+//!   replayed on the committed corpora by the integration tests.
 
 #![deny(
     clippy::unwrap_used,
@@ -58,6 +60,8 @@ pub mod body;
 pub mod client;
 pub mod config;
 pub mod demo;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub mod limits;
 pub mod mcp;

@@ -117,6 +117,11 @@ impl Decoder {
 
     /// Feeds a chunk; appends every event it completes to `out`.
     pub fn push(&mut self, chunk: &[u8], out: &mut Vec<Event>) -> Result<(), SseError> {
+        // An empty chunk (an empty DATA frame) says nothing, in particular
+        // not whether a `\n` follows a `\r` that ended the last chunk.
+        if chunk.is_empty() {
+            return Ok(());
+        }
         let mut chunk = chunk;
         if self.pending_cr {
             self.pending_cr = false;
@@ -257,6 +262,15 @@ mod tests {
             let (a, b) = wire.split_at(split);
             assert_eq!(decode_chunks(&[a, b]), whole, "split at {split}");
         }
+    }
+
+    /// Found by the `sse` fuzz target: an empty chunk between a `\r` and
+    /// its `\n` made them two line ends, ending the event early.
+    #[test]
+    fn an_empty_chunk_between_cr_and_lf_changes_nothing() {
+        let whole = decode_chunks(&[b"data: a\r\ndata: b\n\n"]);
+        assert_eq!(whole, vec![Event::data("a\nb")]);
+        assert_eq!(decode_chunks(&[b"data: a\r", b"", b"\ndata: b\n\n"]), whole);
     }
 
     #[test]

@@ -217,7 +217,7 @@ impl Policy {
                 tracing::Instrument::instrument(step.plugin.call(ctx, &text), span.clone()).await;
             let elapsed = started.elapsed();
             let result = result.and_then(|v| match v.decision {
-                Decision::Rewrite(new) => check_rewrite(ctx, new, opts)
+                Decision::Rewrite(new) => validate_rewrite(ctx, new, opts)
                     .map(|bytes| (Decision::Rewrite(String::new()), Some(bytes), v.annotations)),
                 d => Ok((d, None, v.annotations)),
             });
@@ -276,7 +276,9 @@ impl Policy {
 
 /// A rewrite must be one well-formed JSON-RPC message of the same kind
 /// answering the same id: a plugin may change content, not redirect it.
-fn check_rewrite(
+/// `ctx` describes the message the plugin was given. Public so the fuzz
+/// targets (`fuzz/`) drive it directly.
+pub fn validate_rewrite(
     ctx: &MessageContext,
     new: String,
     opts: ParseOptions,
@@ -291,11 +293,105 @@ fn check_rewrite(
             "a rewrite changed the message id".into(),
         ));
     }
-    let had_method = matches!(ctx.kind, MessageKind::Request | MessageKind::Notification);
-    if parsed.has_method() != had_method {
+    // Exactly the same kind: a result turned into an error (or back) would
+    // answer the request differently from what every later step checked.
+    if MessageKind::from(parsed.kind) != ctx.kind {
         return Err(CallError::BadOutput(
             "a rewrite changed the kind of message".into(),
         ));
     }
+    // A request or notification keeps its method: the method chose which
+    // steps ran and what they checked, and a new one would reach the
+    // upstream (or the agent) unchecked. For replies `ctx.method` is the
+    // method answered, and the reply itself has none.
+    if parsed.has_method() && parsed.method != ctx.method {
+        return Err(CallError::BadOutput("a rewrite changed the method".into()));
+    }
     Ok(new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::MAX_JSON_DEPTH;
+    use crate::principal::Principal;
+
+    fn ctx_of(message: &str) -> MessageContext {
+        let m = Message::parse(
+            Bytes::from(message.to_owned()),
+            ParseOptions::new(MAX_JSON_DEPTH),
+        )
+        .unwrap();
+        MessageContext {
+            direction: super::super::verdict::Direction::ToServer,
+            tunnel: "t".into(),
+            server: "s".into(),
+            kind: m.kind.into(),
+            method: m.method.clone(),
+            target: m.name.clone(),
+            related_tool: None,
+            request_id: m.id.clone(),
+            session_id: None,
+            protocol_version: None,
+            principal: Principal::anonymous(),
+        }
+    }
+
+    /// Found by the `rewrite` fuzz target: a result could be rewritten into
+    /// an error for the same id, and a request or notification into one
+    /// with another method.
+    #[test]
+    fn a_rewrite_keeps_the_kind_the_id_and_the_method() {
+        let result = r#"{"jsonrpc":"2.0","id":7,"result":{"content":[]}}"#;
+        let call = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"a"}}"#;
+        let note = r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{}}"#;
+        let cases = [
+            (
+                result,
+                r#"{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"x"}]}}"#,
+                true,
+            ),
+            (result, result, true),
+            (
+                result,
+                r#"{"jsonrpc":"2.0","id":7,"error":{"code":-32000,"message":"no"}}"#,
+                false,
+            ),
+            (result, r#"{"jsonrpc":"2.0","id":8,"result":{}}"#, false),
+            (result, r#"[{"jsonrpc":"2.0","id":7,"result":{}}]"#, false),
+            (
+                call,
+                r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"a","arguments":{}}}"#,
+                true,
+            ),
+            (
+                call,
+                r#"{"jsonrpc":"2.0","id":7,"method":"tools/list"}"#,
+                false,
+            ),
+            (
+                call,
+                r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"a"}}"#,
+                false,
+            ),
+            (
+                note,
+                r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progress":1}}"#,
+                true,
+            ),
+            (
+                note,
+                r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{}}"#,
+                false,
+            ),
+        ];
+        for (original, rewrite, accepted) in cases {
+            let got = validate_rewrite(
+                &ctx_of(original),
+                rewrite.to_owned(),
+                ParseOptions::new(MAX_JSON_DEPTH),
+            );
+            assert_eq!(got.is_ok(), accepted, "{original} -> {rewrite}: {got:?}");
+        }
+    }
 }

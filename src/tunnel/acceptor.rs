@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -50,21 +50,39 @@ impl TunnelAuth {
     }
 }
 
-fn refuse(status: StatusCode, message: &'static str) -> Box<Response<Body>> {
-    let mut r = Response::new(full(message));
-    *r.status_mut() = status;
-    Box::new(r)
+/// Why the relay refused a tunnel upgrade request: the status and the text
+/// the gateway is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: StatusCode,
+    pub message: &'static str,
 }
 
-/// Validates the upgrade request; returns the tunnel id it may serve.
-fn check_upgrade(
-    req: &Request<Incoming>,
+impl Refusal {
+    fn response(self) -> Response<Body> {
+        let mut r = Response::new(full(self.message));
+        *r.status_mut() = self.status;
+        r
+    }
+}
+
+/// Validates a gateway's upgrade request (its path and headers, as hyper
+/// parsed them); returns the tunnel id it may serve.
+///
+/// The only place the relay decides whether a connection becomes a tunnel:
+/// the right path, `Upgrade: portcullis-tunnel/1`, a tunnel id of at most
+/// [`limits::MAX_ID_LEN`] bytes, and `Authorization: Bearer` with that
+/// tunnel's token. A pure function, so it is fuzzed (`fuzz/`).
+pub fn check_upgrade(
+    path: &str,
+    headers: &HeaderMap,
     auth: &TunnelAuth,
-) -> Result<String, Box<Response<Body>>> {
-    if req.uri().path() != UPGRADE_PATH {
+) -> Result<String, Refusal> {
+    let refuse = |status, message| Refusal { status, message };
+    if path != UPGRADE_PATH {
         return Err(refuse(StatusCode::NOT_FOUND, "not a tunnel endpoint"));
     }
-    let upgrade_ok = req.headers().get(header::UPGRADE).is_some_and(|v| {
+    let upgrade_ok = headers.get(header::UPGRADE).is_some_and(|v| {
         v.as_bytes()
             .eq_ignore_ascii_case(UPGRADE_PROTOCOL.as_bytes())
     });
@@ -74,14 +92,12 @@ fn check_upgrade(
             "expected Upgrade: portcullis-tunnel/1",
         ));
     }
-    let tunnel = req
-        .headers()
+    let tunnel = headers
         .get(TUNNEL_HEADER)
         .and_then(|v| v.to_str().ok())
         .filter(|t| !t.is_empty() && t.len() <= limits::MAX_ID_LEN)
         .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "missing tunnel id"))?;
-    let token = req
-        .headers()
+    let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
@@ -113,11 +129,11 @@ pub async fn serve_tunnel_connection<IO>(
         let registry = registry.clone();
         let shutdown = shutdown.clone();
         async move {
-            let tunnel = match check_upgrade(&req, &auth) {
+            let tunnel = match check_upgrade(req.uri().path(), req.headers(), &auth) {
                 Ok(t) => t,
-                Err(resp) => {
-                    tracing::warn!(status = resp.status().as_u16(), "tunnel upgrade refused");
-                    return Ok::<_, Infallible>(*resp);
+                Err(refusal) => {
+                    tracing::warn!(status = refusal.status.as_u16(), "tunnel upgrade refused");
+                    return Ok::<_, Infallible>(refusal.response());
                 }
             };
             let on_upgrade = hyper::upgrade::on(&mut req);

@@ -4,6 +4,7 @@ mod audit;
 mod cli;
 mod faults;
 mod forwarding;
+mod fuzz_corpus;
 mod otel;
 mod otlp;
 mod peers;
