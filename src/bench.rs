@@ -440,12 +440,7 @@ async fn audit_costs(records: usize) -> anyhow::Result<(Duration, f64)> {
         "portcullis-bench-audit-{}",
         crate::secret::random_id()
     ));
-    let spool = Spool::open(SpoolConfig {
-        dir: dir.clone(),
-        mode: AuditMode::BestEffort,
-        key: None,
-        quota_bytes: crate::audit::spool::DEFAULT_QUOTA_BYTES,
-    })?;
+    let spool = Spool::open(SpoolConfig::new(dir.clone(), AuditMode::BestEffort))?;
     let record = json!({"time_unix_ms": 1, "tunnel": "t", "server": "demo", "subject": "demo-agent",
         "groups": ["support"], "direction": "to-server", "kind": "request", "method": "tools/call",
         "target": "lookup_customer", "request_id": "7", "outcome": "forwarded",
@@ -515,12 +510,10 @@ async fn audit_export_costs(calls: usize) -> anyhow::Result<(Duration, f64)> {
         "portcullis-bench-export-{}",
         crate::secret::random_id()
     ));
-    let spool = Arc::new(Spool::open(SpoolConfig {
-        dir: dir.clone(),
-        mode: AuditMode::BestEffort,
-        key: None,
-        quota_bytes: crate::audit::spool::DEFAULT_QUOTA_BYTES,
-    })?);
+    let spool = Arc::new(Spool::open(SpoolConfig::new(
+        dir.clone(),
+        AuditMode::BestEffort,
+    ))?);
     let target = crate::telemetry::Target {
         protocol: crate::telemetry::Protocol::HttpProtobuf,
         endpoint: format!("http://{sink}/v1/logs"),

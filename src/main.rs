@@ -449,8 +449,12 @@ async fn main() -> Result<()> {
                 println!("{}: {}", f.at, f.problem);
             }
             if v.findings.is_empty() {
+                let pruned = match v.pruned_through {
+                    0 => String::new(),
+                    n => format!(" (records 1..={n} pruned after export)"),
+                };
                 println!(
-                    "{}: intact, {} records, last sequence {}",
+                    "{}: intact, {} records, last sequence {}{pruned}",
                     dir.display(),
                     v.records,
                     v.last_seq

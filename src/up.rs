@@ -237,12 +237,10 @@ pub async fn start(opts: UpOptions) -> Result<Running, UpError> {
             std::env::temp_dir().join(format!("portcullis-audit-{}", &tunnel_id_hint()))
         });
         let open = |dir: std::path::PathBuf| {
-            crate::audit::Spool::open(crate::audit::SpoolConfig {
+            crate::audit::Spool::open(crate::audit::SpoolConfig::new(
                 dir,
-                mode: crate::audit::AuditMode::BestEffort,
-                key: None,
-                quota_bytes: crate::audit::spool::DEFAULT_QUOTA_BYTES,
-            })
+                crate::audit::AuditMode::BestEffort,
+            ))
         };
         gateway.set_audit(Arc::new(open(dir.clone())?));
         // The relay's records of agent requests: their own chain, beside.

@@ -40,6 +40,13 @@ pub const ANCHOR_FILE: &str = "anchor.json";
 /// carry it with their sequence number, so a collector can tell spools
 /// apart and drop re-sent duplicates.
 pub const STREAM_ID_FILE: &str = "stream-id";
+/// File holding the count of records lost and not yet recorded by a `gap`
+/// line (fixed width, rewritten in place, so it needs no new space on a
+/// full disk): losses counted before a restart are recorded after it.
+pub const LOST_FILE: &str = "lost.json";
+/// File naming the last record pruned after export (its seq and hash), so
+/// that `audit verify` starts the chain there.
+pub const PRUNED_FILE: &str = "pruned.json";
 
 /// What happens when a record cannot be persisted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -60,6 +67,27 @@ pub struct SpoolConfig {
     /// HMAC key; plain SHA-256 chaining without one.
     pub key: Option<Vec<u8>>,
     pub quota_bytes: u64,
+    /// At the quota, delete the oldest segments the exporter's collector
+    /// has acknowledged, rather than lose new records.
+    pub prune_exported: bool,
+    /// A segment is closed and a new one started past this size
+    /// ([`SEGMENT_BYTES`]).
+    pub segment_bytes: u64,
+}
+
+impl SpoolConfig {
+    /// A spool in `dir` with the default quota and segment size, no key,
+    /// no pruning.
+    pub fn new(dir: PathBuf, mode: AuditMode) -> SpoolConfig {
+        SpoolConfig {
+            dir,
+            mode,
+            key: None,
+            quota_bytes: DEFAULT_QUOTA_BYTES,
+            prune_exported: false,
+            segment_bytes: SEGMENT_BYTES,
+        }
+    }
 }
 
 /// Why a record was not persisted.
@@ -151,14 +179,59 @@ struct Writer {
     dir: PathBuf,
     key: Option<Vec<u8>>,
     quota: u64,
+    prune_exported: bool,
+    segment_bytes: u64,
     file: File,
+    /// The segment's durable length: everything before it is whole lines.
     file_len: u64,
+    /// A write failed part-way: bytes past `file_len` are cut before
+    /// anything else is written, so no line ever follows a fragment.
+    torn: bool,
+    /// Bytes of all segments, as last counted on disk plus what was
+    /// written since.
     total: u64,
     seq: u64,
     prev: String,
+    /// Losses (of the shared counter) already recorded by a `gap` line.
     lost_seen: u64,
+    /// Losses counted before this process started, not yet recorded.
+    lost_before: u64,
+    /// What the lost file says now.
+    lost_saved: u64,
+    /// Why the last write failed, for the `gap` line that records it.
+    last_failure: Option<String>,
     /// The anchor file, rewritten in place (fixed width) after each batch.
     anchor: File,
+    /// The lost file, rewritten in place (fixed width).
+    lost_file: File,
+}
+
+/// The bytes of every segment in `dir`.
+fn on_disk(dir: &Path) -> std::io::Result<u64> {
+    let mut total = 0;
+    for s in segments(dir)? {
+        total += std::fs::metadata(s)?.len();
+    }
+    Ok(total)
+}
+
+/// The lost file's text for `n` (fixed width).
+fn lost_text(n: u64) -> String {
+    format!(r#"{{"unrecorded":"{n:020}"}}"#)
+}
+
+#[derive(Deserialize)]
+struct LostFile {
+    unrecorded: String,
+}
+
+/// Reads the lost file (absent or unreadable: nothing unrecorded).
+fn read_lost(dir: &Path) -> u64 {
+    std::fs::read_to_string(dir.join(LOST_FILE))
+        .ok()
+        .and_then(|t| serde_json::from_str::<LostFile>(&t).ok())
+        .and_then(|l| l.unrecorded.parse().ok())
+        .unwrap_or(0)
 }
 
 impl Writer {
@@ -166,10 +239,7 @@ impl Writer {
     fn open(cfg: &SpoolConfig) -> std::io::Result<Writer> {
         std::fs::create_dir_all(&cfg.dir)?;
         let segs = segments(&cfg.dir)?;
-        let mut total = 0;
-        for s in &segs {
-            total += std::fs::metadata(s)?.len();
-        }
+        let total = on_disk(&cfg.dir)?;
         let (mut seq, mut prev) = (0, GENESIS.to_owned());
         let path = match segs.last() {
             Some(last) => {
@@ -220,18 +290,48 @@ impl Writer {
             .truncate(false)
             .write(true)
             .open(cfg.dir.join(ANCHOR_FILE))?;
+        let lost_before = read_lost(&cfg.dir);
+        let lost_file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(cfg.dir.join(LOST_FILE))?;
+        // Written whole now, while there is space: later rewrites replace
+        // these bytes in place.
+        std::os::unix::fs::FileExt::write_all_at(&lost_file, lost_text(lost_before).as_bytes(), 0)?;
+        lost_file.sync_data()?;
         Ok(Writer {
             dir: cfg.dir.clone(),
             key: cfg.key.clone(),
             quota: cfg.quota_bytes,
+            prune_exported: cfg.prune_exported,
+            segment_bytes: cfg.segment_bytes.max(1),
             file,
             file_len,
+            torn: false,
             total,
             seq,
             prev,
             lost_seen: 0,
+            lost_before,
+            lost_saved: lost_before,
+            last_failure: None,
             anchor,
+            lost_file,
         })
+    }
+
+    /// Rewrites the lost file in place with `n` unrecorded losses.
+    fn save_lost(&mut self, n: u64) {
+        let saved =
+            std::os::unix::fs::FileExt::write_all_at(&self.lost_file, lost_text(n).as_bytes(), 0)
+                .and_then(|()| self.lost_file.sync_data());
+        match saved {
+            Ok(()) => self.lost_saved = n,
+            Err(e) => {
+                tracing::error!(error = %e, "audit loss count not saved; a restart would not record it")
+            }
+        }
     }
 
     fn line(&mut self, kind: &str, body: &str) -> String {
@@ -246,7 +346,7 @@ impl Writer {
     }
 
     fn rotate_if_needed(&mut self) -> std::io::Result<()> {
-        if self.file_len < SEGMENT_BYTES {
+        if self.file_len < self.segment_bytes {
             return Ok(());
         }
         self.file.sync_data()?;
@@ -256,26 +356,101 @@ impl Writer {
         Ok(())
     }
 
+    /// Cuts what a failed write left past the durable length.
+    fn mend(&mut self) -> std::io::Result<()> {
+        if self.torn {
+            self.file.set_len(self.file_len)?;
+            self.file.sync_data()?;
+            self.torn = false;
+        }
+        Ok(())
+    }
+
+    /// Whether `more` bytes fit the quota. The total is counted again on
+    /// disk first (segments may have been moved away or pruned by hand),
+    /// then, if the policy allows, exported segments are pruned.
+    fn fits(&mut self, more: u64) -> std::io::Result<bool> {
+        if self.total + more <= self.quota {
+            return Ok(true);
+        }
+        self.total = on_disk(&self.dir)?;
+        if self.total + more > self.quota && self.prune_exported {
+            self.prune(more)?;
+        }
+        Ok(self.total + more <= self.quota)
+    }
+
+    /// Deletes the oldest whole segments the collector has acknowledged,
+    /// until `more` bytes fit; never the segment being written.
+    fn prune(&mut self, more: u64) -> std::io::Result<()> {
+        let acked = super::export::load_cursor(&self.dir).seq;
+        let segs = segments(&self.dir)?;
+        for pair in segs.windows(2) {
+            let [old, next] = pair else { break };
+            // A segment's name is the seq of its first line, so the one
+            // after it tells where it ends.
+            let last = first_seq(next).map(|n| n.saturating_sub(1));
+            if self.total + more <= self.quota || last.is_none_or(|l| l > acked) {
+                break;
+            }
+            let Some((seq, hash)) = last_line(old)? else {
+                break;
+            };
+            // The marker goes first: a crash between the two leaves a
+            // segment verify can still read past.
+            let marker = format!(r#"{{"seq":"{seq:020}","hash":"{hash}"}}"#);
+            let tmp = self.dir.join(format!("{PRUNED_FILE}.tmp"));
+            std::fs::write(&tmp, marker)?;
+            File::open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, self.dir.join(PRUNED_FILE))?;
+            let len = std::fs::metadata(old)?.len();
+            std::fs::remove_file(old)?;
+            self.total = self.total.saturating_sub(len);
+            tracing::info!(
+                segment = %old.display(),
+                up_to = seq,
+                "audit segment pruned: exported and acknowledged"
+            );
+        }
+        Ok(())
+    }
+
     /// Writes a batch, fsyncs, updates the anchor. Returns the last seq.
+    /// A batch is all or nothing: a write that fails part-way is cut off
+    /// again, and the chain goes on from the last durable line.
     fn write_batch(&mut self, batch: &[(&str, &str)]) -> Result<u64, SpoolError> {
+        let io = |e: std::io::Error| SpoolError::Io(e.to_string());
+        self.mend().map_err(io)?;
         let mut buf = String::new();
         let start = (self.seq, self.prev.clone());
         for (kind, body) in batch {
             buf.push_str(&self.line(kind, body));
         }
-        let io = |e: std::io::Error| SpoolError::Io(e.to_string());
-        if self.total + buf.len() as u64 > self.quota {
-            (self.seq, self.prev) = start;
-            return Err(SpoolError::Full(self.quota));
+        match self.fits(buf.len() as u64) {
+            Ok(true) => {}
+            Ok(false) => {
+                (self.seq, self.prev) = start;
+                return Err(SpoolError::Full(self.quota));
+            }
+            Err(e) => {
+                (self.seq, self.prev) = start;
+                return Err(io(e));
+            }
         }
-        let written = self
-            .rotate_if_needed()
-            .and_then(|()| self.file.write_all(buf.as_bytes()))
-            .and_then(|()| self.file.sync_data());
+        let written = self.rotate_if_needed().and_then(|()| {
+            // From here a failure may leave part of the batch behind.
+            self.torn = true;
+            self.file.write_all(buf.as_bytes())?;
+            self.file.sync_data()
+        });
         if let Err(e) = written {
             (self.seq, self.prev) = start;
+            if let Err(cut) = self.mend() {
+                tracing::error!(error = %cut, "audit segment cannot be cut back yet; retried before the next write");
+            }
             return Err(io(e));
         }
+        self.torn = false;
         self.file_len += buf.len() as u64;
         self.total += buf.len() as u64;
         // Fixed width, so one positioned write replaces it in place.
@@ -285,9 +460,39 @@ impl Writer {
     }
 }
 
+/// The seq in a segment's file name (that of its first line).
+fn first_seq(path: &Path) -> Option<u64> {
+    path.file_name()?
+        .to_str()?
+        .strip_prefix("segment-")?
+        .strip_suffix(".jsonl")?
+        .parse()
+        .ok()
+}
+
+/// The seq and hash of a segment's last whole line.
+fn last_line(path: &Path) -> std::io::Result<Option<(u64, String)>> {
+    let text = std::fs::read_to_string(path)?;
+    Ok(text
+        .split_inclusive('\n')
+        .rev()
+        .filter(|l| l.ends_with('\n'))
+        .find_map(|l| {
+            let (json, hash) = l.trim_end_matches('\n').rsplit_once('\t')?;
+            let head = serde_json::from_str::<LineHead>(json).ok()?;
+            Some((head.seq, hash.to_owned()))
+        }))
+}
+
+/// The body of a `gap` line: how many records were lost and why.
+fn gap_body(lost: u64, reason: &str) -> String {
+    serde_json::json!({ "lost": lost, "reason": reason }).to_string()
+}
+
 impl Spool {
     /// Opens (or creates) the spool and starts its writer; a `start` record
-    /// marks the (re)start in the chain.
+    /// marks the (re)start in the chain, followed by a `gap` for losses
+    /// counted before it and not yet recorded.
     pub fn open(cfg: SpoolConfig) -> Result<Spool, SpoolError> {
         let mut writer = Writer::open(&cfg).map_err(|e| SpoolError::Io(e.to_string()))?;
         let start = format!(
@@ -296,7 +501,17 @@ impl Spool {
             env!("CARGO_PKG_VERSION")
         );
         let stream_id = stream_id(&cfg.dir).map_err(|e| SpoolError::Io(e.to_string()))?;
-        let first = writer.write_batch(&[("start", &start)])?;
+        let mut lines = vec![("start", start)];
+        if writer.lost_before > 0 {
+            let reason = "lost before the restart: the spool could not write them";
+            lines.push(("gap", gap_body(writer.lost_before, reason)));
+        }
+        let lines: Vec<(&str, &str)> = lines.iter().map(|(k, b)| (*k, b.as_str())).collect();
+        let first = writer.write_batch(&lines)?;
+        if writer.lost_before > 0 {
+            writer.lost_before = 0;
+            writer.save_lost(0);
+        }
         let (durable_tx, durable) = tokio::sync::watch::channel(first);
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let lost = Arc::new(AtomicU64::new(0));
@@ -415,7 +630,11 @@ fn write_loop(
         let lost_now = lost.load(Ordering::Relaxed);
         let gap;
         if lost_now > w.lost_seen {
-            gap = format!(r#"{{"lost":{}}}"#, lost_now - w.lost_seen);
+            let reason = w
+                .last_failure
+                .as_deref()
+                .unwrap_or("the spool queue was full");
+            gap = gap_body(lost_now - w.lost_seen, reason);
             lines.push(("gap", &gap));
         }
         lines.extend(
@@ -431,23 +650,46 @@ fn write_loop(
         };
         match &result {
             Ok(seq) => {
+                if w.lost_seen < lost_now {
+                    tracing::warn!(
+                        lost = lost_now - w.lost_seen,
+                        "audit spool writing again; the loss is recorded as a gap"
+                    );
+                }
                 w.lost_seen = lost_now;
+                w.last_failure = None;
                 durable.send_replace(*seq);
             }
             Err(e) => {
                 let unacked = batch
                     .iter()
                     .filter(|a| a.ack.is_none() && !a.kind.is_empty())
-                    .count();
-                let n = lost.fetch_add(unacked as u64, Ordering::Relaxed) + unacked as u64;
-                tracing::error!(error = %e, lost = n, "audit records could not be written");
+                    .count() as u64;
+                let n = lost.fetch_add(unacked, Ordering::Relaxed) + unacked;
+                crate::telemetry::metrics::get()
+                    .audit_lost
+                    .add(unacked, &[]);
+                // Logged once per failure that starts a loss, then counted.
+                if w.last_failure.is_none() {
+                    tracing::error!(error = %e, lost = n, "audit records could not be written");
+                }
+                w.last_failure = Some(e.to_string());
                 std::thread::sleep(Duration::from_millis(10));
             }
+        }
+        let unrecorded = lost.load(Ordering::Relaxed) - w.lost_seen;
+        if unrecorded != w.lost_saved {
+            w.save_lost(unrecorded);
         }
         for a in batch {
             if let Some(ack) = a.ack {
                 let _ = ack.send(result.clone());
             }
         }
+    }
+    // Losses counted after the last batch are recorded after a restart.
+    let unrecorded = lost.load(Ordering::Relaxed) - w.lost_seen;
+    if unrecorded != w.lost_saved {
+        w.save_lost(unrecorded);
     }
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::spool::{ANCHOR_FILE, GENESIS, line_hash, segments};
+use super::spool::{ANCHOR_FILE, GENESIS, PRUNED_FILE, line_hash, segments};
 
 #[derive(Deserialize)]
 struct Line {
@@ -36,6 +36,9 @@ pub struct Finding {
 pub struct Verification {
     pub records: u64,
     pub last_seq: u64,
+    /// Records up to this seq were pruned after export (`pruned.json`):
+    /// the chain is checked from the record after it.
+    pub pruned_through: u64,
     pub findings: Vec<Finding>,
 }
 
@@ -45,6 +48,17 @@ pub fn verify(dir: &Path, key: Option<&[u8]>) -> std::io::Result<Verification> {
     let mut v = Verification::default();
     let mut prev_hash = GENESIS.to_owned();
     let mut expected = 1u64;
+    // Segments pruned after export: the chain goes on from the last
+    // record pruned, whose hash the marker keeps.
+    let pruned = std::fs::read_to_string(dir.join(PRUNED_FILE))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Anchor>(&t).ok())
+        .and_then(|a| a.seq.parse::<u64>().ok().map(|seq| (seq, a.hash)));
+    if let Some((seq, hash)) = pruned {
+        v.pruned_through = seq;
+        prev_hash = hash;
+        expected = seq + 1;
+    }
     let mut seen = std::collections::BTreeSet::new();
     for seg in segments(dir)? {
         let name = seg
@@ -96,9 +110,9 @@ pub fn verify(dir: &Path, key: Option<&[u8]>) -> std::io::Result<Verification> {
         }
     }
     // Sequence numbers never seen: deleted records, reported as ranges.
-    let last = seen.last().copied().unwrap_or(0);
+    let last = seen.last().copied().unwrap_or(v.pruned_through);
     let mut missing_from = None;
-    for seq in 1..=last {
+    for seq in v.pruned_through + 1..=last {
         match (seen.contains(&seq), missing_from) {
             (false, None) => missing_from = Some(seq),
             (true, Some(from)) => {

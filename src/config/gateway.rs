@@ -71,6 +71,10 @@ pub(crate) struct RawAudit {
     key: Option<SecretSource>,
     /// Disk quota in MiB (default 1024).
     quota_mib: Option<u64>,
+    /// At the quota, delete the oldest segments the collector has
+    /// acknowledged (default false: new records are lost, and counted).
+    #[serde(default)]
+    prune_exported: bool,
 }
 
 impl RawAudit {
@@ -89,6 +93,8 @@ impl RawAudit {
                 .map_or(crate::audit::spool::DEFAULT_QUOTA_BYTES, |m| {
                     m * 1024 * 1024
                 }),
+            prune_exported: self.prune_exported,
+            segment_bytes: crate::audit::spool::SEGMENT_BYTES,
         })
     }
 }

@@ -112,7 +112,7 @@ pub async fn check_reply(rc: &ReplyContext, data: Bytes) -> Result<Option<Bytes>
         Ok(_) => Ok(None),
         Err(InspectError::Unrecorded { reply_to }) => Ok(reply_to.map(|id| {
             Bytes::from(crate::mcp::error::error_body(
-                &McpError::AuditUnavailable,
+                &McpError::ResultUnrecorded,
                 id.as_deref(),
             ))
         })),

@@ -53,6 +53,13 @@ pub enum McpError {
     TooManySessions(String),
     #[error("Audit trail unavailable: the call was not made")]
     AuditUnavailable,
+    /// Strict mode, reply side: the request reached the upstream, but its
+    /// answer could not be recorded, so it is withheld. An agent must not
+    /// take this for a call that never happened (and retry a side effect).
+    #[error(
+        "Audit trail unavailable: the call was made, but its result could not be recorded and is withheld"
+    )]
+    ResultUnrecorded,
 }
 
 impl McpError {
@@ -78,7 +85,9 @@ impl McpError {
                 -32603,
             ),
             McpError::TooManySessions(_) => (StatusCode::SERVICE_UNAVAILABLE, -32000),
-            McpError::AuditUnavailable => (StatusCode::SERVICE_UNAVAILABLE, -32603),
+            McpError::AuditUnavailable | McpError::ResultUnrecorded => {
+                (StatusCode::SERVICE_UNAVAILABLE, -32603)
+            }
         }
     }
 

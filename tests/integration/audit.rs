@@ -14,12 +14,7 @@ use serde_json::json;
 use crate::support::*;
 
 fn config(dir: &Path, mode: AuditMode) -> SpoolConfig {
-    SpoolConfig {
-        dir: dir.to_owned(),
-        mode,
-        key: None,
-        quota_bytes: portcullis::audit::spool::DEFAULT_QUOTA_BYTES,
-    }
+    SpoolConfig::new(dir.to_owned(), mode)
 }
 
 #[tokio::test]
@@ -388,4 +383,322 @@ async fn strict_mode_fails_calls_it_cannot_record() {
     ));
     assert!(spool.lost() >= 1, "the loss must be counted");
     assert_eq!(seen.all().len(), 1);
+}
+
+// ---- A full disk, a quota, a restart ----
+
+/// A tmpfs of `bytes` mounted on a scratch directory, unmounted on drop:
+/// a real filesystem that fills. Mounting needs root, which CI has.
+struct SmallDisk {
+    path: PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(bytes: u64) -> SmallDisk {
+        let path = scratch();
+        let status = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={bytes},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(&path)
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "mounting a {bytes}-byte tmpfs on {} failed: this test needs root",
+            path.display()
+        );
+        SmallDisk { path }
+    }
+
+    /// Fills what is left of the disk with one file, which [`SmallDisk::free`]
+    /// removes.
+    fn fill(&self) {
+        fill_disk(&self.path);
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.path.join("filler")).unwrap();
+    }
+}
+
+fn fill_disk(path: &Path) {
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(path.join("filler")).unwrap();
+        let chunk = [0u8; 4096];
+        while f.write_all(&chunk).is_ok() {}
+        // Byte by byte into the last page.
+        while f.write_all(&[0]).is_ok() {}
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+/// Every `gap` line's body in the spool of `dir`.
+fn gaps(dir: &Path) -> Vec<serde_json::Value> {
+    spool_text(dir)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l.rsplit_once('\t')?.0).ok())
+        .filter(|l| l["type"] == "gap")
+        .map(|l| l["body"].clone())
+        .collect()
+}
+
+/// Every segment ends with a whole line: nothing of a failed write is left.
+fn assert_whole_lines(dir: &Path) {
+    for seg in portcullis::audit::spool::segments(dir).unwrap() {
+        let text = std::fs::read_to_string(&seg).unwrap();
+        assert!(
+            text.is_empty() || text.ends_with('\n'),
+            "{} ends in a fragment: {:?}",
+            seg.display(),
+            &text[text.len().saturating_sub(80)..]
+        );
+    }
+}
+
+async fn pings(c: &McpClient, n: usize) {
+    let calls = (0..n).map(|_| async {
+        let mut c = c.clone();
+        c.request("ping", json!({})).await.unwrap().status
+    });
+    for status in futures_util::future::join_all(calls).await {
+        assert_eq!(status, 200);
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_never_breaks_the_chain_and_the_loss_is_recorded_once_there_is_room() {
+    let disk = SmallDisk::mount(256 * 1024);
+    let dir = disk.path.join("audit");
+    let t = OneTunnel::start().await;
+    let (rec, seen) = recording_upstream().await;
+    let ups = std::collections::HashMap::from([(
+        "rec".to_owned(),
+        http_upstream("rec", &format!("http://{rec}/mcp")),
+    )]);
+    let (gw, _stop, _task) = t.gateway(ups, 1, ProxyConfig::default()).await;
+    let spool = Arc::new(Spool::open(config(&dir, AuditMode::BestEffort)).unwrap());
+    gw.set_audit(spool.clone());
+    let c = t.client("rec");
+
+    pings(&c, 20).await;
+    spool.flush().await.unwrap();
+    let per_call = decisions(&dir).len() / 20;
+    assert!(per_call >= 1);
+
+    // The disk fills under load: calls go on (best effort), their records
+    // cannot be written, and every failed write is cut back off.
+    disk.fill();
+    for _ in 0..6 {
+        pings(&c, 10).await;
+        // (The first records may still fit the segment's last page.)
+        let _ = spool.flush().await;
+        assert_whole_lines(&dir);
+    }
+    let lost = spool.lost();
+    assert!(lost > 0);
+    assert!(verify(&dir, None).unwrap().findings.is_empty());
+
+    // Space comes back: the running gateway writes again, and the loss is
+    // a readable gap record.
+    disk.free();
+    pings(&c, 20).await;
+    spool.flush().await.unwrap();
+    let v = verify(&dir, None).unwrap();
+    assert!(v.findings.is_empty(), "{:?}", v.findings);
+    let found = gaps(&dir);
+    let recorded: u64 = found.iter().map(|g| g["lost"].as_u64().unwrap()).sum();
+    assert_eq!(recorded, lost, "{found:?}");
+    assert!(
+        found
+            .iter()
+            .all(|g| g["reason"].as_str().unwrap().contains("No space left")),
+        "{found:?}"
+    );
+    // Nothing is unaccounted for: each decision is a record or counted in a gap.
+    assert_eq!(
+        decisions(&dir).len() as u64 + recorded,
+        (per_call * 100) as u64
+    );
+    assert_eq!(seen.all().len(), 100);
+}
+
+#[tokio::test]
+async fn losses_counted_before_a_restart_are_recorded_after_it() {
+    let disk = SmallDisk::mount(128 * 1024);
+    let dir = disk.path.join("audit");
+    let spool = Spool::open(config(&dir, AuditMode::BestEffort)).unwrap();
+    spool.append(&json!({"n": 0})).await.unwrap();
+    spool.flush().await.unwrap();
+    disk.fill();
+    for n in 1..=25 {
+        spool
+            .append(&json!({"n": n, "pad": "x".repeat(200)}))
+            .await
+            .unwrap();
+    }
+    assert!(spool.flush().await.is_err());
+    let lost = spool.lost();
+    assert_eq!(lost, 25);
+    // The process ends before there is room to record the gap.
+    drop(spool);
+    disk.free();
+    let spool = Spool::open(config(&dir, AuditMode::BestEffort)).unwrap();
+    spool.flush().await.unwrap();
+    let v = verify(&dir, None).unwrap();
+    assert!(v.findings.is_empty(), "{:?}", v.findings);
+    let found = gaps(&dir);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["lost"], 25);
+    assert!(
+        found[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("before the restart")
+    );
+    // Recorded once: a second restart adds no gap.
+    drop(spool);
+    let spool = Spool::open(config(&dir, AuditMode::BestEffort)).unwrap();
+    spool.flush().await.unwrap();
+    assert_eq!(gaps(&dir).len(), 1);
+}
+
+#[tokio::test]
+async fn the_quota_is_read_from_disk_and_exported_segments_can_be_pruned() {
+    let cfg = |dir: &Path, prune: bool| SpoolConfig {
+        quota_bytes: 16 * 1024,
+        segment_bytes: 2 * 1024,
+        prune_exported: prune,
+        ..config(dir, AuditMode::Strict)
+    };
+    let record = |n: u64| json!({"n": n, "pad": "x".repeat(100)});
+
+    // Without pruning, a full quota refuses records (strict: the caller
+    // hears it); segments moved away make room for a running spool.
+    let dir = scratch();
+    let spool = Spool::open(cfg(&dir, false)).unwrap();
+    let mut n = 0;
+    while spool.append(&record(n)).await.is_ok() {
+        n += 1;
+        assert!(n < 1000, "the quota never filled");
+    }
+    let segs = portcullis::audit::spool::segments(&dir).unwrap();
+    assert!(segs.len() > 3);
+    let archive = scratch();
+    for s in &segs[..2] {
+        std::fs::rename(s, archive.join(s.file_name().unwrap())).unwrap();
+    }
+    spool.append(&record(n)).await.unwrap();
+
+    // With pruning, segments the collector acknowledged go when needed,
+    // and the chain still verifies from where they end.
+    let dir = scratch();
+    let spool = Spool::open(cfg(&dir, true)).unwrap();
+    let mut n = 0;
+    while spool.append(&record(n)).await.is_ok() {
+        n += 1;
+        assert!(n < 1000, "the quota never filled");
+    }
+    // Nothing was exported: nothing may be pruned.
+    assert!(verify(&dir, None).unwrap().pruned_through == 0);
+    // The collector acknowledges as records are written (the exporter's
+    // cursor file, as the exporter writes it).
+    let acknowledge = |spool: &Spool| {
+        let durable = *spool.durable().borrow();
+        std::fs::write(
+            dir.join(portcullis::audit::export::CURSOR_FILE),
+            json!({"seq": durable, "hash": "h"}).to_string(),
+        )
+        .unwrap();
+        durable
+    };
+    let mut durable = acknowledge(&spool);
+    for m in 0..300 {
+        spool.append(&record(n + m)).await.unwrap();
+        if m % 10 == 9 {
+            durable = acknowledge(&spool);
+        }
+    }
+    let on_disk: u64 = portcullis::audit::spool::segments(&dir)
+        .unwrap()
+        .iter()
+        .map(|s| std::fs::metadata(s).unwrap().len())
+        .sum();
+    assert!(on_disk <= 16 * 1024, "{on_disk}");
+    let v = verify(&dir, None).unwrap();
+    assert!(v.findings.is_empty(), "{:?}", v.findings);
+    assert!(
+        v.pruned_through > 0 && v.pruned_through <= durable,
+        "{}",
+        v.pruned_through
+    );
+    // Records not yet exported are never pruned.
+    let first_kept = v.last_seq - v.records + 1;
+    assert_eq!(first_kept, v.pruned_through + 1);
+}
+
+#[tokio::test]
+async fn strict_mode_says_when_a_call_was_made_but_its_result_is_withheld() {
+    let disk = SmallDisk::mount(128 * 1024);
+    let dir = disk.path.join("audit");
+    let t = OneTunnel::start().await;
+    // The disk fills while the upstream works on the call: the request's
+    // record was durable, the response's cannot be.
+    let spool = Arc::new(Spool::open(config(&dir, AuditMode::Strict)).unwrap());
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (root, seen, filler) = (disk.path.clone(), calls.clone(), spool.clone());
+    let up = json_upstream(move |req| {
+        seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        fill_disk(&root);
+        // Records of its own take up the rest of the segment's last page.
+        let spool = filler.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                while spool.append(&json!({"pad": "x".repeat(100)})).await.is_ok() {}
+            })
+        })
+        .join()
+        .unwrap();
+        Some(json!({"jsonrpc": "2.0", "id": req["id"], "result": {"content": []}}))
+    })
+    .await;
+    let ups = std::collections::HashMap::from([(
+        "side".to_owned(),
+        http_upstream("side", &format!("http://{up}/mcp")),
+    )]);
+    let (gw, _stop, _task) = t.gateway(ups, 1, ProxyConfig::default()).await;
+    gw.set_audit(spool.clone());
+    let reply = t
+        .client("side")
+        .request(
+            "tools/call",
+            json!({"name": "send_payment", "arguments": {"amount": 10}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let msg = reply.last().unwrap();
+    assert_eq!(msg["error"]["code"], -32603, "{msg}");
+    assert_eq!(
+        msg["error"]["message"],
+        "Audit trail unavailable: the call was made, but its result could not be recorded and is withheld"
+    );
+    assert!(msg.get("result").is_none());
+    assert_whole_lines(&dir);
 }

@@ -358,15 +358,7 @@ async fn collector_down_for_1000_calls_then_back_loses_nothing() {
         .gateway(demo_upstreams(demo), 1, ProxyConfig::default())
         .await;
     let dir = scratch();
-    let spool = Arc::new(
-        Spool::open(SpoolConfig {
-            dir: dir.clone(),
-            mode: AuditMode::Strict,
-            key: None,
-            quota_bytes: portcullis::audit::spool::DEFAULT_QUOTA_BYTES,
-        })
-        .unwrap(),
-    );
+    let spool = Arc::new(Spool::open(SpoolConfig::new(dir.clone(), AuditMode::Strict)).unwrap());
     gw.set_audit(spool.clone());
     // The collector's address, with nothing listening yet.
     let addr = free_addr().await;

@@ -325,13 +325,7 @@ impl Stack {
         .unwrap();
         gw.set_policy(Some(Arc::new(policy)));
         let audit_dir = scratch();
-        let spool = Spool::open(SpoolConfig {
-            dir: audit_dir.clone(),
-            mode: AuditMode::Strict,
-            key: None,
-            quota_bytes: portcullis::audit::spool::DEFAULT_QUOTA_BYTES,
-        })
-        .unwrap();
+        let spool = Spool::open(SpoolConfig::new(audit_dir.clone(), AuditMode::Strict)).unwrap();
         gw.set_audit(Arc::new(spool));
         Stack {
             relay,

@@ -85,13 +85,7 @@ impl PolicyStack {
     /// its directory.
     fn audited(&self) -> (Arc<Spool>, PathBuf) {
         let dir = scratch();
-        let spool = Spool::open(SpoolConfig {
-            dir: dir.clone(),
-            mode: AuditMode::Strict,
-            key: None,
-            quota_bytes: portcullis::audit::spool::DEFAULT_QUOTA_BYTES,
-        })
-        .unwrap();
+        let spool = Spool::open(SpoolConfig::new(dir.clone(), AuditMode::Strict)).unwrap();
         let spool = Arc::new(spool);
         self.gw.set_audit(spool.clone());
         (spool, dir)

@@ -14,7 +14,6 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use portcullis::audit::spool::DEFAULT_QUOTA_BYTES;
 use portcullis::audit::{AuditMode, Spool, SpoolConfig};
 use portcullis::client::{McpClient, Reply};
 use portcullis::config::gateway::{UpstreamSpec, default_limits};
@@ -34,15 +33,7 @@ use crate::support::*;
 const CANARY: &str = "CANARY-stranger-request";
 
 fn spool(dir: &Path) -> Arc<Spool> {
-    Arc::new(
-        Spool::open(SpoolConfig {
-            dir: dir.to_owned(),
-            mode: AuditMode::BestEffort,
-            key: None,
-            quota_bytes: DEFAULT_QUOTA_BYTES,
-        })
-        .unwrap(),
-    )
+    Arc::new(Spool::open(SpoolConfig::new(dir.to_owned(), AuditMode::BestEffort)).unwrap())
 }
 
 /// The subject `start_relay` gives a key.
