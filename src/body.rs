@@ -31,6 +31,46 @@ where
     body.map_err(Into::into).boxed_unsync()
 }
 
+/// A body that holds `guard` for as long as it lives: until the last frame
+/// is read or the body is dropped (the client went away).
+pub struct Holding<B, G> {
+    body: B,
+    _guard: G,
+}
+
+impl<B, G> Holding<B, G> {
+    pub fn new(body: B, guard: G) -> Holding<B, G> {
+        Holding {
+            body,
+            _guard: guard,
+        }
+    }
+}
+
+impl<B, G> http_body::Body for Holding<B, G>
+where
+    B: http_body::Body + Unpin,
+    G: Unpin,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// Why a body could not be read whole.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {

@@ -42,6 +42,42 @@ pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
 /// A tunnel connection whose PING is unanswered this long is closed.
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Interval of the relay's HTTP/2 PINGs on tunnel connections: the liveness
+/// signal that takes a frozen or partitioned gateway's connection out of
+/// rotation (after [`TUNNEL_PING_TIMEOUT`] without an answer), much sooner
+/// than the gateway-side keep-alive.
+pub const TUNNEL_PING_INTERVAL: Duration = Duration::from_secs(3);
+
+/// A tunnel connection whose relay PING is unanswered this long is closed;
+/// its calls in flight get a clean error, new calls go to other connections.
+pub const TUNNEL_PING_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// Time the relay gives a gateway to answer a forwarded call with response
+/// headers. Below the 60 s an MCP client typically waits (the SDKs'
+/// default request timeout), so the agent hears a clean 504 from the relay
+/// rather than its own timeout.
+pub const RELAY_CALL_DEADLINE: Duration = Duration::from_secs(55);
+
+/// Calls the relay keeps waiting for a free tunnel stream, per tunnel;
+/// beyond this a call is answered 503 with `Retry-After` at once.
+pub const TUNNEL_QUEUE_MAX: usize = 2048;
+
+/// Request bytes the relay holds for calls waiting for a free tunnel
+/// stream, per tunnel (each call's body is held while it waits).
+pub const TUNNEL_QUEUE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Longest a call waits for a free tunnel stream before a 503.
+pub const TUNNEL_QUEUE_WAIT: Duration = Duration::from_secs(10);
+
+/// `Retry-After` on a 503 for an overloaded tunnel, in seconds.
+pub const OVERLOAD_RETRY_AFTER_SECS: u64 = 1;
+
+/// Streams the relay may reset before the gateway accepted them (agents that
+/// went away mid-call) before HTTP/2's rapid-reset guard closes the tunnel
+/// connection. The relay is an authenticated peer, and h2's default (20)
+/// would close both tunnel connections when many agents leave at once.
+pub const TUNNEL_MAX_PENDING_RESETS: usize = 65_536;
+
 /// Tunnel connections a gateway keeps open per tunnel by default.
 pub const DEFAULT_TUNNEL_CONNECTIONS: usize = 2;
 

@@ -60,6 +60,17 @@ pub enum McpError {
         "Audit trail unavailable: the call was made, but its result could not be recorded and is withheld"
     )]
     ResultUnrecorded,
+    /// Every stream of the tunnel is in use and the relay's queue for it is
+    /// full or waited too long: try again after `retry_after_secs`.
+    #[error("Tunnel '{tunnel}' is overloaded: retry after {retry_after_secs} s")]
+    Overloaded {
+        tunnel: String,
+        retry_after_secs: u64,
+    },
+    /// The gateway did not answer a call forwarded down the tunnel within
+    /// the relay's per-call deadline. It may have run.
+    #[error("The gateway did not answer within {0} ms; the call may have been made")]
+    GatewayTimeout(u128),
 }
 
 impl McpError {
@@ -88,6 +99,8 @@ impl McpError {
             McpError::AuditUnavailable | McpError::ResultUnrecorded => {
                 (StatusCode::SERVICE_UNAVAILABLE, -32603)
             }
+            McpError::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, -32000),
+            McpError::GatewayTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, -32603),
         }
     }
 
@@ -130,6 +143,13 @@ pub fn error_response(err: &McpError, id: Option<&str>) -> Response<Body> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    if let McpError::Overloaded {
+        retry_after_secs, ..
+    } = err
+    {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+    }
     if matches!(err, McpError::Unauthorized(_)) {
         resp.headers_mut().insert(
             header::WWW_AUTHENTICATE,

@@ -11,13 +11,15 @@ use hyper::body::Incoming;
 use super::Relay;
 use super::auth::bearer;
 use crate::audit::DecisionRecord;
-use crate::body::{Body, ReadError, boxed, full, read_limited};
+use crate::body::{Body, Holding, ReadError, boxed, full, read_limited};
+use crate::limits;
 use crate::mcp::era::is_forwarded_request_header;
 use crate::mcp::{McpError, error_response};
 use crate::policy::verdict::{Direction, MessageContext, MessageKind};
 use crate::principal::{PRINCIPAL_HEADER, Principal};
 use crate::session::{Presented, Unknown};
 use crate::tunnel::TUNNEL_AUTHORITY;
+use crate::tunnel::registry::Refused;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// A parsed agent path.
@@ -266,10 +268,10 @@ impl Relay {
                 limit: s.max_message_bytes,
             });
         }
-        let mut sender = self
-            .registry
-            .pick(tunnel)
-            .ok_or_else(|| McpError::TunnelOffline(tunnel.to_owned()))?;
+        // Offline is told at once, before the body is read.
+        if self.registry.connections(tunnel) == 0 {
+            return Err(McpError::TunnelOffline(tunnel.to_owned()));
+        }
 
         let path_and_query = match req.uri().query() {
             Some(q) => format!("/{server}/mcp?{q}"),
@@ -311,6 +313,20 @@ impl Relay {
             span.set_attribute("portcullis.tunnel", tunnel.to_owned());
             span.set_attribute("portcullis.server", server.to_owned());
         }
+        // A stream of the tunnel, held until the response ends; when all are
+        // in use the call waits, within bounds, and is refused beyond them.
+        let lease = self
+            .registry
+            .lease(tunnel, body.len(), s.queue)
+            .await
+            .map_err(|r| match r {
+                Refused::Offline => McpError::TunnelOffline(tunnel.to_owned()),
+                Refused::Overloaded => McpError::Overloaded {
+                    tunnel: tunnel.to_owned(),
+                    retry_after_secs: limits::OVERLOAD_RETRY_AFTER_SECS,
+                },
+            })?;
+        let mut sender = lease.sender.clone();
         // A session belongs to the agent that opened it. An id this relay
         // has not bound goes on: the gateway, which sees every relay's
         // traffic, refuses it unless it is this agent's.
@@ -339,11 +355,23 @@ impl Relay {
         crate::telemetry::span::inject(span, down.headers_mut());
 
         let tunnel = tunnel.to_owned();
-        let sent = tracing::Instrument::instrument(sender.send_request(down), span.clone());
-        let resp = sent.await.map_err(|e| {
-            tracing::warn!(tunnel, error = %e, "tunnel stream failed");
-            McpError::UpstreamUnavailable(format!("the tunnel '{tunnel}' dropped the call"))
-        })?;
+        // The relay's own deadline: a gateway that froze or was cut off
+        // gets the agent a clean 504, not the agent's own timeout.
+        let deadline = s.call_deadline;
+        let sent = tokio::time::timeout(deadline, sender.send_request(down));
+        let resp = tracing::Instrument::instrument(sent, span.clone())
+            .await
+            .map_err(|_| {
+                tracing::warn!(
+                    tunnel,
+                    "the gateway did not answer within the call deadline"
+                );
+                McpError::GatewayTimeout(deadline.as_millis())
+            })?
+            .map_err(|e| {
+                tracing::warn!(tunnel, error = %e, "tunnel stream failed");
+                McpError::UpstreamUnavailable(format!("the tunnel '{tunnel}' dropped the call"))
+            })?;
         let (mut parts, body) = resp.into_parts();
         // h2 forbids connection-specific headers, so there is nothing
         // hop-by-hop to strip; the gateway chose what to expose. A
@@ -353,7 +381,10 @@ impl Relay {
         }
         self.sessions
             .learn(&presented, &method, parts.status, &mut parts.headers);
-        Ok(Response::from_parts(parts, boxed(body)))
+        Ok(Response::from_parts(
+            parts,
+            boxed(Holding::new(body, lease)),
+        ))
     }
 }
 

@@ -39,6 +39,12 @@ pub struct RelaySettings {
     pub max_message_bytes: usize,
     pub header_read_timeout: std::time::Duration,
     pub drain_grace: std::time::Duration,
+    /// Time a gateway has to answer a forwarded call with response headers.
+    pub call_deadline: std::time::Duration,
+    /// Calls that may wait for a free tunnel stream, and for how long.
+    pub queue: crate::tunnel::registry::QueueLimits,
+    /// The relay's PINGs on tunnel connections.
+    pub liveness: crate::tunnel::acceptor::Liveness,
 }
 
 impl RelaySettings {
@@ -53,6 +59,9 @@ impl RelaySettings {
             max_message_bytes: limits::MAX_MESSAGE_BYTES,
             header_read_timeout: limits::HEADER_READ_TIMEOUT,
             drain_grace: limits::DRAIN_GRACE,
+            call_deadline: limits::RELAY_CALL_DEADLINE,
+            queue: crate::tunnel::registry::QueueLimits::default(),
+            liveness: crate::tunnel::acceptor::Liveness::default(),
         }
     }
 }
@@ -131,9 +140,12 @@ impl Relay {
             let auth = auth.clone();
             let registry = self.registry.clone();
             let shutdown = shutdown.clone();
+            let liveness = self.settings.liveness;
             tokio::spawn(async move {
                 match tokio::time::timeout(limits::HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => serve_tunnel_connection(tls, auth, registry, shutdown).await,
+                    Ok(Ok(tls)) => {
+                        serve_tunnel_connection(tls, auth, registry, liveness, shutdown).await
+                    }
                     Ok(Err(e)) => tracing::warn!(%peer, error = %e, "tunnel TLS handshake failed"),
                     Err(_) => tracing::warn!(%peer, "tunnel TLS handshake timed out"),
                 }

@@ -111,6 +111,23 @@ pub fn check_upgrade(
     Ok(tunnel.to_owned())
 }
 
+/// The relay's HTTP/2 PINGs on a tunnel connection: a connection whose PING
+/// is unanswered for `timeout` is closed.
+#[derive(Debug, Clone, Copy)]
+pub struct Liveness {
+    pub interval: std::time::Duration,
+    pub timeout: std::time::Duration,
+}
+
+impl Default for Liveness {
+    fn default() -> Liveness {
+        Liveness {
+            interval: limits::TUNNEL_PING_INTERVAL,
+            timeout: limits::TUNNEL_PING_TIMEOUT,
+        }
+    }
+}
+
 /// Serves one TLS connection from a gateway: the upgrade handshake, then the
 /// tunnel until it closes.
 ///
@@ -120,6 +137,7 @@ pub async fn serve_tunnel_connection<IO>(
     io: IO,
     auth: Arc<TunnelAuth>,
     registry: Arc<Registry>,
+    ping: Liveness,
     shutdown: CancellationToken,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -136,6 +154,14 @@ pub async fn serve_tunnel_connection<IO>(
                     return Ok::<_, Infallible>(refusal.response());
                 }
             };
+            // What the gateway serves on this connection (absent: the default).
+            let capacity = req
+                .headers()
+                .get(super::STREAMS_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(limits::MAX_STREAMS_PER_CONNECTION as usize)
+                .clamp(1, super::MAX_ANNOUNCED_STREAMS);
             let on_upgrade = hyper::upgrade::on(&mut req);
             tokio::spawn(async move {
                 let upgraded = match on_upgrade.await {
@@ -147,8 +173,10 @@ pub async fn serve_tunnel_connection<IO>(
                 };
                 let handshake = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
                     .timer(TokioTimer::new())
-                    .keep_alive_interval(limits::KEEPALIVE_INTERVAL)
-                    .keep_alive_timeout(limits::KEEPALIVE_TIMEOUT)
+                    // The liveness signal: a gateway that stops answering
+                    // is out of rotation within interval + timeout.
+                    .keep_alive_interval(ping.interval)
+                    .keep_alive_timeout(ping.timeout)
                     .keep_alive_while_idle(true)
                     .handshake::<_, Body>(upgraded)
                     .await;
@@ -159,7 +187,7 @@ pub async fn serve_tunnel_connection<IO>(
                         return;
                     }
                 };
-                let id = registry.add(&tunnel, sender);
+                let id = registry.add(&tunnel, sender, capacity);
                 tracing::info!(tunnel, conn = id, "tunnel connection up");
                 tokio::select! {
                     r = conn => match r {

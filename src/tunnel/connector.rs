@@ -13,7 +13,7 @@ use rand::Rng;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::dial::{DialConfig, RelayTarget, dial};
+use super::dial::{DialConfig, RelayTarget, dial_serving};
 use crate::body::Body;
 use crate::limits;
 
@@ -142,7 +142,10 @@ async fn run_slot<S, F>(
     ];
     let metrics = crate::telemetry::metrics::get();
     while !shutdown.is_cancelled() {
-        let attempt = tokio::time::timeout(limits::HANDSHAKE_TIMEOUT, dial(&dial_cfg, &target));
+        let attempt = tokio::time::timeout(
+            limits::HANDSHAKE_TIMEOUT,
+            dial_serving(&dial_cfg, &target, pool.max_streams),
+        );
         let upgraded = tokio::select! {
             r = attempt => r,
             () = shutdown.cancelled() => break,
@@ -161,6 +164,10 @@ async fn run_slot<S, F>(
                 let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                     .timer(TokioTimer::new())
                     .max_concurrent_streams(pool.max_streams)
+                    // The relay is authenticated: agents that leave mid-call
+                    // reset streams in bursts, which must not trip the
+                    // rapid-reset guard and close the tunnel.
+                    .max_pending_accept_reset_streams(limits::TUNNEL_MAX_PENDING_RESETS)
                     .keep_alive_interval(limits::KEEPALIVE_INTERVAL)
                     .keep_alive_timeout(limits::KEEPALIVE_TIMEOUT)
                     .serve_connection(io, svc);

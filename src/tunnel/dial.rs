@@ -196,6 +196,16 @@ pub struct DialConfig {
 /// Dials `target` and completes the upgrade; returns the byte stream that now
 /// speaks HTTP/2 (the gateway is its server).
 pub async fn dial(cfg: &DialConfig, target: &RelayTarget) -> Result<Upgraded, TunnelError> {
+    dial_serving(cfg, target, crate::limits::MAX_STREAMS_PER_CONNECTION).await
+}
+
+/// [`dial`], announcing that the gateway serves `max_streams` concurrent
+/// streams on the connection.
+pub async fn dial_serving(
+    cfg: &DialConfig,
+    target: &RelayTarget,
+    max_streams: u32,
+) -> Result<Upgraded, TunnelError> {
     let tcp = connect_tcp(target, &cfg.proxy).await?;
     let name = ServerName::try_from(target.server_name.clone())
         .map_err(|_| TunnelError::ServerName(target.server_name.clone()))?;
@@ -219,6 +229,7 @@ pub async fn dial(cfg: &DialConfig, target: &RelayTarget) -> Result<Upgraded, Tu
         .header(header::UPGRADE, UPGRADE_PROTOCOL)
         .header(header::AUTHORIZATION, format!("Bearer {}", cfg.token))
         .header(TUNNEL_HEADER, &cfg.tunnel_id)
+        .header(super::STREAMS_HEADER, max_streams)
         .body(Empty::<bytes::Bytes>::new())
         .map_err(|e| TunnelError::Handshake(e.to_string()))?;
     let resp = sender

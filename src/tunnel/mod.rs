@@ -23,6 +23,13 @@ pub const UPGRADE_PROTOCOL: &str = "portcullis-tunnel/1";
 pub const UPGRADE_PATH: &str = "/portcullis/tunnel";
 /// Header naming the tunnel in the upgrade request.
 pub const TUNNEL_HEADER: &str = "portcullis-tunnel";
+/// Upgrade request header: the concurrent streams the gateway serves on this
+/// connection, so the relay queues calls beyond it itself (where it can
+/// bound the queue and refuse cleanly) instead of inside HTTP/2.
+pub const STREAMS_HEADER: &str = "portcullis-max-streams";
+/// Most streams a relay lets one tunnel connection carry, whatever the
+/// gateway announces.
+pub const MAX_ANNOUNCED_STREAMS: usize = 4096;
 /// Authority used in the URIs of requests the relay sends down a tunnel.
 pub const TUNNEL_AUTHORITY: &str = "gateway.portcullis.internal";
 
