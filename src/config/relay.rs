@@ -59,6 +59,17 @@ struct RawLimits {
     max_message_bytes: Option<usize>,
     header_read_timeout_secs: Option<u64>,
     drain_grace_secs: Option<u64>,
+    /// Time a gateway has to answer a forwarded call with response headers.
+    call_deadline_secs: Option<u64>,
+    /// Calls that may wait for a free tunnel stream, per tunnel.
+    queue_calls: Option<usize>,
+    /// Request bytes those calls may hold, per tunnel, in MiB.
+    queue_mib: Option<usize>,
+    /// Longest wait for a free tunnel stream.
+    queue_wait_secs: Option<u64>,
+    /// The relay's PINGs on tunnel connections.
+    tunnel_ping_interval_secs: Option<u64>,
+    tunnel_ping_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -201,6 +212,26 @@ impl RelayConfig {
         }
         if let Some(s) = raw.limits.drain_grace_secs {
             settings.drain_grace = std::time::Duration::from_secs(s);
+        }
+        let secs = std::time::Duration::from_secs;
+        let l = &raw.limits;
+        if let Some(s) = l.call_deadline_secs {
+            settings.call_deadline = secs(s.max(1));
+        }
+        if let Some(n) = l.queue_calls {
+            settings.queue.calls = n;
+        }
+        if let Some(m) = l.queue_mib {
+            settings.queue.bytes = m.saturating_mul(1024 * 1024);
+        }
+        if let Some(s) = l.queue_wait_secs {
+            settings.queue.wait = secs(s);
+        }
+        if let Some(s) = l.tunnel_ping_interval_secs {
+            settings.liveness.interval = secs(s.max(1));
+        }
+        if let Some(s) = l.tunnel_ping_timeout_secs {
+            settings.liveness.timeout = secs(s.max(1));
         }
         Ok(RelayConfig {
             settings,

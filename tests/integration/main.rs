@@ -7,6 +7,7 @@ mod forwarding;
 mod fuzz_corpus;
 mod otel;
 mod otlp;
+mod overload;
 mod peers;
 mod perimeter;
 mod plugins;

@@ -67,6 +67,18 @@ pub async fn start_relay(
     tunnel_addr: Option<SocketAddr>,
     client_ca: Option<&[rustls::pki_types::CertificateDer<'static>]>,
 ) -> TestRelay {
+    start_relay_with(ca, tunnels, agents, tunnel_addr, client_ca, |_| {}).await
+}
+
+/// [`start_relay`], with `tweak` applied to the relay's settings.
+pub async fn start_relay_with(
+    ca: Arc<GeneratedCa>,
+    tunnels: &[&TunnelCred],
+    agents: &[(&str, Vec<String>)],
+    tunnel_addr: Option<SocketAddr>,
+    client_ca: Option<&[rustls::pki_types::CertificateDer<'static>]>,
+    tweak: impl FnOnce(&mut RelaySettings),
+) -> TestRelay {
     let grants = agents.iter().map(|(key, ts)| {
         (
             secret::digest(key),
@@ -89,6 +101,7 @@ pub async fn start_relay(
     );
     settings.allowed_hosts = Some(loopback_hosts());
     settings.allowed_origins = vec!["https://agent.example.com".into()];
+    tweak(&mut settings);
     let relay = Relay::new(settings);
     let shutdown = CancellationToken::new();
     let tl = TcpListener::bind(tunnel_addr.unwrap_or_else(|| "127.0.0.1:0".parse().unwrap()))
@@ -119,6 +132,9 @@ impl TestRelay {
     }
 }
 
+/// The streams a test gateway serves per tunnel connection.
+pub const TEST_GATEWAY_STREAMS: u32 = 64;
+
 /// Starts a gateway for `cred` with `upstreams` against `relay_addr`.
 pub fn start_gateway(
     ca: &GeneratedCa,
@@ -126,6 +142,30 @@ pub fn start_gateway(
     relay_addr: SocketAddr,
     upstreams: HashMap<String, Upstream>,
     connections: usize,
+    proxy: ProxyConfig,
+    identity: Option<&tls::Identity>,
+) -> (
+    Arc<Gateway>,
+    PoolStatus,
+    CancellationToken,
+    tokio::task::JoinHandle<()>,
+) {
+    start_gateway_with(
+        ca,
+        cred,
+        relay_addr,
+        (upstreams, connections, TEST_GATEWAY_STREAMS),
+        proxy,
+        identity,
+    )
+}
+
+/// [`start_gateway`] serving `max_streams` per connection.
+pub fn start_gateway_with(
+    ca: &GeneratedCa,
+    cred: &TunnelCred,
+    relay_addr: SocketAddr,
+    (upstreams, connections, max_streams): (HashMap<String, Upstream>, usize, u32),
     proxy: ProxyConfig,
     identity: Option<&tls::Identity>,
 ) -> (
@@ -149,7 +189,7 @@ pub fn start_gateway(
                 server_name: "localhost".into(),
             }],
             connections,
-            max_streams: 64,
+            max_streams,
             drain_grace: Duration::from_secs(10),
         },
         shutdown.clone(),
@@ -294,15 +334,21 @@ pub struct OneTunnel {
 
 impl OneTunnel {
     pub async fn start() -> OneTunnel {
+        OneTunnel::start_with(|_| {}).await
+    }
+
+    /// A tunnel whose relay has `tweak` applied to its settings.
+    pub async fn start_with(tweak: impl FnOnce(&mut RelaySettings)) -> OneTunnel {
         let ca = Arc::new(GeneratedCa::new("test CA").unwrap());
         let cred = TunnelCred::new();
         let key = secret::generate(secret::AGENT_KEY_PREFIX);
-        let relay = start_relay(
+        let relay = start_relay_with(
             ca.clone(),
             &[&cred],
             &[(&key, vec![cred.id.clone()])],
             None,
             None,
+            tweak,
         )
         .await;
         OneTunnel {
@@ -327,6 +373,25 @@ impl OneTunnel {
             upstreams,
             connections,
             proxy,
+            None,
+        );
+        within("tunnel connections", status.wait_connected(connections)).await;
+        (gw, stop, task)
+    }
+
+    /// [`OneTunnel::gateway`] serving `max_streams` per connection.
+    pub async fn gateway_serving(
+        &self,
+        upstreams: HashMap<String, Upstream>,
+        connections: usize,
+        max_streams: u32,
+    ) -> (Arc<Gateway>, CancellationToken, tokio::task::JoinHandle<()>) {
+        let (gw, mut status, stop, task) = start_gateway_with(
+            &self.ca,
+            &self.cred,
+            self.relay.tunnel_addr,
+            (upstreams, connections, max_streams),
+            ProxyConfig::default(),
             None,
         );
         within("tunnel connections", status.wait_connected(connections)).await;
