@@ -378,9 +378,19 @@ impl DemoServer {
                 );
             }
         };
-        let msg = match Message::parse(bytes, ParseOptions::new(limits::MAX_JSON_DEPTH)) {
-            Ok(m) => m,
-            Err(e) => return error_response(&McpError::InvalidRequest(e.to_string()), None),
+        // A large message is read on the blocking pool, as the gateway does,
+        // so that the demo, sharing a process with relay and gateway in
+        // `up`, does not hold their workers.
+        let read = if bytes.len() >= limits::OFFLOAD_PARSE_BYTES {
+            tokio::task::spawn_blocking(move || read_message(bytes))
+                .await
+                .unwrap_or_else(|e| Err(McpError::InvalidRequest(e.to_string())))
+        } else {
+            read_message(bytes)
+        };
+        let (msg, params) = match read {
+            Ok(read) => read,
+            Err(e) => return error_response(&e, None),
         };
         let stateless = msg.meta_protocol_version.is_some();
         let method = msg.method_str();
@@ -402,10 +412,6 @@ impl DemoServer {
             return r;
         }
         let id = msg.id.clone().unwrap_or_else(|| "null".into());
-        let params: Value = serde_json::from_slice::<Value>(&msg.raw)
-            .ok()
-            .and_then(|v| v.get("params").cloned())
-            .unwrap_or(Value::Null);
         match method {
             "initialize" => {
                 let requested = params
@@ -443,17 +449,20 @@ impl DemoServer {
             "tools/list" => json_resp(StatusCode::OK, ok(&id, json!({ "tools": tools() }))),
             "tools/call" => {
                 let name = params.get("name").and_then(Value::as_str).unwrap_or("");
-                let args = params
-                    .get("arguments")
-                    .cloned()
-                    .unwrap_or_else(|| json!({}));
+                let none = json!({});
+                let args = params.get("arguments").unwrap_or(&none);
                 if name == "generate_report" && accepts_sse {
-                    return report_stream(id, &args, msg.progress_token.clone());
+                    return report_stream(id, args, msg.progress_token.clone());
                 }
-                match call_tool(name, &args) {
+                let resp = match call_tool(name, args) {
                     Ok(result) => json_resp(StatusCode::OK, ok(&id, result)),
                     Err((code, m)) => json_resp(StatusCode::OK, err(&id, code, &m)),
+                };
+                // Freeing a large request's tree is work too: not on a worker.
+                if msg.raw.len() >= limits::OFFLOAD_PARSE_BYTES {
+                    tokio::task::spawn_blocking(move || drop((params, msg)));
                 }
+                resp
             }
             _ => json_resp(
                 StatusCode::OK,
@@ -511,4 +520,14 @@ fn report_stream(id: String, args: &Value, progress_token: Option<String>) -> Re
         HeaderValue::from_static("text/event-stream"),
     );
     r
+}
+/// One JSON-RPC message and its `params` as a value.
+fn read_message(bytes: Bytes) -> Result<(Message, Value), McpError> {
+    let msg = Message::parse(bytes, ParseOptions::new(limits::MAX_JSON_DEPTH))
+        .map_err(|e| McpError::InvalidRequest(e.to_string()))?;
+    let params = serde_json::from_slice::<Value>(&msg.raw)
+        .ok()
+        .and_then(|mut v| v.get_mut("params").map(Value::take))
+        .unwrap_or(Value::Null);
+    Ok((msg, params))
 }
