@@ -297,3 +297,186 @@ async fn up_stops_on_sigterm_and_sigint_without_warnings() {
         assert!(warnings.is_empty(), "{signal}: {warnings:#?}");
     }
 }
+
+/// Starts `portcullis relay` on `relay.toml` in `dir` (written from
+/// `limits`), returns it with its tunnel and agent addresses, and the
+/// tunnel id, token and an agent key it accepts.
+fn relay_process(dir: &Path, limits: &str) -> (Proc, String, String, [String; 3]) {
+    let tunnel = secret::random_id();
+    let token = secret::generate(secret::TUNNEL_TOKEN_PREFIX);
+    let key = secret::generate(secret::AGENT_KEY_PREFIX);
+    std::fs::write(
+        dir.join("relay.toml"),
+        format!(
+            r#"
+[tunnel_listener]
+listen = "127.0.0.1:0"
+cert = "certs/relay.crt"
+key = "certs/relay.key"
+[agent_listener]
+listen = "127.0.0.1:0"
+[limits]
+{limits}
+[[tunnels]]
+id = "{tunnel}"
+token_sha256 = "{}"
+[[agents]]
+subject = "ops-test"
+key_sha256 = "{}"
+tunnels = ["{tunnel}"]
+"#,
+            secret::digest_hex(&token),
+            secret::digest_hex(&key)
+        ),
+    )
+    .unwrap();
+    let mut relay = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["relay", "--config"])
+        .arg(dir.join("relay.toml"))
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = relay.stderr.take().unwrap();
+    let relay = Proc(relay);
+    let mut lines = BufReader::new(stderr).lines();
+    let (tunnels_addr, agents_addr) = loop {
+        let line = lines.next().expect("relay exited").unwrap();
+        if line.contains("relay listening") {
+            let field = |name: &str| {
+                line.split_whitespace()
+                    .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                    .unwrap()
+                    .to_owned()
+            };
+            break (field("tunnels"), field("agents"));
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (relay, tunnels_addr, agents_addr, [tunnel, token, key])
+}
+
+/// Starts `portcullis gateway` for `tunnel` with one connection to
+/// `relay`, serving `crm` from `upstream`; returns once it is connected.
+fn gateway_process(
+    dir: &Path,
+    name: &str,
+    relay: &str,
+    cred: &[String; 3],
+    upstream: &str,
+) -> Proc {
+    let [tunnel, token, _] = cred;
+    std::fs::write(dir.join("token"), token).unwrap();
+    let config = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[tunnel]
+id = "{tunnel}"
+token = {{ file = "token" }}
+relays = ["{relay}"]
+server_name = "localhost"
+ca = "certs/ca.crt"
+connections = 1
+[servers.crm]
+url = "http://{upstream}/mcp"
+"#
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["gateway", "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let gateway = Proc(child);
+    let mut lines = BufReader::new(stderr).lines();
+    loop {
+        let line = lines.next().expect("gateway exited").unwrap();
+        if line.contains("tunnel connected") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    gateway
+}
+
+fn signal(p: &Proc, sig: &str) {
+    let sent = Command::new("kill")
+        .args([sig, &p.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_gateway_costs_each_call_at_most_the_relays_deadline() {
+    let dir = scratch_dir();
+    write_certs(&dir);
+    let (_relay, tunnels, agents, cred) = relay_process(
+        &dir,
+        "call_deadline_secs = 3\ntunnel_ping_interval_secs = 1\ntunnel_ping_timeout_secs = 1",
+    );
+    let demo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = demo.local_addr().unwrap().to_string();
+    tokio::spawn(portcullis::demo::DemoServer::new().serve(demo, Default::default()));
+    let frozen = gateway_process(&dir, "a", &tunnels, &cred, &upstream);
+    let _live = gateway_process(&dir, "b", &tunnels, &cred, &upstream);
+    let url = format!("http://{agents}/t/{}/crm/mcp", cred[0]);
+    let ping = || {
+        let url = url.clone();
+        let key = cred[2].clone();
+        async move {
+            // A stateless ping, answered by whichever gateway gets it.
+            let c = McpClient::new(&url, Some(&key));
+            let body = r#"{"jsonrpc":"2.0","id":1,"method":"ping","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2025-11-25"}}}"#;
+            let started = std::time::Instant::now();
+            let r = c
+                .send(http::Method::POST, bytes::Bytes::from(body), &[])
+                .await
+                .unwrap();
+            (r.status.as_u16(), started.elapsed())
+        }
+    };
+    for _ in 0..10 {
+        assert_eq!(ping().await.0, 200);
+    }
+
+    // Gateway A freezes (SIGSTOP): its connection stays open and silent.
+    signal(&frozen, "-STOP");
+    let froze = std::time::Instant::now();
+    let mut answers = Vec::new();
+    while froze.elapsed() < std::time::Duration::from_secs(8) {
+        // Several calls at once, so some land on the frozen connection.
+        let round: Vec<_> = (0..4).map(|_| tokio::spawn(ping())).collect();
+        for r in round {
+            let (status, took) = r.await.unwrap();
+            answers.push((froze.elapsed(), status, took));
+        }
+    }
+    signal(&frozen, "-CONT");
+    // Every call was answered within the deadline (3 s, plus slack for a
+    // loaded machine): 200 from the live gateway, or a clean error.
+    for (at, status, took) in &answers {
+        assert!(
+            *took < std::time::Duration::from_secs(5),
+            "a call at {at:?} took {took:?}"
+        );
+        assert!([200, 502, 504].contains(status), "{status} at {at:?}");
+    }
+    // Some calls did go to the frozen gateway (round robin), and got the
+    // clean error.
+    assert!(answers.iter().any(|(_, s, _)| *s != 200), "{answers:?}");
+    // Once the PINGs have taken the frozen connection out (1 s + 1 s),
+    // every call goes to the live gateway.
+    let late: Vec<_> = answers
+        .iter()
+        .filter(|(at, _, _)| *at > std::time::Duration::from_secs(4))
+        .collect();
+    assert!(late.len() >= 8, "{answers:?}");
+    assert!(late.iter().all(|(_, s, _)| *s == 200), "{answers:?}");
+}
