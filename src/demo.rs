@@ -382,9 +382,9 @@ impl DemoServer {
         // so that the demo, sharing a process with relay and gateway in
         // `up`, does not hold their workers.
         let read = if bytes.len() >= limits::OFFLOAD_PARSE_BYTES {
-            tokio::task::spawn_blocking(move || read_message(bytes))
+            crate::bulk::compute(move || read_message(bytes))
                 .await
-                .unwrap_or_else(|e| Err(McpError::InvalidRequest(e.to_string())))
+                .unwrap_or_else(|| Err(McpError::InvalidRequest("unreadable".into())))
         } else {
             read_message(bytes)
         };
@@ -460,7 +460,7 @@ impl DemoServer {
                 };
                 // Freeing a large request's tree is work too: not on a worker.
                 if msg.raw.len() >= limits::OFFLOAD_PARSE_BYTES {
-                    tokio::task::spawn_blocking(move || drop((params, msg)));
+                    tokio::spawn(crate::bulk::compute(move || drop((params, msg))));
                 }
                 resp
             }

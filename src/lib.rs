@@ -57,6 +57,7 @@ pub mod admin;
 pub mod audit;
 pub mod bench;
 pub mod body;
+pub mod bulk;
 pub mod client;
 pub mod config;
 pub mod demo;

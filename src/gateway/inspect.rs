@@ -342,7 +342,7 @@ fn same_bytes(out: &Bytes, original: &Bytes) -> bool {
     (out.as_ptr() == original.as_ptr() && out.len() == original.len()) || out == original
 }
 
-/// Parses `raw`, on the blocking pool when it is large
+/// Parses `raw`, on a bulk thread ([`crate::bulk`]) when it is large
 /// ([`crate::limits::OFFLOAD_PARSE_BYTES`]) so that no runtime worker is
 /// held while unrelated calls wait.
 async fn parse_off_worker(
@@ -352,11 +352,11 @@ async fn parse_off_worker(
     if raw.len() < crate::limits::OFFLOAD_PARSE_BYTES {
         return Message::parse(raw, reading);
     }
-    match tokio::task::spawn_blocking(move || Message::parse(raw, reading)).await {
-        Ok(parsed) => parsed,
+    match crate::bulk::compute(move || Message::parse(raw, reading)).await {
+        Some(parsed) => parsed,
         // The parser does not panic; if the task was lost all the same,
         // the message is refused, never passed.
-        Err(_) => Err(crate::mcp::ParseError::Invalid(
+        None => Err(crate::mcp::ParseError::Invalid(
             "the message could not be read",
         )),
     }

@@ -213,8 +213,11 @@ impl Policy {
                 step.mode,
             );
             let started = Instant::now();
-            let result =
-                tracing::Instrument::instrument(step.plugin.call(ctx, &text), span.clone()).await;
+            let result = if text.len() >= crate::limits::OFFLOAD_PARSE_BYTES {
+                call_off_workers(&step.plugin, ctx, text.into_owned(), span.clone()).await
+            } else {
+                tracing::Instrument::instrument(step.plugin.call(ctx, &text), span.clone()).await
+            };
             let elapsed = started.elapsed();
             let result = result.and_then(|v| match v.decision {
                 Decision::Rewrite(new) => validate_rewrite(ctx, new, opts)
@@ -308,6 +311,24 @@ pub fn validate_rewrite(
         return Err(CallError::BadOutput("a rewrite changed the method".into()));
     }
     Ok(new)
+}
+
+/// Runs `plugin` on a large `message` on the bulk threads
+/// ([`crate::bulk`]); the call is cancelled if the caller goes away.
+async fn call_off_workers(
+    plugin: &Arc<crate::plugin::LoadedPlugin>,
+    ctx: &MessageContext,
+    message: String,
+    span: tracing::Span,
+) -> Result<crate::policy::verdict::Verdict, crate::plugin::CallError> {
+    let (plugin, ctx) = (plugin.clone(), ctx.clone());
+    let call = async move { plugin.call(&ctx, &message).await };
+    match crate::bulk::run(tracing::Instrument::instrument(call, span)).await {
+        Some(result) => result,
+        None => Err(crate::plugin::CallError::Trap(
+            "the plugin call did not finish".into(),
+        )),
+    }
 }
 
 #[cfg(test)]
