@@ -14,7 +14,7 @@ use serde_json::json;
 
 use crate::support::{Proc, scratch, within};
 
-fn scratch_dir() -> PathBuf {
+pub fn scratch_dir() -> PathBuf {
     let dir = scratch();
     std::fs::create_dir_all(dir.join("certs")).unwrap();
     dir
@@ -34,8 +34,9 @@ fn pem(label: &str, der: &[u8]) -> String {
     )
 }
 
-/// Writes a CA and a relay certificate for localhost into `dir/certs`.
-fn write_certs(dir: &Path) {
+/// Writes a CA and a relay certificate for localhost into `dir/certs`;
+/// returns the CA.
+pub fn write_certs(dir: &Path) -> GeneratedCa {
     let ca = GeneratedCa::new("ops CA").unwrap();
     let id = ca.issue(&["localhost", "127.0.0.1"]).unwrap();
     std::fs::write(dir.join("certs/ca.crt"), ca.pem()).unwrap();
@@ -46,6 +47,7 @@ fn write_certs(dir: &Path) {
         pem("PRIVATE KEY", id.key.secret_der()),
     )
     .unwrap();
+    ca
 }
 
 #[test]

@@ -67,6 +67,18 @@ pub async fn start_relay(
     tunnel_addr: Option<SocketAddr>,
     client_ca: Option<&[rustls::pki_types::CertificateDer<'static>]>,
 ) -> TestRelay {
+    start_relay_with(ca, tunnels, agents, tunnel_addr, client_ca, |_| {}).await
+}
+
+/// [`start_relay`], with `tweak` applied to the settings before it starts.
+pub async fn start_relay_with(
+    ca: Arc<GeneratedCa>,
+    tunnels: &[&TunnelCred],
+    agents: &[(&str, Vec<String>)],
+    tunnel_addr: Option<SocketAddr>,
+    client_ca: Option<&[rustls::pki_types::CertificateDer<'static>]>,
+    tweak: impl FnOnce(&mut RelaySettings),
+) -> TestRelay {
     let grants = agents.iter().map(|(key, ts)| {
         (
             secret::digest(key),
@@ -89,6 +101,7 @@ pub async fn start_relay(
     );
     settings.allowed_hosts = Some(loopback_hosts());
     settings.allowed_origins = vec!["https://agent.example.com".into()];
+    tweak(&mut settings);
     let relay = Relay::new(settings);
     let shutdown = CancellationToken::new();
     let tl = TcpListener::bind(tunnel_addr.unwrap_or_else(|| "127.0.0.1:0".parse().unwrap()))
