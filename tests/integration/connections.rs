@@ -398,10 +398,11 @@ async fn an_accept_loop_out_of_descriptors_neither_spins_nor_floods_the_log() {
     let key = secret::generate(secret::AGENT_KEY_PREFIX);
     let config = relay_config(&dir, 0, &cred, &key);
     let relay = spawn_relay(&config, Some(64)).await;
-    // Far more connections than the relay has descriptors: the kernel
-    // completes them all, the relay cannot accept most.
+    // More connections than the relay has descriptors: the kernel
+    // completes them all (within the listen backlog of 128), the relay
+    // cannot accept them all.
     let mut clients = Vec::new();
-    for _ in 0..200 {
+    for _ in 0..120 {
         clients.push(TcpStream::connect(relay.agents).await.unwrap());
     }
     within("the relay to run out of descriptors", async {
@@ -419,6 +420,7 @@ async fn an_accept_loop_out_of_descriptors_neither_spins_nor_floods_the_log() {
     // A spinning loop takes a whole core and logs megabytes in this time.
     assert!(cpu < window / 4, "relay used {cpu:?} of CPU in {window:?}");
     assert!(logged < 4096, "relay logged {logged} bytes in {window:?}");
+    println!("out of descriptors for {window:?}: {cpu:?} of CPU, {logged} bytes of log");
     // When the clients leave, it serves again.
     drop(clients);
     let mut c = McpClient::new(
