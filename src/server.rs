@@ -228,8 +228,8 @@ impl Activity {
                 deadline = now + timeout;
                 continue;
             }
-            let since = self.origin
-                + Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire));
+            let since =
+                self.origin + Duration::from_millis(self.idle_since_ms.load(Ordering::Acquire));
             let due = since + timeout;
             if due <= now {
                 return;

@@ -60,7 +60,9 @@ impl Backoff {
     /// doubles.
     pub fn delay(&mut self, now: Instant) -> Duration {
         let cap = match self.lost_at {
-            Some(lost) if now.saturating_duration_since(lost) < limits::RECONNECT_AFTER_LOSS_WINDOW => {
+            Some(lost)
+                if now.saturating_duration_since(lost) < limits::RECONNECT_AFTER_LOSS_WINDOW =>
+            {
                 limits::RECONNECT_AFTER_LOSS_MAX
             }
             _ => limits::RECONNECT_MAX,

@@ -77,7 +77,10 @@ async fn a_connection_that_sends_nothing_is_closed_after_the_idle_timeout() {
     let started = Instant::now();
     let mut tcp = TcpStream::connect(addr).await.unwrap();
     let took = closed_within(&mut tcp, started, IDLE + SLACK).await;
-    assert!(took >= IDLE - Duration::from_millis(50), "closed early: {took:?}");
+    assert!(
+        took >= IDLE - Duration::from_millis(50),
+        "closed early: {took:?}"
+    );
 }
 
 /// Makes one GET on a fresh connection to `addr` (HTTP/2 with prior
@@ -123,7 +126,12 @@ async fn one_request_then_idle(addr: SocketAddr, h2: bool) -> (Instant, Instant)
         (done, closed)
     };
     let closed = closed
-        .unwrap_or_else(|_| panic!("connection still open {:?} after its response", IDLE + SLACK))
+        .unwrap_or_else(|_| {
+            panic!(
+                "connection still open {:?} after its response",
+                IDLE + SLACK
+            )
+        })
         .unwrap();
     (done, closed)
 }
@@ -137,7 +145,10 @@ async fn an_http1_keep_alive_connection_idle_after_a_request_is_closed() {
     .await;
     let (done, closed) = one_request_then_idle(addr, false).await;
     let idle = closed - done;
-    assert!(idle >= IDLE - Duration::from_millis(50), "closed early: {idle:?}");
+    assert!(
+        idle >= IDLE - Duration::from_millis(50),
+        "closed early: {idle:?}"
+    );
 }
 
 #[tokio::test]
@@ -149,7 +160,10 @@ async fn an_http2_connection_with_no_streams_is_closed() {
     .await;
     let (done, closed) = one_request_then_idle(addr, true).await;
     let idle = closed - done;
-    assert!(idle >= IDLE - Duration::from_millis(50), "closed early: {idle:?}");
+    assert!(
+        idle >= IDLE - Duration::from_millis(50),
+        "closed early: {idle:?}"
+    );
 }
 
 /// An HTTP MCP upstream that answers every request after `delay`, sending
@@ -192,7 +206,12 @@ async fn a_call_in_flight_longer_than_the_idle_timeout_is_not_cut() {
         &[(&key, vec![cred.id.clone()])],
         None,
         None,
-        |s| s.idle_timeout = Duration::from_millis(300),
+        |s| {
+            s.idle_timeout = Duration::from_millis(300);
+            // A connection told to close gets this long; the call must
+            // not depend on it.
+            s.drain_grace = Duration::from_millis(300);
+        },
     )
     .await;
     let slow = silent_slow_upstream(Duration::from_millis(1500)).await;
@@ -254,7 +273,8 @@ async fn connections_over_the_cap_are_refused_and_the_listener_serves_after() {
             let Ok(tcp) = TcpStream::connect(addr).await else {
                 continue;
             };
-            let Ok((mut send, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await
+            let Ok((mut send, conn)) =
+                hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await
             else {
                 continue;
             };
@@ -290,7 +310,9 @@ async fn spawn_relay(config: &Path, nofile: Option<u32>) -> RelayProcess {
         Some(n) => {
             let mut c = Command::new("sh");
             c.arg("-c")
-                .arg(format!("ulimit -n {n} && exec \"$0\" relay --config \"$1\""))
+                .arg(format!(
+                    "ulimit -n {n} && exec \"$0\" relay --config \"$1\""
+                ))
                 .arg(bin)
                 .arg(config);
             c
@@ -382,11 +404,17 @@ fn cpu_time(pid: u32) -> Duration {
     let rest = &stat[stat.rfind(')').unwrap() + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    let hz: u64 = String::from_utf8(Command::new("getconf").arg("CLK_TCK").output().unwrap().stdout)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let hz: u64 = String::from_utf8(
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .parse()
+    .unwrap();
     Duration::from_millis(ticks * 1000 / hz)
 }
 
