@@ -93,6 +93,18 @@ fn bad_configs_are_clear_errors() {
             "unknown tunnel 'nope'",
         ),
         (
+            "no idle timeout",
+            portcullis::config::EXAMPLE_RELAY
+                .replace("idle_timeout_secs = 60", "idle_timeout_secs = 0"),
+            "limits.idle_timeout_secs",
+        ),
+        (
+            "no connections",
+            portcullis::config::EXAMPLE_RELAY
+                .replace("max_agent_connections = 10000", "max_agent_connections = 0"),
+            "limits.max_agent_connections",
+        ),
+        (
             "missing cert",
             portcullis::config::EXAMPLE_RELAY.replace("certs/relay.key", "certs/missing.key"),
             "missing.key",
