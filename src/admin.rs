@@ -84,8 +84,11 @@ impl Admin {
         let local = listener.local_addr()?;
         let admin = Arc::new(self);
         let opts = ServeOptions {
+            name: "admin",
             tls: None,
             header_read_timeout: crate::limits::ADMIN_HEADER_READ_TIMEOUT,
+            idle_timeout: crate::limits::ADMIN_IDLE_TIMEOUT,
+            max_connections: crate::limits::MAX_ADMIN_CONNECTIONS,
             drain_grace: crate::limits::ADMIN_DRAIN_GRACE,
         };
         let task = tokio::spawn(serve(

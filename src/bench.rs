@@ -476,9 +476,8 @@ async fn otlp_sink() -> anyhow::Result<(std::net::SocketAddr, tokio_util::sync::
     let serve = crate::server::serve(
         listener,
         crate::server::ServeOptions {
-            tls: None,
-            header_read_timeout: crate::limits::HEADER_READ_TIMEOUT,
             drain_grace: Duration::from_millis(100),
+            ..crate::server::ServeOptions::plain("otlp-sink")
         },
         |req: http::Request<hyper::body::Incoming>| async move {
             let _ = req.into_body().collect().await;
@@ -874,9 +873,8 @@ async fn plain_forwarder(
         }
     };
     let opts = crate::server::ServeOptions {
-        tls: None,
-        header_read_timeout: Duration::from_secs(10),
         drain_grace: Duration::from_secs(1),
+        ..crate::server::ServeOptions::plain("forwarder")
     };
     tokio::spawn(crate::server::serve(listener, opts, service, stop.clone()));
     Ok((addr, stop))

@@ -312,9 +312,8 @@ impl DemoServer {
     /// Serves on `listener` (plain HTTP, path `/mcp`) until `shutdown`.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
         let opts = ServeOptions {
-            tls: None,
-            header_read_timeout: limits::HEADER_READ_TIMEOUT,
             drain_grace: Duration::from_secs(1),
+            ..ServeOptions::plain("demo")
         };
         serve(
             listener,

@@ -13,7 +13,10 @@
 //! - [`principal`]: the verified agent identity the relay sends to the gateway.
 //! - [`session`]: which principal each MCP session belongs to: the bounded
 //!   binding tables the relay and the gateway both check.
-//! - [`server`]: the accept loop shared by HTTP listeners.
+//! - [`accept`]: accepting TCP connections: the cap per listener, backoff
+//!   on accept errors, warnings at a bounded rate.
+//! - [`server`]: the accept loop shared by HTTP listeners: TLS, HTTP/1.1
+//!   and HTTP/2, the idle timeout, the drain.
 //! - [`tunnel`]: dialing, the upgrade handshake, reversed HTTP/2, the
 //!   gateway's connection pool and the relay's connection registry.
 //! - [`relay`]: the agent endpoint: authentication, `Origin`/`Host` checks,
@@ -53,6 +56,7 @@
     )
 )]
 
+pub mod accept;
 pub mod admin;
 pub mod audit;
 pub mod bench;

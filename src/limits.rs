@@ -32,6 +32,36 @@ pub const UPSTREAM_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Time an agent has to send complete request headers (slowloris defence).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// An agent connection with no request in flight for this long is closed
+/// (gracefully: HTTP/2 GOAWAY, or the end of HTTP/1.1 keep-alive). Counts
+/// from the connection's start too, so a connection that never sends a
+/// request, or opens HTTP/2 and idles, cannot hold a descriptor for ever.
+/// A long call or an open SSE stream is a request in flight, never idle.
+pub const AGENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Agent connections the relay holds open at once; over this, new
+/// connections are closed as soon as they are accepted, so one client
+/// cannot take every descriptor the relay has.
+pub const MAX_AGENT_CONNECTIONS: usize = 10_000;
+
+/// Connections the relay's tunnel listener holds open at once (live
+/// tunnels and handshakes in progress); over this, new ones are closed as
+/// soon as they are accepted.
+pub const MAX_TUNNEL_CONNECTIONS: usize = 10_000;
+
+/// First wait after `accept` fails (at the descriptor limit it fails at
+/// once, every time); each further failure doubles the wait.
+pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+
+/// Longest wait between failing `accept` calls: a listener out of
+/// descriptors tries about once a second instead of spinning a core.
+pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// A listener writes each kind of accept warning (a failure, a connection
+/// over the cap) at most once per this interval, with the count it stands
+/// for, so a flood cannot fill the disk with log.
+pub const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Time a gateway has to finish the TCP, proxy, TLS and upgrade handshake with
 /// a relay, and a relay has to finish TLS and the upgrade with a gateway.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -87,8 +117,16 @@ pub const RECONNECT_BASE: Duration = Duration::from_millis(200);
 /// Longest reconnect delay; the backoff doubles up to this.
 pub const RECONNECT_MAX: Duration = Duration::from_secs(30);
 
-/// A connection that stayed up this long resets the backoff to its base.
-pub const RECONNECT_STABLE_AFTER: Duration = Duration::from_secs(30);
+/// Longest reconnect delay for this long after a tunnel connection that
+/// was up is lost: a relay that restarts (or flaps) gets every connection
+/// slot back within about this delay of listening again. Only failures to
+/// connect grow the backoff; a connection that came up resets it.
+pub const RECONNECT_AFTER_LOSS_MAX: Duration = Duration::from_secs(1);
+
+/// How long after losing a connection the reconnect delay stays under
+/// [`RECONNECT_AFTER_LOSS_MAX`]; after that a relay still unreachable is
+/// tried less and less often, up to [`RECONNECT_MAX`].
+pub const RECONNECT_AFTER_LOSS_WINDOW: Duration = Duration::from_secs(30);
 
 /// Grace period for in-flight streams after SIGTERM/SIGINT.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(15);
@@ -158,6 +196,12 @@ pub const AUDIT_EXPORT_IDLE_CHECK: Duration = Duration::from_secs(1);
 
 /// Time an admin client has to send complete request headers.
 pub const ADMIN_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An admin connection with no request in flight for this long is closed.
+pub const ADMIN_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Admin connections held open at once (scrapers and probes need few).
+pub const MAX_ADMIN_CONNECTIONS: usize = 64;
 
 /// Time admin requests in flight get at shutdown.
 pub const ADMIN_DRAIN_GRACE: Duration = Duration::from_secs(1);

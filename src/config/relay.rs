@@ -58,6 +58,12 @@ struct RawAgentListener {
 struct RawLimits {
     max_message_bytes: Option<usize>,
     header_read_timeout_secs: Option<u64>,
+    /// Agent connections with no request in flight this long are closed.
+    idle_timeout_secs: Option<u64>,
+    /// Agent connections open at once.
+    max_agent_connections: Option<usize>,
+    /// Tunnel-listener connections open at once.
+    max_tunnel_connections: Option<usize>,
     drain_grace_secs: Option<u64>,
     /// Time a gateway has to answer a forwarded call with response headers.
     call_deadline_secs: Option<u64>,
@@ -71,6 +77,10 @@ struct RawLimits {
     tunnel_ping_interval_secs: Option<u64>,
     tunnel_ping_timeout_secs: Option<u64>,
 }
+
+/// Largest connection cap a config may set: far above any descriptor limit,
+/// and within what one semaphore counts.
+const MAX_CONNECTIONS_SETTING: usize = 1 << 24;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -209,6 +219,37 @@ impl RelayConfig {
         }
         if let Some(s) = raw.limits.header_read_timeout_secs {
             settings.header_read_timeout = std::time::Duration::from_secs(s);
+        }
+        if let Some(s) = raw.limits.idle_timeout_secs {
+            if s == 0 {
+                return Err(invalid(
+                    "limits.idle_timeout_secs",
+                    "must be at least 1".into(),
+                ));
+            }
+            settings.idle_timeout = std::time::Duration::from_secs(s);
+        }
+        for (field, value, target) in [
+            (
+                "limits.max_agent_connections",
+                raw.limits.max_agent_connections,
+                &mut settings.max_connections,
+            ),
+            (
+                "limits.max_tunnel_connections",
+                raw.limits.max_tunnel_connections,
+                &mut settings.max_tunnel_connections,
+            ),
+        ] {
+            if let Some(n) = value {
+                if !(1..=MAX_CONNECTIONS_SETTING).contains(&n) {
+                    return Err(invalid(
+                        field,
+                        format!("must be between 1 and {MAX_CONNECTIONS_SETTING}"),
+                    ));
+                }
+                *target = n;
+            }
         }
         if let Some(s) = raw.limits.drain_grace_secs {
             settings.drain_grace = std::time::Duration::from_secs(s);

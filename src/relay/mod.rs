@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use crate::accept;
 use crate::limits;
 use crate::server::{ServeOptions, serve};
 use crate::session::SessionTable;
@@ -38,6 +39,12 @@ pub struct RelaySettings {
     pub insecure_no_auth: bool,
     pub max_message_bytes: usize,
     pub header_read_timeout: std::time::Duration,
+    /// An agent connection with no request in flight this long is closed.
+    pub idle_timeout: std::time::Duration,
+    /// Agent connections open at once; more are closed when accepted.
+    pub max_connections: usize,
+    /// Tunnel-listener connections open at once (live and handshaking).
+    pub max_tunnel_connections: usize,
     pub drain_grace: std::time::Duration,
     /// Time a gateway has to answer a forwarded call with response headers.
     pub call_deadline: std::time::Duration,
@@ -58,6 +65,9 @@ impl RelaySettings {
             insecure_no_auth: false,
             max_message_bytes: limits::MAX_MESSAGE_BYTES,
             header_read_timeout: limits::HEADER_READ_TIMEOUT,
+            idle_timeout: limits::AGENT_IDLE_TIMEOUT,
+            max_connections: limits::MAX_AGENT_CONNECTIONS,
+            max_tunnel_connections: limits::MAX_TUNNEL_CONNECTIONS,
             drain_grace: limits::DRAIN_GRACE,
             call_deadline: limits::RELAY_CALL_DEADLINE,
             queue: crate::tunnel::registry::QueueLimits::default(),
@@ -124,15 +134,11 @@ impl Relay {
     ) {
         let acceptor = TlsAcceptor::from(tls);
         let auth = Arc::new(self.settings.tunnels.clone());
+        let mut listener =
+            accept::Listener::new(listener, "tunnels", self.settings.max_tunnel_connections);
         loop {
-            let (tcp, peer) = tokio::select! {
-                r = listener.accept() => match r {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "tunnel accept failed");
-                        continue;
-                    }
-                },
+            let (tcp, peer, slot) = tokio::select! {
+                accepted = listener.accept() => accepted,
                 () = shutdown.cancelled() => break,
             };
             let _ = tcp.set_nodelay(true);
@@ -142,6 +148,8 @@ impl Relay {
             let shutdown = shutdown.clone();
             let liveness = self.settings.liveness;
             tokio::spawn(async move {
+                // Held until the tunnel connection (or its handshake) ends.
+                let _slot = slot;
                 match tokio::time::timeout(limits::HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
                         serve_tunnel_connection(tls, auth, registry, liveness, shutdown).await
@@ -161,8 +169,11 @@ impl Relay {
         shutdown: CancellationToken,
     ) {
         let opts = ServeOptions {
+            name: "agents",
             tls,
             header_read_timeout: self.settings.header_read_timeout,
+            idle_timeout: self.settings.idle_timeout,
+            max_connections: self.settings.max_connections,
             drain_grace: self.settings.drain_grace,
         };
         let relay = self.clone();

@@ -30,33 +30,58 @@ pub struct PoolConfig {
     pub drain_grace: Duration,
 }
 
-/// Jittered exponential backoff that resets after a stable connection.
+/// Jittered exponential backoff between attempts to connect.
+///
+/// Only failures to connect grow it: a connection that came up sets it back
+/// to [`limits::RECONNECT_BASE`], however soon it drops. For
+/// [`limits::RECONNECT_AFTER_LOSS_WINDOW`] after a connection is lost the
+/// delay stays under [`limits::RECONNECT_AFTER_LOSS_MAX`], so a relay that
+/// restarts, even every few seconds, has every slot back about that soon
+/// after it listens again; a relay that stays away is then tried less and
+/// less often, up to [`limits::RECONNECT_MAX`].
 #[derive(Debug)]
 pub struct Backoff {
     next: Duration,
+    lost_at: Option<Instant>,
 }
 
 impl Default for Backoff {
     fn default() -> Self {
         Backoff {
             next: limits::RECONNECT_BASE,
+            lost_at: None,
         }
     }
 }
 
 impl Backoff {
-    /// The delay before the next attempt: uniformly in `[d/2, d]`, then `d`
-    /// doubles up to the maximum.
-    pub fn delay(&mut self) -> Duration {
-        let d = self.next;
+    /// The delay before the next attempt, at `now`: uniformly in `[d/2, d]`
+    /// where `d` is the current step (capped as above); the step then
+    /// doubles.
+    pub fn delay(&mut self, now: Instant) -> Duration {
+        let cap = match self.lost_at {
+            Some(lost)
+                if now.saturating_duration_since(lost) < limits::RECONNECT_AFTER_LOSS_WINDOW =>
+            {
+                limits::RECONNECT_AFTER_LOSS_MAX
+            }
+            _ => limits::RECONNECT_MAX,
+        };
+        let d = self.next.min(cap);
         self.next = (d * 2).min(limits::RECONNECT_MAX);
         let half = d / 2;
         half + rand::rng().random_range(Duration::ZERO..=half)
     }
 
-    /// Back to the base delay.
-    pub fn reset(&mut self) {
+    /// A connection came up: the next failure starts from the base.
+    pub fn connected(&mut self) {
         self.next = limits::RECONNECT_BASE;
+    }
+
+    /// A connection that was up ended at `now`.
+    pub fn lost(&mut self, now: Instant) {
+        self.next = limits::RECONNECT_BASE;
+        self.lost_at = Some(now);
     }
 }
 
@@ -152,7 +177,7 @@ async fn run_slot<S, F>(
         };
         match upgraded {
             Ok(Ok(io)) => {
-                let started = Instant::now();
+                backoff.connected();
                 connected.send_modify(|c| *c += 1);
                 metrics.tunnel_connections.add(1, &tunnel_attr);
                 if ever_connected {
@@ -200,9 +225,7 @@ async fn run_slot<S, F>(
                         tracing::warn!(slot, relay = %target.addr, error = %e, "tunnel connection lost")
                     }
                 }
-                if started.elapsed() >= limits::RECONNECT_STABLE_AFTER {
-                    backoff.reset();
-                }
+                backoff.lost(Instant::now());
             }
             Ok(Err(e)) => {
                 tracing::warn!(slot, relay = %target.addr, error = %e, "tunnel connect failed")
@@ -212,7 +235,7 @@ async fn run_slot<S, F>(
         if shutdown.is_cancelled() {
             break;
         }
-        let delay = backoff.delay();
+        let delay = backoff.delay(Instant::now());
         tracing::debug!(slot, ?delay, "reconnecting after delay");
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
@@ -226,17 +249,64 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_grows_with_jitter_and_resets() {
+    fn failures_to_connect_grow_the_backoff_with_jitter() {
+        let now = Instant::now();
         let mut b = Backoff::default();
         let base = limits::RECONNECT_BASE;
-        let first = b.delay();
+        let first = b.delay(now);
         assert!(first >= base / 2 && first <= base);
-        let second = b.delay();
+        let second = b.delay(now);
         assert!(second >= base && second <= base * 2);
+        let mut last = Duration::ZERO;
         for _ in 0..20 {
-            assert!(b.delay() <= limits::RECONNECT_MAX);
+            last = b.delay(now);
+            assert!(last <= limits::RECONNECT_MAX);
         }
-        b.reset();
-        assert!(b.delay() <= base);
+        // A relay that was never reached is, in the end, tried rarely.
+        assert!(last >= limits::RECONNECT_MAX / 2, "{last:?}");
+        b.connected();
+        assert!(b.delay(now) <= base);
+    }
+
+    #[test]
+    fn a_connection_that_came_up_and_dropped_does_not_grow_the_backoff() {
+        let mut now = Instant::now();
+        let mut b = Backoff::default();
+        // A relay that flaps: each connection comes up, lasts 2 s, drops;
+        // two attempts fail while the relay restarts. Never more than the
+        // after-loss cap, however many times it happens.
+        for _ in 0..50 {
+            b.connected();
+            now += Duration::from_secs(2);
+            b.lost(now);
+            assert!(b.delay(now) <= limits::RECONNECT_BASE);
+            for _ in 0..2 {
+                assert!(b.delay(now) <= limits::RECONNECT_AFTER_LOSS_MAX);
+            }
+        }
+    }
+
+    #[test]
+    fn after_a_loss_retries_stay_fast_for_the_window_then_slow_down() {
+        let mut now = Instant::now();
+        let mut b = Backoff::default();
+        b.connected();
+        b.lost(now);
+        // The relay stays away: within the window every delay is capped.
+        let mut waited = Duration::ZERO;
+        while waited < limits::RECONNECT_AFTER_LOSS_WINDOW {
+            let d = b.delay(now);
+            assert!(d <= limits::RECONNECT_AFTER_LOSS_MAX, "{d:?} at {waited:?}");
+            waited += d;
+            now += d;
+        }
+        // After it, the backoff grows again, doubling from the cap.
+        let mut after = Vec::new();
+        for _ in 0..10 {
+            after.push(b.delay(now));
+        }
+        assert!(after.iter().any(|d| *d > limits::RECONNECT_AFTER_LOSS_MAX));
+        assert!(after.iter().all(|d| *d <= limits::RECONNECT_MAX));
+        assert!(*after.last().unwrap() >= limits::RECONNECT_MAX / 2);
     }
 }

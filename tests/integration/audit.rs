@@ -551,8 +551,9 @@ async fn losses_counted_before_a_restart_are_recorded_after_it() {
             .unwrap();
     }
     assert!(spool.flush().await.is_err());
+    // (The first may still fit the segment's last page.)
     let lost = spool.lost();
-    assert_eq!(lost, 25);
+    assert!(lost > 0);
     // The process ends before there is room to record the gap.
     drop(spool);
     disk.free();
@@ -562,7 +563,10 @@ async fn losses_counted_before_a_restart_are_recorded_after_it() {
     assert!(v.findings.is_empty(), "{:?}", v.findings);
     let found = gaps(&dir);
     assert_eq!(found.len(), 1, "{found:?}");
-    assert_eq!(found[0]["lost"], 25);
+    assert_eq!(found[0]["lost"], lost);
+    // Every record is either in the chain or counted in the gap.
+    let written = decisions(&dir).len() as u64;
+    assert_eq!(written + lost, 26);
     assert!(
         found[0]["reason"]
             .as_str()

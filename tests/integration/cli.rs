@@ -14,7 +14,7 @@ use serde_json::json;
 
 use crate::support::{Proc, scratch, within};
 
-fn scratch_dir() -> PathBuf {
+pub fn scratch_dir() -> PathBuf {
     let dir = scratch();
     std::fs::create_dir_all(dir.join("certs")).unwrap();
     dir
@@ -34,8 +34,9 @@ fn pem(label: &str, der: &[u8]) -> String {
     )
 }
 
-/// Writes a CA and a relay certificate for localhost into `dir/certs`.
-fn write_certs(dir: &Path) {
+/// Writes a CA and a relay certificate for localhost into `dir/certs`;
+/// returns the CA.
+pub fn write_certs(dir: &Path) -> GeneratedCa {
     let ca = GeneratedCa::new("ops CA").unwrap();
     let id = ca.issue(&["localhost", "127.0.0.1"]).unwrap();
     std::fs::write(dir.join("certs/ca.crt"), ca.pem()).unwrap();
@@ -46,6 +47,7 @@ fn write_certs(dir: &Path) {
         pem("PRIVATE KEY", id.key.secret_der()),
     )
     .unwrap();
+    ca
 }
 
 #[test]
@@ -89,6 +91,18 @@ fn bad_configs_are_clear_errors() {
             portcullis::config::EXAMPLE_RELAY
                 .replace(r#"tunnels = ["acme-prod"]"#, r#"tunnels = ["nope"]"#),
             "unknown tunnel 'nope'",
+        ),
+        (
+            "no idle timeout",
+            portcullis::config::EXAMPLE_RELAY
+                .replace("idle_timeout_secs = 60", "idle_timeout_secs = 0"),
+            "limits.idle_timeout_secs",
+        ),
+        (
+            "no connections",
+            portcullis::config::EXAMPLE_RELAY
+                .replace("max_agent_connections = 10000", "max_agent_connections = 0"),
+            "limits.max_agent_connections",
         ),
         (
             "missing cert",

@@ -2,6 +2,7 @@
 
 mod audit;
 mod cli;
+mod connections;
 mod faults;
 mod forwarding;
 mod fuzz_corpus;

@@ -70,7 +70,7 @@ pub async fn start_relay(
     start_relay_with(ca, tunnels, agents, tunnel_addr, client_ca, |_| {}).await
 }
 
-/// [`start_relay`], with `tweak` applied to the relay's settings.
+/// [`start_relay`], with `tweak` applied to the settings before it starts.
 pub async fn start_relay_with(
     ca: Arc<GeneratedCa>,
     tunnels: &[&TunnelCred],
