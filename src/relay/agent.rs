@@ -269,7 +269,7 @@ impl Relay {
             });
         }
         // Offline is told at once, before the body is read.
-        if self.registry.connections(tunnel) == 0 {
+        if !self.registry.is_online(tunnel) {
             return Err(McpError::TunnelOffline(tunnel.to_owned()));
         }
 

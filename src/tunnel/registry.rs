@@ -213,6 +213,15 @@ impl Registry {
         bytes: usize,
         q: QueueLimits,
     ) -> Result<Lease, Refused> {
+        // The common case: a stream is free, one look under the lock.
+        match self.lock().get_mut(tunnel) {
+            Some(t) if t.live() > 0 => {
+                if let Some(lease) = t.try_lease() {
+                    return Ok(lease);
+                }
+            }
+            _ => return Err(Refused::Offline),
+        }
         let deadline = tokio::time::Instant::now() + q.wait;
         let mut waiting: Option<Waiting> = None;
         loop {
@@ -266,6 +275,13 @@ impl Registry {
         self.lock().get(tunnel).map_or(0, |t| {
             t.conns.iter().map(|c| c.open.load(Ordering::Acquire)).sum()
         })
+    }
+
+    /// Whether `tunnel` has a live connection.
+    pub fn is_online(&self, tunnel: &str) -> bool {
+        self.lock()
+            .get(tunnel)
+            .is_some_and(|t| t.conns.iter().any(|c| !c.sender.is_closed()))
     }
 
     /// Live connections of a tunnel.
