@@ -210,6 +210,59 @@ impl LogLimiter {
     }
 }
 
+/// Descriptors kept aside for what is not a connection (the spool, log
+/// files, the admin listener, stdio children's pipes).
+pub const RESERVED_DESCRIPTORS: u64 = 256;
+
+/// Raises this process's soft descriptor limit to its hard limit (the
+/// default soft limit, often 1,024, is far below what a relay's connection
+/// caps allow), and warns when `connections` — the most this process's
+/// caps let it hold — plus [`RESERVED_DESCRIPTORS`] still do not fit: the
+/// caps would then never be reached, and `accept` would fail at the limit
+/// instead (backed off, but refused). Returns the soft limit now in force.
+pub fn fit_descriptor_limit(connections: u64) -> Option<u64> {
+    let soft = raise_soft_nofile()?;
+    let wanted = connections.saturating_add(RESERVED_DESCRIPTORS);
+    if soft < wanted {
+        tracing::warn!(
+            limit = soft,
+            wanted,
+            "the descriptor limit is below what the connection caps allow; raise it (ulimit -n, LimitNOFILE=) or lower max_agent_connections / max_tunnel_connections"
+        );
+    }
+    Some(soft)
+}
+
+#[cfg(unix)]
+fn raise_soft_nofile() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write only the struct passed,
+    // which lives on this stack frame for the duration of each call.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return None;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    Some(lim.rlim_cur)
+}
+
+#[cfg(not(unix))]
+fn raise_soft_nofile() -> Option<u64> {
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,5 +332,19 @@ mod tests {
         let _c4 = TcpStream::connect(addr).await.unwrap();
         let (_s4, _, _slot4) = l.accept().await;
         assert_eq!(l.drain().open(), 1);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_soft_descriptor_limit_is_raised_to_the_hard_one() {
+        let soft = fit_descriptor_limit(0).unwrap();
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: reads into a struct on this stack frame.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+        assert_eq!(soft, lim.rlim_cur);
+        assert_eq!(lim.rlim_cur, lim.rlim_max);
     }
 }

@@ -328,6 +328,8 @@ async fn main() -> Result<()> {
         Command::Relay { config } => {
             let telemetry = telemetry.context("telemetry")?;
             let cfg = RelayConfig::load(&config)?;
+            let caps = cfg.settings.max_connections + cfg.settings.max_tunnel_connections;
+            portcullis::accept::fit_descriptor_limit(caps as u64);
             let shutdown = shutdown_on_signal();
             let spool = match cfg.audit.clone() {
                 Some(audit) => Some(Arc::new(open_spool(audit)?)),
@@ -404,6 +406,8 @@ async fn main() -> Result<()> {
         Command::Gateway { config } => {
             let telemetry = telemetry.context("telemetry")?;
             let cfg = GatewayConfig::load(&config)?;
+            // Upstream connections and stdio pipes, one or more per stream.
+            portcullis::accept::fit_descriptor_limit(0);
             let shutdown = shutdown_on_signal();
             if let Some(audit) = cfg.audit.clone() {
                 cfg.gateway.set_audit(Arc::new(open_spool(audit)?));
