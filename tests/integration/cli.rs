@@ -433,7 +433,7 @@ async fn a_frozen_gateway_costs_each_call_at_most_the_relays_deadline() {
     write_certs(&dir);
     let (_relay, tunnels, agents, cred) = relay_process(
         &dir,
-        "call_deadline_secs = 3\ntunnel_ping_interval_secs = 1\ntunnel_ping_timeout_secs = 1",
+        "call_deadline_secs = 3\ntunnel_ping_interval_secs = 1\ntunnel_ping_timeout_secs = 2",
     );
     let demo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let upstream = demo.local_addr().unwrap().to_string();
@@ -464,7 +464,7 @@ async fn a_frozen_gateway_costs_each_call_at_most_the_relays_deadline() {
     signal(&frozen, "-STOP");
     let froze = std::time::Instant::now();
     let mut answers = Vec::new();
-    while froze.elapsed() < std::time::Duration::from_secs(8) {
+    while froze.elapsed() < std::time::Duration::from_secs(10) {
         // Several calls at once, so some land on the frozen connection.
         let round: Vec<_> = (0..4).map(|_| tokio::spawn(ping())).collect();
         for r in round {
@@ -477,7 +477,7 @@ async fn a_frozen_gateway_costs_each_call_at_most_the_relays_deadline() {
     // loaded machine): 200 from the live gateway, or a clean error.
     for (at, status, took) in &answers {
         assert!(
-            *took < std::time::Duration::from_secs(5),
+            *took < std::time::Duration::from_secs(6),
             "a call at {at:?} took {took:?}"
         );
         assert!([200, 502, 504].contains(status), "{status} at {at:?}");
@@ -485,11 +485,11 @@ async fn a_frozen_gateway_costs_each_call_at_most_the_relays_deadline() {
     // Some calls did go to the frozen gateway (round robin), and got the
     // clean error.
     assert!(answers.iter().any(|(_, s, _)| *s != 200), "{answers:?}");
-    // Once the PINGs have taken the frozen connection out (1 s + 1 s),
+    // Once the PINGs have taken the frozen connection out (1 s + 2 s),
     // every call goes to the live gateway.
     let late: Vec<_> = answers
         .iter()
-        .filter(|(at, _, _)| *at > std::time::Duration::from_secs(4))
+        .filter(|(at, _, _)| *at > std::time::Duration::from_secs(6))
         .collect();
     assert!(late.len() >= 8, "{answers:?}");
     assert!(late.iter().all(|(_, s, _)| *s == 200), "{answers:?}");
