@@ -389,12 +389,12 @@ async fn strict_mode_fails_calls_it_cannot_record() {
 
 /// A tmpfs of `bytes` mounted on a scratch directory, unmounted on drop:
 /// a real filesystem that fills. Mounting needs root, which CI has.
-struct SmallDisk {
-    path: PathBuf,
+pub struct SmallDisk {
+    pub path: PathBuf,
 }
 
 impl SmallDisk {
-    fn mount(bytes: u64) -> SmallDisk {
+    pub fn mount(bytes: u64) -> SmallDisk {
         let path = scratch();
         let status = std::process::Command::new("mount")
             .args([
@@ -417,11 +417,11 @@ impl SmallDisk {
 
     /// Fills what is left of the disk with one file, which [`SmallDisk::free`]
     /// removes.
-    fn fill(&self) {
+    pub fn fill(&self) {
         fill_disk(&self.path);
     }
 
-    fn free(&self) {
+    pub fn free(&self) {
         std::fs::remove_file(self.path.join("filler")).unwrap();
     }
 }

@@ -494,3 +494,136 @@ async fn a_frozen_gateway_costs_each_call_at_most_the_relays_deadline() {
     assert!(late.len() >= 8, "{answers:?}");
     assert!(late.iter().all(|(_, s, _)| *s == 200), "{answers:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_on_a_full_disk_exports_its_losses_and_its_chain_verifies() {
+    let dir = scratch_dir();
+    write_certs(&dir);
+    let disk = crate::audit::SmallDisk::mount(256 * 1024);
+    let audit = disk.path.join("audit");
+    let (_relay, tunnels, agents, cred) = relay_process(&dir, "");
+    let demo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = demo.local_addr().unwrap();
+    tokio::spawn(portcullis::demo::DemoServer::new().serve(demo, Default::default()));
+    let [tunnel, token, key] = &cred;
+    std::fs::write(dir.join("token"), token).unwrap();
+    std::fs::write(
+        dir.join("gateway.toml"),
+        format!(
+            r#"
+[tunnel]
+id = "{tunnel}"
+token = {{ file = "token" }}
+relays = ["{tunnels}"]
+server_name = "localhost"
+ca = "certs/ca.crt"
+connections = 1
+[servers.crm]
+url = "http://{upstream}/mcp"
+[audit]
+dir = "{}"
+[admin]
+listen = "127.0.0.1:0"
+"#,
+            audit.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["gateway", "--config"])
+        .arg(dir.join("gateway.toml"))
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let gateway = Proc(child);
+    let mut lines = BufReader::new(stderr).lines();
+    let (mut admin, mut connected) = (None, false);
+    while admin.is_none() || !connected {
+        let line = lines.next().expect("gateway exited").unwrap();
+        if line.contains("admin listener") {
+            admin = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("addr="))
+                .map(str::to_owned);
+        }
+        connected |= line.contains("tunnel connected");
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let admin = admin.unwrap();
+    let url = format!("http://{agents}/t/{tunnel}/crm/mcp");
+    let mut c = McpClient::new(&url, Some(key));
+    c.initialize().await.unwrap();
+    let lookup = json!({"customer_id": "C-1001"});
+    for _ in 0..5 {
+        c.call_tool("lookup_customer", lookup.clone())
+            .await
+            .unwrap();
+    }
+    // The disk fills; calls go on (best effort) and the losses are counted
+    // where a collector or Prometheus sees them, not only on /readyz.
+    disk.fill();
+    for _ in 0..40 {
+        let r = c
+            .call_tool("lookup_customer", lookup.clone())
+            .await
+            .unwrap();
+        assert_eq!(r["result"]["isError"], false);
+    }
+    let lost = within("the loss on /metrics", async {
+        loop {
+            let text = reqwest_metrics(&admin).await;
+            let lost = text
+                .lines()
+                .filter(|l| l.starts_with("portcullis_audit_lost"))
+                .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+                .sum::<f64>();
+            if lost > 0.0 {
+                return lost;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    println!("lost on /metrics: {lost}");
+    // Room again: the running gateway writes on, and after it stops the
+    // chain verifies, the loss recorded as a gap.
+    disk.free();
+    for _ in 0..5 {
+        c.call_tool("lookup_customer", lookup.clone())
+            .await
+            .unwrap();
+    }
+    assert!(gateway.terminate().await.success());
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["audit", "verify"])
+        .arg(&audit)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}");
+    assert!(report.contains("intact"), "{report}");
+    let text = crate::support::spool_text(&audit);
+    let gap: f64 = text
+        .lines()
+        .filter(|l| l.contains(r#""type":"gap""#))
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l.rsplit_once('\t')?.0).ok()?;
+            v["body"]["lost"].as_f64()
+        })
+        .sum();
+    assert_eq!(gap, lost, "{text}");
+}
+
+/// The admin listener's `/metrics` text.
+async fn reqwest_metrics(admin: &str) -> String {
+    let mut tcp = tokio::net::TcpStream::connect(admin).await.unwrap();
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    tcp.read_to_end(&mut buf).await.unwrap();
+    String::from_utf8_lossy(&buf).into_owned()
+}

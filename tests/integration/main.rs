@@ -1,6 +1,6 @@
 //! Integration tests: real TLS, real tunnels, real MCP peers, all on loopback.
 
-mod audit;
+pub mod audit;
 mod cli;
 mod connections;
 mod faults;
