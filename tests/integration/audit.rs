@@ -113,10 +113,15 @@ async fn every_decision_is_recorded_without_payload_values() {
 
 /// The decision bodies of a spool.
 fn decisions(dir: &Path) -> Vec<serde_json::Value> {
+    bodies(dir, "decision")
+}
+
+/// The bodies of every spool line of type `kind` in `dir`.
+fn bodies(dir: &Path, kind: &str) -> Vec<serde_json::Value> {
     spool_text(dir)
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l.rsplit_once('\t')?.0).ok())
-        .filter(|l| l["type"] == "decision")
+        .filter(|l| l["type"] == kind)
         .map(|l| l["body"].clone())
         .collect()
 }
@@ -447,13 +452,8 @@ impl Drop for SmallDisk {
 }
 
 /// Every `gap` line's body in the spool of `dir`.
-fn gaps(dir: &Path) -> Vec<serde_json::Value> {
-    spool_text(dir)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l.rsplit_once('\t')?.0).ok())
-        .filter(|l| l["type"] == "gap")
-        .map(|l| l["body"].clone())
-        .collect()
+pub fn gaps(dir: &Path) -> Vec<serde_json::Value> {
+    bodies(dir, "gap")
 }
 
 /// Every segment ends with a whole line: nothing of a failed write is left.

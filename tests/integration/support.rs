@@ -366,17 +366,8 @@ impl OneTunnel {
         connections: usize,
         proxy: ProxyConfig,
     ) -> (Arc<Gateway>, CancellationToken, tokio::task::JoinHandle<()>) {
-        let (gw, mut status, stop, task) = start_gateway(
-            &self.ca,
-            &self.cred,
-            self.relay.tunnel_addr,
-            upstreams,
-            connections,
-            proxy,
-            None,
-        );
-        within("tunnel connections", status.wait_connected(connections)).await;
-        (gw, stop, task)
+        self.connect((upstreams, connections, TEST_GATEWAY_STREAMS), proxy)
+            .await
     }
 
     /// [`OneTunnel::gateway`] serving `max_streams` per connection.
@@ -386,12 +377,25 @@ impl OneTunnel {
         connections: usize,
         max_streams: u32,
     ) -> (Arc<Gateway>, CancellationToken, tokio::task::JoinHandle<()>) {
+        self.connect(
+            (upstreams, connections, max_streams),
+            ProxyConfig::default(),
+        )
+        .await
+    }
+
+    async fn connect(
+        &self,
+        pool: (HashMap<String, Upstream>, usize, u32),
+        proxy: ProxyConfig,
+    ) -> (Arc<Gateway>, CancellationToken, tokio::task::JoinHandle<()>) {
+        let connections = pool.1;
         let (gw, mut status, stop, task) = start_gateway_with(
             &self.ca,
             &self.cred,
             self.relay.tunnel_addr,
-            (upstreams, connections, max_streams),
-            ProxyConfig::default(),
+            pool,
+            proxy,
             None,
         );
         within("tunnel connections", status.wait_connected(connections)).await;
