@@ -186,6 +186,11 @@ pub const OTLP_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// set (the OpenTelemetry specification's default).
 pub const OTLP_DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// On shutdown, how long the process waits for the audit records still
+/// queued to be written (best effort queues them; without this wait a clean
+/// stop would drop them uncounted).
+pub const AUDIT_FLUSH_AT_EXIT: Duration = Duration::from_secs(5);
+
 /// On shutdown, how long the audit exporter keeps trying to ship what is
 /// durable before it stops (the rest ships after the next start).
 pub const AUDIT_EXPORT_FINAL_FLUSH: Duration = Duration::from_secs(3);

@@ -336,8 +336,11 @@ async fn main() -> Result<()> {
                 None => None,
             };
             let exporter = start_exporter(&telemetry, spool.clone(), shutdown.clone())?;
-            cfg.run(shutdown, Some(telemetry.registry.clone()), spool)
+            cfg.run(shutdown, Some(telemetry.registry.clone()), spool.clone())
                 .await?;
+            if let Some(spool) = spool {
+                spool.flush_at_exit().await;
+            }
             finish(telemetry, exporter).await;
             Ok(())
         }
@@ -434,6 +437,9 @@ async fn main() -> Result<()> {
                 a.start(addr, shutdown).await?;
             }
             task.await?;
+            if let Some(spool) = cfg.gateway.audit() {
+                spool.flush_at_exit().await;
+            }
             finish(telemetry, exporter).await;
             Ok(())
         }

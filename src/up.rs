@@ -127,6 +127,12 @@ impl Running {
         for t in self.tasks {
             let _ = t.await;
         }
+        for spool in [self.gateway.audit(), self.relay.audit()]
+            .into_iter()
+            .flatten()
+        {
+            spool.flush_at_exit().await;
+        }
     }
 }
 

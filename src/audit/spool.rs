@@ -597,6 +597,21 @@ impl Spool {
         }
     }
 
+    /// At shutdown: waits (bounded by [`crate::limits::AUDIT_FLUSH_AT_EXIT`])
+    /// for what is queued to be written, and says so if it could not be.
+    /// Losses are counted either way, and recorded after the next start.
+    pub async fn flush_at_exit(&self) {
+        match tokio::time::timeout(crate::limits::AUDIT_FLUSH_AT_EXIT, self.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, dir = %self.dir.display(), "audit records queued at shutdown were not all written")
+            }
+            Err(_) => {
+                tracing::warn!(dir = %self.dir.display(), "audit spool still writing at shutdown; stopping anyway")
+            }
+        }
+    }
+
     /// Waits until everything queued so far is durable.
     pub async fn flush(&self) -> Result<(), SpoolError> {
         let (ack, done) = oneshot::channel();
