@@ -40,12 +40,8 @@
 //! - `fuzzing` (hidden): the properties the fuzz targets in `fuzz/` check,
 //!   replayed on the committed corpora by the integration tests.
 
-#![deny(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+// The panic lints are denied for every target in Cargo.toml's `[lints]`;
+// the library's own unit tests may panic.
 #![cfg_attr(
     test,
     allow(

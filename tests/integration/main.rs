@@ -1,5 +1,14 @@
 //! Integration tests: real TLS, real tunnels, real MCP peers, all on loopback.
 
+// A build script and test harnesses fail by panicking: the crate's panic
+// lints (Cargo.toml `[lints]`) are for the code that serves traffic.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 pub mod audit;
 mod cli;
 mod connections;
