@@ -25,7 +25,7 @@
 use std::time::{Duration, Instant};
 
 use portcullis::bench::{WARMUP, percentile, plugin_cases, plugin_suite_costs};
-use portcullis::policy::verdict::{self, MessageContext};
+use portcullis::mcp::{Direction, Kind, MessageContext};
 use portcullis_plugin_sdk as sdk;
 
 const DEFAULT_CALLS: usize = 5000;
@@ -33,16 +33,16 @@ const DEFAULT_CALLS: usize = 5000;
 fn sdk_context(c: &MessageContext) -> sdk::Context {
     sdk::Context {
         direction: match c.direction {
-            verdict::Direction::ToServer => sdk::Direction::ToServer,
-            verdict::Direction::ToClient => sdk::Direction::ToClient,
+            Direction::ToServer => sdk::Direction::ToServer,
+            Direction::ToClient => sdk::Direction::ToClient,
         },
         tunnel: c.tunnel.clone(),
         server: c.server.clone(),
         kind: match c.kind {
-            verdict::MessageKind::Request => sdk::MessageKind::Request,
-            verdict::MessageKind::Notification => sdk::MessageKind::Notification,
-            verdict::MessageKind::Response => sdk::MessageKind::Response,
-            verdict::MessageKind::Error => sdk::MessageKind::Error,
+            Kind::Request => sdk::MessageKind::Request,
+            Kind::Notification => sdk::MessageKind::Notification,
+            Kind::Response => sdk::MessageKind::Response,
+            Kind::Error => sdk::MessageKind::Error,
         },
         method: c.method.clone(),
         target: c.target.clone(),

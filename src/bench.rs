@@ -183,7 +183,7 @@ pub struct PluginCase {
     pub plugin: &'static str,
     /// Its configuration, as JSON.
     pub config: String,
-    pub ctx: crate::policy::verdict::MessageContext,
+    pub ctx: crate::mcp::MessageContext,
     pub message: String,
     /// Tool definitions the catalog holds (a `tools/list` result's `tools`).
     pub tools: Option<serde_json::Value>,
@@ -203,7 +203,7 @@ fn refund_tool() -> serde_json::Value {
 /// a refund call, redact with every detector on a 4 KiB tool result,
 /// schema-guard on the refund call.
 pub fn plugin_cases() -> Vec<PluginCase> {
-    use crate::policy::verdict::{Direction, MessageContext, MessageKind};
+    use crate::mcp::{Direction, Kind, MessageContext};
     let ctx = |direction, kind, method: &str, target: &str| MessageContext {
         direction,
         tunnel: "bench".into(),
@@ -225,7 +225,7 @@ pub fn plugin_cases() -> Vec<PluginCase> {
     .to_string();
     let to_server = ctx(
         Direction::ToServer,
-        MessageKind::Request,
+        Kind::Request,
         "tools/call",
         "issue_refund",
     );
@@ -274,7 +274,7 @@ pub fn plugin_cases() -> Vec<PluginCase> {
             config: "{}".into(),
             ctx: ctx(
                 Direction::ToClient,
-                MessageKind::Response,
+                Kind::Response,
                 "tools/call",
                 "get_ticket_thread",
             ),
@@ -381,8 +381,8 @@ async fn load_noop(
 
 /// Host-side wall time of plugin calls on a 1 KiB message.
 async fn plugin_costs(calls: usize) -> anyhow::Result<(Duration, Duration)> {
+    use crate::mcp::{Direction, Kind, MessageContext};
     use crate::plugin::PluginEngine;
-    use crate::policy::verdict::{Direction, MessageContext, MessageKind};
 
     let engine = PluginEngine::new(None)?;
     let noop = load_noop(&engine).await?;
@@ -393,7 +393,7 @@ async fn plugin_costs(calls: usize) -> anyhow::Result<(Duration, Duration)> {
         direction: Direction::ToServer,
         tunnel: "bench".into(),
         server: "demo".into(),
-        kind: MessageKind::Request,
+        kind: Kind::Request,
         method: Some("tools/call".into()),
         target: Some("search_tickets".into()),
         related_tool: None,
@@ -501,9 +501,8 @@ async fn otlp_sink() -> anyhow::Result<(std::net::SocketAddr, tokio_util::sync::
 /// and acknowledged by the collector.
 async fn audit_export_costs(calls: usize) -> anyhow::Result<(Duration, f64)> {
     use crate::audit::{AuditMode, Spool, SpoolConfig};
-    use crate::policy::verdict::{
-        Annotation, AnnotationValue, Direction, MessageContext, MessageKind,
-    };
+    use crate::mcp::{Direction, Kind, MessageContext, Mode, Outcome, StepDecision};
+    use crate::policy::verdict::{Annotation, AnnotationValue};
     let (sink, stop_sink) = otlp_sink().await?;
     let dir = std::env::temp_dir().join(format!(
         "portcullis-bench-export-{}",
@@ -530,7 +529,7 @@ async fn audit_export_costs(calls: usize) -> anyhow::Result<(Duration, f64)> {
         direction: Direction::ToServer,
         tunnel: "t".into(),
         server: "demo".into(),
-        kind: MessageKind::Request,
+        kind: Kind::Request,
         method: Some("tools/call".into()),
         target: Some("lookup_customer".into()),
         related_tool: None,
@@ -545,8 +544,8 @@ async fn audit_export_costs(calls: usize) -> anyhow::Result<(Duration, f64)> {
     let steps = vec![crate::policy::StepRecord {
         plugin: "authz".into(),
         digest: "0".repeat(64),
-        mode: crate::policy::chain::Mode::Enforce,
-        decision: "allow",
+        mode: Mode::Enforce,
+        decision: StepDecision::Allow,
         reason: None,
         annotations: vec![Annotation {
             key: "rule".into(),
@@ -559,10 +558,10 @@ async fn audit_export_costs(calls: usize) -> anyhow::Result<(Duration, f64)> {
     for i in 0..calls + WARMUP {
         let t = Instant::now();
         ctx.direction = Direction::ToServer;
-        crate::gateway::record_decision(Some(&spool), None, &ctx, &steps, "forwarded", None)
+        crate::gateway::record_decision(Some(&spool), None, &ctx, &steps, Outcome::Forwarded, None)
             .await?;
         ctx.direction = Direction::ToClient;
-        crate::gateway::record_decision(Some(&spool), None, &ctx, &steps, "forwarded", None)
+        crate::gateway::record_decision(Some(&spool), None, &ctx, &steps, Outcome::Forwarded, None)
             .await?;
         if i >= WARMUP {
             hot.push(t.elapsed());

@@ -25,9 +25,8 @@ use crate::gateway::event_id::{EventIds, Opened, Scope, StreamOf};
 use crate::limits::MAX_JSON_DEPTH;
 use crate::mcp::keys::fold;
 use crate::mcp::sse::{Decoder, Event, SseError};
-use crate::mcp::{Kind, Message, ParseOptions};
+use crate::mcp::{Direction, Kind, Message, MessageContext, ParseOptions};
 use crate::policy::chain::validate_rewrite;
-use crate::policy::verdict::{Direction, MessageContext};
 use crate::principal::Principal;
 use crate::secret;
 use crate::tunnel::acceptor::{TunnelAuth, check_upgrade};
@@ -331,7 +330,7 @@ pub fn rewrite(data: &[u8]) -> Result<(), Violation> {
         direction: Direction::ToServer,
         tunnel: "t".into(),
         server: "s".into(),
-        kind: orig.kind.into(),
+        kind: orig.kind,
         method: orig.method.clone(),
         target: orig.name.clone(),
         related_tool: None,

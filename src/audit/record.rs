@@ -2,16 +2,15 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::StepRecord;
-use crate::policy::verdict::{AnnotationValue, Direction, MessageContext, MessageKind};
+use crate::mcp::{Direction, Kind, MessageContext, Mode, Outcome, StepDecision};
 
 /// One plugin's part in a decision.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct StepEntry {
     pub plugin: String,
     pub digest: String,
-    pub mode: String,
-    pub decision: String,
+    pub mode: Mode,
+    pub decision: StepDecision,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Annotations: counts and labels only.
@@ -29,8 +28,8 @@ pub struct DecisionRecord {
     pub server: String,
     pub subject: String,
     pub groups: Vec<String>,
-    pub direction: String,
-    pub kind: String,
+    pub direction: Direction,
+    pub kind: Kind,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -41,9 +40,7 @@ pub struct DecisionRecord {
     pub session_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub protocol_version: Option<String>,
-    /// `forwarded`, `rewritten`, `denied`, `dropped`, or `refused` (before
-    /// any policy: malformed, unauthenticated, offline tunnel…).
-    pub outcome: String,
+    pub outcome: Outcome,
     /// Why a message was refused outside the policy chain: the public
     /// error, never message content.
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -69,27 +66,24 @@ fn now_ms() -> u64 {
 }
 
 impl DecisionRecord {
-    /// Adds the message that left the chain, when `policy` opted in for
-    /// the record's server.
-    pub fn with_payload(
-        mut self,
-        policy: Option<&crate::policy::Policy>,
-        message: &[u8],
-    ) -> DecisionRecord {
-        if policy.is_some_and(|p| p.records_payload(&self.server)) {
-            self.payload = serde_json::from_slice(message).ok();
-        }
+    /// Adds the message as it left the chain (for servers whose policy
+    /// opted in).
+    pub fn with_payload(mut self, message: &[u8]) -> DecisionRecord {
+        self.payload = serde_json::from_slice(message).ok();
         self
     }
 
-    /// A record of `ctx` with the steps that ran and the outcome.
+    /// A record of `ctx` with the steps that ran and the outcome; `trace`
+    /// is the trace and span id of the decision's span
+    /// ([`crate::telemetry::span::ids`]), when traced.
     pub fn new(
         ctx: &MessageContext,
-        steps: &[StepRecord],
-        outcome: &str,
+        steps: Vec<StepEntry>,
+        outcome: Outcome,
         policy_digest: Option<&str>,
+        trace: Option<(String, String)>,
     ) -> DecisionRecord {
-        let (trace_id, span_id) = crate::telemetry::span::ids(&tracing::Span::current()).unzip();
+        let (trace_id, span_id) = trace.unzip();
         DecisionRecord {
             trace_id,
             span_id,
@@ -100,54 +94,23 @@ impl DecisionRecord {
             server: ctx.server.clone(),
             subject: ctx.principal.subject.clone(),
             groups: ctx.principal.groups.clone(),
-            direction: match ctx.direction {
-                Direction::ToServer => "to-server",
-                Direction::ToClient => "to-client",
-            }
-            .into(),
-            kind: match ctx.kind {
-                MessageKind::Request => "request",
-                MessageKind::Notification => "notification",
-                MessageKind::Response => "response",
-                MessageKind::Error => "error",
-            }
-            .into(),
+            direction: ctx.direction,
+            kind: ctx.kind,
             method: ctx.method.clone(),
             target: ctx.target.clone(),
             request_id: ctx.request_id.clone(),
             session_id: ctx.session_id.clone(),
             protocol_version: ctx.protocol_version.clone(),
-            outcome: outcome.into(),
+            outcome,
             policy_digest: policy_digest.map(str::to_owned),
-            steps: steps
-                .iter()
-                .map(|s| StepEntry {
-                    plugin: s.plugin.clone(),
-                    digest: s.digest.clone(),
-                    mode: format!("{:?}", s.mode).to_lowercase(),
-                    decision: s.decision.into(),
-                    reason: s.reason.clone(),
-                    annotations: s
-                        .annotations
-                        .iter()
-                        .map(|a| {
-                            let v = match &a.value {
-                                AnnotationValue::Count(n) => serde_json::Value::from(*n),
-                                AnnotationValue::Label(l) => serde_json::Value::from(l.clone()),
-                            };
-                            (a.key.clone(), v)
-                        })
-                        .collect(),
-                    elapsed_us: s.elapsed.as_micros() as u64,
-                })
-                .collect(),
+            steps,
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
+    use std::collections::HashSet;
     use std::path::Path;
 
     use super::*;
@@ -169,7 +132,9 @@ mod tests {
         let v = crate::audit::verify::verify(dir, None).unwrap();
         assert!(v.findings.is_empty(), "{:?}", v.findings);
         assert_eq!(v.records, 8);
-        let mut outcomes = BTreeSet::new();
+        let mut outcomes = HashSet::new();
+        let (mut directions, mut kinds) = (HashSet::new(), HashSet::new());
+        let (mut modes, mut decisions) = (HashSet::new(), HashSet::new());
         for segment in crate::audit::spool::segments(dir).unwrap() {
             for line in std::fs::read_to_string(segment).unwrap().lines() {
                 let (json, _hash) = line.rsplit_once('\t').unwrap();
@@ -179,10 +144,30 @@ mod tests {
                 let body = body_of(json);
                 let record: DecisionRecord = serde_json::from_str(body).unwrap();
                 assert_eq!(serde_json::to_string(&record).unwrap(), body);
-                outcomes.insert(record.outcome.to_string());
+                outcomes.insert(record.outcome);
+                directions.insert(record.direction);
+                kinds.insert(record.kind);
+                modes.extend(record.steps.iter().map(|s| s.mode));
+                decisions.extend(record.steps.iter().map(|s| s.decision));
             }
         }
-        let all = ["denied", "dropped", "forwarded", "refused", "rewritten"];
-        assert_eq!(outcomes, all.map(String::from).into());
+        // Every word of the vocabulary was read from the old spool.
+        use Outcome::*;
+        let all = [Forwarded, Rewritten, Denied, Dropped, Refused];
+        assert_eq!(outcomes, all.into());
+        assert_eq!(
+            directions,
+            [Direction::ToServer, Direction::ToClient].into()
+        );
+        let all = [
+            Kind::Request,
+            Kind::Notification,
+            Kind::Response,
+            Kind::Error,
+        ];
+        assert_eq!(kinds, all.into());
+        assert_eq!(modes, [Mode::Enforce, Mode::Audit].into());
+        use StepDecision::{Allow, Deny, Error, Rewrite};
+        assert_eq!(decisions, [Allow, Rewrite, Deny, Error].into());
     }
 }

@@ -15,10 +15,12 @@ use http::HeaderMap;
 use crate::audit::{DecisionRecord, Spool};
 use crate::gateway::outbound::OutboundLimits;
 use crate::gateway::tasks::{self, Tasks};
-use crate::mcp::{Era, Kind, McpError, Message, check_standard_headers};
+use crate::mcp::{
+    Direction, Era, Kind, McpError, Message, MessageContext, Outcome, check_standard_headers,
+};
 use crate::policy::catalog::Catalog;
-use crate::policy::verdict::{Denial, Direction, MessageContext};
-use crate::policy::{Outcome, Policy};
+use crate::policy::verdict::Denial;
+use crate::policy::{Policy, Ruling};
 
 /// What the checkpoint needs: the policy in force for this exchange, the
 /// shared catalog and task table, the audit spool, the limits.
@@ -135,7 +137,7 @@ impl Checkpoint<'_> {
             }
         };
         let mut ctx = base.clone();
-        ctx.kind = msg.kind.into();
+        ctx.kind = msg.kind;
         ctx.request_id = msg.id.clone();
         if !matches!(msg.kind, Kind::Response | Kind::Error) {
             ctx.method = msg.method.clone();
@@ -185,8 +187,8 @@ impl Checkpoint<'_> {
             (None, Some(p)) if p.wants(&ctx) => {
                 let (o, r) = p.apply(&ctx, msg.raw.clone(), self.limits.max_depth).await;
                 let v = match o {
-                    Outcome::Pass(b) if same_bytes(&b, &msg.raw) => Verdict::Forward(msg),
-                    Outcome::Pass(b) => {
+                    Ruling::Pass(b) if same_bytes(&b, &msg.raw) => Verdict::Forward(msg),
+                    Ruling::Pass(b) => {
                         rewritten = true;
                         let reading = crate::policy::parse_options(
                             self.policy,
@@ -203,7 +205,7 @@ impl Checkpoint<'_> {
                             }),
                         }
                     }
-                    Outcome::Deny(d) => Verdict::Denied(d),
+                    Ruling::Deny(d) => Verdict::Denied(d),
                 };
                 (v, r)
             }
@@ -211,14 +213,14 @@ impl Checkpoint<'_> {
         };
         crate::gateway::log_records(&ctx, &records);
         let (label, forwarded) = match &outcome {
-            Verdict::Forward(m) if rewritten => ("rewritten", Some(&m.raw[..])),
-            Verdict::Forward(m) => ("forwarded", Some(&m.raw[..])),
+            Verdict::Forward(m) if rewritten => (Outcome::Rewritten, Some(&m.raw[..])),
+            Verdict::Forward(m) => (Outcome::Forwarded, Some(&m.raw[..])),
             Verdict::Denied(_)
                 if is_reply || kind == Kind::Request || ctx.direction == Direction::ToServer =>
             {
-                ("denied", None)
+                (Outcome::Denied, None)
             }
-            Verdict::Denied(_) | Verdict::Dropped => ("dropped", None),
+            Verdict::Denied(_) | Verdict::Dropped => (Outcome::Dropped, None),
         };
         let recorded = crate::gateway::record_decision(
             self.audit,
@@ -231,7 +233,7 @@ impl Checkpoint<'_> {
         .await;
         // A denial is not delivered either way; anything else that cannot
         // be recorded in strict mode does not leave.
-        if recorded.is_err() && label != "denied" && label != "dropped" {
+        if recorded.is_err() && !matches!(label, Outcome::Denied | Outcome::Dropped) {
             tracing::error!(
                 server = ctx.server,
                 "audit record not persisted; message withheld"
@@ -325,11 +327,12 @@ impl Checkpoint<'_> {
 
     /// Records a message refused before any policy.
     async fn refused(&self, ctx: &MessageContext, error: &McpError, span: &tracing::Span) {
-        crate::telemetry::metrics::record_decision(&ctx.server, ctx.direction, "refused", &[]);
+        crate::telemetry::metrics::record_decision(&ctx.server, ctx.direction, Outcome::Refused);
         let Some(spool) = self.audit else {
             return;
         };
-        let mut record = span.in_scope(|| DecisionRecord::new(ctx, &[], "refused", None));
+        let trace = crate::telemetry::span::ids(span);
+        let mut record = DecisionRecord::new(ctx, Vec::new(), Outcome::Refused, None, trace);
         record.reason = Some(error.to_string());
         // Already refused; the spool counts a record it loses.
         let _ = spool.append(&record).await;

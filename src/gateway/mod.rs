@@ -25,12 +25,11 @@ use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use crate::audit::{DecisionRecord, Spool};
+use crate::audit::{DecisionRecord, Spool, StepEntry};
 use crate::body::{Body, ReadError, full, read_limited};
 use crate::mcp::era::{PROTOCOL_VERSION_HEADER, SESSION_HEADER};
-use crate::mcp::{Era, Kind, McpError, error_response};
+use crate::mcp::{Direction, Era, Kind, McpError, MessageContext, Outcome, error_response};
 use crate::policy::catalog::Catalog;
-use crate::policy::verdict::{Direction, MessageContext, MessageKind};
 use crate::policy::{Policy, StepRecord};
 use crate::principal::{PRINCIPAL_HEADER, Principal};
 use crate::tunnel::connector::{self, PoolConfig, PoolStatus};
@@ -102,7 +101,7 @@ pub fn log_records(ctx: &MessageContext, records: &[StepRecord]) {
             subject = ctx.principal.subject,
             method = ctx.method.as_deref().unwrap_or(""),
             plugin = r.plugin,
-            decision = r.decision,
+            decision = r.decision.as_str(),
             elapsed_us = r.elapsed.as_micros() as u64,
             "policy step"
         );
@@ -118,16 +117,22 @@ pub async fn record_decision(
     policy: Option<&Policy>,
     ctx: &MessageContext,
     steps: &[StepRecord],
-    outcome: &'static str,
+    outcome: Outcome,
     forwarded: Option<&[u8]>,
 ) -> Result<(), crate::audit::SpoolError> {
-    crate::telemetry::metrics::record_decision(&ctx.server, ctx.direction, outcome, steps);
+    crate::policy::chain::observe::count_decision(&ctx.server, ctx.direction, outcome, steps);
     let Some(spool) = audit else {
         return Ok(());
     };
-    let mut record = DecisionRecord::new(ctx, steps, outcome, policy.map(|p| p.digest.as_str()));
-    if let Some(m) = forwarded {
-        record = record.with_payload(policy, m);
+    let mut record = DecisionRecord::new(
+        ctx,
+        steps.iter().map(StepEntry::from).collect(),
+        outcome,
+        policy.map(|p| p.digest.as_str()),
+        crate::telemetry::span::ids(&tracing::Span::current()),
+    );
+    if let Some(m) = forwarded.filter(|_| policy.is_some_and(|p| p.records_payload(&ctx.server))) {
+        record = record.with_payload(m);
     }
     spool.append(&record).await
 }
@@ -135,11 +140,11 @@ pub async fn record_decision(
 /// The response to a message the chain denied: a JSON-RPC error for a
 /// request (HTTP 200, as for any JSON-RPC error), 403 for anything else.
 fn denied_response(
-    kind: MessageKind,
+    kind: Kind,
     id: Option<&str>,
     d: &crate::policy::verdict::Denial,
 ) -> Response<Body> {
-    let is_request = kind == MessageKind::Request;
+    let is_request = kind == Kind::Request;
     let id = if is_request { id } else { None };
     let mut resp = Response::new(full(denial_body(id, d)));
     if !is_request {
@@ -247,8 +252,9 @@ impl Gateway {
                 tracing::info!(error = %e, "call refused at the gateway");
                 call.error = Some(e.code());
                 if let (Some(spool), Some(ctx)) = (self.audit.get(), call.unrecorded.take()) {
+                    let trace = crate::telemetry::span::ids(&span);
                     let mut record =
-                        span.in_scope(|| DecisionRecord::new(&ctx, &[], "refused", None));
+                        DecisionRecord::new(&ctx, Vec::new(), Outcome::Refused, None, trace);
                     record.reason = Some(e.to_string());
                     // Already refused; the spool counts a record it loses.
                     let _ = spool.append(&record).await;
@@ -302,7 +308,7 @@ impl Gateway {
             direction: Direction::ToClient,
             tunnel: tunnel.to_owned(),
             server,
-            kind: MessageKind::Notification,
+            kind: Kind::Notification,
             method: None,
             target: None,
             related_tool: None,
@@ -329,7 +335,7 @@ impl Gateway {
         if let Err(refused) = admitted {
             call.unrecorded = Some(MessageContext {
                 direction: Direction::ToServer,
-                kind: MessageKind::Request,
+                kind: Kind::Request,
                 ..base
             });
             return Err((refused.into(), None));
@@ -349,7 +355,7 @@ impl Gateway {
                 // Until parsed, all that is known is who sent it where.
                 call.unrecorded = Some(MessageContext {
                     direction: Direction::ToServer,
-                    kind: MessageKind::Request,
+                    kind: Kind::Request,
                     ..base.clone()
                 });
                 let bytes = read_limited(body, self.limits.max_message_bytes)
@@ -447,7 +453,7 @@ impl Gateway {
                     Verdict::Denied(d) => {
                         call.error = Some(d.code);
                         crate::telemetry::span::fail(span, Some(d.code), "");
-                        span.set_attribute("portcullis.outcome", "denied");
+                        span.set_attribute("portcullis.outcome", Outcome::Denied.as_str());
                         return Ok(denied_response(ctx.kind, id.as_deref(), &d));
                     }
                     Verdict::Dropped => {

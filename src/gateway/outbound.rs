@@ -26,10 +26,11 @@ use crate::gateway::event_id::{EventIds, Scope};
 use crate::gateway::inspect::{Checkpoint, Exchange, InspectError, Inspected, Verdict};
 use crate::mcp::era::{PROTOCOL_VERSION_HEADER, SESSION_HEADER};
 use crate::mcp::sse::{Decoder, Event};
+use crate::mcp::{Kind, MessageContext};
 use crate::mcp::{McpError, error_response};
 use crate::policy::Policy;
 use crate::policy::catalog::Catalog;
-use crate::policy::verdict::{Denial, MessageContext, MessageKind};
+use crate::policy::verdict::Denial;
 
 /// Limits applied to what comes back.
 #[derive(Debug, Clone, Copy)]
@@ -120,8 +121,8 @@ pub async fn check_reply(rc: &ReplyContext, data: Bytes) -> Result<Option<Bytes>
     }
 }
 
-fn is_reply(kind: MessageKind) -> bool {
-    matches!(kind, MessageKind::Response | MessageKind::Error)
+fn is_reply(kind: Kind) -> bool {
+    matches!(kind, Kind::Response | Kind::Error)
 }
 
 /// Whether a header value may leave.

@@ -10,7 +10,7 @@ use base64::Engine;
 use http::HeaderMap;
 
 use super::error::McpError;
-use super::jsonrpc::{Kind, Message};
+use super::{Kind, Message};
 
 /// First protocol version of the stateless era.
 pub const STATELESS_SINCE: &str = "2026-07-28";

@@ -11,18 +11,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-/// What a JSON-RPC message is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// Has `method` and `id`.
-    Request,
-    /// Has `method`, no `id`.
-    Notification,
-    /// Has `id` and `result`.
-    Response,
-    /// Has `id` (possibly null) and `error`.
-    Error,
-}
+use super::context::Kind;
 
 /// Why bytes are not an acceptable JSON-RPC message.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

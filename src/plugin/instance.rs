@@ -13,8 +13,9 @@ use super::bindings::{Plugin, PluginPre};
 use super::engine::{EPOCH_TICK, PluginEngine};
 use super::host::HostState;
 use super::{PluginError, context_to_wit, interests_from_wit, verdict_from_wit};
+use crate::mcp::MessageContext;
 use crate::policy::catalog::Catalog;
-use crate::policy::verdict::{Interests, MessageContext, Verdict};
+use crate::policy::verdict::{CallError, Evaluate, Interests, Verdict};
 
 /// Default time a plugin has per message. Deadlines are wall-clock (epoch
 /// ticks), so they include time the thread spends descheduled on a busy
@@ -65,22 +66,6 @@ impl Default for PluginLimits {
             memory_bytes: DEFAULT_MEMORY_BYTES,
         }
     }
-}
-
-/// Why a call produced no verdict. Each of these denies the message unless
-/// the policy made the plugin fail-open.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-pub enum CallError {
-    #[error("plugin overran its {0:?} deadline")]
-    Deadline(Duration),
-    #[error("plugin exceeded its memory cap")]
-    Memory,
-    #[error("plugin trapped: {0}")]
-    Trap(String),
-    #[error("plugin could not be instantiated: {0}")]
-    Instantiate(String),
-    #[error("plugin returned an invalid message: {0}")]
-    BadOutput(String),
 }
 
 struct Slot {
@@ -282,6 +267,25 @@ impl LoadedPlugin {
                 slot.store.data().limiter.memory_refused(),
             )),
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl Evaluate for LoadedPlugin {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    fn interests(&self) -> &Interests {
+        &self.interests
+    }
+
+    async fn evaluate(&self, ctx: &MessageContext, message: &str) -> Result<Verdict, CallError> {
+        self.call(ctx, message).await
     }
 }
 

@@ -1,7 +1,10 @@
 //! The WebAssembly plugin host: wasmtime with the component model.
 //!
 //! The one `bindgen!` of the project lives here, and wasmtime's types stay in
-//! this module: the rest of the gateway speaks [`crate::policy::verdict`].
+//! this module: the rest of the gateway speaks [`crate::mcp::context`] and
+//! [`crate::policy::verdict`], the chain's contract, whose
+//! [`Evaluate`](crate::policy::verdict::Evaluate) a [`LoadedPlugin`]
+//! implements.
 //!
 //! - [`engine`]: the shared engine (pooling allocator, epoch interruption, an
 //!   epoch ticker thread) and compilation with an on-disk artifact cache.
@@ -18,7 +21,7 @@ pub mod host;
 pub mod instance;
 
 pub use engine::PluginEngine;
-pub use instance::{CallError, LoadedPlugin, PluginLimits};
+pub use instance::{LoadedPlugin, PluginLimits};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -31,6 +34,7 @@ mod bindings {
     });
 }
 
+use crate::mcp::{Direction, Kind, MessageContext};
 use crate::policy::verdict as v;
 use bindings::portcullis::policy::types as w;
 
@@ -53,33 +57,33 @@ pub enum PluginError {
     Engine(String),
 }
 
-fn direction_to_wit(d: v::Direction) -> w::Direction {
+fn direction_to_wit(d: Direction) -> w::Direction {
     match d {
-        v::Direction::ToServer => w::Direction::ToServer,
-        v::Direction::ToClient => w::Direction::ToClient,
+        Direction::ToServer => w::Direction::ToServer,
+        Direction::ToClient => w::Direction::ToClient,
     }
 }
 
-fn direction_from_wit(d: w::Direction) -> v::Direction {
+fn direction_from_wit(d: w::Direction) -> Direction {
     match d {
-        w::Direction::ToServer => v::Direction::ToServer,
-        w::Direction::ToClient => v::Direction::ToClient,
+        w::Direction::ToServer => Direction::ToServer,
+        w::Direction::ToClient => Direction::ToClient,
     }
 }
 
 /// The context as the bindings lower it, borrowing the gateway's strings;
 /// `groups` is the principal's groups as `&str`s (the bindings take a slice
 /// of them).
-fn context_to_wit<'a>(c: &'a v::MessageContext, groups: &'a [&'a str]) -> w::Context<'a> {
+fn context_to_wit<'a>(c: &'a MessageContext, groups: &'a [&'a str]) -> w::Context<'a> {
     w::Context {
         direction: direction_to_wit(c.direction),
         tunnel: &c.tunnel,
         server: &c.server,
         kind: match c.kind {
-            v::MessageKind::Request => w::MessageKind::Request,
-            v::MessageKind::Notification => w::MessageKind::Notification,
-            v::MessageKind::Response => w::MessageKind::Response,
-            v::MessageKind::Error => w::MessageKind::Error,
+            Kind::Request => w::MessageKind::Request,
+            Kind::Notification => w::MessageKind::Notification,
+            Kind::Response => w::MessageKind::Response,
+            Kind::Error => w::MessageKind::Error,
         },
         method: c.method.as_deref(),
         target: c.target.as_deref(),

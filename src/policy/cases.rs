@@ -34,9 +34,8 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use serde::Deserialize;
 
-use super::chain::{Outcome, Policy};
-use super::verdict::{Direction, MessageContext};
-use crate::mcp::Message;
+use super::chain::{Policy, Ruling};
+use crate::mcp::{Direction, Message, MessageContext};
 use crate::principal::Principal;
 
 /// Why the cases could not be run at all.
@@ -137,17 +136,17 @@ impl Report {
     }
 }
 
-fn check(case: &Case, outcome: &Outcome, original: &Bytes) -> Vec<String> {
+fn check(case: &Case, outcome: &Ruling, original: &Bytes) -> Vec<String> {
     let mut problems = Vec::new();
     let (got, output) = match outcome {
-        Outcome::Deny(_) => (Expect::Deny, None),
-        Outcome::Pass(b) if b == original => (Expect::Allow, Some(b)),
-        Outcome::Pass(b) => (Expect::Rewrite, Some(b)),
+        Ruling::Deny(_) => (Expect::Deny, None),
+        Ruling::Pass(b) if b == original => (Expect::Allow, Some(b)),
+        Ruling::Pass(b) => (Expect::Rewrite, Some(b)),
     };
     if got != case.expect {
         problems.push(format!("expected {:?}, got {got:?}", case.expect).to_lowercase());
     }
-    if let Outcome::Deny(d) = outcome {
+    if let Ruling::Deny(d) = outcome {
         if let Some(code) = case.code.filter(|c| *c != d.code) {
             problems.push(format!("expected code {code}, got {}", d.code));
         }
@@ -251,7 +250,7 @@ pub async fn run(
             direction,
             tunnel: "policy-test".into(),
             server: case.server.clone(),
-            kind: msg.kind.into(),
+            kind: msg.kind,
             method: if is_reply {
                 case.method.clone()
             } else {

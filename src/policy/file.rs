@@ -34,8 +34,9 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::catalog::Catalog;
-use super::chain::{Mode, Phase, Policy, Step};
+use super::chain::{Phase, Policy, Step};
 use crate::config::relative_to;
+use crate::mcp::Mode;
 use crate::plugin::{LoadedPlugin, PluginEngine, PluginError, PluginLimits};
 
 /// Why a policy could not be loaded.
@@ -134,6 +135,14 @@ fn plugin_bytes(policy: &Path, source: &str) -> Result<Vec<u8>, String> {
     }
     let path: PathBuf = relative_to(policy, Path::new(source));
     std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+impl Policy {
+    /// The Wasm plugin called `name`, if a chain uses it.
+    pub fn plugin(&self, name: &str) -> Option<Arc<LoadedPlugin>> {
+        let step: Arc<dyn std::any::Any + Send + Sync> = self.evaluator(name)?;
+        step.downcast().ok()
+    }
 }
 
 /// Loads a policy file: parses it, loads every plugin and calls its `init`.

@@ -16,5 +16,5 @@ pub mod pin;
 pub mod reload;
 pub mod verdict;
 
-pub use chain::{Outcome, Policy, StepRecord, parse_options};
+pub use chain::{Policy, Ruling, StepRecord, parse_options};
 pub use file::{PolicyError, load};

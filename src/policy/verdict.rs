@@ -1,58 +1,14 @@
-//! The policy chain's own types: what a plugin sees and what it decides.
-//! wasmtime's generated types stay inside `src/plugin/`; these are the
-//! gateway's.
+//! The policy chain's contract: what a step decides ([`Verdict`]), what it
+//! wants to see ([`Interests`]), why it could not decide ([`CallError`]),
+//! and the [`Evaluate`] trait a step's plugin implements. The message
+//! context a step is given is [`crate::mcp::MessageContext`].
+//!
+//! wasmtime's generated types stay inside `src/plugin/`, which implements
+//! [`Evaluate`]; the chain's unit tests implement it with fakes.
 
-use crate::principal::Principal;
+use std::time::Duration;
 
-/// Which way a message travels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// Agent → MCP server.
-    ToServer,
-    /// MCP server → agent.
-    ToClient,
-}
-
-/// The JSON-RPC shape of a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MessageKind {
-    Request,
-    Notification,
-    Response,
-    Error,
-}
-
-impl From<crate::mcp::Kind> for MessageKind {
-    fn from(k: crate::mcp::Kind) -> Self {
-        match k {
-            crate::mcp::Kind::Request => MessageKind::Request,
-            crate::mcp::Kind::Notification => MessageKind::Notification,
-            crate::mcp::Kind::Response => MessageKind::Response,
-            crate::mcp::Kind::Error => MessageKind::Error,
-        }
-    }
-}
-
-/// What a plugin knows about a message besides its body.
-#[derive(Debug, Clone)]
-pub struct MessageContext {
-    pub direction: Direction,
-    pub tunnel: String,
-    pub server: String,
-    pub kind: MessageKind,
-    /// The method, or for responses the method of the request answered.
-    pub method: Option<String>,
-    /// Tool, prompt or resource name.
-    pub target: Option<String>,
-    /// For a notification or server request sent inside a tool call's
-    /// stream (progress, logging, sampling…): the tool called. Steps scoped
-    /// to tools run on these too.
-    pub related_tool: Option<String>,
-    pub request_id: Option<String>,
-    pub session_id: Option<String>,
-    pub protocol_version: Option<String>,
-    pub principal: Principal,
-}
+use crate::mcp::{Direction, MessageContext};
 
 /// An audit annotation: counts and labels, never payload values.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +45,36 @@ pub enum Decision {
 pub struct Verdict {
     pub decision: Decision,
     pub annotations: Vec<Annotation>,
+}
+
+/// Why a step produced no verdict. Each of these denies the message unless
+/// the policy made the step fail-open.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum CallError {
+    #[error("plugin overran its {0:?} deadline")]
+    Deadline(Duration),
+    #[error("plugin exceeded its memory cap")]
+    Memory,
+    #[error("plugin trapped: {0}")]
+    Trap(String),
+    #[error("plugin could not be instantiated: {0}")]
+    Instantiate(String),
+    #[error("plugin returned an invalid message: {0}")]
+    BadOutput(String),
+}
+
+/// What a chain step runs: a plugin that decides on one message at a time.
+/// `Any` lets the policy hand back the concrete plugin behind a step.
+#[async_trait::async_trait]
+pub trait Evaluate: std::any::Any + Send + Sync {
+    /// Name in the policy file.
+    fn name(&self) -> &str;
+    /// SHA-256 of what runs, hex, for the audit.
+    fn digest(&self) -> &str;
+    /// The messages it asked to see.
+    fn interests(&self) -> &Interests;
+    /// Decides on one message (its text, as the previous step left it).
+    async fn evaluate(&self, ctx: &MessageContext, message: &str) -> Result<Verdict, CallError>;
 }
 
 /// What a plugin wants to see; empty means everything.

@@ -14,8 +14,7 @@ use crate::audit::DecisionRecord;
 use crate::body::{Body, Holding, ReadError, boxed, full, read_limited};
 use crate::limits;
 use crate::mcp::era::is_forwarded_request_header;
-use crate::mcp::{McpError, error_response};
-use crate::policy::verdict::{Direction, MessageContext, MessageKind};
+use crate::mcp::{Direction, Kind, McpError, MessageContext, Outcome, error_response};
 use crate::principal::{PRINCIPAL_HEADER, Principal};
 use crate::session::{Presented, Unknown};
 use crate::tunnel::TUNNEL_AUTHORITY;
@@ -109,15 +108,21 @@ fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
 
 impl AgentCall {
     /// The audit record of this request, when it addressed an MCP endpoint
-    /// (requests for other paths are not MCP traffic and not recorded).
-    fn record(&self, outcome: &str, reason: Option<String>) -> Option<DecisionRecord> {
+    /// (requests for other paths are not MCP traffic and not recorded), in
+    /// the trace of `span`.
+    fn record(
+        &self,
+        outcome: Outcome,
+        reason: Option<String>,
+        span: &tracing::Span,
+    ) -> Option<DecisionRecord> {
         let (tunnel, server) = self.route.clone()?;
         // The relay does not validate messages (the gateway does): one it
         // could not read counts as a request.
         let kind = match (&self.peek.method, &self.peek.id) {
-            (Some(_), None) => MessageKind::Notification,
-            (None, Some(_)) => MessageKind::Response,
-            _ => MessageKind::Request,
+            (Some(_), None) => Kind::Notification,
+            (None, Some(_)) => Kind::Response,
+            _ => Kind::Request,
         };
         let ctx = MessageContext {
             direction: Direction::ToServer,
@@ -135,7 +140,8 @@ impl AgentCall {
                 groups: Vec::new(),
             }),
         };
-        let mut record = DecisionRecord::new(&ctx, &[], outcome, None);
+        let trace = crate::telemetry::span::ids(span);
+        let mut record = DecisionRecord::new(&ctx, Vec::new(), outcome, None, trace);
         record.reason = reason;
         Some(record)
     }
@@ -175,8 +181,7 @@ impl Relay {
                 tracing::info!(error = %e, "agent request refused");
                 crate::telemetry::span::fail(&span, Some(e.code()), "");
                 if let Some(spool) = self.audit.get()
-                    && let Some(record) =
-                        span.in_scope(|| call.record("refused", Some(e.to_string())))
+                    && let Some(record) = call.record(Outcome::Refused, Some(e.to_string()), &span)
                 {
                     // Already refused: a record that cannot be written
                     // changes nothing for the caller (the spool counts it).
@@ -340,7 +345,7 @@ impl Relay {
         // Recorded before it goes down the tunnel: in strict mode a request
         // whose record cannot be made durable is not forwarded.
         if let Some(spool) = self.audit.get()
-            && let Some(record) = span.in_scope(|| call.record("forwarded", None))
+            && let Some(record) = call.record(Outcome::Forwarded, None, span)
         {
             spool
                 .append(&record)

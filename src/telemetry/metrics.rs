@@ -19,8 +19,7 @@ use opentelemetry::KeyValue;
 use opentelemetry::global;
 use opentelemetry::metrics::{Counter, Histogram, UpDownCounter};
 
-use crate::policy::StepRecord;
-use crate::policy::verdict::{AnnotationValue, Direction};
+use crate::mcp::{Direction, Outcome, StepDecision};
 
 /// Bucket bounds in seconds: from 50 µs (a gateway hop) to 5 minutes (a
 /// long tool call), covering the semantic conventions' recommended bounds.
@@ -125,58 +124,48 @@ pub fn record_operation(
         .record(elapsed.as_secs_f64(), &attrs);
 }
 
-/// Counts one message's decision and what its steps did.
-pub fn record_decision(
-    server: &str,
-    direction: Direction,
-    outcome: &'static str,
-    steps: &[StepRecord],
-) {
-    let m = get();
-    let server = KeyValue::new("portcullis.server", server.to_owned());
-    m.decisions.add(
+/// Counts one message's decision.
+pub fn record_decision(server: &str, direction: Direction, outcome: Outcome) {
+    get().decisions.add(
         1,
         &[
-            KeyValue::new("portcullis.outcome", outcome),
-            KeyValue::new(
-                "portcullis.direction",
-                match direction {
-                    Direction::ToServer => "to-server",
-                    Direction::ToClient => "to-client",
-                },
-            ),
-            server.clone(),
+            KeyValue::new("portcullis.outcome", outcome.as_str()),
+            KeyValue::new("portcullis.direction", direction.as_str()),
+            KeyValue::new("portcullis.server", server.to_owned()),
         ],
     );
-    for s in steps {
-        let plugin = KeyValue::new("portcullis.plugin", s.plugin.clone());
-        m.plugin_duration.record(
-            s.elapsed.as_secs_f64(),
-            &[
-                plugin.clone(),
-                KeyValue::new("portcullis.decision", s.decision),
-            ],
-        );
-        match s.decision {
-            "deny" | "error" if outcome == "denied" || outcome == "dropped" => {
-                m.denials.add(1, &[server.clone(), plugin]);
-            }
-            "rewrite" => {
-                for a in &s.annotations {
-                    if let AnnotationValue::Count(n) = a.value
-                        && n > 0
-                    {
-                        m.redactions.add(
-                            n,
-                            &[
-                                plugin.clone(),
-                                KeyValue::new("portcullis.detector", a.key.clone()),
-                            ],
-                        );
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
+}
+
+/// Records one plugin call's time and decision.
+pub fn record_plugin_call(plugin: &str, decision: StepDecision, elapsed: std::time::Duration) {
+    get().plugin_duration.record(
+        elapsed.as_secs_f64(),
+        &[
+            KeyValue::new("portcullis.plugin", plugin.to_owned()),
+            KeyValue::new("portcullis.decision", decision.as_str()),
+        ],
+    );
+}
+
+/// Counts a message `plugin` stopped on its way to or from `server`.
+pub fn record_denial(server: &str, plugin: &str) {
+    get().denials.add(
+        1,
+        &[
+            KeyValue::new("portcullis.server", server.to_owned()),
+            KeyValue::new("portcullis.plugin", plugin.to_owned()),
+        ],
+    );
+}
+
+/// Counts `n` values a rewriting `plugin` changed, as its `detector`
+/// reported them.
+pub fn record_redactions(plugin: &str, detector: &str, n: u64) {
+    get().redactions.add(
+        n,
+        &[
+            KeyValue::new("portcullis.plugin", plugin.to_owned()),
+            KeyValue::new("portcullis.detector", detector.to_owned()),
+        ],
+    );
 }

@@ -242,43 +242,6 @@ macro_rules! mcp_span {
     };
 }
 
-/// Names a plugin call's span (`policy {plugin}`) and records which plugin.
-pub fn plugin_start(span: &Span, plugin: &str, digest: &str, mode: crate::policy::chain::Mode) {
-    if span.is_disabled() {
-        return;
-    }
-    span.record("otel.name", format!("policy {plugin}").as_str());
-    span.set_attribute("portcullis.plugin.name", plugin.to_owned());
-    span.set_attribute("portcullis.plugin.digest", digest.to_owned());
-    span.set_attribute(
-        "portcullis.plugin.mode",
-        match mode {
-            crate::policy::chain::Mode::Enforce => "enforce",
-            crate::policy::chain::Mode::Audit => "audit",
-        },
-    );
-}
-
-/// Records a plugin call's decision and annotations (counts and labels;
-/// never the private reason, which may quote the message).
-pub fn plugin_end(span: &Span, record: &crate::policy::StepRecord) {
-    if span.is_disabled() {
-        return;
-    }
-    span.set_attribute("portcullis.decision", record.decision);
-    for a in &record.annotations {
-        let key = format!("portcullis.annotation.{}", a.key);
-        match &a.value {
-            crate::policy::verdict::AnnotationValue::Count(n) => span.set_attribute(key, *n as i64),
-            crate::policy::verdict::AnnotationValue::Label(l) => span.set_attribute(key, l.clone()),
-        }
-    }
-    if record.decision == "error" {
-        span.record("otel.status_code", "ERROR");
-        span.set_attribute("error.type", "plugin_failure");
-    }
-}
-
 /// Method, target and id of a JSON-RPC message, read without building the
 /// whole value (for naming the relay's span; the gateway parses fully).
 #[derive(Debug, Default, PartialEq, Eq)]
