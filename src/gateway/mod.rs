@@ -78,6 +78,16 @@ pub struct Gateway {
     audit: std::sync::OnceLock<Arc<Spool>>,
 }
 
+impl crate::policy::reload::Serving for Gateway {
+    fn catalog(&self) -> Arc<Catalog> {
+        Gateway::catalog(self)
+    }
+
+    fn set_policy(&self, policy: Option<Arc<Policy>>) {
+        Gateway::set_policy(self, policy);
+    }
+}
+
 fn server_of(path: &str) -> Option<&str> {
     let rest = path.strip_prefix('/')?;
     let (server, tail) = rest.split_once('/')?;

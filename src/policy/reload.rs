@@ -11,16 +11,25 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use super::PolicyError;
-use crate::gateway::Gateway;
+use super::catalog::Catalog;
+use super::{Policy, PolicyError};
 use crate::plugin::PluginEngine;
 
 /// How often the policy file is checked for changes.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
+/// What serves a policy: the gateway. A trait so the policy layer does not
+/// import the gateway that uses it.
+pub trait Serving: Send + Sync {
+    /// The tool catalog the policy's plugins read.
+    fn catalog(&self) -> Arc<Catalog>;
+    /// Swaps the policy serving; calls in flight keep theirs.
+    fn set_policy(&self, policy: Option<Arc<Policy>>);
+}
+
 /// Reloads one gateway's policy from one file.
 pub struct Reloader {
-    gateway: Arc<Gateway>,
+    gateway: Arc<dyn Serving>,
     path: PathBuf,
     engine: PluginEngine,
     /// Digest of the file text last seen (loaded or rejected).
@@ -38,7 +47,7 @@ pub enum Reload {
 
 impl Reloader {
     /// A reloader for a gateway already serving the policy at `path`.
-    pub fn new(gateway: Arc<Gateway>, path: PathBuf, engine: PluginEngine) -> Reloader {
+    pub fn new(gateway: Arc<dyn Serving>, path: PathBuf, engine: PluginEngine) -> Reloader {
         let seen = std::fs::read(&path)
             .ok()
             .map(|b| hex::encode(Sha256::digest(b)));
