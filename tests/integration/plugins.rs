@@ -427,6 +427,7 @@ async fn init_failures_are_readable_load_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hot_reload_under_load_and_broken_policies_are_rejected() {
     use portcullis::policy::reload::{Reload, Reloader};
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     let t = OneTunnel::start().await;
     let (gw, _stop, _task) = t
@@ -436,7 +437,16 @@ async fn hot_reload_under_load_and_broken_policies_are_rejected() {
             ProxyConfig::default(),
         )
         .await;
-    let path = write_policy(&behave_policy("count", "", ""));
+    // Generations alternate: even ones (the first is 0) redact every
+    // result's text, odd ones allow. A reply says which one decided it.
+    let mode_of = |generation: usize| {
+        if generation.is_multiple_of(2) {
+            "rewrite-response"
+        } else {
+            "allow"
+        }
+    };
+    let path = write_policy(&behave_policy(mode_of(0), "", ""));
     let engine = engine();
     let first = portcullis::policy::load(&path, &engine, gw.catalog())
         .await
@@ -444,32 +454,68 @@ async fn hot_reload_under_load_and_broken_policies_are_rejected() {
     gw.set_policy(Some(Arc::new(first)));
     let mut reloader = Reloader::new(gw.clone(), path.clone(), engine);
 
+    /// Swaps begun and swaps done (the new policy serving).
+    #[derive(Default)]
+    struct Swaps {
+        begun: AtomicUsize,
+        done: AtomicUsize,
+    }
+    let swaps = Arc::new(Swaps::default());
+    // Calls that started under a policy and finished after it was replaced.
+    let overlapped = Arc::new(AtomicUsize::new(0));
+    let (completed, mut completions) = tokio::sync::watch::channel(0usize);
+    let completed = Arc::new(completed);
+
     // Eight agents call continuously (bounded: 40 calls each) while the
     // policy is swapped back and forth underneath them.
     let mut agents = Vec::new();
     for _ in 0..8 {
         let mut c = t.client("demo");
         c.initialize().await.unwrap();
+        let (swaps, overlapped, completed) = (swaps.clone(), overlapped.clone(), completed.clone());
         agents.push(tokio::spawn(async move {
             for _ in 0..40 {
                 let r = c
                     .call_tool("lookup_customer", json!({"customer_id": "C-1002"}))
                     .await
                     .unwrap();
+                let (begun, done) = (
+                    swaps.begun.load(Ordering::SeqCst),
+                    swaps.done.load(Ordering::SeqCst),
+                );
                 assert_eq!(
                     r["result"]["structuredContent"]["name"], "Grace Hopper",
                     "{r}"
                 );
+                // No swap under way: generation `done` serves, and no call
+                // can have used a later one. A reply decided by the other
+                // parity was decided by an earlier generation, replaced
+                // while the call was in flight.
+                let redacted = r["result"]["content"][0]["text"] == "REDACTED";
+                if begun == done && redacted != (mode_of(done) == "rewrite-response") {
+                    overlapped.fetch_add(1, Ordering::SeqCst);
+                }
+                completed.send_modify(|n| *n += 1);
             }
         }));
     }
-    for i in 0..6 {
-        let mode = if i % 2 == 0 { "allow" } else { "count" };
-        std::fs::write(&path, behave_policy(mode, "", "")).unwrap();
+    for i in 1..=6 {
+        // Each swap waits for calls to be flowing (a signal, not a sleep):
+        // 16 more finished since the last one.
+        let flowing = 16 * i;
+        within(
+            "calls between swaps",
+            completions.wait_for(|n| *n >= flowing),
+        )
+        .await
+        .unwrap();
+        std::fs::write(&path, behave_policy(mode_of(i), "", "")).unwrap();
+        swaps.begun.fetch_add(1, Ordering::SeqCst);
         assert!(matches!(
             reloader.check(false).await.unwrap(),
             Reload::Swapped(_)
         ));
+        swaps.done.fetch_add(1, Ordering::SeqCst);
         assert!(matches!(
             reloader.check(false).await.unwrap(),
             Reload::Unchanged
@@ -485,6 +531,12 @@ async fn hot_reload_under_load_and_broken_policies_are_rejected() {
     for a in agents {
         within("agents", a).await.unwrap();
     }
+    // The swaps happened under load: some calls began on a policy and
+    // ended after it was replaced, on the policy they began with.
+    assert!(
+        overlapped.load(Ordering::SeqCst) > 0,
+        "no call was in flight across a swap"
+    );
     // The gateway still serves, on the last good policy.
     let mut c = t.client("demo");
     c.initialize().await.unwrap();
