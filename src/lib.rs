@@ -7,7 +7,10 @@
 //! - [`body`]: the boxed HTTP body type and bounded reads.
 //! - [`mcp`]: JSON-RPC parsing with limits (depth, repeated and
 //!   case-colliding object keys), protocol eras and their headers,
-//!   the SSE codec, and the one place that turns errors into JSON-RPC errors.
+//!   the SSE codec, and the one place that turns errors into JSON-RPC errors;
+//!   in [`mcp::context`] the vocabulary every layer shares: a message's
+//!   context, direction and kind, and the step decisions, modes and outcomes
+//!   the audit records spell.
 //! - [`tls`]: PEM loading, rustls configs, in-memory CA for `up` and tests.
 //! - [`secret`]: credential generation, hashing, comparison.
 //! - [`principal`]: the verified agent identity the relay sends to the gateway.
@@ -25,20 +28,30 @@
 //!   stdio), message checks and the policy chain in both directions.
 //! - [`plugin`]: the wasmtime component host: the one `bindgen!` of
 //!   `wit/policy.wit`, the engine and its checked artifact cache, sandboxed
-//!   instances, pools and limits.
-//! - [`policy`]: policy files, chains (phases, modes, failure modes), verdict
-//!   merging, and the tool catalog plugins read.
+//!   instances, pools and limits; a loaded plugin implements the chain's
+//!   `Evaluate`.
+//! - [`policy`]: the chain's contract (`verdict`: verdicts, interests,
+//!   `Evaluate`) and the tool catalog plugins read; above the plugin host,
+//!   policy files, chains (phases, modes, failure modes, verdict merging,
+//!   what they tell telemetry), cases and hot reload.
 //! - [`demo`]: the built-in demo MCP server used by `portcullis up`.
 //! - [`config`]: relay and gateway TOML files: raw serde types, validated.
 //! - [`up`]: the embedded default: relay, gateway and demo in one process.
 //! - [`client`]: a minimal Streamable HTTP client for the benchmark and tests.
-//! - [`audit`]: decision records, the hash-chained durable spool, verify and tail.
+//! - [`audit`]: decision records (built from the caller's steps and trace
+//!   ids), the hash-chained durable spool, verify and tail.
 //! - [`telemetry`]: OpenTelemetry traces and metrics (MCP semantic
-//!   conventions, W3C trace context), `OTEL_*` settings, Prometheus text.
+//!   conventions, W3C trace context), `OTEL_*` settings, Prometheus text;
+//!   it takes primitive and `mcp` types only.
 //! - [`admin`]: the admin listener: `/metrics`, `/healthz`, `/readyz`.
 //! - [`bench`]: the end-to-end benchmark behind `portcullis bench`.
 //! - `fuzzing` (hidden): the properties the fuzz targets in `fuzz/` check,
 //!   replayed on the committed corpora by the integration tests.
+//!
+//! Imports run down this order, never up: `limits`, `body`, `secret`,
+//! `principal` and `mcp` at the bottom; then `telemetry`; `audit`; the
+//! chain's contract (`policy::verdict`, `policy::catalog`); `plugin`; the
+//! rest of `policy`; and the gateway, relay and the process around them.
 
 // The panic lints are denied for every target in Cargo.toml's `[lints]`;
 // the library's own unit tests may panic.
