@@ -24,7 +24,7 @@
 //! - `trace_id`/`span_id` of the span that made the decision, when traced.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,7 +44,9 @@ use prost::Message as _;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::spool::{GENESIS, Spool, segments};
+use super::line::{GENESIS, SpoolLine};
+use super::segment::SpoolReader;
+use super::spool::Spool;
 use crate::telemetry::{Protocol, Target};
 
 /// The exporter's cursor file.
@@ -86,132 +88,6 @@ fn save_cursor(dir: &Path, c: &Cursor) -> std::io::Result<()> {
     f.write_all(serde_json::to_string(c).unwrap_or_default().as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, dir.join(CURSOR_FILE))
-}
-
-/// One spool line as read back.
-#[derive(Debug, Clone)]
-pub struct SpoolLine {
-    pub seq: u64,
-    pub kind: String,
-    /// The JSON part, exactly as hashed.
-    pub json: String,
-    pub hash: String,
-    pub prev: String,
-    pub body: serde_json::Value,
-}
-
-#[derive(Deserialize)]
-struct LineParts {
-    seq: u64,
-    #[serde(rename = "type")]
-    kind: String,
-    prev: String,
-    body: serde_json::Value,
-}
-
-fn parse_line(raw: &str) -> Option<SpoolLine> {
-    let (json, hash) = raw.trim_end_matches('\n').rsplit_once('\t')?;
-    let p: LineParts = serde_json::from_str(json).ok()?;
-    Some(SpoolLine {
-        seq: p.seq,
-        kind: p.kind,
-        json: json.to_owned(),
-        hash: hash.to_owned(),
-        prev: p.prev,
-        body: p.body,
-    })
-}
-
-fn first_seq_of(seg: &Path) -> u64 {
-    seg.file_name()
-        .and_then(|n| n.to_str())
-        .and_then(|n| n.strip_prefix("segment-"))
-        .and_then(|n| n.strip_suffix(".jsonl"))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(1)
-}
-
-/// Reads records in order across segment files, remembering where it is.
-pub struct SpoolReader {
-    dir: PathBuf,
-    seg: Option<PathBuf>,
-    offset: u64,
-    /// The next sequence number wanted.
-    next: u64,
-}
-
-impl SpoolReader {
-    /// A reader positioned after record `after`.
-    pub fn new(dir: &Path, after: u64) -> SpoolReader {
-        SpoolReader {
-            dir: dir.to_owned(),
-            seg: None,
-            offset: 0,
-            next: after + 1,
-        }
-    }
-
-    fn locate(&mut self) -> std::io::Result<bool> {
-        let segs = segments(&self.dir)?;
-        let pick = segs
-            .iter()
-            .rev()
-            .find(|s| first_seq_of(s) <= self.next)
-            .or(segs.first())
-            .cloned();
-        self.offset = 0;
-        self.seg = pick;
-        Ok(self.seg.is_some())
-    }
-
-    /// Up to `max` complete records with sequence numbers up to `upto`.
-    pub fn read(&mut self, max: usize, upto: u64) -> std::io::Result<Vec<SpoolLine>> {
-        let mut out = Vec::new();
-        if self.next > upto {
-            return Ok(out);
-        }
-        if self.seg.is_none() && !self.locate()? {
-            return Ok(out);
-        }
-        loop {
-            let Some(seg) = self.seg.clone() else {
-                return Ok(out);
-            };
-            let mut f = File::open(&seg)?;
-            f.seek(SeekFrom::Start(self.offset))?;
-            let mut reader = BufReader::new(f);
-            let mut raw = String::new();
-            loop {
-                if out.len() >= max || self.next > upto {
-                    return Ok(out);
-                }
-                raw.clear();
-                let n = reader.read_line(&mut raw)?;
-                if n == 0 || !raw.ends_with('\n') {
-                    break; // end of this segment, or a line still being written
-                }
-                self.offset += n as u64;
-                let Some(line) = parse_line(&raw) else {
-                    tracing::error!(segment = %seg.display(), offset = self.offset, "unreadable spool line skipped by the exporter; run `portcullis audit verify`");
-                    continue;
-                };
-                if line.seq < self.next {
-                    continue;
-                }
-                self.next = line.seq + 1;
-                out.push(line);
-            }
-            // Past this segment's end: move on if a later one exists.
-            let later = segments(&self.dir)?.into_iter().find(|s| *s > seg);
-            match later {
-                Some(next) => {
-                    self.seg = Some(next);
-                    self.offset = 0;
-                }
-                None => return Ok(out),
-            }
-        }
-    }
 }
 
 fn kv(key: &str, value: Value) -> KeyValue {
@@ -598,7 +474,7 @@ mod tests {
     #[test]
     fn decision_lines_become_log_records_without_payload() {
         let json = r#"{"seq":7,"type":"decision","prev":"ab","body":{"time_unix_ms":1700000000000,"tunnel":"t","server":"crm","subject":"alice","groups":[],"direction":"to-server","kind":"request","method":"tools/call","target":"lookup","request_id":"3","outcome":"denied","steps":[],"trace_id":"4bf92f3577b34da6a3ce929d0e0e4736","span_id":"00f067aa0ba902b7"}}"#;
-        let line = parse_line(&format!("{json}\tff\n")).unwrap();
+        let line = super::super::line::parse(&format!("{json}\tff\n")).unwrap();
         let r = log_record("s1", &line, 5);
         assert_eq!(r.event_name, "portcullis.decision");
         assert_eq!(r.time_unix_nano, 1_700_000_000_000_000_000);
@@ -620,33 +496,5 @@ mod tests {
             Some(s(json)),
             "the body is the hashed JSON, byte for byte"
         );
-    }
-
-    #[test]
-    fn reader_follows_segments_and_stops_at_durable() {
-        let dir = std::env::temp_dir().join(format!("pc-reader-{}", crate::secret::random_id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let line = |seq: u64| {
-            format!("{{\"seq\":{seq},\"type\":\"start\",\"prev\":\"x\",\"body\":{{}}}}\th{seq}\n")
-        };
-        std::fs::write(
-            dir.join(format!("segment-{:020}.jsonl", 1)),
-            (1..=3).map(line).collect::<String>(),
-        )
-        .unwrap();
-        std::fs::write(
-            dir.join(format!("segment-{:020}.jsonl", 4)),
-            (4..=6).map(line).collect::<String>() + "{\"seq\":7,",
-        )
-        .unwrap();
-        let mut r = SpoolReader::new(&dir, 2);
-        let got: Vec<u64> = r.read(100, 5).unwrap().iter().map(|l| l.seq).collect();
-        assert_eq!(got, vec![3, 4, 5]);
-        let got: Vec<u64> = r.read(100, 100).unwrap().iter().map(|l| l.seq).collect();
-        assert_eq!(got, vec![6], "the torn line is not read");
-        let mut r = SpoolReader::new(&dir, 4);
-        let got: Vec<u64> = r.read(1, 100).unwrap().iter().map(|l| l.seq).collect();
-        assert_eq!(got, vec![5]);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -10,7 +10,9 @@
 //!   collector outage loses nothing.
 
 pub mod export;
+pub mod line;
 pub mod record;
+pub mod segment;
 pub mod spool;
 pub mod verify;
 

@@ -18,10 +18,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use hmac::{Hmac, Mac};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
+
+use super::line::{self, GENESIS, Mark};
+use super::segment::{self, segments};
 
 /// A segment is closed and a new one started past this size.
 pub const SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
@@ -31,8 +32,6 @@ pub const DEFAULT_QUOTA_BYTES: u64 = 1024 * 1024 * 1024;
 pub const QUEUE_CAPACITY: usize = 65_536;
 /// Records written per fsync at most.
 pub const BATCH_MAX: usize = 4096;
-/// Hash of "nothing before": the `prev` of the very first line.
-pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 /// File holding the last durable sequence number and hash, for truncation
 /// checks.
 pub const ANCHOR_FILE: &str = "anchor.json";
@@ -101,26 +100,6 @@ pub enum SpoolError {
     Stopped,
 }
 
-/// The chain's hash of one line.
-pub fn line_hash(key: Option<&[u8]>, prev: &str, json: &[u8]) -> String {
-    match key {
-        Some(k) => {
-            let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(k) else {
-                return String::new();
-            };
-            mac.update(prev.as_bytes());
-            mac.update(json);
-            hex::encode(mac.finalize().into_bytes())
-        }
-        None => {
-            let mut h = Sha256::new();
-            h.update(prev.as_bytes());
-            h.update(json);
-            hex::encode(h.finalize())
-        }
-    }
-}
-
 struct Append {
     kind: &'static str,
     body: String,
@@ -154,25 +133,6 @@ fn stream_id(dir: &Path) -> std::io::Result<String> {
             Ok(id)
         }
     }
-}
-
-#[derive(Deserialize)]
-struct LineHead {
-    seq: u64,
-}
-
-/// Segment files of `dir`, in order.
-pub fn segments(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("segment-") && n.ends_with(".jsonl"))
-        })
-        .collect();
-    out.sort();
-    Ok(out)
 }
 
 struct Writer {
@@ -260,17 +220,9 @@ impl Writer {
                     if !line.ends_with('\n') {
                         break;
                     }
-                    let parsed =
-                        line.trim_end_matches('\n')
-                            .rsplit_once('\t')
-                            .and_then(|(json, hash)| {
-                                serde_json::from_str::<LineHead>(json)
-                                    .ok()
-                                    .map(|h| (h.seq, hash))
-                            });
-                    if let Some((s, hash)) = parsed {
-                        seq = s;
-                        prev = hash.to_owned();
+                    if let Ok(l) = line::parse(&line) {
+                        seq = l.seq;
+                        prev = l.hash;
                         good_len = offset;
                     }
                 }
@@ -280,7 +232,7 @@ impl Writer {
                 }
                 last.clone()
             }
-            None => cfg.dir.join(format!("segment-{:020}.jsonl", 1)),
+            None => segment::path(&cfg.dir, 1),
         };
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         let mut file = file;
@@ -336,13 +288,9 @@ impl Writer {
 
     fn line(&mut self, kind: &str, body: &str) -> String {
         self.seq += 1;
-        let json = format!(
-            r#"{{"seq":{},"type":"{kind}","prev":"{}","body":{body}}}"#,
-            self.seq, self.prev
-        );
-        let hash = line_hash(self.key.as_deref(), &self.prev, json.as_bytes());
-        self.prev = hash.clone();
-        format!("{json}\t{hash}\n")
+        let written = line::write(self.key.as_deref(), self.seq, kind, &self.prev, body);
+        self.prev = written.hash;
+        written.text
     }
 
     fn rotate_if_needed(&mut self) -> std::io::Result<()> {
@@ -350,7 +298,7 @@ impl Writer {
             return Ok(());
         }
         self.file.sync_data()?;
-        let path = self.dir.join(format!("segment-{:020}.jsonl", self.seq + 1));
+        let path = segment::path(&self.dir, self.seq + 1);
         self.file = OpenOptions::new().create(true).append(true).open(path)?;
         self.file_len = 0;
         Ok(())
@@ -389,16 +337,16 @@ impl Writer {
             let [old, next] = pair else { break };
             // A segment's name is the seq of its first line, so the one
             // after it tells where it ends.
-            let last = first_seq(next).map(|n| n.saturating_sub(1));
+            let last = segment::first_seq(next).map(|n| n.saturating_sub(1));
             if self.total + more <= self.quota || last.is_none_or(|l| l > acked) {
                 break;
             }
-            let Some((seq, hash)) = last_line(old)? else {
+            let Some(mark) = segment::last_line(old)? else {
                 break;
             };
             // The marker goes first: a crash between the two leaves a
             // segment verify can still read past.
-            let marker = format!(r#"{{"seq":"{seq:020}","hash":"{hash}"}}"#);
+            let marker = mark.encode();
             let tmp = self.dir.join(format!("{PRUNED_FILE}.tmp"));
             std::fs::write(&tmp, marker)?;
             File::open(&tmp)?.sync_all()?;
@@ -408,7 +356,7 @@ impl Writer {
             self.total = self.total.saturating_sub(len);
             tracing::info!(
                 segment = %old.display(),
-                up_to = seq,
+                up_to = mark.seq,
                 "audit segment pruned: exported and acknowledged"
             );
         }
@@ -454,34 +402,14 @@ impl Writer {
         self.file_len += buf.len() as u64;
         self.total += buf.len() as u64;
         // Fixed width, so one positioned write replaces it in place.
-        let anchor = format!(r#"{{"seq":"{:020}","hash":"{}"}}"#, self.seq, self.prev);
+        let anchor = Mark {
+            seq: self.seq,
+            hash: self.prev.clone(),
+        }
+        .encode();
         let _ = std::os::unix::fs::FileExt::write_all_at(&self.anchor, anchor.as_bytes(), 0);
         Ok(self.seq)
     }
-}
-
-/// The seq in a segment's file name (that of its first line).
-fn first_seq(path: &Path) -> Option<u64> {
-    path.file_name()?
-        .to_str()?
-        .strip_prefix("segment-")?
-        .strip_suffix(".jsonl")?
-        .parse()
-        .ok()
-}
-
-/// The seq and hash of a segment's last whole line.
-fn last_line(path: &Path) -> std::io::Result<Option<(u64, String)>> {
-    let text = std::fs::read_to_string(path)?;
-    Ok(text
-        .split_inclusive('\n')
-        .rev()
-        .filter(|l| l.ends_with('\n'))
-        .find_map(|l| {
-            let (json, hash) = l.trim_end_matches('\n').rsplit_once('\t')?;
-            let head = serde_json::from_str::<LineHead>(json).ok()?;
-            Some((head.seq, hash.to_owned()))
-        }))
 }
 
 /// The body of a `gap` line: how many records were lost and why.

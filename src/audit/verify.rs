@@ -3,25 +3,9 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use serde::Deserialize;
-
-use super::spool::{ANCHOR_FILE, GENESIS, PRUNED_FILE, line_hash, segments};
-
-#[derive(Deserialize)]
-struct Line {
-    seq: u64,
-    #[serde(rename = "type")]
-    kind: String,
-    prev: String,
-    body: serde_json::Value,
-}
-
-#[derive(Deserialize)]
-struct Anchor {
-    /// Zero-padded decimal, so the anchor keeps a fixed width.
-    seq: String,
-    hash: String,
-}
+use super::line::{self, GENESIS, Mark};
+use super::segment::segments;
+use super::spool::{ANCHOR_FILE, PRUNED_FILE};
 
 /// One problem found in the chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,11 +34,7 @@ pub fn verify(dir: &Path, key: Option<&[u8]>) -> std::io::Result<Verification> {
     let mut expected = 1u64;
     // Segments pruned after export: the chain goes on from the last
     // record pruned, whose hash the marker keeps.
-    let pruned = std::fs::read_to_string(dir.join(PRUNED_FILE))
-        .ok()
-        .and_then(|t| serde_json::from_str::<Anchor>(&t).ok())
-        .and_then(|a| a.seq.parse::<u64>().ok().map(|seq| (seq, a.hash)));
-    if let Some((seq, hash)) = pruned {
+    if let Some(Mark { seq, hash }) = Mark::read(&dir.join(PRUNED_FILE)) {
         v.pruned_through = seq;
         prev_hash = hash;
         expected = seq + 1;
@@ -74,20 +54,15 @@ pub fn verify(dir: &Path, key: Option<&[u8]>) -> std::io::Result<Verification> {
                     problem,
                 })
             };
-            if !raw.ends_with('\n') {
-                find("incomplete last line (truncated mid-record)".into());
-                continue;
-            }
-            let Some((json, hash)) = raw.trim_end_matches('\n').rsplit_once('\t') else {
-                find("not a spool line".into());
-                continue;
-            };
-            let Ok(line) = serde_json::from_str::<Line>(json) else {
-                find("unreadable record (edited)".into());
-                continue;
+            let line = match line::parse(raw) {
+                Ok(l) => l,
+                Err(e) => {
+                    find(e.to_string());
+                    continue;
+                }
             };
             v.records += 1;
-            if line_hash(key, &line.prev, json.as_bytes()) != hash {
+            if !line.hash_matches(key) {
                 find(format!(
                     "record {} was edited (its hash does not match its content)",
                     line.seq
@@ -106,7 +81,7 @@ pub fn verify(dir: &Path, key: Option<&[u8]>) -> std::io::Result<Verification> {
             }
             seen.insert(line.seq);
             expected = expected.max(line.seq + 1);
-            prev_hash = hash.to_owned();
+            prev_hash = line.hash;
         }
     }
     // Sequence numbers never seen: deleted records, reported as ranges.
@@ -126,12 +101,12 @@ pub fn verify(dir: &Path, key: Option<&[u8]>) -> std::io::Result<Verification> {
         }
     }
     v.last_seq = last;
-    let anchor = std::fs::read_to_string(dir.join(ANCHOR_FILE))
-        .ok()
-        .and_then(|t| serde_json::from_str::<Anchor>(&t).ok())
-        .and_then(|a| a.seq.parse::<u64>().ok().map(|seq| (seq, a.hash)));
     {
-        if let Some((anchor_seq, anchor_hash)) = anchor {
+        if let Some(Mark {
+            seq: anchor_seq,
+            hash: anchor_hash,
+        }) = Mark::read(&dir.join(ANCHOR_FILE))
+        {
             if anchor_seq > v.last_seq {
                 v.findings.push(Finding {
                     at: ANCHOR_FILE.into(),
@@ -186,8 +161,7 @@ pub fn tail(dir: &Path, n: usize) -> std::io::Result<String> {
     }
     let mut out = String::new();
     for raw in lines.iter().rev().take(n).rev() {
-        let json = raw.rsplit_once('\t').map_or(raw.as_str(), |(j, _)| j);
-        let Ok(line) = serde_json::from_str::<Line>(json) else {
+        let Ok(line) = line::parse(&format!("{raw}\n")) else {
             let _ = writeln!(out, "?      unreadable line");
             continue;
         };

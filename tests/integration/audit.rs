@@ -233,7 +233,7 @@ async fn spool_with(n: u64, key: Option<&[u8]>) -> PathBuf {
 }
 
 fn edit_lines(dir: &Path, f: impl FnOnce(&mut Vec<String>)) {
-    let seg = portcullis::audit::spool::segments(dir).unwrap().remove(0);
+    let seg = portcullis::audit::segment::segments(dir).unwrap().remove(0);
     let mut lines: Vec<String> = std::fs::read_to_string(&seg)
         .unwrap()
         .lines()
@@ -316,7 +316,9 @@ async fn tampering_is_pinpointed() {
 async fn a_restart_continues_the_chain_and_cuts_a_torn_record() {
     let dir = spool_with(5, None).await;
     // A crash mid-write leaves half a line.
-    let seg = portcullis::audit::spool::segments(&dir).unwrap().remove(0);
+    let seg = portcullis::audit::segment::segments(&dir)
+        .unwrap()
+        .remove(0);
     let mut text = std::fs::read_to_string(&seg).unwrap();
     text.push_str(r#"{"seq":7,"type":"decision","pr"#);
     std::fs::write(&seg, text).unwrap();
@@ -458,7 +460,7 @@ pub fn gaps(dir: &Path) -> Vec<serde_json::Value> {
 
 /// Every segment ends with a whole line: nothing of a failed write is left.
 fn assert_whole_lines(dir: &Path) {
-    for seg in portcullis::audit::spool::segments(dir).unwrap() {
+    for seg in portcullis::audit::segment::segments(dir).unwrap() {
         let text = std::fs::read_to_string(&seg).unwrap();
         assert!(
             text.is_empty() || text.ends_with('\n'),
@@ -599,7 +601,7 @@ async fn the_quota_is_read_from_disk_and_exported_segments_can_be_pruned() {
         n += 1;
         assert!(n < 1000, "the quota never filled");
     }
-    let segs = portcullis::audit::spool::segments(&dir).unwrap();
+    let segs = portcullis::audit::segment::segments(&dir).unwrap();
     assert!(segs.len() > 3);
     let archive = scratch();
     for s in &segs[..2] {
@@ -636,7 +638,7 @@ async fn the_quota_is_read_from_disk_and_exported_segments_can_be_pruned() {
             durable = acknowledge(&spool);
         }
     }
-    let on_disk: u64 = portcullis::audit::spool::segments(&dir)
+    let on_disk: u64 = portcullis::audit::segment::segments(&dir)
         .unwrap()
         .iter()
         .map(|s| std::fs::metadata(s).unwrap().len())

@@ -462,7 +462,7 @@ impl Proc {
 
 /// Every line of every segment of the spool in `dir`.
 pub fn spool_text(dir: &std::path::Path) -> String {
-    portcullis::audit::spool::segments(dir)
+    portcullis::audit::segment::segments(dir)
         .unwrap()
         .iter()
         .map(|s| std::fs::read_to_string(s).unwrap())
