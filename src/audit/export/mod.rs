@@ -29,25 +29,24 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result};
-use bytes::Bytes;
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::{
-    AnyValue, InstrumentationScope, KeyValue, any_value::Value,
-};
-use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs, SeverityNumber};
+use anyhow::Result;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use prost::Message as _;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
+
+mod record;
+mod transport;
+
+pub use record::{log_record, proto_resource};
 
 use super::line::{GENESIS, SpoolLine};
 use super::segment::SpoolReader;
 use super::spool::Spool;
-use crate::telemetry::{Protocol, Target};
+use crate::telemetry::Target;
+use transport::Transport;
 
 /// The exporter's cursor file.
 pub const CURSOR_FILE: &str = "exported.json";
@@ -88,200 +87,6 @@ fn save_cursor(dir: &Path, c: &Cursor) -> std::io::Result<()> {
     f.write_all(serde_json::to_string(c).unwrap_or_default().as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, dir.join(CURSOR_FILE))
-}
-
-fn kv(key: &str, value: Value) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
-    }
-}
-
-fn s(v: impl Into<String>) -> Value {
-    Value::StringValue(v.into())
-}
-
-/// The OTLP log record for one spool line.
-pub fn log_record(stream: &str, line: &SpoolLine, now_ns: u64) -> LogRecord {
-    let b = &line.body;
-    let text = |k: &str| b.get(k).and_then(|v| v.as_str());
-    let mut attrs = vec![
-        kv("portcullis.audit.stream", s(stream)),
-        kv("portcullis.audit.seq", Value::IntValue(line.seq as i64)),
-        kv("portcullis.audit.hash", s(line.hash.clone())),
-        kv("portcullis.audit.prev", s(line.prev.clone())),
-        kv("portcullis.audit.type", s(line.kind.clone())),
-    ];
-    let (event, severity) = match line.kind.as_str() {
-        "decision" => {
-            let outcome = text("outcome").unwrap_or("");
-            let sev = match outcome {
-                "denied" | "dropped" => SeverityNumber::Warn,
-                _ => SeverityNumber::Info,
-            };
-            ("portcullis.decision", sev)
-        }
-        "gap" => ("portcullis.audit.gap", SeverityNumber::Error),
-        "start" => ("portcullis.audit.start", SeverityNumber::Info),
-        _ => ("portcullis.audit", SeverityNumber::Info),
-    };
-    if line.kind == "decision" {
-        let method = text("method");
-        for (attr, key) in [
-            ("mcp.method.name", "method"),
-            ("jsonrpc.request.id", "request_id"),
-            ("mcp.session.id", "session_id"),
-            ("mcp.protocol.version", "protocol_version"),
-            ("portcullis.tunnel", "tunnel"),
-            ("portcullis.server", "server"),
-            ("portcullis.direction", "direction"),
-            ("portcullis.kind", "kind"),
-            ("portcullis.outcome", "outcome"),
-            ("portcullis.principal.subject", "subject"),
-            ("portcullis.policy.digest", "policy_digest"),
-        ] {
-            if let Some(v) = text(key) {
-                attrs.push(kv(attr, s(v)));
-            }
-        }
-        if let Some(t) = text("target") {
-            let attr = match method {
-                Some("tools/call") => "gen_ai.tool.name",
-                Some("prompts/get") => "gen_ai.prompt.name",
-                Some(m) if m.starts_with("resources/") => "mcp.resource.uri",
-                _ => "portcullis.target",
-            };
-            attrs.push(kv(attr, s(t)));
-        }
-    }
-    let time_ns = b
-        .get("time_unix_ms")
-        .and_then(|v| v.as_u64())
-        .map_or(now_ns, |ms| ms.saturating_mul(1_000_000));
-    let hex_bytes = |k: &str| {
-        text(k)
-            .and_then(|h| hex::decode(h).ok())
-            .unwrap_or_default()
-    };
-    LogRecord {
-        time_unix_nano: time_ns,
-        observed_time_unix_nano: now_ns,
-        severity_number: severity as i32,
-        severity_text: match severity {
-            SeverityNumber::Warn => "WARN",
-            SeverityNumber::Error => "ERROR",
-            _ => "INFO",
-        }
-        .into(),
-        body: Some(AnyValue {
-            value: Some(s(line.json.clone())),
-        }),
-        attributes: attrs,
-        trace_id: hex_bytes("trace_id"),
-        span_id: hex_bytes("span_id"),
-        event_name: event.into(),
-        ..Default::default()
-    }
-}
-
-/// The proto resource for an SDK resource.
-pub fn proto_resource(r: &opentelemetry_sdk::Resource) -> Resource {
-    Resource {
-        attributes: r
-            .iter()
-            .map(|(k, v)| kv(k.as_str(), s(v.to_string())))
-            .collect(),
-        ..Default::default()
-    }
-}
-
-enum Transport {
-    Grpc {
-        client: LogsServiceClient<tonic::transport::Channel>,
-        metadata: tonic::metadata::MetadataMap,
-    },
-    Http {
-        client: crate::telemetry::http_client::OtlpHttpClient,
-        url: http::Uri,
-        headers: Vec<(http::HeaderName, http::HeaderValue)>,
-    },
-}
-
-impl Transport {
-    fn new(t: &Target) -> Result<Transport> {
-        Ok(match t.protocol {
-            Protocol::Grpc => {
-                let mut ep = tonic::transport::Endpoint::from_shared(t.endpoint.clone())
-                    .context("OTLP logs endpoint")?
-                    .timeout(t.timeout)
-                    .connect_timeout(crate::limits::OTLP_CONNECT_TIMEOUT);
-                if t.endpoint.starts_with("https://") {
-                    ep = ep
-                        .tls_config(tonic::transport::ClientTlsConfig::new().with_native_roots())
-                        .context("OTLP gRPC TLS")?;
-                }
-                Transport::Grpc {
-                    client: LogsServiceClient::new(ep.connect_lazy()),
-                    metadata: t.metadata()?,
-                }
-            }
-            Protocol::HttpProtobuf => Transport::Http {
-                client: crate::telemetry::http_client::OtlpHttpClient::new()?,
-                url: t.endpoint.parse().context("OTLP logs endpoint")?,
-                headers: t
-                    .headers
-                    .iter()
-                    .map(|(k, v)| Ok((k.parse()?, v.parse()?)))
-                    .collect::<Result<_>>()
-                    .context("OTLP headers")?,
-            },
-        })
-    }
-
-    /// Sends one request; `Ok(rejected)` once the collector acknowledged it.
-    async fn send(
-        &mut self,
-        req: ExportLogsServiceRequest,
-        timeout: Duration,
-    ) -> Result<i64, String> {
-        let resp: ExportLogsServiceResponse = match self {
-            Transport::Grpc { client, metadata } => {
-                let mut r = tonic::Request::new(req);
-                *r.metadata_mut() = metadata.clone();
-                client
-                    .export(r)
-                    .await
-                    .map_err(|e| format!("gRPC {}: {}", e.code(), e.message()))?
-                    .into_inner()
-            }
-            Transport::Http {
-                client,
-                url,
-                headers,
-            } => {
-                let mut r = http::Request::new(Bytes::from(req.encode_to_vec()));
-                *r.method_mut() = http::Method::POST;
-                *r.uri_mut() = url.clone();
-                let h = r.headers_mut();
-                h.insert(
-                    http::header::CONTENT_TYPE,
-                    http::HeaderValue::from_static("application/x-protobuf"),
-                );
-                for (k, v) in headers.iter() {
-                    h.insert(k.clone(), v.clone());
-                }
-                let resp = tokio::time::timeout(timeout, client.send(r))
-                    .await
-                    .map_err(|_| "timed out".to_owned())??;
-                if !resp.status().is_success() {
-                    return Err(format!("HTTP {}", resp.status()));
-                }
-                ExportLogsServiceResponse::decode(resp.into_body()).unwrap_or_default()
-            }
-        };
-        Ok(resp.partial_success.map_or(0, |p| p.rejected_log_records))
-    }
 }
 
 /// A running exporter.
@@ -464,37 +269,5 @@ impl Exporter {
                 tokio::time::timeout(crate::limits::AUDIT_EXPORT_FINAL_FLUSH, final_flush).await;
         });
         Ok(Exporter { task, acked })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn decision_lines_become_log_records_without_payload() {
-        let json = r#"{"seq":7,"type":"decision","prev":"ab","body":{"time_unix_ms":1700000000000,"tunnel":"t","server":"crm","subject":"alice","groups":[],"direction":"to-server","kind":"request","method":"tools/call","target":"lookup","request_id":"3","outcome":"denied","steps":[],"trace_id":"4bf92f3577b34da6a3ce929d0e0e4736","span_id":"00f067aa0ba902b7"}}"#;
-        let line = super::super::line::parse(&format!("{json}\tff\n")).unwrap();
-        let r = log_record("s1", &line, 5);
-        assert_eq!(r.event_name, "portcullis.decision");
-        assert_eq!(r.time_unix_nano, 1_700_000_000_000_000_000);
-        assert_eq!(r.trace_id.len(), 16);
-        assert_eq!(r.span_id.len(), 8);
-        assert_eq!(r.severity_number, SeverityNumber::Warn as i32);
-        let get = |k: &str| {
-            r.attributes
-                .iter()
-                .find(|a| a.key == k)
-                .and_then(|a| a.value.clone())
-                .and_then(|v| v.value)
-        };
-        assert_eq!(get("gen_ai.tool.name"), Some(s("lookup")));
-        assert_eq!(get("portcullis.audit.seq"), Some(Value::IntValue(7)));
-        assert_eq!(get("mcp.method.name"), Some(s("tools/call")));
-        assert_eq!(
-            r.body.unwrap().value,
-            Some(s(json)),
-            "the body is the hashed JSON, byte for byte"
-        );
     }
 }
