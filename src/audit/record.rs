@@ -135,7 +135,7 @@ mod tests {
         let mut outcomes = HashSet::new();
         let (mut directions, mut kinds) = (HashSet::new(), HashSet::new());
         let (mut modes, mut decisions) = (HashSet::new(), HashSet::new());
-        for segment in crate::audit::spool::segments(dir).unwrap() {
+        for segment in crate::audit::segment::segments(dir).unwrap() {
             for line in std::fs::read_to_string(segment).unwrap().lines() {
                 let (json, _hash) = line.rsplit_once('\t').unwrap();
                 if !json.contains(r#","type":"decision","#) {

@@ -1,12 +1,14 @@
-//! Portcullis' MCP-facing errors and the single place that turns them into
-//! HTTP responses with JSON-RPC error bodies.
+//! Portcullis' MCP-facing errors and the single place that turns them —
+//! policy denials included — into JSON-RPC error bodies ([`error_body`]) and
+//! HTTP responses ([`error_response`]).
 //!
 //! Messages here are public: they reach the agent. They name what went wrong
-//! without revealing internals (upstream addresses, process output, secrets).
+//! without revealing internals (upstream addresses, process output, secrets,
+//! a plugin's private reason for a denial).
 
 use http::{HeaderValue, Response, StatusCode, header};
 
-use crate::body::{Body, full};
+use crate::body::{Body, ReadError, full};
 
 /// An error answered to the agent.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +73,26 @@ pub enum McpError {
     /// the relay's per-call deadline. It may have run.
     #[error("The gateway did not answer within {0} ms; the call may have been made")]
     GatewayTimeout(u128),
+    /// The policy chain denied the message: the chain's public `code` and
+    /// `message` reach the agent, its private reason only the audit. A
+    /// denied `request` is answered like any JSON-RPC error (HTTP 200);
+    /// another denied message gets 403.
+    #[error("{message}")]
+    Denied {
+        code: i32,
+        message: String,
+        request: bool,
+    },
+}
+
+impl From<ReadError> for McpError {
+    /// A request body that could not be read whole.
+    fn from(e: ReadError) -> McpError {
+        match e {
+            ReadError::TooLarge { limit } => McpError::TooLarge { limit },
+            ReadError::Io(e) => McpError::InvalidRequest(format!("request body failed: {e}")),
+        }
+    }
 }
 
 impl McpError {
@@ -101,6 +123,14 @@ impl McpError {
             }
             McpError::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, -32000),
             McpError::GatewayTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, -32603),
+            McpError::Denied { code, request, .. } => (
+                if *request {
+                    StatusCode::OK
+                } else {
+                    StatusCode::FORBIDDEN
+                },
+                i64::from(*code),
+            ),
         }
     }
 
@@ -174,6 +204,39 @@ mod tests {
                 .as_str()
                 .unwrap()
                 .contains("'t1' is offline")
+        );
+    }
+
+    #[test]
+    fn a_denial_reveals_only_its_public_code_and_message() {
+        let denied = |request| McpError::Denied {
+            code: -32003,
+            message: "not allowed".into(),
+            request,
+        };
+        let body = error_body(&denied(true), Some("\"a\""));
+        assert_eq!(
+            body,
+            r#"{"jsonrpc":"2.0","id":"a","error":{"code":-32003,"message":"not allowed"}}"#
+        );
+        assert_eq!(error_response(&denied(true), None).status(), StatusCode::OK);
+        assert_eq!(
+            error_response(&denied(false), None).status(),
+            StatusCode::FORBIDDEN
+        );
+    }
+
+    #[test]
+    fn a_body_that_could_not_be_read_is_the_matching_error() {
+        let too_large = McpError::from(ReadError::TooLarge { limit: 9 });
+        assert!(
+            matches!(too_large, McpError::TooLarge { limit: 9 }),
+            "{too_large:?}"
+        );
+        let cut = McpError::from(ReadError::Io("reset".into()));
+        assert!(
+            matches!(&cut, McpError::InvalidRequest(m) if m == "request body failed: reset"),
+            "{cut:?}"
         );
     }
 }

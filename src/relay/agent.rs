@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use super::Relay;
 use super::auth::bearer;
 use crate::audit::DecisionRecord;
-use crate::body::{Body, Holding, ReadError, boxed, full, read_limited};
+use crate::body::{Body, Holding, boxed, full, read_limited};
 use crate::limits;
 use crate::mcp::era::is_forwarded_request_header;
 use crate::mcp::{Direction, Kind, McpError, MessageContext, Outcome, error_response};
@@ -292,12 +292,7 @@ impl Relay {
         // An MCP request body is one JSON-RPC message, bounded by the
         // message limit: read it here, so an oversized one is refused before
         // it uses the tunnel, and h2 sends it without a body-pipe task.
-        let body = read_limited(body, s.max_message_bytes)
-            .await
-            .map_err(|e| match e {
-                ReadError::TooLarge { limit } => McpError::TooLarge { limit },
-                ReadError::Io(e) => McpError::InvalidRequest(format!("request body failed: {e}")),
-            })?;
+        let body = read_limited(body, s.max_message_bytes).await?;
         // What the message is, for the span and the audit record; the
         // gateway parses it fully, so this reads only when someone asks.
         if !span.is_disabled() || self.audit.get().is_some() {

@@ -41,7 +41,7 @@ use self::http::{accepted, respond, sse_response};
 use super::outbound::{OutboundLimits, ReplyContext};
 use crate::body::{Body, full};
 use crate::limits;
-use crate::mcp::era::SESSION_HEADER;
+use crate::mcp::era::{Era, SESSION_HEADER, STATELESS_SINCE};
 use crate::mcp::{Kind, McpError, Message};
 use crate::principal::Principal;
 use crate::secret;
@@ -128,8 +128,33 @@ impl StdioUpstream {
         Ok((id, session))
     }
 
+    /// Handles a POST carrying `msg`, in the era of the protocol version
+    /// the checkpoint settled on (`reply.base`): stateless requests go to
+    /// the principal's process, session-era ones to the session's.
+    pub async fn post(
+        &self,
+        msg: Message,
+        accepts_sse: bool,
+        reply: ReplyContext,
+    ) -> Result<Response<Body>, McpError> {
+        let base = &reply.base;
+        match Era::of_version(base.protocol_version.as_deref()) {
+            Era::Stateless => {
+                let requested = base.protocol_version.as_deref().unwrap_or(STATELESS_SINCE);
+                let (subject, requested) = (base.principal.subject.clone(), requested.to_owned());
+                self.post_stateless(&subject, &requested, msg, accepts_sse, reply)
+                    .await
+            }
+            Era::Session => {
+                let session_id = base.session_id.clone();
+                self.post_session(session_id.as_deref(), msg, accepts_sse, reply)
+                    .await
+            }
+        }
+    }
+
     /// Handles a stateless (2026-07-28) POST from `subject`.
-    pub async fn post_stateless(
+    async fn post_stateless(
         &self,
         subject: &str,
         requested: &str,
@@ -159,8 +184,8 @@ impl StdioUpstream {
             .await
     }
 
-    /// Handles a POST carrying `msg`.
-    pub async fn post(
+    /// Handles a session-era POST carrying `msg`.
+    async fn post_session(
         &self,
         session_id: Option<&str>,
         msg: Message,
@@ -232,13 +257,12 @@ impl StdioUpstream {
         respond(&self.name, timeout, session, &id, rx, accepts_sse, reply).await
     }
 
-    /// Opens the session's GET stream.
-    pub fn get(
-        &self,
-        session_id: Option<&str>,
-        reply: ReplyContext,
-    ) -> Result<Response<Body>, McpError> {
-        let sid = session_id
+    /// Opens the GET stream of the session `reply` names.
+    pub fn get(&self, reply: ReplyContext) -> Result<Response<Body>, McpError> {
+        let sid = reply
+            .base
+            .session_id
+            .as_deref()
             .ok_or_else(|| McpError::InvalidRequest("missing Mcp-Session-Id header".into()))?;
         let session = self.session(sid).ok_or(McpError::SessionNotFound)?;
         session.touch();
