@@ -391,6 +391,9 @@ mod tests {
     #[test]
     fn depth_scan_ignores_brackets_in_strings() {
         assert!(check_depth(br#"{"a":"[[[[[[[[[[[[\"{{{{{{{{{"}"#, 2).is_ok());
-        assert!(check_depth(br#"{"a":{"b":{}}}"#, 2).is_err());
+        assert_eq!(
+            check_depth(br#"{"a":{"b":{}}}"#, 2),
+            Err(ParseError::TooDeep { max: 2 })
+        );
     }
 }

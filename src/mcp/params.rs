@@ -145,15 +145,36 @@ mod tests {
             assert!(check(&h, Some(&args), &map).is_ok(), "{h:?}");
         }
         let bad = [
-            headers(&[("mcp-param-region", "us-east")]),
-            headers(&[("mcp-param-limit", "50")]),
-            headers(&[("mcp-param-note", "x")]),
-            headers(&[("mcp-param-other", "1")]),
+            (
+                headers(&[("mcp-param-region", "us-east")]),
+                "mcp-param-region does not match the argument 'region'",
+            ),
+            (
+                headers(&[("mcp-param-limit", "50")]),
+                "mcp-param-limit does not match the argument 'limit'",
+            ),
+            (
+                headers(&[("mcp-param-note", "x")]),
+                "mcp-param-note mirrors no argument of this tool",
+            ),
+            (
+                headers(&[("mcp-param-other", "1")]),
+                "mcp-param-other mirrors no argument of this tool",
+            ),
         ];
-        for h in bad {
-            assert!(check(&h, Some(&args), &map).is_err(), "{h:?}");
+        let mismatch = |r: Result<(), McpError>, want: &str| {
+            assert!(
+                matches!(&r, Err(McpError::HeaderMismatch(m)) if m == want),
+                "{want}: {r:?}"
+            );
+        };
+        for (h, want) in bad {
+            mismatch(check(&h, Some(&args), &map), want);
         }
-        assert!(check(&headers(&[("mcp-param-region", "eu")]), None, &map).is_err());
+        mismatch(
+            check(&headers(&[("mcp-param-region", "eu")]), None, &map),
+            "mcp-param-region does not match the argument 'region'",
+        );
     }
 
     #[test]

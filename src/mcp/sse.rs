@@ -289,9 +289,10 @@ mod tests {
         let err = d.push(b"data: 0123456789abcdefghij", &mut out).unwrap_err();
         assert_eq!(err, SseError::TooLarge { limit: 16 });
         let mut d = Decoder::new(16);
-        assert!(
-            d.push(b"data: 0123\ndata: 456789abcdef\n", &mut out)
-                .is_err()
+        assert_eq!(
+            d.push(b"data: 0123\ndata: 456789abcdef\n", &mut out),
+            Err(SseError::TooLarge { limit: 16 }),
+            "the event's lines count together"
         );
     }
 }

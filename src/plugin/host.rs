@@ -230,22 +230,34 @@ mod tests {
         )
     }
 
+    /// Whether `err` is wasmtime's refusal to grow `what` to `desired`.
+    fn refused_growth(err: &wasmtime::Error, what: &str, desired: usize) -> bool {
+        let text = err.to_string();
+        text.contains(&format!("growing {what}")) && text.contains(&desired.to_string())
+    }
+
     #[test]
     fn a_refused_memory_growth_is_noted() {
         let mut l = limiter();
         assert!(l.memory_growing(0, 4 * MIB, None).unwrap());
         assert!(!l.memory_refused());
-        assert!(l.memory_growing(4 * MIB, 4 * MIB + 1, None).is_err());
+        let err = l.memory_growing(4 * MIB, 4 * MIB + 1, None).unwrap_err();
+        assert!(refused_growth(&err, "memory", 4 * MIB + 1), "{err}");
         assert!(l.memory_refused());
         // Past the memory's own maximum, under the cap.
         let mut l = limiter();
-        assert!(l.memory_growing(0, 2 * MIB, Some(MIB)).is_err());
+        let err = l.memory_growing(0, 2 * MIB, Some(MIB)).unwrap_err();
+        assert!(refused_growth(&err, "memory", 2 * MIB), "{err}");
         assert!(l.memory_refused());
         // The engine could not provide what the limiter allowed.
         let mut l = limiter();
+        let err = l
+            .memory_grow_failed(wasmtime::format_err!("pool exhausted"))
+            .unwrap_err();
         assert!(
-            l.memory_grow_failed(wasmtime::format_err!("pool exhausted"))
-                .is_err()
+            err.to_string()
+                .contains("memory growth failure to be a trap"),
+            "{err}"
         );
         assert!(l.memory_refused());
     }
@@ -258,7 +270,8 @@ mod tests {
                 .trap_on_grow_failure(true)
                 .build(),
         );
-        assert!(l.table_growing(0, 11, None).is_err());
+        let err = l.table_growing(0, 11, None).unwrap_err();
+        assert!(refused_growth(&err, "table", 11), "{err}");
         assert!(!l.memory_refused());
     }
 }

@@ -272,7 +272,11 @@ mod tests {
         assert_eq!(p.proxy_for("10.0.0.1"), None);
         let star = ProxyConfig::parse(Some("http://p:1"), Some("*")).unwrap();
         assert_eq!(star.proxy_for("x"), None);
-        assert!(ProxyConfig::parse(Some("socks5://p:1"), None).is_err());
+        let socks = ProxyConfig::parse(Some("socks5://p:1"), None);
+        assert!(
+            matches!(&socks, Err(TunnelError::ProxyConfig(m)) if m.contains("must start with http://")),
+            "{socks:?}"
+        );
         assert_eq!(
             ProxyConfig::parse(Some("http://p"), None)
                 .unwrap()

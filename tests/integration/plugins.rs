@@ -527,7 +527,8 @@ async fn hot_reload_under_load_and_broken_policies_are_rejected() {
     assert!(err.contains("fail-init"), "{err}");
     // … and so is one that does not parse.
     std::fs::write(&path, "[plugins.t\nsource=").unwrap();
-    assert!(reloader.check(false).await.is_err());
+    let err = format!("{:#}", reloader.check(false).await.unwrap_err());
+    assert!(err.contains("TOML parse error"), "{err}");
     for a in agents {
         within("agents", a).await.unwrap();
     }
