@@ -24,8 +24,10 @@
 //!   gateway's connection pool and the relay's connection registry.
 //! - [`relay`]: the agent endpoint: authentication, `Origin`/`Host` checks,
 //!   routing down a tunnel.
-//! - [`gateway`]: serving tunnel streams, upstreams (Streamable HTTP and
-//!   stdio), message checks and the policy chain in both directions.
+//! - [`gateway`]: serving tunnel streams (one exchange each, one error
+//!   exit), upstreams behind one method set (Streamable HTTP, and stdio:
+//!   router, process, HTTP mapping), message checks and the policy chain in
+//!   both directions.
 //! - [`plugin`]: the wasmtime component host: the one `bindgen!` of
 //!   `wit/policy.wit`, the engine and its checked artifact cache, sandboxed
 //!   instances, pools and limits; a loaded plugin implements the chain's
@@ -39,7 +41,9 @@
 //! - [`up`]: the embedded default: relay, gateway and demo in one process.
 //! - [`client`]: a minimal Streamable HTTP client for the benchmark and tests.
 //! - [`audit`]: decision records (built from the caller's steps and trace
-//!   ids), the hash-chained durable spool, verify and tail.
+//!   ids), the spool line (written, parsed and hashed in one place),
+//!   segments, the hash-chained durable spool and its writer, verify and
+//!   tail, the OTLP exporter.
 //! - [`telemetry`]: OpenTelemetry traces and metrics (MCP semantic
 //!   conventions, W3C trace context), `OTEL_*` settings, Prometheus text;
 //!   it takes primitive and `mcp` types only.

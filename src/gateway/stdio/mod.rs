@@ -170,12 +170,7 @@ impl StdioUpstream {
                 .then(|| session.router().restamp_cancel(&msg.raw))
                 .flatten();
             let line = restamped.unwrap_or_else(|| to_line(&msg.raw));
-            session
-                .stdin
-                .send(line)
-                .await
-                .map_err(|_| McpError::SessionNotFound)?;
-            return Ok(accepted());
+            return pass_on(&session, line).await;
         }
         let wire_id = session.next_wire_id();
         let line = with_id(&msg.raw, &wire_id)
@@ -210,12 +205,7 @@ impl StdioUpstream {
         session.touch();
         let line = to_line(&msg.raw);
         if msg.kind != Kind::Request {
-            session
-                .stdin
-                .send(line)
-                .await
-                .map_err(|_| McpError::SessionNotFound)?;
-            return Ok(accepted());
+            return pass_on(&session, line).await;
         }
         let id = msg.id.clone().unwrap_or_default();
         let mut resp = self
@@ -285,4 +275,15 @@ impl StdioUpstream {
         session.ended.cancel();
         Ok(Response::new(full(Bytes::new())))
     }
+}
+
+/// Writes a message that needs no answer (a notification, the agent's
+/// response to a server request) to the child: 202 once it is queued.
+async fn pass_on(session: &Session, line: Bytes) -> Result<Response<Body>, McpError> {
+    session
+        .stdin
+        .send(line)
+        .await
+        .map_err(|_| McpError::SessionNotFound)?;
+    Ok(accepted())
 }
