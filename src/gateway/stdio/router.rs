@@ -441,6 +441,23 @@ mod tests {
     }
 
     #[test]
+    fn a_cancelled_request_stays_in_flight_until_answered() {
+        // The agent's cancel is passed on; whether the server still answers
+        // is its choice, and an answer that comes goes where it belongs.
+        let mut r = Router::new(CAP);
+        let (mut p, mut rx) = pending("41", true);
+        p.restore = Some("7".into());
+        r.register(p).unwrap();
+        let cancel =
+            br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":7}}"#;
+        assert!(r.restamp_cancel(cancel).is_some());
+        let route = r.route(Kind::Error, Some("41"), response("41"));
+        deliver(&mut r, route);
+        assert_eq!(id_of(&rx.try_recv().unwrap()), 7);
+        assert!(r.pending.is_empty());
+    }
+
+    #[test]
     fn ending_the_process_takes_every_request_and_the_get_stream() {
         let mut r = Router::new(CAP);
         let (a, _ra) = pending("1", false);
