@@ -10,7 +10,7 @@
 //! Modes: `strict` makes a call fail when its record cannot be made durable
 //! (the caller waits for the fsync); `best_effort` queues the record and
 //! counts what it could not write, then records the loss as a `gap` line.
-//! The writer thread is [`super::writer`].
+//! The writer thread is `audit/writer.rs`.
 
 use std::fs::File;
 use std::io::Write;

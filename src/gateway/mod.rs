@@ -186,9 +186,11 @@ impl Gateway {
         )
     }
 
-    /// Handles one stream from the relay; every error becomes a response.
-    /// One span per exchange, a child of the relay's (whose context the
-    /// tunnel request carries).
+    /// Handles one stream from the relay. Every refusal on the way to the
+    /// upstream — an error or a policy denial — leaves here, as the
+    /// JSON-RPC error [`error_response`] makes of it. One span per
+    /// exchange, a child of the relay's (whose context the tunnel request
+    /// carries).
     pub async fn handle(&self, req: Request<Incoming>, tunnel: &str) -> Response<Body> {
         let span = crate::mcp_span!("portcullis::gateway", "server");
         crate::telemetry::span::adopt_parent(&span, req.headers(), None);
