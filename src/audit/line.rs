@@ -35,7 +35,7 @@ pub fn hash(key: Option<&[u8]>, prev: &str, json: &[u8]) -> String {
     }
 }
 
-/// A line made by [`write`].
+/// A line made by [`write()`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Written {
     /// The whole line, newline included.

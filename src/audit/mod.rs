@@ -2,7 +2,7 @@
 //! before anything else happens with it.
 //!
 //! - [`record`]: what a decision record holds (never raw payload values).
-//! - [`line`]: one spool line — writing, parsing and hashing it (SHA-256,
+//! - [`line`](mod@line): one spool line — writing, parsing and hashing it (SHA-256,
 //!   or HMAC-SHA-256 with a key) — and the fixed-width anchor/pruned mark.
 //! - [`segment`]: segment file names, listing, and reading lines in order.
 //! - [`spool`]: the running spool — strict and best-effort modes, the
