@@ -3,6 +3,11 @@
 //! one fsync each (all or nothing), rotates segments, keeps the quota
 //! (pruning exported segments when allowed), and records losses as `gap`
 //! lines, keeping their count on disk until then.
+//!
+//! Why one file of just over 400 lines: these are the steps of one thread
+//! that share its state (the open segment, the chain's tail hash and
+//! sequence, the bytes on disk, the losses not yet written); split apart,
+//! each piece would take all of that state as arguments.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write as _};
