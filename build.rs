@@ -34,6 +34,7 @@ fn main() {
         ".cargo",
         "Cargo.toml",
         "Cargo.lock",
+        "canon",
         "sdk",
         "deny-tools",
         "authz",

@@ -2,78 +2,21 @@
 //! serves and writes their digests into a policy's `schema-guard` pins, so
 //! a later change to any tool (a "rug pull") is blocked until re-approved.
 //!
-//! The digest is the one `plugins/schema-guard/src/digest.rs` defines:
-//! SHA-256 over the canonical JSON (keys sorted by UTF-8 bytes at every
-//! depth, no whitespace, serde_json's escaping and number forms) of the
-//! definition's `name`, `description`, `inputSchema` and `outputSchema`,
-//! written `sha256:<hex>`. Both sides are tested against the same vector.
+//! The digest is `portcullis_canon::digest` (`plugins/canon`), the code
+//! `schema-guard` checks pins with: SHA-256 over the canonical JSON (keys
+//! sorted by UTF-8 bytes at every depth, no whitespace, serde_json's
+//! escaping and number forms) of the definition's `name`, `description`,
+//! `inputSchema` and `outputSchema`, written `sha256:<hex>`.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::config::gateway::UpstreamSpec;
 
-/// The members of a definition the digest covers.
-pub const PINNED_MEMBERS: [&str; 4] = ["description", "inputSchema", "name", "outputSchema"];
-
-fn write_canonical(out: &mut String, v: &Value) {
-    match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::from(k.as_str()).to_string());
-                out.push(':');
-                if let Some(v) = m.get(k) {
-                    write_canonical(out, v);
-                }
-            }
-            out.push('}');
-        }
-        Value::Array(a) => {
-            out.push('[');
-            for (i, v) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_canonical(out, v);
-            }
-            out.push(']');
-        }
-        scalar => out.push_str(&scalar.to_string()),
-    }
-}
-
-/// The canonical text the digest covers.
-pub fn canonical_pinned(def: &Value) -> String {
-    let mut picked = serde_json::Map::new();
-    for k in PINNED_MEMBERS {
-        if let Some(v) = def.get(k) {
-            picked.insert(k.to_owned(), v.clone());
-        }
-    }
-    let mut out = String::new();
-    write_canonical(&mut out, &Value::Object(picked));
-    out
-}
-
-/// The pin digest of one tool definition.
-pub fn tool_digest(def: &Value) -> String {
-    let mut out = String::from("sha256:");
-    for b in Sha256::digest(canonical_pinned(def).as_bytes()) {
-        let _ = write!(out, "{b:02x}");
-    }
-    out
-}
+pub use portcullis_canon::digest::tool_digest;
 
 /// Most `tools/list` pages read before giving up (a server that never
 /// stops paging).
@@ -294,17 +237,15 @@ pub fn write_pins(
 mod tests {
     use super::*;
 
-    /// The vector `plugins/schema-guard/src/digest.rs` asserts too.
+    /// The crate's reference vector, with the serde_json features this
+    /// crate enables (`float_roundtrip`, `raw_value`): the digest
+    /// `policy pin` writes is the one `schema-guard` computes.
     #[test]
     fn digest_matches_the_schema_guard_vector() {
-        let def: Value = serde_json::from_str(
-            r#"{"name":"get_weather","title":"Weather (ignored: not pinned)","description":"Weather for a city.\nSays \"°C\" & uses\ttabs/slashes \u0001.","inputSchema":{"type":"object","properties":{"city":{"type":"string","maxLength":100},"Zone":{"enum":["north","south",null]},"days":{"type":"integer","minimum":1,"maximum":7,"default":1.0},"ünits":{"type":"string"}},"required":["city"],"additionalProperties":false},"outputSchema":{"type":"object","properties":{"temp":{"type":"number","minimum":-273.15,"exclusiveMaximum":1e3}}},"annotations":{"readOnlyHint":true}}"#,
-        )
-        .unwrap();
-        assert_eq!(
-            tool_digest(&def),
-            "sha256:ca068c0df8c671795383be68258024cdb462de411757d99884e1522049d5cea8"
-        );
+        use portcullis_canon::digest::{canonical_pinned, vector};
+        let def: Value = serde_json::from_str(vector::DEFINITION).unwrap();
+        assert_eq!(canonical_pinned(&def), vector::CANONICAL);
+        assert_eq!(tool_digest(&def), vector::DIGEST);
     }
 
     #[test]

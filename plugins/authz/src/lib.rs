@@ -136,63 +136,45 @@ mod rules;
 #[cfg(test)]
 mod tests;
 
-use std::sync::OnceLock;
-
 use portcullis_plugin_sdk::authorize::{self, Authorizer, DEFAULT_DENY, Ruling};
 use portcullis_plugin_sdk::names::CallMethod;
-use portcullis_plugin_sdk::{Context, Interests, Plugin, Value, Verdict, codes, deny, log_info};
+use portcullis_plugin_sdk::{ConfiguredPlugin, Context, Interests, Value, Verdict, log_info};
 
 use rules::{Decided, Policy, Request};
 
-/// Set once by `init`; each plugin instance has its own copy.
-static POLICY: OnceLock<Policy> = OnceLock::new();
+/// The plugin: its rules decide calls, [`authorize::route`] the rest.
+pub struct Authz;
 
-struct Authz;
+impl ConfiguredPlugin for Authz {
+    const NAME: &'static str = "authz";
+    type Config = Policy;
 
-impl Plugin for Authz {
-    fn init(config: String) -> Result<Interests, String> {
-        let policy = config::parse(&config)?;
+    fn parse(config: &str) -> Result<Policy, String> {
+        config::parse(config)
+    }
+
+    fn announce(policy: &Policy) {
         log_info(&format!(
             "authz: {} allow and {} deny rules, {} open method patterns",
             policy.allow.len(),
             policy.deny.len(),
             policy.open_methods.len()
         ));
-        POLICY
-            .set(policy)
-            .map_err(|_| "authz: init called twice".to_string())?;
-        // Deny by default needs to see every request going in; coming back
-        // only the lists it filters.
-        Ok(authorize::interests())
     }
 
-    fn handle(ctx: Context, message: String) -> Verdict {
-        let Some(policy) = POLICY.get() else {
-            // Unreachable with a conforming host: init runs first.
-            return deny(
-                codes::POLICY_DENIED,
-                "Policy unavailable",
-                "authz: not initialised",
-            );
-        };
-        decide(policy, &ctx, &message)
+    /// Deny by default needs to see every request going in; coming back
+    /// only the lists it filters.
+    fn interests(_: &Policy) -> Interests {
+        authorize::interests()
+    }
+
+    /// Routes one message: see [`portcullis_plugin_sdk::authorize`].
+    fn decide(policy: &Policy, ctx: &Context, message: &str) -> Verdict {
+        authorize::route(policy, ctx, message)
     }
 }
 
 portcullis_plugin_sdk::export_plugin!(Authz);
-
-/// This plugin's decision logic as plain Rust, configured from `config`
-/// (the same JSON `init` takes), for running it natively: the gateway's
-/// benchmark compares the Wasm component with this.
-pub fn native(config: &str) -> Result<impl Fn(&Context, &str) -> Verdict + use<>, String> {
-    let policy = config::parse(config)?;
-    Ok(move |ctx: &Context, message: &str| decide(&policy, ctx, message))
-}
-
-/// Routes one message: see [`portcullis_plugin_sdk::authorize`].
-fn decide(policy: &Policy, ctx: &Context, message: &str) -> Verdict {
-    authorize::route(policy, ctx, message)
-}
 
 impl Authorizer for Policy {
     const LABEL: &'static str = "rule";

@@ -36,7 +36,7 @@ fn request(method: &str, who: &str) -> Context {
 /// Decides a `tools/call` of `tool` with `args` by `who`.
 fn call(p: &Policy, who: &str, tool: &str, args: Value) -> Verdict {
     let msg = testing::request("tools/call", json!({"name": tool, "arguments": args}));
-    decide(p, &request("tools/call", who), &msg)
+    Authz::decide(p, &request("tools/call", who), &msg)
 }
 
 #[track_caller]
@@ -96,27 +96,27 @@ fn default_deny() {
         "Unknown tool: anything",
         "default-deny",
     );
-    let v = decide(
+    let v = Authz::decide(
         &p,
         &request("prompts/get", "root"),
         &testing::request("prompts/get", json!({"name": "greet"})),
     );
     assert_unknown(&v, "Unknown prompt: greet", "default-deny");
-    let v = decide(
+    let v = Authz::decide(
         &p,
         &request("resources/read", "root"),
         &testing::request("resources/read", json!({"uri": "file:///etc/passwd"})),
     );
     assert_unknown(&v, "Unknown resource: file:///etc/passwd", "default-deny");
     // No name at all.
-    let v = decide(
+    let v = Authz::decide(
         &p,
         &request("tools/call", "root"),
         &testing::request("tools/call", json!({})),
     );
     assert_eq!(v.denial().unwrap().code, -32602);
     // Not JSON, or a duplicated name.
-    let v = decide(&p, &request("tools/call", "root"), "{nope");
+    let v = Authz::decide(&p, &request("tools/call", "root"), "{nope");
     assert_eq!(v.denial().unwrap().code, -32600);
     // Arrays are not objects, whatever serde's derives would accept.
     let p = policy(r#"{"rules": [{"id": "all", "effect": "allow"}]}"#);
@@ -124,14 +124,14 @@ fn default_deny() {
         r#"["tools/call", {"name": "t"}]"#,
         r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":["t"]}"#,
     ] {
-        let v = decide(&p, &request("tools/call", "root"), msg);
+        let v = Authz::decide(&p, &request("tools/call", "root"), msg);
         assert_eq!(v.denial().map(|d| d.code), Some(-32600), "{msg}");
     }
-    assert!(!decide(&p, &request("ping", "root"), r#"["ping"]"#).is_allow());
+    assert!(!Authz::decide(&p, &request("ping", "root"), r#"["ping"]"#).is_allow());
     assert!(call(&p, "root", "t", json!({})).is_allow());
     let dup = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","name":"b"}}"#;
     assert_eq!(
-        decide(&p, &request("tools/call", "root"), dup)
+        Authz::decide(&p, &request("tools/call", "root"), dup)
             .denial()
             .unwrap()
             .code,
@@ -179,14 +179,14 @@ fn selectors() {
     assert!(!call(&p, "anyone", "d", json!({})).is_allow());
     // `methods` restricts which call method the rule covers.
     assert!(!call(&p, "anyone", "e", json!({})).is_allow());
-    let v = decide(
+    let v = Authz::decide(
         &p,
         &request("prompts/get", "anyone"),
         &testing::request("prompts/get", json!({"name": "e"})),
     );
     assert_allowed(&v, "prompts");
     let read = |uri: &str| {
-        decide(
+        Authz::decide(
             &p,
             &request("resources/read", "anyone"),
             &testing::request("resources/read", json!({"uri": uri})),
@@ -262,7 +262,7 @@ fn numeric_ops_and_type_confusion() {
     // No arguments at all.
     let p = when(json!({"arg": "amount", "op": "lte", "value": 100}));
     let msg = testing::request("tools/call", json!({"name": "t"}));
-    assert!(!decide(&p, &request("tools/call", "u"), &msg).is_allow());
+    assert!(!Authz::decide(&p, &request("tools/call", "u"), &msg).is_allow());
 }
 
 #[test]
@@ -438,11 +438,11 @@ fn duplicate_argument_keys_are_refused() {
     let p = when(json!({"arg": "amount", "op": "lte", "value": 100}));
     let msg = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call",
         "params":{"name":"t","arguments":{"amount":5,"amount":5000}}}"#;
-    let v = decide(&p, &request("tools/call", "u"), msg);
+    let v = Authz::decide(&p, &request("tools/call", "u"), msg);
     assert_eq!(v.denial().unwrap().code, -32600, "{v:?}");
     let nested = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call",
         "params":{"name":"t","arguments":{"amount":5,"x":{"k":1,"k":2}}}}"#;
-    assert!(!decide(&p, &request("tools/call", "u"), nested).is_allow());
+    assert!(!Authz::decide(&p, &request("tools/call", "u"), nested).is_allow());
 }
 
 // ---------------------------------------------------------------------------
@@ -454,13 +454,13 @@ fn open_methods() {
     let p = policy(EXAMPLE);
     for m in ["initialize", "ping", "tools/list", "completion/complete"] {
         let msg = json!({"jsonrpc": "2.0", "id": 1, "method": m}).to_string();
-        let v = decide(&p, &request(m, "nobody"), &msg);
+        let v = Authz::decide(&p, &request(m, "nobody"), &msg);
         assert!(v.is_allow(), "{m}: {v:?}");
     }
     // Default list when the key is absent.
     let p = policy(r#"{"rules": []}"#);
     let msg = r#"{"jsonrpc":"2.0","id":1,"method":"resources/templates/list"}"#;
-    assert!(decide(&p, &request("resources/templates/list", "x"), msg).is_allow());
+    assert!(Authz::decide(&p, &request("resources/templates/list", "x"), msg).is_allow());
     // Open methods never open the call methods.
     let p = policy(r#"{"rules": [], "open_methods": ["*"]}"#);
     assert!(!call(&p, "u", "t", json!({})).is_allow());
@@ -476,7 +476,7 @@ fn unknown_methods_are_denied() {
         "Ping",
     ] {
         let msg = json!({"jsonrpc": "2.0", "id": 1, "method": m}).to_string();
-        let v = decide(&p, &request(m, "root"), &msg);
+        let v = Authz::decide(&p, &request(m, "root"), &msg);
         let d = v.denial().unwrap_or_else(|| panic!("{m} allowed"));
         assert_eq!(d.code, -32601);
         assert_eq!(d.public_message, "Method not found");
@@ -484,7 +484,7 @@ fn unknown_methods_are_denied() {
     let p = policy(r#"{"rules": [], "open_methods": ["ping"]}"#);
     let msg = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
     assert_eq!(
-        decide(&p, &request("tools/list", "x"), msg)
+        Authz::decide(&p, &request("tools/list", "x"), msg)
             .denial()
             .unwrap()
             .code,
@@ -494,12 +494,12 @@ fn unknown_methods_are_denied() {
     let p = policy(EXAMPLE);
     let msg = testing::request("tools/call", json!({"name": "delete_all"}));
     assert_unknown(
-        &decide(&p, &request("ping", "root"), &msg),
+        &Authz::decide(&p, &request("ping", "root"), &msg),
         "Unknown tool: delete_all",
         "no-erasure",
     );
     let msg = r#"{"jsonrpc":"2.0","id":1,"method":"secret/op"}"#;
-    assert!(!decide(&p, &request("tools/call", "root"), msg).is_allow());
+    assert!(!Authz::decide(&p, &request("tools/call", "root"), msg).is_allow());
 }
 
 #[test]
@@ -512,7 +512,7 @@ fn notifications_and_responses_pass() {
         "x",
     );
     assert!(
-        decide(
+        Authz::decide(
             &p,
             &note,
             r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#
@@ -520,16 +520,16 @@ fn notifications_and_responses_pass() {
         .is_allow()
     );
     let answer = ctx(Direction::ToServer, MessageKind::Response, None, "x");
-    assert!(decide(&p, &answer, r#"{"jsonrpc":"2.0","id":"s1","result":{}}"#).is_allow());
+    assert!(Authz::decide(&p, &answer, r#"{"jsonrpc":"2.0","id":"s1","result":{}}"#).is_allow());
     let err = ctx(Direction::ToServer, MessageKind::Error, None, "x");
-    assert!(decide(&p, &err, "not even json").is_allow());
+    assert!(Authz::decide(&p, &err, "not even json").is_allow());
     let to_client = ctx(
         Direction::ToClient,
         MessageKind::Request,
         Some("sampling/createMessage"),
         "x",
     );
-    assert!(decide(&p, &to_client, "{}").is_allow());
+    assert!(Authz::decide(&p, &to_client, "{}").is_allow());
     // A call disguised as a notification is still decided.
     let sneaky = ctx(
         Direction::ToServer,
@@ -538,7 +538,7 @@ fn notifications_and_responses_pass() {
         "x",
     );
     let msg = r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"t"}}"#;
-    assert!(!decide(&p, &sneaky, msg).is_allow());
+    assert!(!Authz::decide(&p, &sneaky, msg).is_allow());
 }
 
 // ---------------------------------------------------------------------------
@@ -604,7 +604,7 @@ fn list_response(p: &Policy, method: &str, who: &str, result: Value) -> Verdict 
         who,
     );
     let msg = json!({"jsonrpc": "2.0", "id": 1, "result": result}).to_string();
-    decide(p, &c, &msg)
+    Authz::decide(p, &c, &msg)
 }
 
 fn names(v: &Verdict, field: &str, key: &str) -> Vec<String> {
@@ -704,7 +704,7 @@ fn list_filtering_prompts_resources_and_conditional_denies() {
         "u",
     );
     assert!(
-        decide(
+        Authz::decide(
             &p,
             &c,
             r#"{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"x"}}"#

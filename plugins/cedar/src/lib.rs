@@ -183,24 +183,26 @@ mod slice;
 #[cfg(test)]
 mod tests;
 
-use std::sync::OnceLock;
-
 use portcullis_plugin_sdk::authorize::{self, Authorizer, DEFAULT_DENY, Ruling};
 use portcullis_plugin_sdk::names::CallMethod;
 use portcullis_plugin_sdk::{
-    Context, Interests, Plugin, Value, Verdict, codes, deny, log_info, log_warn,
+    ConfiguredPlugin, Context, Interests, Value, Verdict, log_info, log_warn,
 };
 
 use engine::{Engine, Outcome, Target};
 
-/// Set once by `init`; each plugin instance has its own copy.
-static ENGINE: OnceLock<Engine> = OnceLock::new();
+/// The plugin: Cedar decides calls, [`authorize::route`] the rest.
+pub struct Cedar;
 
-struct Cedar;
+impl ConfiguredPlugin for Cedar {
+    const NAME: &'static str = "cedar";
+    type Config = Engine;
 
-impl Plugin for Cedar {
-    fn init(config: String) -> Result<Interests, String> {
-        let engine = config::parse(&config)?;
+    fn parse(config: &str) -> Result<Engine, String> {
+        config::parse(config)
+    }
+
+    fn announce(engine: &Engine) {
         for w in &engine.warnings {
             log_warn(&format!("cedar: {w}"));
         }
@@ -211,40 +213,21 @@ impl Plugin for Cedar {
             engine.entities.len(),
             engine.open_methods.len()
         ));
-        ENGINE
-            .set(engine)
-            .map_err(|_| "cedar: init called twice".to_string())?;
-        // Deny by default needs to see every request going in; coming back
-        // only the lists it filters.
-        Ok(authorize::interests())
     }
 
-    fn handle(ctx: Context, message: String) -> Verdict {
-        let Some(engine) = ENGINE.get() else {
-            return deny(
-                codes::POLICY_DENIED,
-                "Policy unavailable",
-                "cedar: not initialised",
-            );
-        };
-        decide(engine, &ctx, &message)
+    /// Deny by default needs to see every request going in; coming back
+    /// only the lists it filters.
+    fn interests(_: &Engine) -> Interests {
+        authorize::interests()
+    }
+
+    /// Routes one message like `authz`: see [`portcullis_plugin_sdk::authorize`].
+    fn decide(engine: &Engine, ctx: &Context, message: &str) -> Verdict {
+        authorize::route(engine, ctx, message)
     }
 }
 
 portcullis_plugin_sdk::export_plugin!(Cedar);
-
-/// Routes one message like `authz`: see [`portcullis_plugin_sdk::authorize`].
-/// This plugin's decision logic as plain Rust, configured from `config`
-/// (the same JSON `init` takes), for running it natively: the gateway's
-/// benchmark compares the Wasm component with this.
-pub fn native(config: &str) -> Result<impl Fn(&Context, &str) -> Verdict + use<>, String> {
-    let engine = config::parse(config)?;
-    Ok(move |ctx: &Context, message: &str| decide(&engine, ctx, message))
-}
-
-fn decide(engine: &Engine, ctx: &Context, message: &str) -> Verdict {
-    authorize::route(engine, ctx, message)
-}
 
 /// The Cedar view of a call or list entry.
 fn target<'a>(ctx: &'a Context, method: CallMethod, name: &'a str) -> Target<'a> {

@@ -53,7 +53,7 @@ fn request(method: &str, who: &str) -> Context {
 /// Decides a `tools/call` of `tool` with `args` by `who`.
 fn call(e: &Engine, who: &str, tool: &str, args: Value) -> Verdict {
     let msg = testing::request("tools/call", json!({"name": tool, "arguments": args}));
-    decide(e, &request("tools/call", who), &msg)
+    Cedar::decide(e, &request("tools/call", who), &msg)
 }
 
 #[track_caller]
@@ -143,20 +143,20 @@ fn default_deny() {
         "Unknown tool: anything",
         "default-deny",
     );
-    let v = decide(
+    let v = Cedar::decide(
         &e,
         &request("prompts/get", "root"),
         &testing::request("prompts/get", json!({"name": "greet"})),
     );
     assert_unknown(&v, "Unknown prompt: greet", "default-deny");
-    let v = decide(
+    let v = Cedar::decide(
         &e,
         &request("resources/read", "root"),
         &testing::request("resources/read", json!({"uri": "file:///etc/passwd"})),
     );
     assert_unknown(&v, "Unknown resource: file:///etc/passwd", "default-deny");
     // No name at all.
-    let v = decide(
+    let v = Cedar::decide(
         &e,
         &request("tools/call", "root"),
         &testing::request("tools/call", json!({})),
@@ -170,7 +170,7 @@ fn default_deny() {
         r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":["t"]}"#,
         r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","name":"b"}}"#,
     ] {
-        let v = decide(&e, &request("tools/call", "root"), msg);
+        let v = Cedar::decide(&e, &request("tools/call", "root"), msg);
         assert_eq!(v.denial().map(|d| d.code), Some(-32600), "{msg}");
         assert_eq!(v.label("policy"), Some("default-deny"));
     }
@@ -223,7 +223,7 @@ fn forbid_overrides_permit() {
         "Unknown tool: erase",
         "no-erasure,no-root",
     );
-    let v = decide(
+    let v = Cedar::decide(
         &e,
         &request("prompts/get", "alice"),
         &testing::request("prompts/get", json!({"name": "greet"})),
@@ -252,7 +252,7 @@ fn principal_resource_and_route_attributes() {
     assert!(!call(&e, "bob", "d", json!({})).is_allow());
     assert_allowed(&call(&e, "bob", "crm_lookup", json!({})), "crm-server");
     let read = |uri: &str| {
-        decide(
+        Cedar::decide(
             &e,
             &request("resources/read", "anyone"),
             &testing::request("resources/read", json!({"uri": uri})),
@@ -359,7 +359,7 @@ fn argument_conditions() {
     // No `arguments` at all.
     let e = when("context.arguments.amount <= 100");
     let msg = testing::request("tools/call", json!({"name": "t"}));
-    assert!(!decide(&e, &request("tools/call", "u"), &msg).is_allow());
+    assert!(!Cedar::decide(&e, &request("tools/call", "u"), &msg).is_allow());
     check(
         r#"context.arguments has mode && context.arguments.mode == "read""#,
         &[
@@ -545,11 +545,11 @@ fn duplicate_argument_keys_are_refused() {
     let e = when("context.arguments.amount <= 100");
     let msg = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call",
         "params":{"name":"t","arguments":{"amount":5,"amount":5000}}}"#;
-    let v = decide(&e, &request("tools/call", "u"), msg);
+    let v = Cedar::decide(&e, &request("tools/call", "u"), msg);
     assert_eq!(v.denial().unwrap().code, -32600, "{v:?}");
     let nested = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call",
         "params":{"name":"t","arguments":{"amount":5,"x":{"k":1,"k":2}}}}"#;
-    assert!(!decide(&e, &request("tools/call", "u"), nested).is_allow());
+    assert!(!Cedar::decide(&e, &request("tools/call", "u"), nested).is_allow());
 }
 
 // ---------------------------------------------------------------------------
@@ -623,7 +623,7 @@ fn lookalikes_of_prompts_and_resources() {
         "#,
     );
     let get = |name: &str| {
-        decide(
+        Cedar::decide(
             &e,
             &request("prompts/get", "u"),
             &testing::request("prompts/get", json!({"name": name})),
@@ -633,7 +633,7 @@ fn lookalikes_of_prompts_and_resources() {
         assert_unknown(&get(name), &format!("Unknown prompt: {name}"), "no-secret");
     }
     let read = |uri: &str| {
-        decide(
+        Cedar::decide(
             &e,
             &request("resources/read", "u"),
             &testing::request("resources/read", json!({"uri": uri})),
@@ -696,12 +696,12 @@ fn open_methods() {
     let e = engine(EXAMPLE);
     for m in ["initialize", "ping", "tools/list", "completion/complete"] {
         let msg = json!({"jsonrpc": "2.0", "id": 1, "method": m}).to_string();
-        let v = decide(&e, &request(m, "nobody"), &msg);
+        let v = Cedar::decide(&e, &request(m, "nobody"), &msg);
         assert!(v.is_allow(), "{m}: {v:?}");
     }
     for m in ["sampling/createMessage", "resources/subscribe", "Ping"] {
         let msg = json!({"jsonrpc": "2.0", "id": 1, "method": m}).to_string();
-        let v = decide(&e, &request(m, "root"), &msg);
+        let v = Cedar::decide(&e, &request(m, "root"), &msg);
         let d = v.denial().unwrap_or_else(|| panic!("{m} allowed"));
         assert_eq!(
             (d.code, d.public_message.as_str()),
@@ -714,7 +714,7 @@ fn open_methods() {
     );
     let msg = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
     assert_eq!(
-        decide(&e, &request("tools/list", "x"), msg)
+        Cedar::decide(&e, &request("tools/list", "x"), msg)
             .denial()
             .unwrap()
             .code,
@@ -727,7 +727,7 @@ fn open_methods() {
     let e = engine(EXAMPLE);
     let msg = testing::request("tools/call", json!({"name": "delete_all"}));
     assert_unknown(
-        &decide(&e, &request("ping", "root"), &msg),
+        &Cedar::decide(&e, &request("ping", "root"), &msg),
         "Unknown tool: delete_all",
         "no-erasure",
     );
@@ -743,16 +743,16 @@ fn notifications_and_responses_pass() {
         "x",
     );
     let msg = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
-    assert!(decide(&e, &note, msg).is_allow());
+    assert!(Cedar::decide(&e, &note, msg).is_allow());
     let answer = ctx(Direction::ToServer, MessageKind::Response, None, "x");
-    assert!(decide(&e, &answer, r#"{"jsonrpc":"2.0","id":"s1","result":{}}"#).is_allow());
+    assert!(Cedar::decide(&e, &answer, r#"{"jsonrpc":"2.0","id":"s1","result":{}}"#).is_allow());
     let to_client = ctx(
         Direction::ToClient,
         MessageKind::Request,
         Some("sampling/createMessage"),
         "x",
     );
-    assert!(decide(&e, &to_client, "{}").is_allow());
+    assert!(Cedar::decide(&e, &to_client, "{}").is_allow());
     // A call disguised as a notification is still decided.
     let sneaky = ctx(
         Direction::ToServer,
@@ -761,7 +761,7 @@ fn notifications_and_responses_pass() {
         "x",
     );
     let msg = r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"t"}}"#;
-    assert!(!decide(&e, &sneaky, msg).is_allow());
+    assert!(!Cedar::decide(&e, &sneaky, msg).is_allow());
 }
 
 // ---------------------------------------------------------------------------
@@ -776,7 +776,7 @@ fn list_response(e: &Engine, method: &str, who: &str, result: Value) -> Verdict 
         who,
     );
     let msg = json!({"jsonrpc": "2.0", "id": 1, "result": result}).to_string();
-    decide(e, &c, &msg)
+    Cedar::decide(e, &c, &msg)
 }
 
 fn names(v: &Verdict, field: &str, key: &str) -> Vec<String> {
@@ -899,7 +899,7 @@ fn list_filtering_prompts_and_resources() {
         "u",
     );
     let msg = r#"{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"x"}}"#;
-    assert!(decide(&e, &c, msg).is_allow());
+    assert!(Cedar::decide(&e, &c, msg).is_allow());
     let v = list_response(
         &e,
         "resources/templates/list",
@@ -1153,22 +1153,22 @@ fn bench_decisions() {
     println!("{} policies", e.policies.num_of_policies());
     time(
         "tools/call allowed",
-        &|| decide(&e, &alice, &allowed).is_allow(),
+        &|| Cedar::decide(&e, &alice, &allowed).is_allow(),
         true,
     );
     time(
         "tools/call allowed + look-alike pass",
-        &|| decide(&e, &alice, &camel).is_allow(),
+        &|| Cedar::decide(&e, &alice, &camel).is_allow(),
         true,
     );
     time(
         "tools/call default deny",
-        &|| decide(&e, &alice, &unknown).is_allow(),
+        &|| Cedar::decide(&e, &alice, &unknown).is_allow(),
         false,
     );
     time(
         "tools/call forbidden",
-        &|| decide(&e, &alice, &forbidden).is_allow(),
+        &|| Cedar::decide(&e, &alice, &forbidden).is_allow(),
         false,
     );
     let list = ctx(
@@ -1184,7 +1184,7 @@ fn bench_decisions() {
     let start = Instant::now();
     let n = 500u32;
     for _ in 0..n {
-        std::hint::black_box(decide(&e, &list, &msg));
+        std::hint::black_box(Cedar::decide(&e, &list, &msg));
     }
     let us = start.elapsed().as_secs_f64() * 1e6 / f64::from(n);
     println!(

@@ -180,101 +180,78 @@ mod render;
 mod tests;
 mod walk;
 
-use std::sync::OnceLock;
-
 use portcullis_plugin_sdk::{
-    Context, Direction, Interests, Plugin, Verdict, allow, codes, deny, log_info, rewrite,
+    ConfiguredPlugin, Context, Direction, Interests, Verdict, allow, codes, deny, log_info, rewrite,
 };
 
 use config::Config;
 use walk::{Redactor, Stop};
 
-/// Set once by `init`; each plugin instance has its own copy.
-static CONFIG: OnceLock<Config> = OnceLock::new();
+/// The plugin: scans messages with the configured detectors.
+pub struct Redact;
 
-struct Redact;
+impl ConfiguredPlugin for Redact {
+    const NAME: &'static str = "redact";
+    type Config = Config;
 
-impl Plugin for Redact {
-    fn init(config: String) -> Result<Interests, String> {
-        let cfg = config::parse(&config)?;
-        log_info(&cfg.summary());
-        let interests = interests(&cfg);
-        CONFIG
-            .set(cfg)
-            .map_err(|_| "redact: init called twice".to_string())?;
-        Ok(interests)
+    fn parse(config: &str) -> Result<Config, String> {
+        config::parse(config)
     }
 
-    fn handle(ctx: Context, message: String) -> Verdict {
-        let Some(cfg) = CONFIG.get() else {
-            // Unreachable with a conforming host: init runs first.
-            return deny(
+    fn announce(cfg: &Config) {
+        log_info(&cfg.summary());
+    }
+
+    /// Every method; to the agent only, unless `scan_requests`.
+    fn interests(cfg: &Config) -> Interests {
+        if cfg.scan_requests {
+            Interests::all()
+        } else {
+            Interests::all().directions([Direction::ToClient])
+        }
+    }
+
+    /// Scans one message.
+    fn decide(cfg: &Config, ctx: &Context, message: &str) -> Verdict {
+        if ctx.is_to_server() && !cfg.scan_requests {
+            return allow();
+        }
+        let mut r = Redactor::new(cfg);
+        match r.message(message, ctx.method.as_deref()) {
+            Ok(None) => allow(),
+            Ok(Some(new)) => {
+                let mut v = rewrite(new);
+                for (det, &n) in cfg.detectors.iter().zip(&r.counts) {
+                    if n > 0 {
+                        v = v.with_count(det.name.as_str(), n);
+                    }
+                }
+                v
+            }
+            Err(Stop::Block(det)) => {
+                // `det` is one of this configuration's detectors (walk.rs
+                // blocks on a hit naming no detector, under this name).
+                let name = cfg
+                    .detectors
+                    .get(det)
+                    .map_or("unknown", |d| d.name.as_str());
+                deny(
+                    codes::POLICY_DENIED,
+                    format!("Blocked by policy: the message contains sensitive data ({name})"),
+                    format!("redact: {name} found, and its action is block"),
+                )
+                .with_label("blocked", name)
+            }
+            // Unreachable for messages the gateway accepted; refuse rather than
+            // let unscanned data out.
+            Err(Stop::Malformed) => deny(
                 codes::POLICY_DENIED,
-                "Policy unavailable",
-                "redact: not initialised",
-            );
-        };
-        decide(cfg, &ctx, &message)
+                "Blocked by policy: the message could not be checked for sensitive data",
+                "redact: the message is not JSON the scanner can read",
+            )
+            .with_label("blocked", "unreadable"),
+        }
     }
 }
 
 portcullis_plugin_sdk::export_plugin!(Redact);
-
-/// Every method; to the agent only, unless `scan_requests`.
-fn interests(cfg: &Config) -> Interests {
-    if cfg.scan_requests {
-        Interests::all()
-    } else {
-        Interests::all().directions([Direction::ToClient])
-    }
-}
-
-/// Scans one message.
-/// This plugin's decision logic as plain Rust, configured from `config`
-/// (the same JSON `init` takes), for running it natively: the gateway's
-/// benchmark compares the Wasm component with this.
-pub fn native(config: &str) -> Result<impl Fn(&Context, &str) -> Verdict + use<>, String> {
-    let cfg = config::parse(config)?;
-    Ok(move |ctx: &Context, message: &str| decide(&cfg, ctx, message))
-}
-
-fn decide(cfg: &Config, ctx: &Context, message: &str) -> Verdict {
-    if ctx.is_to_server() && !cfg.scan_requests {
-        return allow();
-    }
-    let mut r = Redactor::new(cfg);
-    match r.message(message, ctx.method.as_deref()) {
-        Ok(None) => allow(),
-        Ok(Some(new)) => {
-            let mut v = rewrite(new);
-            for (det, &n) in cfg.detectors.iter().zip(&r.counts) {
-                if n > 0 {
-                    v = v.with_count(det.name.as_str(), n);
-                }
-            }
-            v
-        }
-        Err(Stop::Block(det)) => {
-            // `det` is one of this configuration's detectors (walk.rs
-            // blocks on a hit naming no detector, under this name).
-            let name = cfg
-                .detectors
-                .get(det)
-                .map_or("unknown", |d| d.name.as_str());
-            deny(
-                codes::POLICY_DENIED,
-                format!("Blocked by policy: the message contains sensitive data ({name})"),
-                format!("redact: {name} found, and its action is block"),
-            )
-            .with_label("blocked", name)
-        }
-        // Unreachable for messages the gateway accepted; refuse rather than
-        // let unscanned data out.
-        Err(Stop::Malformed) => deny(
-            codes::POLICY_DENIED,
-            "Blocked by policy: the message could not be checked for sensitive data",
-            "redact: the message is not JSON the scanner can read",
-        )
-        .with_label("blocked", "unreadable"),
-    }
-}

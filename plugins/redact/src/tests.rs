@@ -29,7 +29,7 @@ fn tool_result(text: &str) -> String {
 
 /// Runs `message` (a response to tools/call) through `c`.
 fn run(c: &Config, message: &str) -> Verdict {
-    decide(c, &response_ctx(), message)
+    Redact::decide(c, &response_ctx(), message)
 }
 
 /// The message after the verdict (the original when allowed).
@@ -588,7 +588,7 @@ fn json_in_strings() {
 /// Runs `msg` with `c` in `ctx` and returns the output.
 fn through(c: &Config, ctx: &Context, msg: &Value) -> (Verdict, Value) {
     let text = msg.to_string();
-    let v = decide(c, ctx, &text);
+    let v = Redact::decide(c, ctx, &text);
     let out = after(&v, &text);
     (v, out)
 }
@@ -751,7 +751,7 @@ fn skeleton_untouched() {
         );
     }
     let msg = r#"{"jsonrpc":"2.0","id":7,"method":"sampling/createMessage","params":{"x":"555-123-4567"}}"#;
-    let v = decide(
+    let v = Redact::decide(
         &c,
         &ctx(
             Direction::ToClient,
@@ -801,11 +801,11 @@ fn requests() {
     );
     // Off by default.
     let c = cfg("{}");
-    assert!(decide(&c, &to_server, &call.to_string()).is_allow());
-    assert_eq!(interests(&c).directions, vec![Direction::ToClient]);
+    assert!(Redact::decide(&c, &to_server, &call.to_string()).is_allow());
+    assert_eq!(Redact::interests(&c).directions, vec![Direction::ToClient]);
     // On with scan_requests.
     let c = cfg(r#"{"scan_requests": true}"#);
-    assert!(interests(&c).directions.is_empty());
+    assert!(Redact::interests(&c).directions.is_empty());
     let (v, out) = through(&c, &to_server, &call);
     assert_eq!(
         out["params"]["arguments"],
@@ -1064,7 +1064,7 @@ fn bench_one(name: &str, c: &Config, msg: &str) {
         .map(|_| {
             let start = std::time::Instant::now();
             for _ in 0..batch {
-                std::hint::black_box(decide(c, &ctx, std::hint::black_box(msg)));
+                std::hint::black_box(Redact::decide(c, &ctx, std::hint::black_box(msg)));
             }
             start.elapsed().as_nanos() / batch
         })
@@ -1145,7 +1145,7 @@ fn a_hit_in_a_value_the_protocol_needs_unchanged_blocks_the_message() {
             MessageKind::Notification
         };
         let method = method.or(msg["method"].as_str());
-        let v = decide(
+        let v = Redact::decide(
             &c,
             &ctx(Direction::ToClient, kind, method),
             &msg.to_string(),
@@ -1156,7 +1156,7 @@ fn a_hit_in_a_value_the_protocol_needs_unchanged_blocks_the_message() {
     // Clean protocol values pass untouched.
     let clean = json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": [], "nextCursor": "c2"}});
     assert!(
-        decide(
+        Redact::decide(
             &c,
             &ctx(
                 Direction::ToClient,

@@ -81,36 +81,41 @@
 )]
 
 pub mod config;
-pub mod digest;
+/// The pin digest, shared with the gateway's `portcullis policy pin`.
+pub use portcullis_canon::digest;
 mod schemas;
 #[cfg(test)]
 mod tests;
 
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use portcullis_plugin_sdk::{
-    Context, Direction, Interests, MessageKind, Plugin, Value, Verdict, allow, codes, deny,
-    log_info, rewrite_json, tool_definition_raw, tool_revision,
+    ConfiguredPlugin, Context, Direction, Interests, MessageKind, Value, Verdict, allow, codes,
+    deny, log_info, rewrite_json, tool_definition_raw, tool_revision,
 };
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 
 use config::{Config, Pin};
 use schemas::{Compiled, shorten};
 
-/// Set once by `init`; each plugin instance has its own copy.
-static CONFIG: OnceLock<Config> = OnceLock::new();
-
 /// Failing locations named in a public message at most.
 const PUBLIC_PROBLEMS: usize = 8;
 /// Failing locations named in a private reason at most.
 const PRIVATE_PROBLEMS: usize = 16;
 
-struct SchemaGuard;
+/// The plugin: checks calls and results against the host's catalog.
+pub struct SchemaGuard;
 
-impl Plugin for SchemaGuard {
-    fn init(config: String) -> Result<Interests, String> {
-        let config = Config::parse(&config)?;
+impl ConfiguredPlugin for SchemaGuard {
+    const NAME: &'static str = "schema-guard";
+    type Config = Config;
+
+    fn parse(config: &str) -> Result<Config, String> {
+        Config::parse(config)
+    }
+
+    fn announce(config: &Config) {
         log_info(&format!(
             "schema-guard: {} pins, unpinned tools {}, structuredContent {}",
             config.pins.len(),
@@ -124,26 +129,28 @@ impl Plugin for SchemaGuard {
                 "optional"
             },
         ));
-        let interests = interests(&config);
-        CONFIG
-            .set(config)
-            .map_err(|_| "schema-guard: init called twice".to_string())?;
-        Ok(interests)
     }
 
-    fn handle(ctx: Context, message: String) -> Verdict {
-        let Some(config) = CONFIG.get() else {
-            return deny(
-                codes::POLICY_DENIED,
-                "Policy unavailable",
-                "schema-guard: not initialised",
-            );
-        };
-        // The only host calls: everything else takes the definitions as a
-        // parameter, so it runs (and is tested) natively.
-        decide_with(config, &ctx, &message, &HostCatalog(&ctx.server))
+    /// `tools/call` both ways, and the task methods that deliver a tool's
+    /// result later (`tasks/result`, 2025-11-25; `tasks/get` inlining it,
+    /// 2026-07-28); `tools/list` too when pinning may hide tools.
+    fn interests(config: &Config) -> Interests {
+        if config.pinning() {
+            Interests::methods(["tools/call", "tasks/get", "tasks/result", "tools/list"])
+        } else {
+            Interests::methods(["tools/call", "tasks/get", "tasks/result"])
+        }
+    }
+
+    /// The only host calls: everything else takes the definitions as a
+    /// parameter, so it runs (and is tested) natively.
+    fn decide(config: &Config, ctx: &Context, message: &str) -> Verdict {
+        decide_with(config, ctx, message, &HostCatalog(&ctx.server))
     }
 }
+
+// `native` takes the definitions the host would provide.
+portcullis_plugin_sdk::export_plugin!(SchemaGuard, without_native);
 
 /// Where the current tool definitions come from: the gateway's catalog in
 /// the component; a map or a closure natively.
@@ -190,19 +197,6 @@ impl Definitions for HostCatalog<'_> {
     }
 }
 
-portcullis_plugin_sdk::export_plugin!(SchemaGuard);
-
-/// `tools/call` both ways, and the task methods that deliver a tool's
-/// result later (`tasks/result`, 2025-11-25; `tasks/get` inlining it,
-/// 2026-07-28); `tools/list` too when pinning may hide tools.
-fn interests(config: &Config) -> Interests {
-    if config.pinning() {
-        Interests::methods(["tools/call", "tasks/get", "tasks/result", "tools/list"])
-    } else {
-        Interests::methods(["tools/call", "tasks/get", "tasks/result"])
-    }
-}
-
 /// This plugin's decision logic as plain Rust, configured from `config`
 /// (the same JSON `init` takes), for running it natively: the gateway's
 /// benchmark compares the Wasm component with this. `definitions` stands
@@ -211,7 +205,7 @@ pub fn native<D: Definitions>(
     config: &str,
     definitions: D,
 ) -> Result<impl Fn(&Context, &str) -> Verdict + use<D>, String> {
-    let config = Config::parse(config)?;
+    let config = SchemaGuard::parse(config)?;
     Ok(move |ctx: &Context, message: &str| decide_with(&config, ctx, message, &definitions))
 }
 

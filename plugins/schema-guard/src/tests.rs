@@ -722,15 +722,18 @@ fn other_messages_pass_untouched() {
 #[test]
 fn interests_follow_the_config() {
     assert_eq!(
-        interests(&Config::default()).methods,
+        SchemaGuard::interests(&Config::default()).methods,
         vec!["tools/call", "tasks/get", "tasks/result"]
     );
     let cfg = config(r#"{"unpinned": "deny"}"#);
     assert_eq!(
-        interests(&cfg).methods,
+        SchemaGuard::interests(&cfg).methods,
         vec!["tools/call", "tasks/get", "tasks/result", "tools/list"]
     );
-    assert!(interests(&cfg).directions.is_empty(), "both directions");
+    assert!(
+        SchemaGuard::interests(&cfg).directions.is_empty(),
+        "both directions"
+    );
 }
 
 // ---------------------------------------------------------------------------

@@ -10,6 +10,9 @@
 //! This crate runs `wit_bindgen::generate!` once, re-exports the generated
 //! types, and adds small helpers so a plugin is a few lines:
 //!
+//! * the plugin: [`ConfiguredPlugin`] (parse the configuration, declare
+//!   interests, decide a message) and [`export_plugin!`], which writes the
+//!   component's `init`/`handle` and a native entry point from it;
 //! * verdicts: [`allow`], [`rewrite`], [`rewrite_json`], [`deny`], plus
 //!   [`Verdict::with_count`] / [`Verdict::with_label`] for audit annotations
 //!   and [`Verdict::count`] / [`Verdict::label`] to read them back;
@@ -26,28 +29,40 @@
 //!   routing of messages around an [`authorize::Authorizer`]; [`strict`],
 //!   typed call parsing that refuses duplicate keys; [`names`], the call
 //!   methods, globs and the folding of look-alike names;
-//! * native unit tests: [`testing::context`] and [`testing::request`].
+//! * native unit tests: [`testing::context`] and [`testing::request`], and
+//!   [`authorizer_conformance!`], the routing tests every [`authorize::Authorizer`]
+//!   must pass.
 //!
 //! # Example
 //!
 //! ```no_run
-//! use portcullis_plugin_sdk::{allow, deny, Context, Interests, Message, Plugin, Verdict};
+//! use portcullis_plugin_sdk::{allow, deny, ConfiguredPlugin, Context, Interests, Message, Verdict};
 //!
 //! struct NoSecrets;
 //!
-//! impl Plugin for NoSecrets {
-//!     fn init(_config: String) -> Result<Interests, String> {
-//!         // Only tools/call requests reach `handle`.
-//!         Ok(Interests::methods(["tools/call"]))
+//! impl ConfiguredPlugin for NoSecrets {
+//!     const NAME: &'static str = "no-secrets";
+//!     /// The tool to block.
+//!     type Config = String;
+//!
+//!     fn parse(config: &str) -> Result<String, String> {
+//!         let v: portcullis_plugin_sdk::Value =
+//!             portcullis_plugin_sdk::serde_json::from_str(config).map_err(|e| e.to_string())?;
+//!         Ok(v["tool"].as_str().unwrap_or("read_secret").to_owned())
 //!     }
 //!
-//!     fn handle(ctx: Context, message: String) -> Verdict {
+//!     fn interests(_: &String) -> Interests {
+//!         // Only tools/call requests reach `decide`.
+//!         Interests::methods(["tools/call"])
+//!     }
+//!
+//!     fn decide(tool: &String, ctx: &Context, message: &str) -> Verdict {
 //!         if !ctx.is_tool_call() {
 //!             return allow();
 //!         }
-//!         let Ok(msg) = Message::parse(&message) else { return allow() };
-//!         if msg.tool_call_name() == Some("read_secret") {
-//!             return deny(-32602, "Unknown tool: read_secret", "read_secret is blocked")
+//!         let Ok(msg) = Message::parse(message) else { return allow() };
+//!         if msg.tool_call_name() == Some(tool.as_str()) {
+//!             return deny(-32602, format!("Unknown tool: {tool}"), "blocked by no-secrets")
 //!                 .with_label("rule", "no-secrets");
 //!         }
 //!         allow()
@@ -68,8 +83,8 @@
 //! `init` and `handle` are associated functions (no `self`). Keep per-instance
 //! state in statics: each plugin instance is its own WebAssembly instance with
 //! its own memory, and calls into one instance never overlap, so a
-//! [`std::sync::OnceLock`] for the parsed configuration and atomics or a
-//! `Mutex` for counters are enough.
+//! [`std::sync::OnceLock`] for the parsed configuration (what
+//! [`export_plugin!`] keeps) and atomics or a `Mutex` for counters are enough.
 //!
 //! # Sandbox
 //!
@@ -104,24 +119,65 @@ pub mod bindings {
     });
 }
 
-/// Exports a type implementing [`Plugin`] as the plugin's `policy` interface.
+/// Exports a type implementing [`ConfiguredPlugin`] as the plugin.
 ///
 /// Call it once, at the top level of the plugin crate:
-/// `portcullis_plugin_sdk::export_plugin!(MyPlugin);`
+/// `portcullis_plugin_sdk::export_plugin!(MyPlugin);`. It generates
 ///
-/// The component exports exist only when building for `wasm32`: natively
-/// (unit tests, or a host linking several plugins' logic side by side for a
-/// benchmark) there is nothing to export, and same-named exports from two
-/// plugins would collide.
+/// * when building for `wasm32`, the component's `policy` exports: `init`
+///   parses the configuration into a `OnceLock`, `handle` decides from it
+///   (see [`configured::init`] and [`configured::handle`]);
+/// * `pub fn native(config: &str)`, the plugin's decisions as a closure
+///   (see [`configured::native`]), for native tests and the gateway's
+///   benchmark.
+///
+/// `export_plugin!(MyPlugin, without_native)` leaves `native` out, for a
+/// plugin that writes its own (`schema-guard`'s takes the tool
+/// definitions the host would provide).
+///
+/// The component exports exist only on `wasm32`: natively there is nothing
+/// to export, and same-named exports from two plugins linked side by side
+/// would collide. A plugin implementing the raw [`Plugin`] trait instead
+/// exports it with [`bindings::export_plugin_component!`].
 #[macro_export]
 macro_rules! export_plugin {
-    ($ty:ident) => {
+    ($ty:ty) => {
+        $crate::export_plugin!($ty, without_native);
+
+        /// This plugin's decision logic as plain Rust, configured from
+        /// `config` (the same JSON `init` takes), for running it natively:
+        /// the gateway's benchmark compares the Wasm component with this.
+        pub fn native(
+            config: &str,
+        ) -> ::std::result::Result<
+            impl Fn(&$crate::Context, &str) -> $crate::Verdict + use<>,
+            ::std::string::String,
+        > {
+            $crate::configured::native::<$ty>(config)
+        }
+    };
+    ($ty:ty, without_native) => {
         #[cfg(target_arch = "wasm32")]
-        $crate::bindings::export_plugin_component!($ty);
-        // Natively the type is still the plugin: keep it in use.
-        #[cfg(not(target_arch = "wasm32"))]
         const _: () = {
-            let _ = <$ty as $crate::Plugin>::handle;
+            /// Set once by `init`; each plugin instance has its own copy.
+            static CONFIG: ::std::sync::OnceLock<<$ty as $crate::ConfiguredPlugin>::Config> =
+                ::std::sync::OnceLock::new();
+
+            struct Component;
+
+            impl $crate::Plugin for Component {
+                fn init(
+                    config: ::std::string::String,
+                ) -> ::std::result::Result<$crate::Interests, ::std::string::String> {
+                    $crate::configured::init::<$ty>(&CONFIG, &config)
+                }
+
+                fn handle(ctx: $crate::Context, message: ::std::string::String) -> $crate::Verdict {
+                    $crate::configured::handle::<$ty>(&CONFIG, &ctx, &message)
+                }
+            }
+
+            $crate::bindings::export_plugin_component!(Component);
         };
     };
 }
@@ -135,11 +191,13 @@ pub use bindings::portcullis::policy::types::{
     MessageKind, Principal, Verdict,
 };
 
+pub use configured::ConfiguredPlugin;
 pub use serde_json::{self, Value, json};
 
 use bindings::portcullis::policy::host;
 
 pub mod authorize;
+pub mod configured;
 pub mod names;
 pub mod strict;
 pub mod testing;

@@ -109,76 +109,10 @@ impl CallMethod {
 // Globs
 // ---------------------------------------------------------------------------
 
-/// A precompiled glob: `*` matches any run of characters (including none and
-/// including `/`), everything else matches itself exactly (case-sensitive).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Glob {
-    /// `*`.
-    Any,
-    /// No `*` at all.
-    Exact(String),
-    /// At least one `*`: the text before the first, the pieces between, and
-    /// the text after the last.
-    Wild {
-        /// The text before the first `*`.
-        first: String,
-        /// The non-empty pieces between two `*`s, in order.
-        middle: Vec<String>,
-        /// The text after the last `*`.
-        last: String,
-    },
-}
-
-impl Glob {
-    /// Compiles `pattern`.
-    pub fn new(pattern: &str) -> Glob {
-        if !pattern.contains('*') {
-            return Glob::Exact(pattern.to_owned());
-        }
-        let mut pieces: Vec<String> = pattern.split('*').map(str::to_owned).collect();
-        // `split` on a string containing `*` gives at least two pieces.
-        let last = pieces.pop().unwrap_or_default();
-        let first = if pieces.is_empty() {
-            String::new()
-        } else {
-            pieces.remove(0)
-        };
-        pieces.retain(|p| !p.is_empty());
-        if first.is_empty() && last.is_empty() && pieces.is_empty() {
-            return Glob::Any;
-        }
-        Glob::Wild {
-            first,
-            middle: pieces,
-            last,
-        }
-    }
-
-    /// True when `text` matches. Linear in `text` for each middle piece
-    /// (leftmost placement of each piece is always a valid choice).
-    pub fn matches(&self, text: &str) -> bool {
-        match self {
-            Glob::Any => true,
-            Glob::Exact(s) => s == text,
-            Glob::Wild {
-                first,
-                middle,
-                last,
-            } => {
-                let Some(mut rest) = text.strip_prefix(first.as_str()) else {
-                    return false;
-                };
-                for piece in middle {
-                    match rest.find(piece.as_str()) {
-                        Some(i) => rest = &rest[i + piece.len()..],
-                        None => return false,
-                    }
-                }
-                rest.ends_with(last.as_str())
-            }
-        }
-    }
-}
+/// Globs, from `portcullis-canon`: the gateway matches plugin interests with
+/// the same code. [`Glob`] is case-sensitive (selectors, `open_methods`);
+/// [`CaselessGlob`] ignores ASCII case (`deny-tools`).
+pub use portcullis_canon::glob::{CaselessGlob, Glob, glob_match};
 
 // ---------------------------------------------------------------------------
 // Folding look-alikes
@@ -239,31 +173,6 @@ pub fn fold(name: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn globs() {
-        let cases = [
-            ("tools/*", "tools/call", true),
-            ("tools/*", "prompts/get", false),
-            ("tools/call", "tools/call", true),
-            ("tools/call", "Tools/call", false),
-            ("delete_*", "delete_customer", true),
-            ("*_customer", "delete_customer", true),
-            ("*", "", true),
-            ("**", "x", true),
-            ("a*b*c", "axxbyyc", true),
-            ("a*b*c", "axxbyy", false),
-            ("ab*ba", "aba", false),
-            ("ab*ba", "abba", true),
-            ("file:///public/*", "file:///public/a/b.txt", true),
-            ("file:///public/*", "file:///private/a", false),
-        ];
-        for (p, t, want) in cases {
-            assert_eq!(Glob::new(p).matches(t), want, "{p} vs {t}");
-        }
-        let long = format!("{}b", "a".repeat(5000));
-        assert!(Glob::new("*a*a*a*b").matches(&long));
-    }
 
     #[test]
     fn folding() {

@@ -20,18 +20,19 @@
 //!
 //! Interests are everything, except `rewrite-request`: `tools/call`, to-server.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
 
 use portcullis_plugin_sdk::{
-    Context, Direction, Interests, Message, MessageKind, Plugin, Verdict, allow, codes, deny,
-    rewrite, tool_definition_raw, tool_revision,
+    ConfiguredPlugin, Context, Direction, Interests, Message, MessageKind, Verdict, allow, codes,
+    deny, rewrite, tool_definition_raw, tool_revision,
 };
 use serde::Deserialize;
 
+/// What `handle` does (the table above).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-enum Mode {
+pub enum Mode {
     Allow,
     Deny,
     RewriteRequest,
@@ -53,37 +54,36 @@ struct Config {
     mode: Mode,
 }
 
-static MODE: OnceLock<Mode> = OnceLock::new();
+/// Messages this instance has handled (mode `count`).
 static SEEN: AtomicU64 = AtomicU64::new(0);
 
-struct Behave;
+/// The plugin; its configuration is the mode.
+pub struct Behave;
 
-impl Plugin for Behave {
-    fn init(config: String) -> Result<Interests, String> {
+impl ConfiguredPlugin for Behave {
+    const NAME: &'static str = "behave";
+    type Config = Mode;
+
+    fn parse(config: &str) -> Result<Mode, String> {
         let Config { mode } =
-            serde_json::from_str(&config).map_err(|e| format!("behave: invalid config: {e}"))?;
+            serde_json::from_str(config).map_err(|e| format!("behave: invalid config: {e}"))?;
         if mode == Mode::FailInit {
             return Err("fail-init: the config says so".into());
         }
-        MODE.set(mode)
-            .map_err(|_| "behave: init called twice".to_string())?;
-        Ok(match mode {
+        Ok(mode)
+    }
+
+    fn interests(mode: &Mode) -> Interests {
+        match mode {
             Mode::RewriteRequest => {
                 Interests::methods(["tools/call"]).directions([Direction::ToServer])
             }
             _ => Interests::all(),
-        })
+        }
     }
 
-    fn handle(ctx: Context, message: String) -> Verdict {
+    fn decide(&mode: &Mode, ctx: &Context, message: &str) -> Verdict {
         let seen = SEEN.fetch_add(1, Ordering::Relaxed) + 1;
-        let Some(&mode) = MODE.get() else {
-            return deny(
-                codes::POLICY_DENIED,
-                "not initialised",
-                "behave: handle before init",
-            );
-        };
         match mode {
             Mode::Allow | Mode::FailInit => allow(),
             Mode::Deny => deny(
@@ -91,8 +91,8 @@ impl Plugin for Behave {
                 "denied by test",
                 "test private reason",
             ),
-            Mode::RewriteRequest => rewrite_request(&ctx, &message),
-            Mode::RewriteResponse => rewrite_response(&ctx, &message),
+            Mode::RewriteRequest => rewrite_request(ctx, message),
+            Mode::RewriteResponse => rewrite_response(ctx, message),
             Mode::DenyResponse if ctx.is_to_client() => deny(
                 codes::POLICY_DENIED,
                 "response denied by test",
@@ -108,7 +108,7 @@ impl Plugin for Behave {
             Mode::Garbage => rewrite("not json {"),
             Mode::Env => probe_sandbox(),
             Mode::Count => allow().with_count("seen", seen),
-            Mode::ToolDef => tool_def(&ctx, &message),
+            Mode::ToolDef => tool_def(ctx, message),
         }
     }
 }

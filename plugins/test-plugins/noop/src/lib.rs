@@ -1,16 +1,24 @@
 //! `noop`: allows every message and wants to see all of them. The baseline for
 //! benchmarking the plugin host's per-message overhead.
 
-use portcullis_plugin_sdk::{Context, Interests, Plugin, Verdict, allow};
+use portcullis_plugin_sdk::{ConfiguredPlugin, Context, Interests, Verdict, allow};
 
-struct Noop;
+/// The plugin; its configuration is ignored.
+pub struct Noop;
 
-impl Plugin for Noop {
-    fn init(_config: String) -> Result<Interests, String> {
-        Ok(Interests::all())
+impl ConfiguredPlugin for Noop {
+    const NAME: &'static str = "noop";
+    type Config = ();
+
+    fn parse(_config: &str) -> Result<(), String> {
+        Ok(())
     }
 
-    fn handle(_ctx: Context, _message: String) -> Verdict {
+    fn interests(_: &()) -> Interests {
+        Interests::all()
+    }
+
+    fn decide(_: &(), _ctx: &Context, _message: &str) -> Verdict {
         allow()
     }
 }

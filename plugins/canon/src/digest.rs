@@ -1,9 +1,9 @@
 //! The pin digest of a tool definition.
 //!
-//! This is the contract between `schema-guard` and the gateway's
-//! `portcullis policy pin`, which computes the same digest on the host side:
-//! both must produce the same string for the same definition. The test
-//! vector at the bottom of this file (`TEST_VECTOR_*`) is the reference.
+//! This is the contract between `schema-guard`, which checks pins, and the
+//! gateway's `portcullis policy pin`, which writes them: both call this
+//! module, so they produce the same string for the same definition. The
+//! reference vector is [`vector`].
 //!
 //! # Algorithm
 //!
@@ -33,7 +33,7 @@
 
 use std::fmt::Write as _;
 
-use portcullis_plugin_sdk::Value;
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 /// The members of a tool definition covered by the digest.
@@ -133,59 +133,63 @@ pub fn is_well_formed(s: &str) -> bool {
     })
 }
 
-/// The reference definition for the host's implementation to check against.
-#[cfg(test)]
-pub const TEST_VECTOR_DEFINITION: &str = r#"{
-  "name": "get_weather",
-  "title": "Weather (ignored: not pinned)",
-  "description": "Weather for a city.\nSays \"°C\" & uses\ttabs/slashes \u0001.",
-  "inputSchema": {
-    "type": "object",
-    "properties": {
-      "city": {"type": "string", "maxLength": 100},
-      "Zone": {"enum": ["north", "south", null]},
-      "days": {"type": "integer", "minimum": 1, "maximum": 7, "default": 1.0},
-      "ünits": {"type": "string"}
-    },
-    "required": ["city"],
-    "additionalProperties": false
-  },
-  "outputSchema": {
-    "type": "object",
-    "properties": {"temp": {"type": "number", "minimum": -273.15, "exclusiveMaximum": 1e3}}
-  },
-  "annotations": {"readOnlyHint": true}
-}"#;
+/// The reference vector: a definition exercising every rule of the
+/// algorithm (ignored members, key order by bytes, escapes, non-ASCII,
+/// number forms), its canonical text and its digest. The tests here check
+/// it, and so does every build that links this crate with other
+/// `serde_json` features (the gateway's `policy pin` tests).
+pub mod vector {
+    /// The reference definition.
+    pub const DEFINITION: &str = r#"{
+      "name": "get_weather",
+      "title": "Weather (ignored: not pinned)",
+      "description": "Weather for a city.\nSays \"°C\" & uses\ttabs/slashes \u0001.",
+      "inputSchema": {
+        "type": "object",
+        "properties": {
+          "city": {"type": "string", "maxLength": 100},
+          "Zone": {"enum": ["north", "south", null]},
+          "days": {"type": "integer", "minimum": 1, "maximum": 7, "default": 1.0},
+          "ünits": {"type": "string"}
+        },
+        "required": ["city"],
+        "additionalProperties": false
+      },
+      "outputSchema": {
+        "type": "object",
+        "properties": {"temp": {"type": "number", "minimum": -273.15, "exclusiveMaximum": 1e3}}
+      },
+      "annotations": {"readOnlyHint": true}
+    }"#;
 
-/// The canonical text of [`TEST_VECTOR_DEFINITION`].
-#[cfg(test)]
-pub const TEST_VECTOR_CANONICAL: &str = concat!(
-    r#"{"description":"Weather for a city.\nSays \"°C\" & uses\ttabs/slashes \u0001.","#,
-    r#""inputSchema":{"additionalProperties":false,"properties":{"#,
-    r#""Zone":{"enum":["north","south",null]},"#,
-    r#""city":{"maxLength":100,"type":"string"},"#,
-    r#""days":{"default":1.0,"maximum":7,"minimum":1,"type":"integer"},"#,
-    r#""ünits":{"type":"string"}},"required":["city"],"type":"object"},"#,
-    r#""name":"get_weather","#,
-    r#""outputSchema":{"properties":{"temp":{"exclusiveMaximum":1000.0,"minimum":-273.15,"type":"number"}},"type":"object"}}"#,
-);
+    /// The canonical text of [`DEFINITION`].
+    pub const CANONICAL: &str = concat!(
+        r#"{"description":"Weather for a city.\nSays \"°C\" & uses\ttabs/slashes \u0001.","#,
+        r#""inputSchema":{"additionalProperties":false,"properties":{"#,
+        r#""Zone":{"enum":["north","south",null]},"#,
+        r#""city":{"maxLength":100,"type":"string"},"#,
+        r#""days":{"default":1.0,"maximum":7,"minimum":1,"type":"integer"},"#,
+        r#""ünits":{"type":"string"}},"required":["city"],"type":"object"},"#,
+        r#""name":"get_weather","#,
+        r#""outputSchema":{"properties":{"temp":{"exclusiveMaximum":1000.0,"minimum":-273.15,"type":"number"}},"type":"object"}}"#,
+    );
 
-/// The digest of [`TEST_VECTOR_DEFINITION`].
-#[cfg(test)]
-pub const TEST_VECTOR_DIGEST: &str =
-    "sha256:ca068c0df8c671795383be68258024cdb462de411757d99884e1522049d5cea8";
+    /// The digest of [`DEFINITION`].
+    pub const DIGEST: &str =
+        "sha256:ca068c0df8c671795383be68258024cdb462de411757d99884e1522049d5cea8";
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use portcullis_plugin_sdk::json;
+    use serde_json::json;
 
     #[test]
     fn test_vector() {
-        let def: Value = serde_json::from_str(TEST_VECTOR_DEFINITION).unwrap();
-        assert_eq!(canonical_pinned(&def), TEST_VECTOR_CANONICAL);
-        assert_eq!(tool_digest(&def), TEST_VECTOR_DIGEST);
-        assert!(is_well_formed(TEST_VECTOR_DIGEST));
+        let def: Value = serde_json::from_str(vector::DEFINITION).unwrap();
+        assert_eq!(canonical_pinned(&def), vector::CANONICAL);
+        assert_eq!(tool_digest(&def), vector::DIGEST);
+        assert!(is_well_formed(vector::DIGEST));
     }
 
     #[test]
@@ -212,6 +216,16 @@ mod tests {
         assert_eq!(
             canonical(&v),
             r#"{"B":-5.0,"a":"x/y","b":[3,{"a":2,"z":1}]}"#
+        );
+        // Integers beyond i64 stay integers; other numbers take the
+        // shortest f64 round-trip form.
+        let v: Value = serde_json::from_str(
+            r#"[18446744073709551615, -9223372036854775808, 1e100, 5e-324, 0.1, -0.0, 1E2]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            canonical(&v),
+            "[18446744073709551615,-9223372036854775808,1e+100,5e-324,0.1,-0.0,100.0]"
         );
         // Byte order, not code point order of UTF-16: U+FFFD sorts before
         // U+1F600 in UTF-8 (EF.. < F0..) and after it in UTF-16.
