@@ -56,6 +56,25 @@ fn call(e: &Engine, who: &str, tool: &str, args: Value) -> Verdict {
     Cedar::decide(e, &request("tools/call", who), &msg)
 }
 
+/// The SDK's conformance fixture (`testing::conformance`) as Cedar policies.
+fn fixture(open_methods: Option<&[&str]>) -> Engine {
+    use portcullis_plugin_sdk::testing::conformance::{
+        ALLOW_ID, DENIED, DENY_ID, GROUP, PROMPT, RESOURCES, TOOL,
+    };
+    let policies = format!(
+        r#"@id("{ALLOW_ID}") permit(principal in Portcullis::Group::"{GROUP}", action, resource)
+        when {{ resource.name == "{TOOL}" || resource.name == "{PROMPT}" || resource.name like "{RESOURCES}" }};
+        @id("{DENY_ID}") forbid(principal, action, resource) when {{ resource.name like "{DENIED}" }};"#
+    );
+    let mut cfg = json!({ "policies": policies });
+    if let Some(methods) = open_methods {
+        cfg["open_methods"] = json!(methods);
+    }
+    engine_with(cfg)
+}
+
+portcullis_plugin_sdk::authorizer_conformance!(fixture);
+
 #[track_caller]
 fn assert_allowed(v: &Verdict, policy: &str) {
     assert!(v.is_allow(), "expected allow, got {v:?}");
@@ -155,25 +174,7 @@ fn default_deny() {
         &testing::request("resources/read", json!({"uri": "file:///etc/passwd"})),
     );
     assert_unknown(&v, "Unknown resource: file:///etc/passwd", "default-deny");
-    // No name at all.
-    let v = Cedar::decide(
-        &e,
-        &request("tools/call", "root"),
-        &testing::request("tools/call", json!({})),
-    );
-    assert_eq!(v.denial().unwrap().code, -32602);
-    // Not JSON, arrays for objects, a duplicated name.
     let e = engine("permit(principal, action, resource);");
-    for msg in [
-        "{nope",
-        r#"["tools/call", {"name": "t"}]"#,
-        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":["t"]}"#,
-        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","name":"b"}}"#,
-    ] {
-        let v = Cedar::decide(&e, &request("tools/call", "root"), msg);
-        assert_eq!(v.denial().map(|d| d.code), Some(-32600), "{msg}");
-        assert_eq!(v.label("policy"), Some("default-deny"));
-    }
     assert_allowed(&call(&e, "root", "t", json!({})), "policy0");
 }
 
@@ -540,18 +541,6 @@ fn arguments_are_not_cedar_json() {
     );
 }
 
-#[test]
-fn duplicate_argument_keys_are_refused() {
-    let e = when("context.arguments.amount <= 100");
-    let msg = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call",
-        "params":{"name":"t","arguments":{"amount":5,"amount":5000}}}"#;
-    let v = Cedar::decide(&e, &request("tools/call", "u"), msg);
-    assert_eq!(v.denial().unwrap().code, -32600, "{v:?}");
-    let nested = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call",
-        "params":{"name":"t","arguments":{"amount":5,"x":{"k":1,"k":2}}}}"#;
-    assert!(!Cedar::decide(&e, &request("tools/call", "u"), nested).is_allow());
-}
-
 // ---------------------------------------------------------------------------
 // Look-alikes
 // ---------------------------------------------------------------------------
@@ -691,79 +680,6 @@ fn argument_strings_are_not_folded() {
 // Methods
 // ---------------------------------------------------------------------------
 
-#[test]
-fn open_methods() {
-    let e = engine(EXAMPLE);
-    for m in ["initialize", "ping", "tools/list", "completion/complete"] {
-        let msg = json!({"jsonrpc": "2.0", "id": 1, "method": m}).to_string();
-        let v = Cedar::decide(&e, &request(m, "nobody"), &msg);
-        assert!(v.is_allow(), "{m}: {v:?}");
-    }
-    for m in ["sampling/createMessage", "resources/subscribe", "Ping"] {
-        let msg = json!({"jsonrpc": "2.0", "id": 1, "method": m}).to_string();
-        let v = Cedar::decide(&e, &request(m, "root"), &msg);
-        let d = v.denial().unwrap_or_else(|| panic!("{m} allowed"));
-        assert_eq!(
-            (d.code, d.public_message.as_str()),
-            (-32601, "Method not found")
-        );
-        assert_eq!(v.label("policy"), Some("default-deny"));
-    }
-    let e = engine_with(
-        json!({"policies": "permit(principal, action, resource);", "open_methods": ["ping"]}),
-    );
-    let msg = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
-    assert_eq!(
-        Cedar::decide(&e, &request("tools/list", "x"), msg)
-            .denial()
-            .unwrap()
-            .code,
-        -32601
-    );
-    // Open methods never open the call methods.
-    let e = engine_with(json!({"policies": "", "open_methods": ["*"]}));
-    assert!(!call(&e, "u", "t", json!({})).is_allow());
-    // The message's method counts, not a stale label.
-    let e = engine(EXAMPLE);
-    let msg = testing::request("tools/call", json!({"name": "delete_all"}));
-    assert_unknown(
-        &Cedar::decide(&e, &request("ping", "root"), &msg),
-        "Unknown tool: delete_all",
-        "no-erasure",
-    );
-}
-
-#[test]
-fn notifications_and_responses_pass() {
-    let e = engine_with(json!({"policies": "", "open_methods": []}));
-    let note = ctx(
-        Direction::ToServer,
-        MessageKind::Notification,
-        Some("notifications/initialized"),
-        "x",
-    );
-    let msg = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
-    assert!(Cedar::decide(&e, &note, msg).is_allow());
-    let answer = ctx(Direction::ToServer, MessageKind::Response, None, "x");
-    assert!(Cedar::decide(&e, &answer, r#"{"jsonrpc":"2.0","id":"s1","result":{}}"#).is_allow());
-    let to_client = ctx(
-        Direction::ToClient,
-        MessageKind::Request,
-        Some("sampling/createMessage"),
-        "x",
-    );
-    assert!(Cedar::decide(&e, &to_client, "{}").is_allow());
-    // A call disguised as a notification is still decided.
-    let sneaky = ctx(
-        Direction::ToServer,
-        MessageKind::Notification,
-        Some("tools/call"),
-        "x",
-    );
-    let msg = r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"t"}}"#;
-    assert!(!Cedar::decide(&e, &sneaky, msg).is_allow());
-}
-
 // ---------------------------------------------------------------------------
 // Lists
 // ---------------------------------------------------------------------------
@@ -803,35 +719,13 @@ fn list_filtering_tools() {
             {"name": "admin_panel"},
             {"title": "nameless"}
         ],
-        "nextCursor": "page-2",
-        "_meta": {"k": 1}
     });
-    let v = list_response(&e, "tools/list", "alice", tools.clone());
+    let v = list_response(&e, "tools/list", "alice", tools);
     assert_eq!(
         names(&v, "tools", "name"),
         ["lookup_customer", "issue_refund"]
     );
     assert_eq!(v.count("hidden"), Some(5));
-    let out: Value = serde_json::from_str(v.rewritten().unwrap()).unwrap();
-    assert_eq!(out["result"]["nextCursor"], "page-2");
-    assert_eq!(out["result"]["_meta"], json!({"k": 1}));
-    assert_eq!(out["id"], 1);
-    assert_eq!(
-        out["result"]["tools"][0]["inputSchema"],
-        json!({"type": "object"})
-    );
-    // Nobody else sees anything.
-    let v = list_response(&e, "tools/list", "bob", tools);
-    assert!(names(&v, "tools", "name").is_empty());
-    // Nothing to hide: passes unchanged, still counted.
-    let v = list_response(
-        &e,
-        "tools/list",
-        "alice",
-        json!({"tools": [{"name": "search_tickets"}]}),
-    );
-    assert!(v.is_allow());
-    assert_eq!(v.count("hidden"), Some(0));
 }
 
 #[test]
@@ -891,22 +785,6 @@ fn list_filtering_prompts_and_resources() {
         json!({"resources": [{"uri": "file:///pub/a"}, {"uri": "file:///etc/x", "name": "greet"}]}),
     );
     assert_eq!(names(&v, "resources", "uri"), ["file:///pub/a"]);
-    // Errors and other responses pass untouched.
-    let c = ctx(
-        Direction::ToClient,
-        MessageKind::Error,
-        Some("tools/list"),
-        "u",
-    );
-    let msg = r#"{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"x"}}"#;
-    assert!(Cedar::decide(&e, &c, msg).is_allow());
-    let v = list_response(
-        &e,
-        "resources/templates/list",
-        "u",
-        json!({"resourceTemplates": []}),
-    );
-    assert!(v.is_allow());
 }
 
 // ---------------------------------------------------------------------------

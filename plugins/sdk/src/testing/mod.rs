@@ -56,3 +56,5 @@ pub fn context(
 pub fn request(method: &str, params: Value) -> String {
     json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string()
 }
+
+pub mod conformance;
