@@ -1,5 +1,6 @@
 //! Unit tests, run natively with `cargo test` (no host imports are called).
 
+use portcullis_plugin_sdk::testing::conformance::listed;
 use portcullis_plugin_sdk::{Direction, MessageKind, json, testing};
 
 use super::*;
@@ -493,16 +494,6 @@ fn list_response(p: &Policy, method: &str, who: &str, result: Value) -> Verdict 
     Authz::decide(p, &c, &msg)
 }
 
-fn names(v: &Verdict, field: &str, key: &str) -> Vec<String> {
-    let out: Value = serde_json::from_str(v.rewritten().expect("rewritten")).unwrap();
-    out["result"][field]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e[key].as_str().unwrap().to_owned())
-        .collect()
-}
-
 #[test]
 fn list_filtering() {
     let p = policy(EXAMPLE);
@@ -518,7 +509,7 @@ fn list_filtering() {
     });
     let v = list_response(&p, "tools/list", "alice", tools);
     assert_eq!(
-        names(&v, "tools", "name"),
+        listed(&v, "tools", "name"),
         ["lookup_customer", "issue_refund"]
     );
     assert_eq!(v.count("hidden"), Some(4));
@@ -541,14 +532,14 @@ fn list_filtering_prompts_resources_and_conditional_denies() {
         "u",
         json!({"prompts": [{"name": "greet"}, {"name": "refund"}], "nextCursor": "c"}),
     );
-    assert_eq!(names(&v, "prompts", "name"), ["greet"]);
+    assert_eq!(listed(&v, "prompts", "name"), ["greet"]);
     let v = list_response(
         &p,
         "resources/list",
         "u",
         json!({"resources": [{"uri": "file:///pub/a"}, {"uri": "file:///etc/x", "name": "greet"}]}),
     );
-    assert_eq!(names(&v, "resources", "uri"), ["file:///pub/a"]);
+    assert_eq!(listed(&v, "resources", "uri"), ["file:///pub/a"]);
     // A conditional deny does not hide; an unconditional one does.
     let v = list_response(
         &p,
@@ -556,7 +547,7 @@ fn list_filtering_prompts_resources_and_conditional_denies() {
         "u",
         json!({"tools": [{"name": "refund"}, {"name": "DROP_table"}, {"name": "x"}]}),
     );
-    assert_eq!(names(&v, "tools", "name"), ["refund", "x"]);
+    assert_eq!(listed(&v, "tools", "name"), ["refund", "x"]);
     assert_eq!(v.count("hidden"), Some(1));
 }
 

@@ -1,5 +1,6 @@
 //! Unit tests, run natively with `cargo test` (no host imports are called).
 
+use portcullis_plugin_sdk::testing::conformance::listed;
 use portcullis_plugin_sdk::{Direction, MessageKind, json, testing};
 
 use super::*;
@@ -695,16 +696,6 @@ fn list_response(e: &Engine, method: &str, who: &str, result: Value) -> Verdict 
     Cedar::decide(e, &c, &msg)
 }
 
-fn names(v: &Verdict, field: &str, key: &str) -> Vec<String> {
-    let out: Value = serde_json::from_str(v.rewritten().expect("rewritten")).unwrap();
-    out["result"][field]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e[key].as_str().unwrap().to_owned())
-        .collect()
-}
-
 #[test]
 fn list_filtering_tools() {
     let e = engine(EXAMPLE);
@@ -722,7 +713,7 @@ fn list_filtering_tools() {
     });
     let v = list_response(&e, "tools/list", "alice", tools);
     assert_eq!(
-        names(&v, "tools", "name"),
+        listed(&v, "tools", "name"),
         ["lookup_customer", "issue_refund"]
     );
     assert_eq!(v.count("hidden"), Some(5));
@@ -755,11 +746,14 @@ fn list_filtering_evaluates_what_does_not_depend_on_arguments() {
     let v = list_response(&e, "tools/list", "alice", tools.clone());
     // A conditional forbid does not hide; an unconditional or failing one does.
     assert_eq!(
-        names(&v, "tools", "name"),
+        listed(&v, "tools", "name"),
         ["refund", "contacts", "mfa_only", "x_refund", "x_ok"]
     );
     let v = list_response(&e, "tools/list", "bob", tools);
-    assert_eq!(names(&v, "tools", "name"), ["contacts", "x_refund", "x_ok"]);
+    assert_eq!(
+        listed(&v, "tools", "name"),
+        ["contacts", "x_refund", "x_ok"]
+    );
 }
 
 #[test]
@@ -777,14 +771,14 @@ fn list_filtering_prompts_and_resources() {
         "u",
         json!({"prompts": [{"name": "greet"}, {"name": "refund"}], "nextCursor": "c"}),
     );
-    assert_eq!(names(&v, "prompts", "name"), ["greet"]);
+    assert_eq!(listed(&v, "prompts", "name"), ["greet"]);
     let v = list_response(
         &e,
         "resources/list",
         "u",
         json!({"resources": [{"uri": "file:///pub/a"}, {"uri": "file:///etc/x", "name": "greet"}]}),
     );
-    assert_eq!(names(&v, "resources", "uri"), ["file:///pub/a"]);
+    assert_eq!(listed(&v, "resources", "uri"), ["file:///pub/a"]);
 }
 
 // ---------------------------------------------------------------------------

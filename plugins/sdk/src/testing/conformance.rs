@@ -348,9 +348,10 @@ fn list_response<A: Authorizer>(a: &A, method: &str, who: &str, result: Value) -
     route(a, &c, &msg)
 }
 
-/// The `key` of every entry of `result.field` in the rewritten message.
+/// The `key` of every entry of `result.field` in `v`'s rewritten message
+/// (a filtered `*/list` response); panics when `v` is not a rewrite.
 #[track_caller]
-fn listed(v: &Verdict, field: &str, key: &str) -> Vec<String> {
+pub fn listed(v: &Verdict, field: &str, key: &str) -> Vec<String> {
     let out: Value = serde_json::from_str(v.rewritten().expect("rewritten")).unwrap();
     out["result"][field]
         .as_array()
