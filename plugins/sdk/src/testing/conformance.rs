@@ -1,7 +1,7 @@
 //! The routing tests every [`Authorizer`] must pass: deny by default,
 //! refusals answered like unknown targets, `open_methods`, malformed
 //! requests, calls disguised as notifications, stale method labels and list
-//! filtering. They test [`route`](crate::authorize::route) through the
+//! filtering. They test [`route`] through the
 //! plugin's own configuration, so a plugin cannot configure its way out of
 //! them. Run them with [`authorizer_conformance!`](crate::authorizer_conformance):
 //!
