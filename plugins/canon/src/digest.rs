@@ -135,7 +135,9 @@ pub fn is_well_formed(s: &str) -> bool {
 
 /// The reference vector: a definition exercising every rule of the
 /// algorithm (ignored members, key order by bytes, escapes, non-ASCII,
-/// number forms), its canonical text and its digest. The tests here check
+/// number forms, a number with more digits than an `f64` holds, which only
+/// a correctly rounded parse reads as every other side does), its canonical
+/// text and its digest. The tests here check
 /// it, and so does every build that links this crate with other
 /// `serde_json` features (the gateway's `policy pin` tests).
 pub mod vector {
@@ -157,7 +159,8 @@ pub mod vector {
       },
       "outputSchema": {
         "type": "object",
-        "properties": {"temp": {"type": "number", "minimum": -273.15, "exclusiveMaximum": 1e3}}
+        "properties": {"temp": {"type": "number", "minimum": -273.15, "exclusiveMaximum": 1e3,
+                               "default": 2.71828182845904523536028747135266249}}
       },
       "annotations": {"readOnlyHint": true}
     }"#;
@@ -171,12 +174,12 @@ pub mod vector {
         r#""days":{"default":1.0,"maximum":7,"minimum":1,"type":"integer"},"#,
         r#""ünits":{"type":"string"}},"required":["city"],"type":"object"},"#,
         r#""name":"get_weather","#,
-        r#""outputSchema":{"properties":{"temp":{"exclusiveMaximum":1000.0,"minimum":-273.15,"type":"number"}},"type":"object"}}"#,
+        r#""outputSchema":{"properties":{"temp":{"default":2.718281828459045,"exclusiveMaximum":1000.0,"minimum":-273.15,"type":"number"}},"type":"object"}}"#,
     );
 
     /// The digest of [`DEFINITION`].
     pub const DIGEST: &str =
-        "sha256:ca068c0df8c671795383be68258024cdb462de411757d99884e1522049d5cea8";
+        "sha256:39bc6cfed96b70a57edf5c0ae15a55a1501c9450c1f1593330092b72c88012fb";
 }
 
 #[cfg(test)]
