@@ -259,6 +259,7 @@ mod tests {
             v["plugins"]["guard"]["config"]["pins"]["a"].as_str(),
             Some("sha256:00")
         );
-        assert!(write_pins(policy, Some("nope"), &pins).is_err());
+        let err = write_pins(policy, Some("nope"), &pins).unwrap_err();
+        assert_eq!(err.to_string(), "the policy has no plugin named 'nope'");
     }
 }
