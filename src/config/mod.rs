@@ -49,13 +49,9 @@ pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Confi
     })
 }
 
-/// Resolves `p` against the directory of the config file.
-pub fn relative_to(config: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        return p.to_owned();
-    }
-    config.parent().map_or_else(|| p.to_owned(), |d| d.join(p))
-}
+/// Paths in config files resolve against the file's directory, as in
+/// policy files: one rule, kept with the policy layer below this one.
+pub use crate::policy::file::relative_to;
 
 /// A secret given inline is refused: configs get committed. Secrets come from
 /// an environment variable or a file.

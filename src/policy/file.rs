@@ -35,7 +35,6 @@ use sha2::{Digest, Sha256};
 
 use super::catalog::Catalog;
 use super::chain::{Phase, Policy, Step};
-use crate::config::relative_to;
 use crate::mcp::Mode;
 use crate::plugin::{LoadedPlugin, PluginEngine, PluginError, PluginLimits};
 
@@ -227,6 +226,16 @@ pub async fn load_text(
         .cloned()
         .collect();
     Ok(policy)
+}
+
+/// Resolves `p` against the directory of the file that names it (`file`): a
+/// relative path in a policy or config file means the same wherever the
+/// process was started.
+pub fn relative_to(file: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        return p.to_owned();
+    }
+    file.parent().map_or_else(|| p.to_owned(), |d| d.join(p))
 }
 
 #[cfg(test)]
