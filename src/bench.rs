@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::client::McpClient;
-use crate::up::{self, UpOptions};
+use crate::up::{self, AuditSpool, PolicySource, UpOptions};
 
 mod parse;
 mod stall;
@@ -618,8 +618,8 @@ async fn run_on_workers(opts: BenchOptions) -> anyhow::Result<String> {
         return Ok(idle_tunnel_table(opts.tunnels, per));
     }
     let running = up::start(UpOptions {
-        no_policy: true,
-        no_audit: true,
+        policy: PolicySource::Off,
+        audit: AuditSpool::Off,
         ..UpOptions::default()
     })
     .await?;
@@ -635,7 +635,7 @@ async fn run_on_workers(opts: BenchOptions) -> anyhow::Result<String> {
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("noop3.toml"), NOOP_CHAIN)?;
     let chained = up::start(UpOptions {
-        policy: Some(dir.join("noop3.toml")),
+        policy: PolicySource::File(dir.join("noop3.toml")),
         ..UpOptions::default()
     })
     .await?;
@@ -697,13 +697,13 @@ async fn run_on_workers(opts: BenchOptions) -> anyhow::Result<String> {
     // audit in either, measured interleaved.
     let thread_args = json!({ "ticket_id": "T-502" });
     let bare = up::start(UpOptions {
-        no_policy: true,
-        no_audit: true,
+        policy: PolicySource::Off,
+        audit: AuditSpool::Off,
         ..UpOptions::default()
     })
     .await?;
     let full = up::start(UpOptions {
-        no_audit: true,
+        audit: AuditSpool::Off,
         ..UpOptions::default()
     })
     .await?;

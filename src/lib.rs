@@ -37,7 +37,8 @@
 //!   policy files, chains (phases, modes, failure modes, verdict merging,
 //!   what they tell telemetry), cases and hot reload.
 //! - [`demo`]: the built-in demo MCP server used by `portcullis up`.
-//! - [`config`]: relay and gateway TOML files: raw serde types, validated.
+//! - [`config`]: relay and gateway TOML files: raw serde types, validated
+//!   into settings (the binary builds the live objects).
 //! - [`up`]: the embedded default: relay, gateway and demo in one process.
 //! - [`client`]: a minimal Streamable HTTP client for the benchmark and tests.
 //! - [`audit`]: decision records (built from the caller's steps and trace

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -32,6 +33,30 @@ pub const DEFAULT_POLICY: &str = include_str!("../policies/default.toml");
 /// Name of the demo server in agent URLs.
 pub const DEMO_SERVER: &str = "demo";
 
+/// Which policy the gateway runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum PolicySource {
+    /// [`DEFAULT_POLICY`], built in.
+    #[default]
+    Builtin,
+    /// A policy file.
+    File(PathBuf),
+    /// No policy chain at all (benchmarks of the bare tunnel).
+    Off,
+}
+
+/// Where the audit spools go.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum AuditSpool {
+    /// A fresh directory under the system temp dir.
+    #[default]
+    Temp,
+    /// This directory.
+    Dir(PathBuf),
+    /// No audit spool (benchmarks of the bare tunnel).
+    Off,
+}
+
 /// What to start.
 #[derive(Debug, Clone)]
 pub struct UpOptions {
@@ -45,15 +70,10 @@ pub struct UpOptions {
     pub insecure_no_auth: bool,
     /// Tunnel connections.
     pub connections: usize,
-    /// Policy file; `None` runs [`DEFAULT_POLICY`].
-    pub policy: Option<std::path::PathBuf>,
-    /// Run without any policy (benchmarks of the bare tunnel).
-    pub no_policy: bool,
-    /// Where the audit spool goes; `None` makes a fresh directory under the
-    /// system temp dir.
-    pub audit_dir: Option<std::path::PathBuf>,
-    /// Run without an audit spool (benchmarks of the bare tunnel).
-    pub no_audit: bool,
+    /// The gateway's policy.
+    pub policy: PolicySource,
+    /// The gateway's and the relay's audit spools.
+    pub audit: AuditSpool,
 }
 
 impl Default for UpOptions {
@@ -64,10 +84,8 @@ impl Default for UpOptions {
             demo: true,
             insecure_no_auth: false,
             connections: limits::DEFAULT_TUNNEL_CONNECTIONS,
-            policy: None,
-            no_policy: false,
-            audit_dir: None,
-            no_audit: false,
+            policy: PolicySource::default(),
+            audit: AuditSpool::default(),
         }
     }
 }
@@ -115,7 +133,7 @@ pub struct Running {
     pub gateway: Arc<Gateway>,
     pub pool: PoolStatus,
     /// The audit spool's directory, when one runs.
-    pub audit_dir: Option<std::path::PathBuf>,
+    pub audit_dir: Option<PathBuf>,
     pub shutdown: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -224,25 +242,33 @@ pub async fn start(opts: UpOptions) -> Result<Running, UpError> {
     )));
 
     let gateway = Gateway::new(upstreams, out_limits);
-    if !opts.no_policy {
-        let engine = PluginEngine::new(default_cache_dir())?;
-        let policy = match &opts.policy {
-            Some(path) => crate::policy::load(path, &engine, gateway.catalog()).await?,
-            None => {
-                let anchor = std::path::Path::new("policies/default.toml");
+    let policy = match &opts.policy {
+        PolicySource::Off => None,
+        PolicySource::File(path) => {
+            let engine = PluginEngine::new(default_cache_dir())?;
+            Some(crate::policy::load(path, &engine, gateway.catalog()).await?)
+        }
+        PolicySource::Builtin => {
+            let engine = PluginEngine::new(default_cache_dir())?;
+            let anchor = Path::new("policies/default.toml");
+            Some(
                 crate::policy::file::load_text(DEFAULT_POLICY, anchor, &engine, gateway.catalog())
-                    .await?
-            }
-        };
+                    .await?,
+            )
+        }
+    };
+    if let Some(policy) = policy {
         gateway.set_policy(Some(Arc::new(policy)));
     }
-    let audit_dir = if opts.no_audit {
-        None
-    } else {
-        let dir = opts.audit_dir.clone().unwrap_or_else(|| {
-            std::env::temp_dir().join(format!("portcullis-audit-{}", &tunnel_id_hint()))
-        });
-        let open = |dir: std::path::PathBuf| {
+    let audit_dir = match &opts.audit {
+        AuditSpool::Off => None,
+        AuditSpool::Dir(dir) => Some(dir.clone()),
+        AuditSpool::Temp => {
+            Some(std::env::temp_dir().join(format!("portcullis-audit-{}", &tunnel_id_hint())))
+        }
+    };
+    if let Some(dir) = &audit_dir {
+        let open = |dir: PathBuf| {
             crate::audit::Spool::open(crate::audit::SpoolConfig::new(
                 dir,
                 crate::audit::AuditMode::BestEffort,
@@ -251,8 +277,7 @@ pub async fn start(opts: UpOptions) -> Result<Running, UpError> {
         gateway.set_audit(Arc::new(open(dir.clone())?));
         // The relay's records of agent requests: their own chain, beside.
         relay.set_audit(Arc::new(open(dir.join(RELAY_AUDIT_SUBDIR))?));
-        Some(dir)
-    };
+    }
     let dial = DialConfig {
         tunnel_id: tunnel_id.clone(),
         token: tunnel_token,

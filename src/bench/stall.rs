@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 
 use super::{percentile, us};
 use crate::client::McpClient;
-use crate::up::{self, UpOptions};
+use crate::up::{self, AuditSpool, UpOptions};
 
 /// Heavy calls kept in flight at once (each agent sends its next when the
 /// last is answered).
@@ -30,7 +30,7 @@ const PING_EVERY: Duration = Duration::from_millis(5);
 /// `policies/default.toml`, audit off).
 pub async fn table() -> anyhow::Result<String> {
     let running = up::start(UpOptions {
-        no_audit: true,
+        audit: AuditSpool::Off,
         ..UpOptions::default()
     })
     .await?;

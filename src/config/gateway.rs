@@ -1,6 +1,6 @@
 //! `gateway.toml`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,10 +9,10 @@ use http::{HeaderName, HeaderValue, Uri};
 use serde::Deserialize;
 
 use super::{ConfigError, SecretSource, read_toml, relative_to, valid_name};
+use crate::gateway::Upstream;
 use crate::gateway::http::HttpUpstream;
 use crate::gateway::outbound::OutboundLimits;
 use crate::gateway::stdio::{StdioCommand, StdioUpstream};
-use crate::gateway::{Gateway, Upstream};
 use crate::limits;
 use crate::tls::{self, Identity};
 use crate::tunnel::connector::PoolConfig;
@@ -128,9 +128,11 @@ struct RawServer {
     cwd: Option<PathBuf>,
 }
 
-/// A validated gateway config.
+/// A validated gateway config: settings only. The composition root
+/// (`portcullis gateway`) builds the live gateway, spool and pool from it.
 pub struct GatewayConfig {
-    pub gateway: Arc<Gateway>,
+    /// The servers and the limits on what they answer.
+    pub gateway: GatewaySettings,
     /// The policy file to load, resolved against the config's directory.
     pub policy: Option<PathBuf>,
     /// The audit spool to open.
@@ -139,6 +141,22 @@ pub struct GatewayConfig {
     pub admin: Option<std::net::SocketAddr>,
     pub dial: DialConfig,
     pub pool: PoolConfig,
+}
+
+/// What a [`Gateway`](crate::gateway::Gateway) is built from: how each server is reached and the
+/// limits on what comes back.
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    /// Each server by name.
+    pub servers: BTreeMap<String, UpstreamSpec>,
+    pub limits: OutboundLimits,
+}
+
+impl GatewaySettings {
+    /// The configured servers' names, in order.
+    pub fn server_names(&self) -> impl Iterator<Item = &str> {
+        self.servers.keys().map(String::as_str)
+    }
 }
 
 /// How one server is reached, as given on a command line or in a file.
@@ -284,7 +302,7 @@ impl GatewayConfig {
         if let Some(s) = l.call_timeout_secs {
             out_limits.call_timeout = Duration::from_secs(s);
         }
-        let mut upstreams = HashMap::new();
+        let mut servers = BTreeMap::new();
         for (name, s) in &raw.servers {
             let field = format!("servers.{name}");
             if !valid_name(name) {
@@ -350,14 +368,17 @@ impl GatewayConfig {
                 }
                 _ => return Err(invalid(&field, "give exactly one of url or command".into())),
             };
-            upstreams.insert(name.clone(), spec.build(name, out_limits)?);
+            servers.insert(name.clone(), spec);
         }
-        if upstreams.is_empty() {
+        if servers.is_empty() {
             return Err(invalid("servers", "configure at least one server".into()));
         }
         let audit = raw.audit.as_ref().map(|a| a.resolve(path)).transpose()?;
         Ok(GatewayConfig {
-            gateway: Gateway::new(upstreams, out_limits),
+            gateway: GatewaySettings {
+                servers,
+                limits: out_limits,
+            },
             policy: raw.policy.as_ref().map(|p| relative_to(path, p)),
             audit,
             admin: raw.admin.as_ref().map(|a| a.listen),

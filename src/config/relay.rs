@@ -5,12 +5,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Deserialize;
-use tokio_util::sync::CancellationToken;
 
 use super::{ConfigError, read_toml, relative_to, valid_name};
 use crate::principal::Principal;
 use crate::relay::auth::{AgentAuth, AgentGrant, TunnelScope};
-use crate::relay::{Relay, RelaySettings, loopback_hosts};
+use crate::relay::{RelaySettings, loopback_hosts};
 use crate::secret;
 use crate::tls::{self, Identity};
 use crate::tunnel::acceptor::TunnelAuth;
@@ -100,7 +99,8 @@ struct RawAgent {
     tunnels: Vec<String>,
 }
 
-/// A validated relay config, ready to run.
+/// A validated relay config: the relay's settings and where it listens.
+/// The composition root (`portcullis relay`) builds the live relay from it.
 pub struct RelayConfig {
     pub settings: RelaySettings,
     pub tunnel_listen: SocketAddr,
@@ -283,46 +283,5 @@ impl RelayConfig {
             admin: raw.admin.as_ref().map(|a| a.listen),
             audit: raw.audit.as_ref().map(|a| a.resolve(path)).transpose()?,
         })
-    }
-
-    /// Binds both listeners (and the admin listener, serving `registry`,
-    /// when configured) and runs until `shutdown`.
-    pub async fn run(
-        self,
-        shutdown: CancellationToken,
-        registry: Option<prometheus::Registry>,
-        audit: Option<Arc<crate::audit::Spool>>,
-    ) -> std::io::Result<()> {
-        let tunnel_listener = tokio::net::TcpListener::bind(self.tunnel_listen).await?;
-        let agent_listener = tokio::net::TcpListener::bind(self.agent_listen).await?;
-        tracing::info!(
-            tunnels = %tunnel_listener.local_addr()?,
-            agents = %agent_listener.local_addr()?,
-            "relay listening"
-        );
-        let relay = Relay::new(self.settings);
-        if let Some(spool) = audit {
-            relay.set_audit(spool);
-        }
-        if let (Some(addr), Some(registry)) = (self.admin, registry) {
-            let r = relay.clone();
-            let admin = crate::admin::Admin {
-                registry,
-                ready: Arc::new(move || {
-                    Ok(format!("{} tunnels connected", r.registry().tunnel_count()))
-                }),
-            };
-            admin.start(addr, shutdown.clone()).await?;
-        }
-        let t = tokio::spawn(relay.clone().serve_tunnels(
-            tunnel_listener,
-            self.tunnel_tls,
-            shutdown.clone(),
-        ));
-        relay
-            .serve_agents(agent_listener, self.agent_tls, shutdown)
-            .await;
-        let _ = t.await;
-        Ok(())
     }
 }

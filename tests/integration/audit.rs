@@ -8,7 +8,7 @@ use portcullis::audit::verify::verify;
 use portcullis::audit::{AuditMode, Spool, SpoolConfig, SpoolError};
 use portcullis::client::McpClient;
 use portcullis::tunnel::dial::ProxyConfig;
-use portcullis::up::{self, UpOptions};
+use portcullis::up::{self, AuditSpool, UpOptions};
 use serde_json::json;
 
 use crate::support::*;
@@ -21,7 +21,7 @@ fn config(dir: &Path, mode: AuditMode) -> SpoolConfig {
 async fn every_decision_is_recorded_without_payload_values() {
     let dir = scratch();
     let running = up::start(UpOptions {
-        audit_dir: Some(dir.clone()),
+        audit: AuditSpool::Dir(dir.clone()),
         ..UpOptions::default()
     })
     .await
@@ -130,7 +130,7 @@ fn bodies(dir: &Path, kind: &str) -> Vec<serde_json::Value> {
 async fn the_relay_records_agent_requests_and_refusals_are_recorded_with_their_reason() {
     let dir = scratch();
     let running = up::start(UpOptions {
-        audit_dir: Some(dir.clone()),
+        audit: AuditSpool::Dir(dir.clone()),
         ..UpOptions::default()
     })
     .await

@@ -1,0 +1,106 @@
+//! `portcullis policy`: check a policy file, pin a server's tools in it,
+//! run the test cases kept beside it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use portcullis::config::gateway::UpstreamSpec;
+use portcullis::plugin::PluginEngine;
+use portcullis::plugin::engine::default_cache_dir;
+use portcullis::policy::{cases, pin};
+
+/// `portcullis policy`'s subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Parse a policy, load every plugin and call its init.
+    Check { file: PathBuf },
+    /// Pin every tool a live server lists: write their definition digests into the policy's schema-guard pins.
+    Pin {
+        file: PathBuf,
+        /// The server: http://host:port/mcp or stdio:COMMAND ARGS…
+        #[arg(long, value_name = "SPEC")]
+        server: String,
+        /// The plugin entry to write to (default: the one schema-guard plugin).
+        #[arg(long)]
+        plugin: Option<String>,
+    },
+    /// Run the test cases kept beside a policy (NAME.cases.toml) through its real plugins.
+    Test {
+        file: PathBuf,
+        /// Cases file; default: next to the policy, NAME.cases.toml.
+        #[arg(long)]
+        cases: Option<PathBuf>,
+    },
+}
+
+/// Runs one `policy` subcommand; a failed test case exits with status 1.
+pub async fn run(command: Command) -> Result<()> {
+    portcullis::telemetry::init_logging_only();
+    match command {
+        Command::Check { file } => check(file).await,
+        Command::Pin {
+            file,
+            server,
+            plugin,
+        } => pin_tools(file, &server, plugin.as_deref()).await,
+        Command::Test { file, cases } => run_cases(file, cases).await,
+    }
+}
+
+/// Loads `file` and every plugin it names.
+async fn check(file: PathBuf) -> Result<()> {
+    let engine = PluginEngine::new(default_cache_dir())?;
+    let policy = portcullis::policy::load(&file, &engine, Default::default()).await?;
+    println!("{}: ok (sha256 {})", file.display(), policy.digest);
+    for (name, digest) in policy.plugins() {
+        println!("  plugin {name}: sha256 {digest}");
+    }
+    Ok(())
+}
+
+/// Writes the digest of every tool `server` lists into `file`'s pins.
+async fn pin_tools(file: PathBuf, server: &str, plugin: Option<&str>) -> Result<()> {
+    let spec = UpstreamSpec::parse(server).map_err(|e| anyhow::anyhow!("--server: {e}"))?;
+    let tools = pin::list_tools(&spec).await?;
+    let mut pins = BTreeMap::new();
+    for t in &tools {
+        let name = t
+            .get("name")
+            .and_then(|n| n.as_str())
+            .context("a listed tool has no name")?;
+        pins.insert(name.to_owned(), pin::tool_digest(t));
+    }
+    let text = std::fs::read_to_string(&file)
+        .with_context(|| format!("cannot read {}", file.display()))?;
+    let updated = pin::write_pins(&text, plugin, &pins)?;
+    let tmp = file.with_extension("toml.pin-tmp");
+    std::fs::write(&tmp, updated)?;
+    std::fs::rename(&tmp, &file)?;
+    for (name, digest) in &pins {
+        println!("pinned {name:<24} {digest}");
+    }
+    println!("{}: {} tools pinned", file.display(), pins.len());
+    Ok(())
+}
+
+/// Runs the cases file (default: beside `file`) through `file`'s plugins.
+async fn run_cases(file: PathBuf, cases_file: Option<PathBuf>) -> Result<()> {
+    let engine = PluginEngine::new(default_cache_dir())?;
+    let catalog = Arc::new(portcullis::policy::catalog::Catalog::default());
+    let policy = portcullis::policy::load(&file, &engine, catalog.clone()).await?;
+    let cases_file = cases_file.unwrap_or_else(|| cases::cases_path(&file));
+    let report = cases::run(
+        &policy,
+        &catalog,
+        &cases_file,
+        portcullis::limits::MAX_JSON_DEPTH,
+    )
+    .await?;
+    print!("{}", report.text);
+    if report.failed > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}
