@@ -2,8 +2,8 @@
 //! message (authz with 20 rules, Cedar with 20 policies, redact with every
 //! detector on a 4 KiB result, schema-guard on a typical tool) through the
 //! Wasm host, next to the same plugin's logic compiled natively and called
-//! directly. The cases are `portcullis::bench::plugin_cases`, shared with
-//! `portcullis bench`. Prints a table; the targets are read, not asserted.
+//! directly. The cases are `portcullis bench`'s (`src/cli/bench/plugins.rs`,
+//! included here by path). Prints a table; the targets are read, not asserted.
 //! Beside each plugin the no-op plugin is called on the same context and
 //! message (interleaved, call by call): the boundary, what crossing into a
 //! component and back costs before any plugin logic runs. The last column
@@ -24,9 +24,17 @@
 
 use std::time::{Duration, Instant};
 
-use portcullis::bench::{WARMUP, percentile, plugin_cases, plugin_suite_costs};
+// The binary's benchmark modules, shared by path: the benchmark is
+// binary-side code, not library API.
+#[path = "../src/cli/bench/plugins.rs"]
+mod plugins;
+#[path = "../src/cli/bench/stats.rs"]
+mod stats;
+
+use plugins::{PluginCase, plugin_cases, plugin_suite_costs};
 use portcullis::mcp::{Direction, Kind, MessageContext};
 use portcullis_plugin_sdk as sdk;
+use stats::{WARMUP, percentile};
 
 const DEFAULT_CALLS: usize = 5000;
 
@@ -97,7 +105,7 @@ fn native(plugin: &str, config: &str, tools: Option<&serde_json::Value>) -> Deci
     }
 }
 
-fn native_p50(case: &portcullis::bench::PluginCase, calls: usize) -> Duration {
+fn native_p50(case: &PluginCase, calls: usize) -> Duration {
     let decide = native(case.plugin, &case.config, case.tools.as_ref());
     let ctx = sdk_context(&case.ctx);
     let first = decide(&ctx, &case.message);

@@ -49,7 +49,9 @@
 //!   conventions, W3C trace context), `OTEL_*` settings, Prometheus text;
 //!   it takes primitive and `mcp` types only.
 //! - [`admin`]: the admin listener: `/metrics`, `/healthz`, `/readyz`.
-//! - [`bench`]: the end-to-end benchmark behind `portcullis bench`.
+//! - Not here: the binary's `src/cli/`, one composition root per subcommand
+//!   (building these modules' live objects from their settings) and the
+//!   benchmark behind `portcullis bench`.
 //! - `fuzzing` (hidden): the properties the fuzz targets in `fuzz/` check,
 //!   replayed on the committed corpora by the integration tests.
 //!
@@ -73,7 +75,6 @@
 pub mod accept;
 pub mod admin;
 pub mod audit;
-pub mod bench;
 pub mod body;
 pub mod bulk;
 pub mod client;

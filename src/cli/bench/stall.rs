@@ -3,32 +3,72 @@
 //! default policy, against the same pings with nothing else running. No
 //! message may stall unrelated calls: the target is p99 ≤ 50 ms.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 
-use super::{percentile, us};
-use crate::client::McpClient;
-use crate::up::{self, AuditSpool, UpOptions};
+use portcullis::client::McpClient;
+use portcullis::up::{self, AuditSpool, UpOptions};
+
+use super::stats::percentile;
 
 /// Heavy calls kept in flight at once (each agent sends its next when the
 /// last is answered).
-const HEAVY_IN_FLIGHT: usize = 4;
+pub const HEAVY_IN_FLIGHT: usize = 4;
 /// Keys in each heavy call's arguments (about 1 MiB of JSON).
-const HEAVY_KEYS: usize = 100_000;
+pub const HEAVY_KEYS: usize = 100_000;
 /// Pings measured per phase.
 const PINGS: usize = 400;
 /// Pings start this far apart (or as soon as the last is answered, if it
 /// took longer), so the samples spread over seconds of heavy traffic rather
 /// than the few milliseconds 400 back-to-back pings would take.
 const PING_EVERY: Duration = Duration::from_millis(5);
+/// A ping slower than this stalled: the target is p99 under it.
+pub const STALL: Duration = Duration::from_millis(50);
 
-/// The table, measured on the embedded default (`up`: demo server and
+/// One set of pings, summarised.
+#[derive(Debug, Clone, Copy)]
+pub struct Pings {
+    pub p50: Duration,
+    pub p90: Duration,
+    pub p99: Duration,
+    pub max: Duration,
+    /// Pings slower than [`STALL`].
+    pub stalled: usize,
+    pub count: usize,
+}
+
+impl Pings {
+    fn of(sorted: &[Duration]) -> Pings {
+        Pings {
+            p50: percentile(sorted, 0.5),
+            p90: percentile(sorted, 0.9),
+            p99: percentile(sorted, 0.99),
+            max: sorted.last().copied().unwrap_or_default(),
+            stalled: sorted.iter().filter(|d| **d > STALL).count(),
+            count: sorted.len(),
+        }
+    }
+}
+
+/// One run: the heavy agents at the bulk threads' lower priority
+/// (`remote_like`) or at normal priority.
+#[derive(Debug, Clone, Copy)]
+pub struct StallRun {
+    pub remote_like: bool,
+    /// Pings with nothing else running.
+    pub quiet: Pings,
+    /// Pings while the heavy calls are in flight.
+    pub loaded: Pings,
+    /// Heavy calls answered while the loaded pings ran, per second.
+    pub heavy_rate: f64,
+}
+
+/// Both runs, measured on the embedded default (`up`: demo server and
 /// `policies/default.toml`, audit off).
-pub async fn table() -> anyhow::Result<String> {
+pub async fn measure_all() -> anyhow::Result<Vec<StallRun>> {
     let running = up::start(UpOptions {
         audit: AuditSpool::Off,
         ..UpOptions::default()
@@ -58,7 +98,7 @@ pub async fn table() -> anyhow::Result<String> {
             .thread_name("bench-load")
             .enable_all();
         if remote_like {
-            load.on_thread_start(crate::bulk::lower_priority);
+            load.on_thread_start(portcullis::bulk::lower_priority);
         }
         let load = load.build()?;
         let handle = load.handle().clone();
@@ -68,53 +108,16 @@ pub async fn table() -> anyhow::Result<String> {
             .await;
         probe.shutdown_background();
         load.shutdown_background();
-        runs.push((remote_like, measured??));
+        let (quiet, loaded, done, elapsed) = measured??;
+        runs.push(StallRun {
+            remote_like,
+            quiet: Pings::of(&quiet),
+            loaded: Pings::of(&loaded),
+            heavy_rate: done as f64 / elapsed.as_secs_f64(),
+        });
     }
     running.stop().await;
-
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "\nping on its own session, through the default policy (authz + redact)"
-    );
-    let _ = writeln!(
-        out,
-        "| while | p50 µs | p90 µs | p99 µs | max µs | > 50 ms |"
-    );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
-    let row = |out: &mut String, label: &str, s: &[Duration]| {
-        let _ = writeln!(
-            out,
-            "| {label} | {:.0} | {:.0} | {:.0} | {:.0} | {} of {} |",
-            us(percentile(s, 0.5)),
-            us(percentile(s, 0.9)),
-            us(percentile(s, 0.99)),
-            us(s.last().copied().unwrap_or_default()),
-            s.iter().filter(|d| **d > Duration::from_millis(50)).count(),
-            s.len()
-        );
-    };
-    for (remote_like, (quiet, loaded, done, elapsed)) in &runs {
-        let load = if *remote_like {
-            "at nice 10, as remote agents"
-        } else {
-            "at normal priority, sharing these cores"
-        };
-        row(
-            &mut out,
-            &format!("nothing else runs (then the load {load})"),
-            quiet,
-        );
-        row(
-            &mut out,
-            &format!(
-                "{HEAVY_IN_FLIGHT} other agents' 1 MiB calls of {HEAVY_KEYS} keys in flight, the load generator {load} ({:.1} answered/s; target p99 ≤ 50 ms)",
-                *done as f64 / elapsed.as_secs_f64()
-            ),
-            loaded,
-        );
-    }
-    Ok(out)
+    Ok(runs)
 }
 
 /// Pings alone, then pings while heavy calls are in flight: the two sets of
@@ -187,7 +190,7 @@ async fn measure(
     Ok((quiet, loaded, during, elapsed))
 }
 
-async fn pings(c: &mut crate::client::McpClient) -> anyhow::Result<Vec<Duration>> {
+async fn pings(c: &mut McpClient) -> anyhow::Result<Vec<Duration>> {
     let mut samples = Vec::with_capacity(PINGS);
     let mut tick = tokio::time::interval(PING_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -2,16 +2,16 @@
 //! key-flooded message (depth scan, every object's keys checked, case
 //! folding on) against `serde_json` building a `Value` from the same bytes.
 
-use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use portcullis::limits::MAX_JSON_DEPTH;
+use portcullis::mcp::{Message, ParseOptions};
 
-use crate::limits::MAX_JSON_DEPTH;
-use crate::mcp::{Message, ParseOptions};
+use super::stats::percentile;
 
 /// Keys in each benchmark message.
-pub const KEYS: usize = 100_000;
+const KEYS: usize = 100_000;
 /// Timed rounds per message (after [`WARMUP_ROUNDS`]); each round times
 /// every reader once, in rotating order.
 const ROUNDS: usize = 40;
@@ -39,7 +39,7 @@ fn tools_call(arguments: &str) -> Bytes {
 
 /// A tools/call whose arguments are one object of [`KEYS`] keys (about
 /// 1 MiB).
-pub fn flat_message() -> Bytes {
+fn flat_message() -> Bytes {
     let entries: Vec<String> = (0..KEYS).map(|i| format!("\"{}\":0", key(i))).collect();
     tools_call(&format!("{{{}}}", entries.join(",")))
 }
@@ -47,7 +47,7 @@ pub fn flat_message() -> Bytes {
 /// A tools/call whose arguments hold [`KEYS`] leaf keys in objects of ten,
 /// three levels deep: 1,000 groups of 10 objects of 10 keys (111,000 keys
 /// in 11,001 objects).
-pub fn nested_message() -> Bytes {
+fn nested_message() -> Bytes {
     let leaf: Vec<String> = (0..10).map(|j| format!("\"{}\":0", key(j))).collect();
     let leaf = format!("{{{}}}", leaf.join(","));
     let group: Vec<String> = (0..10).map(|j| format!("\"{}\":{leaf}", key(j))).collect();
@@ -87,38 +87,41 @@ fn measure(raw: &Bytes) -> anyhow::Result<[Duration; 3]> {
     }
     Ok(samples.map(|mut s| {
         s.sort();
-        super::percentile(&s, 0.5)
+        percentile(&s, 0.5)
     }))
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
+/// One message's row: its size and the three readers' medians.
+#[derive(Debug, Clone, Copy)]
+pub struct ParseRow {
+    pub label: &'static str,
+    pub bytes: usize,
+    /// `Message::parse`, case folding on.
+    pub fold_on: Duration,
+    /// `Message::parse`, case folding off.
+    pub fold_off: Duration,
+    /// `serde_json::from_slice::<Value>`.
+    pub value: Duration,
 }
 
-/// Runs the parse benchmark and returns its table.
-pub fn table() -> anyhow::Result<String> {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "| 100,000-key message, interleaved medians | bytes | Message::parse, case fold on, ms | fold off, ms | serde_json::Value, ms | fold on / Value |"
-    );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
-    for (label, raw) in [
+/// Runs the parse benchmark on the flat and the nested message.
+pub fn measure_all() -> anyhow::Result<Vec<ParseRow>> {
+    [
         ("one flat object", flat_message()),
         ("11,001 nested objects, 3 levels", nested_message()),
-    ] {
-        let [on, off, value] = measure(&raw)?;
-        let _ = writeln!(
-            out,
-            "| {label} | {} | {:.2} | {:.2} | {:.2} | {:.2}× (target ≤ 3×) |",
-            raw.len(),
-            ms(on),
-            ms(off),
-            ms(value),
-            on.as_secs_f64() / value.as_secs_f64().max(f64::MIN_POSITIVE)
-        );
-    }
-    Ok(out)
+    ]
+    .into_iter()
+    .map(|(label, raw)| {
+        let [fold_on, fold_off, value] = measure(&raw)?;
+        Ok(ParseRow {
+            label,
+            bytes: raw.len(),
+            fold_on,
+            fold_off,
+            value,
+        })
+    })
+    .collect()
 }
 
 #[cfg(test)]
@@ -137,7 +140,7 @@ mod tests {
             assert_eq!(msg.name.as_deref(), Some("bulk"));
         }
         let keys: std::collections::HashSet<String> = (0..KEYS)
-            .map(|i| crate::mcp::keys::fold(&key(i)).into_owned())
+            .map(|i| portcullis::mcp::keys::fold(&key(i)).into_owned())
             .collect();
         assert_eq!(keys.len(), KEYS);
     }
