@@ -16,29 +16,38 @@ pub mod bench;
 pub mod example;
 pub mod gateway;
 pub mod keygen;
+mod pin;
 pub mod policy;
 pub mod relay;
 pub mod up;
 
-/// A token cancelled on SIGTERM or Ctrl-C: the start of the drain.
+/// A token cancelled on SIGTERM or Ctrl-C (SIGINT): the start of the drain.
+///
+/// The handlers are registered before this returns, not in the task that
+/// waits on them: a signal sent as soon as the caller says it is up is
+/// queued for the task, where otherwise it could still find the default
+/// action and kill the process without a drain.
 fn shutdown_on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
+    #[cfg(unix)]
+    let handlers = {
+        use tokio::signal::unix::{SignalKind, signal};
+        signal(SignalKind::terminate())
+            .and_then(|term| Ok((term, signal(SignalKind::interrupt())?)))
+    };
     tokio::spawn(async move {
         #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            let mut term = match signal(SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    t.cancel();
-                    return;
+        match handlers {
+            Ok((mut term, mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
                 }
-            };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot handle SIGTERM; only Ctrl-C drains");
+                let _ = tokio::signal::ctrl_c().await;
             }
         }
         #[cfg(not(unix))]

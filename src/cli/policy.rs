@@ -63,7 +63,7 @@ async fn check(file: PathBuf) -> Result<()> {
 /// Writes the digest of every tool `server` lists into `file`'s pins.
 async fn pin_tools(file: PathBuf, server: &str, plugin: Option<&str>) -> Result<()> {
     let spec = UpstreamSpec::parse(server).map_err(|e| anyhow::anyhow!("--server: {e}"))?;
-    let tools = pin::list_tools(&spec).await?;
+    let tools = super::pin::list_tools(&spec).await?;
     let mut pins = BTreeMap::new();
     for t in &tools {
         let name = t

@@ -122,6 +122,8 @@ pub async fn run(args: Args) -> Result<()> {
         .or_else(|| running.servers.values().next())
         .cloned()
         .unwrap_or_default();
+    // Before the address is printed: whoever reads it may signal at once.
+    let signal = shutdown_on_signal();
     if args.json {
         let line = serde_json::json!({
             "url": url,
@@ -136,7 +138,6 @@ pub async fn run(args: Args) -> Result<()> {
     } else {
         print_banner(&running, &url);
     }
-    let signal = shutdown_on_signal();
     signal.cancelled().await;
     running.stop().await;
     if let Some(t) = relay_exporter {
