@@ -5,6 +5,8 @@
 //! # Layout
 //! - [`limits`]: every enforced limit, as a named and documented constant.
 //! - [`body`]: the boxed HTTP body type and bounded reads.
+//! - [`bulk`]: low-priority threads for large parses and the plugin calls
+//!   on them, so a big message cannot hold up small ones.
 //! - [`mcp`]: JSON-RPC parsing with limits (depth, repeated and
 //!   case-colliding object keys), protocol eras and their headers,
 //!   the SSE codec, and the one place that turns errors into JSON-RPC errors;
@@ -55,10 +57,14 @@
 //! - `fuzzing` (hidden): the properties the fuzz targets in `fuzz/` check,
 //!   replayed on the committed corpora by the integration tests.
 //!
-//! Imports run down this order, never up: `limits`, `body`, `secret`,
-//! `principal` and `mcp` at the bottom; then `telemetry`; `audit`; the
-//! chain's contract (`policy::verdict`, `policy::catalog`); `plugin`; the
-//! rest of `policy`; and the gateway, relay and the process around them.
+//! Imports run down this order, never up (`tests/integration/layers.rs`
+//! reads the sources and fails on an import up a layer or a circle):
+//! `limits`, `body`, `secret`, `tls`, `bulk` (the low-priority threads for
+//! large parses), `accept`, `server` and `principal` at the bottom; `mcp`,
+//! `session`, `client`; `telemetry`; `audit`, `tunnel`; the chain's
+//! contract (`policy::verdict`, `policy::catalog`, `policy::cases`);
+//! `plugin`; the rest of `policy`; `gateway`, `relay`, `demo`; `admin`,
+//! `config`; `up`; and the binary's `src/cli/` above them all.
 
 // The panic lints are denied for every target in Cargo.toml's `[lints]`;
 // the library's own unit tests may panic.

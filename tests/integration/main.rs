@@ -15,6 +15,7 @@ mod connections;
 mod faults;
 mod forwarding;
 mod fuzz_corpus;
+mod layers;
 mod otel;
 mod otlp;
 mod overload;
