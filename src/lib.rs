@@ -62,8 +62,7 @@
 //! `limits`, `body`, `secret`, `tls`, `bulk` (the low-priority threads for
 //! large parses), `accept`, `server` and `principal` at the bottom; `mcp`,
 //! `session`, `client`; `telemetry`; `audit`, `tunnel`; the chain's
-//! contract (`policy::verdict`, `policy::catalog`, `policy::cases`);
-//! `plugin`; the rest of `policy`; `gateway`, `relay`, `demo`; `admin`,
+//! contract (`policy::verdict`, `policy::catalog`); `plugin`; the rest of `policy`; `gateway`, `relay`, `demo`; `admin`,
 //! `config`; `up`; and the binary's `src/cli/` above them all.
 
 // The panic lints are denied for every target in Cargo.toml's `[lints]`;
