@@ -59,11 +59,11 @@
 //!
 //! Imports run down this order, never up (`tests/integration/layers.rs`
 //! reads the sources and fails on an import up a layer or a circle):
-//! `limits`, `body`, `secret`, `tls`, `bulk` (the low-priority threads for
-//! large parses), `accept`, `server` and `principal` at the bottom; `mcp`,
-//! `session`, `client`; `telemetry`; `audit`, `tunnel`; the chain's
-//! contract (`policy::verdict`, `policy::catalog`); `plugin`; the rest of `policy`; `gateway`, `relay`, `demo`; `admin`,
-//! `config`; `up`; and the binary's `src/cli/` above them all.
+//! `limits`, `body`, `secret`, `tls`, `bulk`, `accept`, `server` and
+//! `principal` at the bottom; `mcp`, `session`, `client`; `telemetry`;
+//! `audit`, `tunnel`; the chain's contract (`policy::verdict`,
+//! `policy::catalog`); `plugin`; the rest of `policy`; `gateway`, `relay`,
+//! `demo`; `admin`, `config`; `up`; and the binary's `src/cli/` above them.
 
 // The panic lints are denied for every target in Cargo.toml's `[lints]`;
 // the library's own unit tests may panic.

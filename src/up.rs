@@ -12,7 +12,8 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::gateway::{UpstreamSpec, default_limits};
+use crate::config::gateway::default_limits;
+use crate::config::upstream::UpstreamSpec;
 use crate::demo::DemoServer;
 use crate::gateway::Gateway;
 use crate::limits;

@@ -3,7 +3,7 @@
 //! `tools/list` followed through its pages.
 
 use anyhow::{Context as _, Result, bail};
-use portcullis::config::gateway::UpstreamSpec;
+use portcullis::config::upstream::UpstreamSpec;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use portcullis::config::gateway::UpstreamSpec;
+use portcullis::config::upstream::UpstreamSpec;
 use portcullis::plugin::PluginEngine;
 use portcullis::plugin::engine::default_cache_dir;
 use portcullis::policy::{cases, pin};

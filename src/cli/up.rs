@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use portcullis::config::gateway::UpstreamSpec;
+use portcullis::config::upstream::UpstreamSpec;
 use portcullis::up::{self, AuditSpool, PolicySource, UpOptions};
 
 use super::{finish, shutdown_on_signal, start_exporter};

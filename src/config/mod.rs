@@ -9,6 +9,7 @@
 
 pub mod gateway;
 pub mod relay;
+pub mod upstream;
 
 /// The documented example `relay.toml` (`portcullis example relay`).
 pub const EXAMPLE_RELAY: &str = include_str!("examples/relay.toml");

@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use portcullis::client::McpClient;
-use portcullis::config::gateway::UpstreamSpec;
+use portcullis::config::upstream::UpstreamSpec;
 use portcullis::relay::auth::AgentAuth;
 use portcullis::relay::{Relay, RelaySettings};
 use portcullis::secret;

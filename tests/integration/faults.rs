@@ -4,7 +4,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use portcullis::client::McpClient;
-use portcullis::config::gateway::{UpstreamSpec, default_limits};
+use portcullis::config::gateway::default_limits;
+use portcullis::config::upstream::UpstreamSpec;
 use portcullis::relay::auth::AgentAuth;
 use portcullis::relay::{Relay, RelaySettings};
 use portcullis::secret;

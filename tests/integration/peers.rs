@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::Method;
 use http_body_util::BodyExt;
 use portcullis::client::McpClient;
-use portcullis::config::gateway::UpstreamSpec;
+use portcullis::config::upstream::UpstreamSpec;
 use portcullis::up::{self, UpOptions};
 use serde_json::{Value, json};
 

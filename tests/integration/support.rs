@@ -199,7 +199,7 @@ pub fn start_gateway_with(
 
 /// An HTTP upstream spec for `url`.
 pub fn http_upstream(name: &str, url: &str) -> Upstream {
-    portcullis::config::gateway::UpstreamSpec::parse(url)
+    portcullis::config::upstream::UpstreamSpec::parse(url)
         .unwrap()
         .build(name, portcullis::config::gateway::default_limits())
         .unwrap()
