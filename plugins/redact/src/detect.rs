@@ -343,6 +343,89 @@ fn starts_with_ci(b: &[u8], i: usize, pat: &[u8]) -> bool {
 }
 
 // ---------------------------------------------------------------------------
+// Separators between digit groups
+// ---------------------------------------------------------------------------
+
+/// Separator classes (cards, IBANs, SSNs and phone numbers accept any mix of
+/// them; only IPv4 insists on a plain `.`).
+const SPACE: u8 = b' ';
+const DASH: u8 = b'-';
+const DOT: u8 = b'.';
+const SLASH: u8 = b'/';
+
+/// At most this many separator characters between two groups (`4111 - 1111`).
+const MAX_SEP_CHARS: usize = 3;
+
+/// The separator character at `i`: its class and its length in bytes.
+///
+/// ASCII space, `-`, `.` and `/`; and, so that detection does not depend on
+/// normalization having run (it maps most of these to ASCII already), the
+/// Unicode spaces (NBSP U+00A0, U+2000–U+200A incl. figure U+2007 and thin
+/// U+2009, narrow NBSP U+202F, ideographic U+3000), dashes (U+2010–U+2015
+/// incl. non-breaking hyphen, figure, en and em dash; hyphen bullet U+2043;
+/// minus U+2212; small and full-width hyphen-minus U+FE58, U+FE63, U+FF0D),
+/// dots (middle dot U+00B7, bullet U+2022, one-dot leader U+2024,
+/// hyphenation point U+2027, bullet operator U+2219, dot operator U+22C5,
+/// katakana middle dot U+30FB and its half-width U+FF65, small and
+/// full-width full stop U+FE52, U+FF0E) and slashes (fraction slash U+2044,
+/// division slash U+2215, full-width solidus U+FF0F). NFKC leaves the dots
+/// and slashes other than the full-width and small forms as they are, so
+/// those reach the detectors in any case.
+fn sep_char(b: &[u8], i: usize) -> Option<(u8, usize)> {
+    let class = match byte(b, i) {
+        c @ (b' ' | b'-' | b'.' | b'/') => return Some((c, 1)),
+        0xC2 => match byte(b, i + 1) {
+            0xA0 => SPACE,
+            0xB7 => DOT,
+            _ => return None,
+        },
+        0xE2 => match (byte(b, i + 1), byte(b, i + 2)) {
+            (0x80, 0x80..=0x8A | 0xAF) => SPACE,
+            (0x80, 0x90..=0x95) | (0x81, 0x83) | (0x88, 0x92) => DASH,
+            (0x80, 0xA2 | 0xA4 | 0xA7) | (0x88, 0x99) | (0x8B, 0x85) => DOT,
+            (0x81, 0x84) | (0x88, 0x95) => SLASH,
+            _ => return None,
+        },
+        0xE3 => match (byte(b, i + 1), byte(b, i + 2)) {
+            (0x80, 0x80) => SPACE,
+            (0x83, 0xBB) => DOT,
+            _ => return None,
+        },
+        0xEF => match (byte(b, i + 1), byte(b, i + 2)) {
+            (0xB9, 0x98 | 0xA3) | (0xBC, 0x8D) => DASH,
+            (0xB9, 0x92) | (0xBC, 0x8E) | (0xBD, 0xA5) => DOT,
+            (0xBC, 0x8F) => SLASH,
+            _ => return None,
+        },
+        _ => return None,
+    };
+    let len = if byte(b, i) == 0xC2 { 2 } else { 3 };
+    Some((class, len))
+}
+
+/// A separator between two groups at `i`: one to [`MAX_SEP_CHARS`]
+/// separator characters followed by `more` (a digit, or for IBANs a letter
+/// or digit). Returns its class (the first class other than space, else
+/// space) and its end.
+fn sep_run(b: &[u8], i: usize, more: impl Fn(u8) -> bool) -> Option<(u8, usize)> {
+    let mut j = i;
+    let mut class = SPACE;
+    for _ in 0..MAX_SEP_CHARS {
+        let Some((c, len)) = sep_char(b, j) else {
+            break;
+        };
+        if class == SPACE {
+            class = c;
+        }
+        j += len;
+        if more(byte(b, j)) {
+            return Some((class, j));
+        }
+    }
+    None
+}
+
+// ---------------------------------------------------------------------------
 // The pass
 // ---------------------------------------------------------------------------
 
@@ -512,18 +595,15 @@ impl Scanner<'_> {
 
     // --- numbers: cards, SSNs, phones, IPv4 -------------------------------
 
-    /// A run of digit groups separated by single spaces, dashes or dots,
-    /// starting at a word start. Returns the end of the whole run.
+    /// A run of digit groups separated by [`sep_run`]s, starting at a word
+    /// start. Returns the end of the whole run.
     fn numeric(&mut self, i: usize) -> usize {
         const MAX: usize = 24;
         let b = self.b;
-        let n = b.len();
         // Most numbers are one short group: nothing to find.
         let first = i + run(b, i, is_digit);
-        let goes_on = first + 1 < n
-            && matches!(byte(b, first), b' ' | b'-' | b'.')
-            && is_digit(byte(b, first + 1));
-        if !goes_on && first - i < 11 {
+        let goes_on = sep_run(b, first, is_digit).is_some();
+        if !goes_on && first - i < 9 {
             return first;
         }
         let mut groups = [(0usize, 0usize); MAX];
@@ -540,14 +620,10 @@ impl Scanner<'_> {
             *group = (start, j);
             len += 1;
             // No room for another group (`len` = MAX) ends the run.
-            match seps.get_mut(len) {
-                Some(sep)
-                    if j + 1 < n
-                        && matches!(byte(b, j), b' ' | b'-' | b'.')
-                        && is_digit(byte(b, j + 1)) =>
-                {
-                    *sep = byte(b, j);
-                    j += 1;
+            match (seps.get_mut(len), sep_run(b, j, is_digit)) {
+                (Some(sep), Some((class, next))) => {
+                    *sep = class;
+                    j = next;
                 }
                 _ => break,
             }
@@ -577,7 +653,7 @@ impl Scanner<'_> {
                         .find_map(|k| {
                             let end = match k {
                                 Kind::Ipv4 => num.ipv4(g),
-                                Kind::Ssn => num.ssn(g),
+                                Kind::Ssn => num.ssn(g).or_else(|| num.labelled_ssn(g)),
                                 _ => num.phone(g),
                             };
                             end.map(|e| (e, k))
@@ -688,12 +764,17 @@ impl Scanner<'_> {
                     best = Some(j);
                 }
                 gap = 0;
-            } else if matches!(c, b' ' | b'-' | b'.' | b'(' | b')')
-                && gap < 2
-                && (digits > 0 || c == b'(')
+            } else if let Some(len) = (gap < MAX_SEP_CHARS)
+                .then(|| match c {
+                    b'(' => Some(1),
+                    b')' if digits > 0 => Some(1),
+                    _ if digits > 0 => sep_char(b, j).map(|(_, len)| len),
+                    _ => None,
+                })
+                .flatten()
             {
                 gap += 1;
-                j += 1;
+                j += len;
             } else {
                 break;
             }
@@ -704,7 +785,8 @@ impl Scanner<'_> {
         }
     }
 
-    /// `(555) 123-4567`, `(555)123-4567`.
+    /// `(555) 123-4567`, `(555)123-4567`, `(555) 123 / 4567`: any
+    /// separators after the parenthesis (or none) and between the groups.
     fn phone_paren(&mut self, i: usize) -> usize {
         let b = self.b;
         let d = |k: usize, len: usize| {
@@ -714,22 +796,19 @@ impl Scanner<'_> {
         {
             return i + 1;
         }
-        let mut j = i + 5;
-        if b.get(j) == Some(&b' ') {
-            j += 1;
-        }
+        let j = sep_run(b, i + 5, is_digit).map_or(i + 5, |(_, e)| e);
         if !d(j, 3) {
             return i + 1;
         }
-        j += 3;
-        if !matches!(b.get(j), Some(b'-' | b'.' | b' ')) || !d(j + 1, 4) {
+        let Some((_, j)) = sep_run(b, j + 3, is_digit) else {
+            return i + 1;
+        };
+        if !d(j, 4) {
             return i + 1;
         }
-        let end = j + 5;
-        if end < b.len()
-            && (is_alnum(byte(b, end))
-                || (matches!(byte(b, end), b'-' | b'.')
-                    && b.get(end + 1).is_some_and(|&c| is_digit(c))))
+        let end = j + 4;
+        if is_alnum(byte(b, end))
+            || sep_run(b, end, is_digit).is_some_and(|(class, _)| class != SPACE)
         {
             return i + 1;
         }
@@ -759,8 +838,8 @@ impl Scanner<'_> {
                 *slot = byte(b, j).to_ascii_uppercase();
                 k += 1;
                 j += 1;
-            } else if byte(b, j) == b' ' && k > 0 && j + 1 < b.len() && is_alnum(byte(b, j + 1)) {
-                j += 1;
+            } else if let Some((_, next)) = sep_run(b, j, is_alnum).filter(|_| k > 0) {
+                j = next;
             } else {
                 break;
             }
@@ -1118,6 +1197,14 @@ impl Groups<'_> {
         self.seps.get(k).copied().unwrap_or(0)
     }
 
+    /// The separator before group `k` when it is one ASCII byte, else 0.
+    fn plain_sep(&self, k: usize) -> u8 {
+        match k.checked_sub(1).map(|p| self.end(p)) {
+            Some(e) if e + 1 == self.start(k) => byte(self.b, e),
+            _ => 0,
+        }
+    }
+
     fn len(&self, k: usize) -> usize {
         self.end(k) - self.start(k)
     }
@@ -1137,7 +1224,7 @@ impl Groups<'_> {
     }
 
     /// 13 to 19 digits, one group or grouped like a card (first group of 4,
-    /// middle groups of 4 to 6, one separator kind), a 2–6 first digit and a
+    /// middle groups of 4 to 6, any separators), a 2–6 first digit and a
     /// valid Luhn checksum. The longest such window wins.
     fn card(&self, g: usize) -> Option<usize> {
         let first = byte(self.b, self.start(g));
@@ -1148,10 +1235,6 @@ impl Groups<'_> {
         let mut best = None;
         for k in g..self.groups.len() {
             if k > g {
-                let sep = self.sep(k);
-                if !matches!(sep, b' ' | b'-') || (k > g + 1 && sep != self.sep(g + 1)) {
-                    break;
-                }
                 // Groups before this one were middle groups.
                 let prev = self.len(k - 1);
                 if (k - 1 == g && prev != 4) || (k - 1 > g && !(4..=6).contains(&prev)) {
@@ -1179,7 +1262,9 @@ impl Groups<'_> {
             return None;
         }
         for j in g..=k {
-            if (j > g && self.sep(j) != b'.') || self.len(j) > 3 || parse_u32(self.digits(j)) > 255
+            if (j > g && self.plain_sep(j) != b'.')
+                || self.len(j) > 3
+                || parse_u32(self.digits(j)) > 255
             {
                 return None;
             }
@@ -1187,15 +1272,11 @@ impl Groups<'_> {
         self.ends_clean(k).then_some(k)
     }
 
-    /// `AAA-GG-SSSS` (dashes or spaces), area not 000, 666 or 9xx, group not
-    /// 00, serial not 0000.
+    /// `AAA-GG-SSSS` (any separators: `123.45.6789`, `123 / 45 / 6789`),
+    /// area not 000, 666 or 9xx, group not 00, serial not 0000.
     fn ssn(&self, g: usize) -> Option<usize> {
         let k = g + 2;
-        if k >= self.groups.len()
-            || (self.len(g), self.len(g + 1), self.len(k)) != (3, 2, 4)
-            || !matches!(self.sep(g + 1), b'-' | b' ')
-            || self.sep(k) != self.sep(g + 1)
-        {
+        if k >= self.groups.len() || (self.len(g), self.len(g + 1), self.len(k)) != (3, 2, 4) {
             return None;
         }
         // Three groups of 3, 2 and 4 digits fill the 9.
@@ -1211,13 +1292,23 @@ impl Groups<'_> {
         (valid_ssn(&d) && self.ends_clean(k)).then_some(k)
     }
 
+    /// Nine bare digits, SSA-valid, with an SSN label shortly before them
+    /// (see [`ssn_label_before`]): `SSN: 123456789`.
+    fn labelled_ssn(&self, g: usize) -> Option<usize> {
+        (self.len(g) == 9
+            && valid_ssn(self.digits(g))
+            && self.ends_clean(g)
+            && ssn_label_before(self.b, self.start(g)))
+        .then_some(g)
+    }
+
     /// North American numbers: `555-123-4567`, `555.123.4567`,
     /// `555 123 4567`, `1-555-123-4567`, or 11 bare digits `15551234567`;
     /// the area code starts with 2–9. Ten bare digits are not a phone
     /// number (too many other things are).
     fn phone(&self, g: usize) -> Option<usize> {
         let nanp = |area: &[u8], _exch: &[u8]| area.first().is_some_and(|&c| c >= b'2');
-        let sep_ok = |k: usize| matches!(self.sep(k), b'-' | b'.' | b' ');
+        let sep_ok = |k: usize| self.sep(k) != 0;
         let three = |a: usize| {
             let k = a + 2;
             (k < self.groups.len()
@@ -1340,6 +1431,63 @@ pub fn is_redaction(v: &[u8]) -> bool {
     }
     let name = run(v, 1, |c| c.is_ascii_lowercase() || is_digit(c) || c == b'_');
     name > 0 && v.get(1 + name) == Some(&b':')
+}
+
+/// How close before nine bare digits an SSN label must be, in bytes.
+const SSN_LABEL_WINDOW: usize = 32;
+
+/// What makes nine bare digits an SSN, compared case-insensitively with `_`
+/// and `-` read as spaces: `SSN`, `SSN#`, `SS#`, `social security`
+/// (`Social_Security_Number`), `soc. sec.`, `soc sec`, `socsec`, `tax id`,
+/// `taxid`, `taxpayer id`, `TIN`.
+const SSN_LABELS: &[&[u8]] = &[
+    b"ssn",
+    b"ss#",
+    b"social security",
+    b"soc. sec",
+    b"soc.sec",
+    b"soc sec",
+    b"socsec",
+    b"tax id",
+    b"taxid",
+    b"taxpayer id",
+    b"tin",
+];
+
+/// An SSN label (see [`SSN_LABELS`]) ends within [`SSN_LABEL_WINDOW`]
+/// bytes before `start`, on the same line, with no digit between it and
+/// `start` (a label names the next number only): `SSN: 123456789`,
+/// `Social Security Number (on file) 123456789`, `"ssn": "123456789"`. It
+/// starts a word: after a non-letter, or uppercase after lowercase
+/// (`customerSSN`), not inside `Martin` or `lessn`; a letter after it other
+/// than a plural `s` makes it another word (`tint`, `tinder`).
+fn ssn_label_before(b: &[u8], start: usize) -> bool {
+    let from = start.saturating_sub(SSN_LABEL_WINDOW);
+    let before = span(b, from, start);
+    let cut = before
+        .iter()
+        .rposition(|&c| c.is_ascii_digit() || c == b'\n')
+        .map_or(from, |p| from + p + 1);
+    let mut w = [0u8; SSN_LABEL_WINDOW];
+    let raw = span(b, cut, start);
+    for (slot, &c) in w.iter_mut().zip(raw) {
+        *slot = match c {
+            b'_' | b'-' => b' ',
+            c => c.to_ascii_lowercase(),
+        };
+    }
+    let w = span(&w, 0, raw.len());
+    let letter = |i: usize| byte(raw, i).is_ascii_alphabetic();
+    (0..w.len()).any(|i| {
+        let starts_word = i == 0 && !byte(b, cut.wrapping_sub(1)).is_ascii_alphabetic()
+            || i > 0 && !letter(i - 1)
+            || i > 0 && byte(raw, i - 1).is_ascii_lowercase() && byte(raw, i).is_ascii_uppercase();
+        starts_word
+            && SSN_LABELS.iter().any(|l| {
+                let e = i + l.len();
+                tail(w, i).starts_with(l) && (!letter(e) || (byte(w, e) == b's' && !letter(e + 1)))
+            })
+    })
 }
 
 /// SSA rules: area 001–665, 667–899; group 01–99; serial 0001–9999.
