@@ -1255,7 +1255,8 @@ impl Groups<'_> {
         best
     }
 
-    /// `a.b.c.d`, each 0–255, not followed by another `.digit`.
+    /// `a.b.c.d`, each 0–255, not followed by another `.digit`, not labelled
+    /// a version (see [`VERSION_LABELS`]).
     fn ipv4(&self, g: usize) -> Option<usize> {
         let k = g + 3;
         if k >= self.groups.len() {
@@ -1269,7 +1270,8 @@ impl Groups<'_> {
                 return None;
             }
         }
-        self.ends_clean(k).then_some(k)
+        (self.ends_clean(k) && !label_before(self.b, self.start(g), VERSION_LABELS, false))
+            .then_some(k)
     }
 
     /// `AAA-GG-SSSS` (any separators: `123.45.6789`, `123 / 45 / 6789`),
@@ -1293,12 +1295,12 @@ impl Groups<'_> {
     }
 
     /// Nine bare digits, SSA-valid, with an SSN label shortly before them
-    /// (see [`ssn_label_before`]): `SSN: 123456789`.
+    /// (see [`SSN_LABELS`]): `SSN: 123456789`.
     fn labelled_ssn(&self, g: usize) -> Option<usize> {
         (self.len(g) == 9
             && valid_ssn(self.digits(g))
             && self.ends_clean(g)
-            && ssn_label_before(self.b, self.start(g)))
+            && label_before(self.b, self.start(g), SSN_LABELS, true))
         .then_some(g)
     }
 
@@ -1433,11 +1435,10 @@ pub fn is_redaction(v: &[u8]) -> bool {
     name > 0 && v.get(1 + name) == Some(&b':')
 }
 
-/// How close before nine bare digits an SSN label must be, in bytes.
-const SSN_LABEL_WINDOW: usize = 32;
+/// How close before a number a label must be to count, in bytes.
+const LABEL_WINDOW: usize = 32;
 
-/// What makes nine bare digits an SSN, compared case-insensitively with `_`
-/// and `-` read as spaces: `SSN`, `SSN#`, `SS#`, `social security`
+/// What makes nine bare digits an SSN (see [`label_before`]): `SSN`, `SSN#`, `SS#`, `social security`
 /// (`Social_Security_Number`), `soc. sec.`, `soc sec`, `socsec`, `tax id`,
 /// `taxid`, `taxpayer id`, `TIN`.
 const SSN_LABELS: &[&[u8]] = &[
@@ -1454,21 +1455,42 @@ const SSN_LABELS: &[&[u8]] = &[
     b"tin",
 ];
 
-/// An SSN label (see [`SSN_LABELS`]) ends within [`SSN_LABEL_WINDOW`]
-/// bytes before `start`, on the same line, with no digit between it and
-/// `start` (a label names the next number only): `SSN: 123456789`,
-/// `Social Security Number (on file) 123456789`, `"ssn": "123456789"`. It
-/// starts a word: after a non-letter, or uppercase after lowercase
-/// (`customerSSN`), not inside `Martin` or `lessn`; a letter after it other
-/// than a plural `s` makes it another word (`tint`, `tinder`).
-fn ssn_label_before(b: &[u8], start: usize) -> bool {
-    let from = start.saturating_sub(SSN_LABEL_WINDOW);
+/// What makes a dotted quad a version rather than an IPv4 address
+/// (`firmware 2.1.0.4`, `AssemblyVersion("1.0.0.0")`): `version`, `ver`,
+/// `release`, `build`, `firmware`, `revision`, `rev`, `patch`, with only
+/// punctuation and spaces between it and the number (`build server
+/// 10.1.2.3` is an address).
+const VERSION_LABELS: &[&[u8]] = &[
+    b"version",
+    b"ver",
+    b"release",
+    b"build",
+    b"firmware",
+    b"revision",
+    b"rev",
+    b"patch",
+];
+
+/// One of `labels` (lowercase) is within [`LABEL_WINDOW`] bytes before
+/// `start`, in the same clause (no line break, tab, `,`, `;`, `!`, `?` or
+/// `|` between), with no digit between it and `start` (a label names the
+/// next number only): `SSN: 123456789`, `Social Security
+/// Number (on file) 123456789`, `"ssn": "123456789"`. Compared
+/// case-insensitively, `_` and `-` read as spaces. It starts a word: after
+/// a non-letter, or uppercase after lowercase (`customerSSN`), not inside
+/// `Martin` or `lessn`; a letter after it other than a plural `s` makes it
+/// another word (`tint`, `tinder`). Without `words_between` only
+/// punctuation and spaces may separate the label from the number.
+fn label_before(b: &[u8], start: usize, labels: &[&[u8]], words_between: bool) -> bool {
+    let from = start.saturating_sub(LABEL_WINDOW);
     let before = span(b, from, start);
     let cut = before
         .iter()
-        .rposition(|&c| c.is_ascii_digit() || c == b'\n')
+        .rposition(|&c| {
+            c.is_ascii_digit() || matches!(c, b'\n' | b'\t' | b',' | b';' | b'!' | b'?' | b'|')
+        })
         .map_or(from, |p| from + p + 1);
-    let mut w = [0u8; SSN_LABEL_WINDOW];
+    let mut w = [0u8; LABEL_WINDOW];
     let raw = span(b, cut, start);
     for (slot, &c) in w.iter_mut().zip(raw) {
         *slot = match c {
@@ -1483,9 +1505,13 @@ fn ssn_label_before(b: &[u8], start: usize) -> bool {
             || i > 0 && !letter(i - 1)
             || i > 0 && byte(raw, i - 1).is_ascii_lowercase() && byte(raw, i).is_ascii_uppercase();
         starts_word
-            && SSN_LABELS.iter().any(|l| {
+            && labels.iter().any(|l| {
                 let e = i + l.len();
-                tail(w, i).starts_with(l) && (!letter(e) || (byte(w, e) == b's' && !letter(e + 1)))
+                // A plural `s` belongs to the label.
+                let e = e + usize::from(byte(w, e) == b's' && !letter(e + 1));
+                tail(w, i).starts_with(l)
+                    && !letter(e)
+                    && (words_between || !tail(raw, e).iter().any(u8::is_ascii_alphabetic))
             })
     })
 }

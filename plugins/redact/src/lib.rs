@@ -173,6 +173,8 @@
 )]
 
 mod config;
+#[cfg(test)]
+mod corpus;
 mod detect;
 mod normalize;
 mod render;
