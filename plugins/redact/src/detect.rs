@@ -1436,7 +1436,7 @@ pub fn is_redaction(v: &[u8]) -> bool {
 }
 
 /// How close before a number a label must be to count, in bytes.
-const LABEL_WINDOW: usize = 32;
+const LABEL_WINDOW: usize = 48;
 
 /// What makes nine bare digits an SSN (see [`label_before`]): `SSN`, `SSN#`, `SS#`, `social security`
 /// (`Social_Security_Number`), `soc. sec.`, `soc sec`, `socsec`, `tax id`,
