@@ -12,6 +12,7 @@
 pub mod audit;
 mod cli;
 mod connections;
+mod detectors;
 mod faults;
 mod forwarding;
 mod fuzz_corpus;
