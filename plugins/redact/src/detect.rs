@@ -5,12 +5,20 @@
 //! pattern can begin: at the start of a word (digits, `AKIA`, `eyJ`, `ghp_`,
 //! IBAN country codes, ...), or at a trigger byte (`@`, `+`, `(`, `:`, `=`,
 //! `-----BEGIN`). Ordinary prose therefore costs a table lookup per byte.
-//! Every pattern is ASCII, so hits always start and end on character
-//! boundaries; non-ASCII bytes count as separators.
+//! Every pattern starts and ends with ASCII, so hits always start and end
+//! on character boundaries; inside a number, the Unicode separators of
+//! [`sep_char`] are taken whole, and other non-ASCII bytes end it.
 //!
 //! Checksums keep false positives down: Luhn for cards, mod-97 and the
 //! country's length for IBANs, octets ≤ 255 for IPv4, SSA rules for SSNs,
-//! NANP rules for unprefixed phone numbers.
+//! NANP rules for unprefixed phone numbers. Context decides two cases: nine
+//! bare digits are an SSN only after an SSN label, and a dotted quad right
+//! after a version word is not an address ([`label_before`]).
+//!
+//! Why one file of this length: the detectors share one pass, one scanner
+//! state and the byte helpers; split by detector, each part would need the
+//! scanner's internals, and the pass would be read across files. The
+//! precision/recall corpus (`corpus.rs`, `../corpus/`) tests them together.
 
 use std::net::Ipv6Addr;
 

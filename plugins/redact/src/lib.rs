@@ -109,18 +109,35 @@
 //! # Detectors
 //!
 //! * `email`: `local@domain.tld`, TLD of two or more letters.
+//! * Separators: between the groups of a phone number, SSN, card or IBAN,
+//!   one to three of space, `-`, `.`, `/` in any mix (`4111 - 1111`), and
+//!   their Unicode forms: spaces (NBSP, U+2000–U+200A incl. figure and thin
+//!   space, narrow NBSP, ideographic), dashes (U+2010–U+2015 incl.
+//!   non-breaking hyphen, figure, en and em dash; minus U+2212; small and
+//!   full-width hyphen-minus), dots (middle dot, bullet, one-dot leader,
+//!   hyphenation point, bullet and dot operators, katakana middle dot,
+//!   small and full-width full stop) and slashes (fraction and division
+//!   slash, full-width solidus). Checksums and rules still apply.
 //! * `phone`: `+` and 8–15 digits (`+44 20 7946 0958`); North American
-//!   `555-123-4567`, `555.123.4567`, `555 123 4567`, `(555) 123-4567`,
-//!   `1-555-123-4567` and 11 bare digits `15551234567` (area code and
-//!   exchange 2–9). Ten bare digits or other national formats without `+`
-//!   are not matched.
-//! * `ssn`: `123-45-6789` or `123 45 6789`, SSA-valid (not area 000, 666,
-//!   9xx; not group 00; not serial 0000).
+//!   `555-123-4567`, `555.123.4567`, `555/123/4567`, `555 123 4567`,
+//!   `(555) 123-4567`, `1-555-123-4567` and 11 bare digits `15551234567`
+//!   (area code 2–9). Ten bare digits or other national formats without
+//!   `+` are not matched.
+//! * `ssn`: `123-45-6789`, `123 45 6789`, `123.45.6789` (any separators),
+//!   and nine bare digits `123456789` when a label ends at most 48 bytes
+//!   before them in the same clause (no line break, `,`, `;`, `!`, `?`,
+//!   `|` or digit between): `SSN`, `SSN#`, `SS#`, `social security`,
+//!   `soc. sec.`, `soc sec`, `socsec`, `tax id`, `taxid`, `taxpayer id`,
+//!   `TIN`, any case, `_`/`-` as spaces (`Social_Security_No`,
+//!   `customerSSN`), as a word of its own (not `Martin`). SSA-valid (not
+//!   area 000, 666, 9xx; not group 00; not serial 0000).
 //! * `card`: 13–19 digits, bare or grouped like a card (4, then groups of
-//!   4–6, one separator kind), first digit 2–6, Luhn-valid.
+//!   4–6), first digit 2–6, Luhn-valid.
 //! * `iban`: a known country code, that country's length, mod-97 valid,
-//!   with or without spaces.
-//! * `ipv4`: four octets ≤ 255, not part of a longer dotted run.
+//!   with or without separators.
+//! * `ipv4`: four octets ≤ 255, not part of a longer dotted run, not right
+//!   after `version`, `ver`, `release`, `build`, `firmware`, `revision`,
+//!   `rev` or `patch` (`firmware 2.1.0.4`, `AssemblyVersion("1.0.0.0")`).
 //! * `ipv6`: a valid address with at least three colons, or `::1`, or a
 //!   global-unicast, unique-local or link-local prefix (so `a::b` in code is
 //!   not one).
@@ -144,11 +161,15 @@
 //!
 //! * Not found: names and postal addresses; national phone formats without
 //!   `+` (other than North American) and ten bare digits; SSNs without
-//!   separators (except under an `ssn` key); percent-, base64- or
-//!   hex-encoded values (`bob%40example.com`, `blob` contents); look-alike
+//!   separators and without a label or an `ssn` key; separators other
+//!   than those listed (`_`, `,`, `|`) or more than three in a row;
+//!   percent-, base64- or hex-encoded values (`bob%40example.com`, `blob` contents); look-alike
 //!   letters from other scripts (Cyrillic `а` in an address); a value split
 //!   across two strings or messages, or by visible characters.
-//! * Found too eagerly: four-part version numbers look like IPv4;
+//! * Found too eagerly: four-part version numbers look like IPv4 unless a
+//!   version word is right before them (and an address written
+//!   `version 10.0.0.7` is missed); nine valid digits in a clause that
+//!   names an SSN are one;
 //!   Luhn-valid 13–19 digit numbers starting with 2–6 look like cards; an
 //!   unquoted word with a digit after `token:` in prose is a secret.
 //! * `partial` keeps the e-mail domain; `hash` tokens are 48 bits, so
