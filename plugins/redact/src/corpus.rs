@@ -25,9 +25,9 @@ fn lines(text: &str) -> impl Iterator<Item = &str> {
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
 }
 
-/// The detectors that fired on `text`, as the verdict's counts name them;
-/// a refusal names its detector.
-fn fired(cfg: &Config, text: &str) -> Vec<&'static str> {
+/// `text` as a tools/call result through the plugin: the verdict and the
+/// message it was given.
+fn decide(cfg: &Config, text: &str) -> (Verdict, String) {
     let ctx = testing::context(
         Direction::ToClient,
         MessageKind::Response,
@@ -38,7 +38,13 @@ fn fired(cfg: &Config, text: &str) -> Vec<&'static str> {
     let msg =
         json!({"jsonrpc": "2.0", "id": 1, "result": {"content": [{"type": "text", "text": text}]}})
             .to_string();
-    let v = Redact::decide(cfg, &ctx, &msg);
+    (Redact::decide(cfg, &ctx, &msg), msg)
+}
+
+/// The detectors that fired on `text`, as the verdict's counts name them;
+/// a refusal names its detector.
+fn fired(cfg: &Config, text: &str) -> Vec<&'static str> {
+    let (v, _) = decide(cfg, text);
     detect::Kind::ALL
         .into_iter()
         .map(detect::Kind::name)
@@ -178,17 +184,7 @@ fn partial(text: &str) -> String {
         r#"{"detectors": {"card": "partial", "iban": "partial", "ssn": "partial", "phone": "partial"}}"#,
     )
     .unwrap();
-    let ctx = testing::context(
-        Direction::ToClient,
-        MessageKind::Response,
-        Some("tools/call"),
-        "alice",
-        &[],
-    );
-    let msg =
-        json!({"jsonrpc": "2.0", "id": 1, "result": {"content": [{"type": "text", "text": text}]}})
-            .to_string();
-    let v = Redact::decide(&cfg, &ctx, &msg);
+    let (v, msg) = decide(&cfg, text);
     let out: portcullis_plugin_sdk::Value =
         serde_json::from_str(v.rewritten().unwrap_or(&msg)).unwrap();
     out["result"]["content"][0]["text"]
