@@ -379,6 +379,7 @@ const MAX_SEP_CHARS: usize = 3;
 /// division slash U+2215, full-width solidus U+FF0F). NFKC leaves the dots
 /// and slashes other than the full-width and small forms as they are, so
 /// those reach the detectors in any case.
+#[inline]
 fn sep_char(b: &[u8], i: usize) -> Option<(u8, usize)> {
     let class = match byte(b, i) {
         c @ (b' ' | b'-' | b'.' | b'/') => return Some((c, 1)),
@@ -415,6 +416,7 @@ fn sep_char(b: &[u8], i: usize) -> Option<(u8, usize)> {
 /// separator characters followed by `more` (a digit, or for IBANs a letter
 /// or digit). Returns its class (the first class other than space, else
 /// space) and its end.
+#[inline]
 fn sep_run(b: &[u8], i: usize, more: impl Fn(u8) -> bool) -> Option<(u8, usize)> {
     let mut j = i;
     let mut class = SPACE;
