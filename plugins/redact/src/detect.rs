@@ -1315,7 +1315,8 @@ impl Groups<'_> {
     }
 
     /// North American numbers: `555-123-4567`, `555.123.4567`,
-    /// `555 123 4567`, `1-555-123-4567`, or 11 bare digits `15551234567`;
+    /// `555 123 4567`, `1-555-123-4567` (any separators), or 11 bare digits
+    /// `15551234567`;
     /// the area code starts with 2–9. Ten bare digits are not a phone
     /// number (too many other things are).
     fn phone(&self, g: usize) -> Option<usize> {
@@ -1448,9 +1449,9 @@ pub fn is_redaction(v: &[u8]) -> bool {
 /// How close before a number a label must be to count, in bytes.
 const LABEL_WINDOW: usize = 48;
 
-/// What makes nine bare digits an SSN (see [`label_before`]): `SSN`, `SSN#`, `SS#`, `social security`
-/// (`Social_Security_Number`), `soc. sec.`, `soc sec`, `socsec`, `tax id`,
-/// `taxid`, `taxpayer id`, `TIN`.
+/// What makes nine bare digits an SSN (see [`label_before`]): `SSN`,
+/// `SSN#`, `SS#`, `social security` (`Social_Security_Number`), `soc.
+/// sec.`, `soc sec`, `socsec`, `tax id`, `taxid`, `taxpayer id`, `TIN`.
 const SSN_LABELS: &[&[u8]] = &[
     b"ssn",
     b"ss#",
