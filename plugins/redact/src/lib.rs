@@ -162,7 +162,9 @@
 //! * Not found: names and postal addresses; national phone formats without
 //!   `+` (other than North American) and ten bare digits; SSNs without
 //!   separators and without a label or an `ssn` key; separators other
-//!   than those listed (`_`, `,`, `|`) or more than three in a row;
+//!   than those listed (`_`, `,`, `|`) or more than three in a row; digits
+//!   grouped other than the format's (`1 2 3 4 5 6 7 8 9`, `12345 6789`);
+//!   a string shorter than six characters (`::1` alone);
 //!   percent-, base64- or hex-encoded values (`bob%40example.com`, `blob` contents); look-alike
 //!   letters from other scripts (Cyrillic `а` in an address); a value split
 //!   across two strings or messages, or by visible characters.
