@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use portcullis_plugin_sdk::Value;
 use portcullis_plugin_sdk::authorize;
-use portcullis_plugin_sdk::names::{CallMethod, Glob, fold};
+use portcullis_plugin_sdk::names::{CallMethod, Glob, canonical_pattern};
 use serde::{Deserialize, Deserializer};
 
 use crate::rules::{Check, Cmp, Condition, Effect, Policy, Rule, Step};
@@ -149,7 +149,7 @@ fn compile_rule(value: Value) -> Result<Rule, String> {
                     .iter()
                     .map(|p| match raw.effect {
                         Effect::Allow => Glob::new(p),
-                        Effect::Deny => Glob::new(&fold(p)),
+                        Effect::Deny => Glob::new(&canonical_pattern(p)),
                     })
                     .collect(),
             )

@@ -73,17 +73,25 @@
 //! rule allows it; otherwise it is refused by default.
 //!
 //! Names are compared differently by the two effects, both in the direction
-//! of refusing:
+//! of refusing (one implementation for `authz`, `cedar` and `deny-tools`:
+//! [`portcullis_plugin_sdk::names`]):
 //!
-//! * `allow` rules compare exactly (MCP names are case-sensitive):
-//!   `Lookup_Customer` or `lookup_customer` with a zero-width space does not
-//!   match an allow rule for `lookup_customer`, so it is refused by default;
-//! * `deny` rules compare after folding both sides: invisible characters
-//!   removed (U+200B..U+200D, U+2060, U+FEFF, and also the soft hyphen,
-//!   U+034F, U+180E, LRM/RLM, bidi controls, U+2061..U+2064 and variation
-//!   selectors), fullwidth ASCII (U+FF01..U+FF5E) mapped to ASCII, then
-//!   lowercased, so `DELETE_user`, `delete\u{200B}_user` and `ｄｅｌｅｔｅ_user`
-//!   are all refused by `delete_*`.
+//! * `deny` rules compare canonical forms of both sides
+//!   ([`canonical`](portcullis_plugin_sdk::names::canonical)): NFKC, then
+//!   whitespace (NBSP, leading and trailing spaces), controls and invisible
+//!   characters (zero-width, bidi controls, soft hyphen, variation
+//!   selectors, BOM) removed, then the UTS #39 confusable skeleton, case
+//!   folded. So `DELETE_user`, `delete\u{200B}_user`, `ｄｅｌｅｔｅ_user`,
+//!   `𝐝𝐞𝐥𝐞𝐭𝐞_user`, `ⓓelete_user`, ` delete_user ` and `dеlete_user` (Cyrillic
+//!   `е`) are all refused by `delete_*`;
+//! * `allow` rules compare exactly (MCP names are case-sensitive), and
+//!   only a name that is already canonical
+//!   ([`is_canonical`](portcullis_plugin_sdk::names::is_canonical): no
+//!   look-alike, fullwidth or invisible character, no space) can be allowed
+//!   at all: `lookup_сustomer` (Cyrillic `с`) is refused even by an allow
+//!   rule for `lookup_*`, with that reason in the audit trail. ASCII is
+//!   taken as written: `Lookup_Customer` is a different name, refused by
+//!   default unless an allow rule names it.
 //!
 //! ## Argument conditions
 //!
@@ -192,8 +200,8 @@ impl Authorizer for Policy {
         name: &str,
         arguments: Option<&Value>,
     ) -> Ruling {
-        let folded = self.fold(name);
-        let request = request(ctx, method, name, &folded, arguments);
+        let canonical = self.canonical(name);
+        let request = request(ctx, method, name, &canonical, arguments);
         let subject = &ctx.principal.subject;
         match self.decide(&request) {
             Decided::Allowed(rule) => Ruling::Allow {
@@ -216,18 +224,18 @@ impl Authorizer for Policy {
 
     /// Some allow rule matches, no unconditional deny rule does.
     fn shows(&self, ctx: &Context, method: CallMethod, name: &str) -> bool {
-        let folded = self.fold(name);
-        self.visible(&request(ctx, method, name, &folded, None))
+        let canonical = self.canonical(name);
+        self.visible(&request(ctx, method, name, &canonical, None))
     }
 }
 
 /// What the rules match: the route and principal from `ctx`, the target as
-/// sent and folded, and the arguments (`None` when listing).
+/// sent and in canonical form, and the arguments (`None` when listing).
 fn request<'a>(
     ctx: &'a Context,
     method: CallMethod,
     name: &'a str,
-    folded: &'a str,
+    canonical: &'a str,
     args: Option<&'a Value>,
 ) -> Request<'a> {
     Request {
@@ -236,7 +244,7 @@ fn request<'a>(
         tunnel: &ctx.tunnel,
         method,
         name,
-        folded,
+        canonical,
         args,
     }
 }

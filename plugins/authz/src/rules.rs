@@ -1,13 +1,13 @@
 //! The compiled policy and its evaluation: argument conditions and the
-//! allow/deny decision, over the SDK's call methods, globs and name folding
-//! ([`portcullis_plugin_sdk::names`]). Everything here is built once by
-//! [`crate::config`] and then only read; matching does not allocate (except
-//! folding a name that needs it).
+//! allow/deny decision, over the SDK's call methods, globs and canonical
+//! names ([`portcullis_plugin_sdk::names`]). Everything here is built once
+//! by [`crate::config`] and then only read; matching does not allocate
+//! (except the canonical form of a name that needs one).
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
 
-use portcullis_plugin_sdk::names::{CallMethod, Glob, fold};
+use portcullis_plugin_sdk::names::{CallMethod, Glob, canonical};
 use portcullis_plugin_sdk::{Principal, Value};
 use regex_lite::Regex;
 use serde_json::Number;
@@ -193,7 +193,7 @@ pub struct Rule {
     pub tunnels: Option<Vec<Glob>>,
     /// Bit set of [`CallMethod::bit`]s.
     pub methods: u8,
-    /// For deny rules, compiled from folded patterns (see [`fold`]).
+    /// For deny rules, compiled from canonical patterns (see [`canonical`]).
     pub tools: Option<Vec<Glob>>,
     pub when: Vec<Condition>,
 }
@@ -206,8 +206,8 @@ pub struct Request<'a> {
     pub method: CallMethod,
     /// The target exactly as sent (allow rules).
     pub name: &'a str,
-    /// The target folded (deny rules); see [`fold`].
-    pub folded: &'a str,
+    /// The target's canonical form (deny rules); see [`canonical`].
+    pub canonical: &'a str,
     /// `params.arguments`, or `None` when listing (conditions ignored).
     pub args: Option<&'a Value>,
 }
@@ -221,7 +221,7 @@ impl Rule {
         if let Some(tools) = &self.tools {
             let name = match self.effect {
                 Effect::Allow => r.name,
-                Effect::Deny => r.folded,
+                Effect::Deny => r.canonical,
             };
             if !any_glob(tools, name) {
                 return false;
@@ -265,7 +265,7 @@ pub struct Policy {
     pub allow: Vec<Rule>,
     /// Methods any principal may use (never the call methods).
     pub open_methods: Vec<Glob>,
-    /// Whether any deny rule looks at the target name (else no folding).
+    /// Whether any deny rule looks at the target name (else no canonical form).
     pub deny_names: bool,
 }
 
@@ -279,10 +279,11 @@ pub enum Decided<'p> {
 }
 
 impl Policy {
-    /// The target folded for deny rules, only when some deny rule needs it.
-    pub fn fold<'n>(&self, name: &'n str) -> Cow<'n, str> {
+    /// The target's canonical form for deny rules, only when some deny rule
+    /// needs it.
+    pub fn canonical<'n>(&self, name: &'n str) -> Cow<'n, str> {
         if self.deny_names {
-            fold(name)
+            canonical(name)
         } else {
             Cow::Borrowed(name)
         }

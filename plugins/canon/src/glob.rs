@@ -2,20 +2,15 @@
 //! including `/`); everything else matches itself. There is no escape for a
 //! literal `*`.
 //!
-//! Two comparisons, on purpose:
-//!
-//! * case-sensitive ([`glob_match`], [`Glob`]): MCP method and tool names
-//!   are case-sensitive, so the host's plugin interests, `open_methods` and
-//!   the rule selectors of `authz` compare exactly (`authz` and `cedar` fold
-//!   look-alikes themselves before matching deny rules);
-//! * ASCII case-insensitive ([`CaselessGlob`]): `deny-tools` patterns, so
-//!   `Delete_*` blocks `DELETE_REPO`.
+//! Matching is case-sensitive: MCP method and tool names are, so the host's
+//! plugin interests, `open_methods` and the rule selectors of `authz`
+//! compare exactly. Refusing rules (`authz`, `cedar`, `deny-tools`) match
+//! look-alikes by comparing canonical forms of pattern and name (the
+//! plugin SDK's `names::canonical`) with these same globs.
 //!
 //! Matching is linear in the text for each piece between two `*`s: placing
 //! each piece at its leftmost occurrence is always a valid choice, so there
 //! is no backtracking blow-up on patterns like `*a*a*a*b`.
-
-use std::borrow::Cow;
 
 /// True when `text` matches `pattern`, case-sensitively (see the module
 /// documentation). For a pattern matched many times, compile a [`Glob`].
@@ -101,29 +96,6 @@ impl Glob {
     }
 }
 
-/// A precompiled ASCII case-insensitive glob: [`Glob`] semantics, except
-/// that ASCII letters match either case (`Delete_*` matches `DELETE_REPO`;
-/// non-ASCII letters still compare exactly).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CaselessGlob(Glob);
-
-impl CaselessGlob {
-    /// Compiles `pattern`.
-    pub fn new(pattern: &str) -> CaselessGlob {
-        CaselessGlob(Glob::new(&pattern.to_ascii_lowercase()))
-    }
-
-    /// True when `text` matches, ignoring ASCII case.
-    pub fn matches(&self, text: &str) -> bool {
-        let lower = if text.bytes().any(|b| b.is_ascii_uppercase()) {
-            Cow::Owned(text.to_ascii_lowercase())
-        } else {
-            Cow::Borrowed(text)
-        };
-        self.0.matches(&lower)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,28 +143,5 @@ mod tests {
         assert!(glob_match("*a*a*a*b", &hit));
         assert!(!glob_match("*a*a*a*b", &miss));
         assert!(Glob::new("*a*a*a*b").matches(&hit));
-        assert!(CaselessGlob::new("*A*a*A*b").matches(&hit));
-        assert!(!CaselessGlob::new("*a*a*a*b").matches(&miss));
-    }
-
-    #[test]
-    fn caseless_ignores_ascii_case_only() {
-        for (p, t, want) in [
-            ("delete_*", "delete_repo", true),
-            ("delete_*", "DELETE_Repo", true),
-            ("Delete_*", "delete_repo", true),
-            ("delete_*", "undelete_repo", false),
-            ("*_admin", "repo_ADMIN", true),
-            ("a*b*c", "aXXbYYc", true),
-            ("a*b*c", "aXXbYY", false),
-            ("exact", "EXACT", true),
-            ("exact", "exact2", false),
-            ("*", "", true),
-            ("café", "CAFé", true),
-            ("café", "CAFÉ", false),
-        ] {
-            assert_eq!(CaselessGlob::new(p).matches(t), want, "{p:?} vs {t:?}");
-        }
-        assert!(!glob_match("exact", "EXACT"), "the plain glob keeps case");
     }
 }

@@ -24,4 +24,4 @@
 pub mod digest;
 pub mod glob;
 
-pub use glob::{CaselessGlob, Glob, glob_match};
+pub use glob::{Glob, glob_match};

@@ -13,7 +13,7 @@ use cedar_policy::{
     Authorizer, Context, Decision, Effect, Entities, Entity, EntityId, EntityTypeName, EntityUid,
     PolicyId, PolicySet, Request, Response, RestrictedExpression,
 };
-use portcullis_plugin_sdk::names::{CallMethod, Glob, fold};
+use portcullis_plugin_sdk::names::{CallMethod, Glob, canonical};
 use portcullis_plugin_sdk::{Principal, Value};
 use serde_json::Number;
 
@@ -411,8 +411,9 @@ impl Engine {
     }
 
     /// The second pass of an allowed call: the forbid policies, folded,
-    /// against the folded name (`DELETE_user`, `delete\u{200B}_user` →
-    /// `delete_user`). Only refusals count; permits never see folded names.
+    /// against the folded (canonical) name (`DELETE_user`,
+    /// `delete\u{200B}_user`, `dеlete_user` → `delete_user`). Only refusals
+    /// count; permits never see folded names.
     fn lookalike(
         &self,
         t: &Target<'_>,
@@ -420,7 +421,7 @@ impl Engine {
         what: &dyn Fn() -> String,
     ) -> Option<Outcome> {
         let folded = self.folded.as_ref()?;
-        let name = fold(t.name);
+        let name = canonical(t.name);
         if !folded.changed && name == t.name {
             return None;
         }
@@ -482,7 +483,7 @@ impl Engine {
         let Some(folded) = &self.folded else {
             return true;
         };
-        let name = fold(t.name);
+        let name = canonical(t.name);
         if !folded.changed && name == t.name {
             return true;
         }

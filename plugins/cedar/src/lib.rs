@@ -120,26 +120,29 @@
 //! # Look-alike names
 //!
 //! Permits compare names exactly (MCP names are case-sensitive), so
-//! `Lookup_Customer` is not `lookup_customer` and is refused by default.
-//! Forbids must not be dodged that way, so an allowed call gets a second
-//! pass: the forbid policies alone, with every tool, prompt and resource
-//! name folded on both sides, as `authz` folds its deny rules: invisible
-//! characters removed (zero-width space/joiners, BOM, soft hyphen, bidi
-//! controls, variation selectors, ...), fullwidth ASCII mapped to ASCII,
-//! lowercased. The request gets the folded name; the policies get folded
+//! `Lookup_Customer` is not `lookup_customer` and is refused by default,
+//! and a name that is not canonical (the SDK's `names::is_canonical`: a
+//! look-alike such as Cyrillic `с` for `c`, fullwidth or mathematical
+//! letters, invisible characters, spaces) is never permitted at all, however
+//! broad the permit: the call is refused with that reason, the list entry
+//! hidden. Forbids must not be dodged by look-alikes, so an allowed call
+//! gets a second pass: the forbid policies alone, with every tool, prompt
+//! and resource name folded on both sides to its canonical form, the one
+//! `authz` and `deny-tools` compare (`names::canonical`: NFKC, whitespace
+//! and invisible characters removed, the UTS #39 confusable skeleton, case
+//! folded). The request gets the folded name; the policies get folded
 //! entity ids (`resource == Portcullis::Tool::"Purge"` and `resource in
-//! [...]` alike, also in `when`), `resource.name like` patterns and string
-//! literals compared with `resource.name` (`==`, `!=`, `.contains`); the
-//! entities get folded ids, so a tool set configured for `Purge` still
-//! holds `purge`. So `DELETE_user`, `delete\u{200B}_user` and
-//! `ｄｅｌｅｔｅ_user` are refused by `resource.name like "delete_*"`, and
-//! `resource == Portcullis::Tool::"Purge"` also refuses `purge`: forbids
-//! compare names case-insensitively, permits exactly. Strings that reach
-//! the name another way (compared with a `context` value, an attribute of a
-//! configured entity) are not folded; argument values never are. Look-alikes
-//! outside these classes (Cyrillic `о` for `o`, ...) are not folded either:
-//! they are different names, refused by default unless a permit is broad
-//! enough to cover them.
+//! [...]` alike, also in `when`; the pre-slicing by `resource ==` works on
+//! the folded ids), `resource.name like` patterns (literal by literal) and
+//! string literals compared with `resource.name` (`==`, `!=`,
+//! `.contains`); the entities get folded ids, so a tool set configured for
+//! `Purge` still holds `purge`. So `DELETE_user`, `delete\u{200B}_user`,
+//! `ｄｅｌｅｔｅ_user`, `𝐝𝐞𝐥𝐞𝐭𝐞_user` and `dеlete_user` (Cyrillic `е`) are
+//! refused by `resource.name like "delete_*"`, and `resource ==
+//! Portcullis::Tool::"Purge"` also refuses `purge`: forbids compare
+//! canonical names, permits exact ones. Strings that reach the name another
+//! way (compared with a `context` value, an attribute of a configured
+//! entity) are not folded; argument values never are.
 //!
 //! # Lists
 //!

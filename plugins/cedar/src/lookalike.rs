@@ -1,5 +1,8 @@
 //! The folded copies of the forbid policies and of the entities, for the
-//! look-alike pass (see the crate documentation, "Look-alike names").
+//! look-alike pass (see the crate documentation, "Look-alike names"). To
+//! fold is to take the SDK's canonical form of a name
+//! ([`portcullis_plugin_sdk::names::canonical`]), the same as `authz` and
+//! `deny-tools` compare.
 //!
 //! Folding works on Cedar's JSON form of a policy (its EST) and of the
 //! entities, so it sees exactly the literals the policy compares with a
@@ -17,7 +20,7 @@
 use std::collections::{HashMap, HashSet};
 
 use cedar_policy::{Effect, Entities, EntityUid, Policy, PolicySet};
-use portcullis_plugin_sdk::names::fold;
+use portcullis_plugin_sdk::names::canonical;
 use portcullis_plugin_sdk::{Value, json};
 use serde_json::Map;
 
@@ -192,7 +195,7 @@ fn string_value(v: &mut Value) -> Option<&mut String> {
 }
 
 fn fold_string(s: &mut String) -> bool {
-    let folded = fold(s);
+    let folded = canonical(s);
     if folded == s.as_str() {
         return false;
     }

@@ -21,8 +21,12 @@
 //! ```
 //!
 //! * `deny` (required): list of patterns. `*` matches any run of characters
-//!   (including none); everything else matches itself, ASCII
-//!   case-insensitively (`Delete_*` blocks `DELETE_REPO`).
+//!   (including none); everything else matches itself and its look-alikes:
+//!   pattern and name are compared in canonical form (the SDK's
+//!   `names::canonical`, shared with `authz` and `cedar`: NFKC, whitespace
+//!   and invisible characters removed, UTS #39 confusable skeleton, case
+//!   folded), so `Delete_*` blocks `DELETE_REPO`, `ｄｅｌｅｔｅ_repo`,
+//!   `dеlete_repo` (Cyrillic `е`), `de\u{200B}lete_repo` and ` delete_repo`.
 //! * `message` (optional): public message for refused calls instead of
 //!   `Unknown tool: NAME`.
 //!
@@ -40,7 +44,7 @@
     )
 )]
 
-use portcullis_plugin_sdk::names::CaselessGlob;
+use portcullis_plugin_sdk::names::{Glob, canonical, canonical_pattern};
 use portcullis_plugin_sdk::{
     ConfiguredPlugin, Context, Interests, Message, Value, Verdict, allow, codes, deny, log_info,
 };
@@ -60,8 +64,9 @@ struct RawConfig {
 /// The configuration, validated, with the patterns compiled.
 #[derive(Debug)]
 pub struct Config {
-    /// The patterns of tool names to block, as written and compiled.
-    deny: Vec<(String, CaselessGlob)>,
+    /// The patterns of tool names to block, as written and compiled from
+    /// their canonical form.
+    deny: Vec<(String, Glob)>,
     /// Public message for refused calls (default `Unknown tool: NAME`).
     message: Option<String>,
 }
@@ -80,7 +85,7 @@ impl Config {
                 .deny
                 .into_iter()
                 .map(|p| {
-                    let glob = CaselessGlob::new(&p);
+                    let glob = Glob::new(&canonical_pattern(&p));
                     (p, glob)
                 })
                 .collect(),
@@ -88,11 +93,12 @@ impl Config {
         })
     }
 
-    /// The first pattern matching `tool`, if any.
+    /// The first pattern matching `tool`'s canonical form, if any.
     fn denying_pattern(&self, tool: &str) -> Option<&str> {
+        let tool = canonical(tool);
         self.deny
             .iter()
-            .find(|(_, glob)| glob.matches(tool))
+            .find(|(_, glob)| glob.matches(&tool))
             .map(|(pattern, _)| pattern.as_str())
     }
 }

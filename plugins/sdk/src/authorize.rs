@@ -16,7 +16,12 @@
 //! * a request that is not a JSON object, has no method, repeats `method`,
 //!   `params`, `name` or `uri`, or has a duplicate key in `arguments` is
 //!   refused with `-32600 Invalid Request`; a call without a string target
-//!   with `-32602 Invalid params: missing name` (`uri`).
+//!   with `-32602 Invalid params: missing name` (`uri`);
+//! * a target that is not [`is_canonical`] (a look-alike: Cyrillic `е`,
+//!   fullwidth or mathematical letters, invisible characters, spaces) is
+//!   never allowed, whatever the authorizer says, and never listed: the
+//!   authorizer's refusing rules compare [`canonical`](crate::names::canonical)
+//!   forms, its allowing rules may then compare exactly.
 //!
 //! Every decision is annotated with the label [`Authorizer::LABEL`]: what
 //! decided it, or [`DEFAULT_DENY`].
@@ -59,7 +64,7 @@
 
 use serde_json::Value;
 
-use crate::names::{CallMethod, Glob};
+use crate::names::{CallMethod, Glob, is_canonical};
 use crate::strict::{Call, Head, Obj, describe};
 use crate::{Context, Direction, MessageKind, Verdict, allow, codes, deny, rewrite_json};
 
@@ -126,7 +131,8 @@ pub trait Authorizer {
     /// Decides a call of `method` on `name` (the tool or prompt name, or the
     /// resource URI, exactly as sent) with `params.arguments` (`None` when
     /// absent; never with a duplicate key), for the principal and route in
-    /// `ctx`.
+    /// `ctx`. An allowing ruling on a name that is not [`is_canonical`]
+    /// is turned into a refusal by [`route`].
     fn decide_call(
         &self,
         ctx: &Context,
@@ -136,7 +142,8 @@ pub trait Authorizer {
     ) -> Ruling;
 
     /// True when the entry `name` of a `*/list` response for `method` stays
-    /// in the list (the principal could call it with some arguments).
+    /// in the list (the principal could call it with some arguments). Only
+    /// asked about names that are [`is_canonical`].
     fn shows(&self, ctx: &Context, method: CallMethod, name: &str) -> bool;
 }
 
@@ -233,6 +240,16 @@ fn check_call<A: Authorizer>(authorizer: &A, ctx: &Context, message: &str) -> Ve
     };
     let arguments = params.and_then(|p| p.arguments.as_ref()).map(|a| &a.0);
     match authorizer.decide_call(ctx, method, name, arguments) {
+        Ruling::Allow { .. } if !is_canonical(name) => deny(
+            codes::INVALID_PARAMS,
+            format!("Unknown {}: {name}", method.noun()),
+            format!(
+                "{} {name:?} is not in canonical form (look-alike, invisible or space \
+                 characters): allowing rules match only canonical names",
+                method.noun()
+            ),
+        )
+        .with_label(A::LABEL, DEFAULT_DENY),
         Ruling::Allow { by } => allow().with_label(A::LABEL, by),
         Ruling::Deny { by, reason } => deny(
             codes::INVALID_PARAMS,
@@ -266,7 +283,7 @@ fn filter_list<A: Authorizer>(
         let Some(name) = entry.get(field).and_then(Value::as_str) else {
             return false;
         };
-        authorizer.shows(ctx, method, name)
+        is_canonical(name) && authorizer.shows(ctx, method, name)
     });
     let hidden = (before - entries.len()) as u64;
     if hidden == 0 {
