@@ -449,14 +449,30 @@ fn lookalikes_of_denied_tools_are_denied() {
         "delete\u{2060}_user\u{FEFF}",
         "ｄｅｌｅｔｅ_user",
         "ＤＥＬＥＴＥ＿ＵＳＥＲ",
+        "d\u{0435}lete_user", // Cyrillic е
+        "\u{1D41D}\u{1D41E}\u{1D425}\u{1D41E}\u{1D42D}\u{1D41E}_user", // bold
+        "\u{24D3}elete_user", // circled
+        "delete\u{00A0}_user",
+        " delete_user ",
+        "de1ete_user",
         "purge",
         "PURGE",
         "ｐｕｒｇｅ",
+        "\u{0440}urge", // Cyrillic р
     ] {
         let v = call(&p, "u", name, json!({}));
         assert_unknown(&v, &format!("Unknown tool: {name}"), "no-erasure");
     }
     assert_allowed(&call(&p, "u", "undelete_user", json!({})), "all");
+    // Allowed by `*`, but not canonical: refused by default, with the reason.
+    let v = call(&p, "u", "l\u{043E}\u{043E}kup", json!({}));
+    assert_unknown(&v, "Unknown tool: l\u{043E}\u{043E}kup", "default-deny");
+    assert!(
+        v.denial()
+            .unwrap()
+            .private_reason
+            .contains("canonical form")
+    );
 }
 
 #[test]

@@ -556,6 +556,12 @@ const LOOKALIKES: &[&str] = &[
     "ＤＥＬＥＴＥ＿ＵＳＥＲ",
     "de\u{00AD}lete_user",
     "delete_user\u{FE0F}",
+    "d\u{0435}lete_user",
+    "\u{1D41D}\u{1D41E}\u{1D425}\u{1D41E}\u{1D42D}\u{1D41E}_user",
+    "\u{24D3}elete_user",
+    "delete\u{00A0}_user",
+    " delete_user ",
+    "de1ete_user",
 ];
 
 #[test]

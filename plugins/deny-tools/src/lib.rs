@@ -204,10 +204,35 @@ mod tests {
     }
 
     #[test]
+    fn lookalikes_are_denied() {
+        let config = Config::parse(r#"{"deny": ["Delete_*", "purge"]}"#).unwrap();
+        for name in [
+            "delete_repo",
+            "DELETE_REPO",
+            "\u{FF44}\u{FF45}\u{FF4C}\u{FF45}\u{FF54}\u{FF45}_repo",
+            "d\u{0435}lete_repo",
+            "\u{1D41D}\u{1D41E}\u{1D425}\u{1D41E}\u{1D42D}\u{1D41E}_repo",
+            "\u{24D3}elete_repo",
+            "delete\u{00A0}_repo",
+            " delete_repo ",
+            "de\u{200B}lete_repo",
+            "de\u{00AD}lete_\u{202E}repo",
+            "PURGE",
+            "\u{0440}urge",
+        ] {
+            assert!(config.denying_pattern(name).is_some(), "{name:?}");
+        }
+        for name in ["read_repo", "undelete_repo", "purged", "deleterepo"] {
+            assert_eq!(config.denying_pattern(name), None, "{name:?}");
+        }
+    }
+
+    #[test]
     fn list_filtering() {
         let config = Config::parse(r#"{"deny": ["delete_*", "admin_*"]}"#).unwrap();
         let msg = r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[
-            {"name":"read"},{"name":"Delete_Repo"},{"name":"admin_x"},{"title":"nameless"}]}}"#;
+            {"name":"read"},{"name":"Delete_Repo"},{"name":"admin_x"},{"title":"nameless"},
+            {"name":"d\u0435lete_x"}]}}"#;
         let v = filter_list(&config, msg);
         let out: Value = serde_json::from_str(v.rewritten().unwrap()).unwrap();
         let names: Vec<_> = out["result"]["tools"]
@@ -220,7 +245,7 @@ mod tests {
         assert_eq!(v.annotations[0].key, "hidden");
         assert_eq!(
             v.annotations[0].value,
-            portcullis_plugin_sdk::AnnotationValue::Count(2)
+            portcullis_plugin_sdk::AnnotationValue::Count(3)
         );
     }
 }

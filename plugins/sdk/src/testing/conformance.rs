@@ -1,7 +1,7 @@
 //! The routing tests every [`Authorizer`] must pass: deny by default,
 //! refusals answered like unknown targets, `open_methods`, malformed
-//! requests, calls disguised as notifications, stale method labels and list
-//! filtering. They test [`route`] through the
+//! requests, calls disguised as notifications, stale method labels, list
+//! filtering and look-alike names. They test [`route`] through the
 //! plugin's own configuration, so a plugin cannot configure its way out of
 //! them. Run them with [`authorizer_conformance!`](crate::authorizer_conformance):
 //!
@@ -49,8 +49,9 @@ pub const TOOL: &str = "lookup";
 pub const PROMPT: &str = "greet";
 /// The glob of the resource URIs [`GROUP`] may read.
 pub const RESOURCES: &str = "file:///pub/*";
-/// The glob of the targets nobody may use.
-pub const DENIED: &str = "delete_*";
+/// The glob of the targets nobody may use (also URIs [`RESOURCES`] would
+/// allow, such as `file:///pub/delete_x`).
+pub const DENIED: &str = "*delete_*";
 /// The audit label of the allowing rule or policy.
 pub const ALLOW_ID: &str = "support-use";
 /// The audit label of the refusing rule or policy.
@@ -429,6 +430,75 @@ pub fn lists_are_filtered<A: Authorizer>(fixture: Fixture<A>) {
     }
 }
 
+/// Look-alikes of a denied name, as an attacker would vary it, of
+/// `file:///pub/delete_x` (allowed by [`RESOURCES`], refused by
+/// [`DENIED`]).
+pub const DENIED_LOOKALIKES: &[&str] = &[
+    "file:///pub/DELETE_X",
+    "file:///pub/\u{FF44}\u{FF45}\u{FF4C}\u{FF45}\u{FF54}\u{FF45}_x",
+    "file:///pub/d\u{0435}lete_x",
+    "file:///pub/\u{1D41D}\u{1D41E}\u{1D425}\u{1D41E}\u{1D42D}\u{1D41E}_x",
+    "file:///pub/\u{24D3}elete_x",
+    "file:///pub/delete\u{00A0}_x",
+    "file:///pub/ delete_x ",
+    "file:///pub/de\u{200B}lete_x",
+    "file:///pub/de\u{00AD}lete\u{202E}_x",
+    "file:///pub/dele\u{0442}e_x",
+];
+
+/// Look-alikes of names the fixture would allow: never allowed, never
+/// listed, whatever the allowing rule says.
+pub const ALLOWED_LOOKALIKES: &[&str] = &[
+    "file:///pub/\u{FF52}eadme",
+    "file:///pub/r\u{0435}adme",
+    "file:///pub/read\u{200B}me",
+    "file:///pub/read me",
+    "file:///pub/readme\u{00A0}",
+    "file:///pub/\u{2160}",
+    "file:///pub/\u{03BF}",
+    "file:///pub/\u{24E1}eadme",
+];
+
+/// Look-alikes: a refusing rule catches every variation of its names
+/// (canonical forms compared), and a name that is not canonical is never
+/// allowed nor listed, though its canonical twin is.
+pub fn lookalikes_are_refused<A: Authorizer>(fixture: Fixture<A>) {
+    let a = fixture(None);
+    let read = |uri: &str| call(&a, MEMBER, "resources/read", json!({"uri": uri}));
+    assert_unknown(
+        &read("file:///pub/delete_x"),
+        "Unknown resource: file:///pub/delete_x",
+        DENY_ID,
+    );
+    for uri in DENIED_LOOKALIKES {
+        assert_unknown(&read(uri), &format!("Unknown resource: {uri}"), DENY_ID);
+    }
+    for uri in ALLOWED_LOOKALIKES {
+        let v = read(uri);
+        assert_unknown(&v, &format!("Unknown resource: {uri}"), DEFAULT_DENY);
+        let reason = &v.denial().unwrap().private_reason;
+        assert!(reason.contains("canonical"), "{uri:?}: {reason}");
+    }
+    for uri in ["file:///pub/readme", "file:///pub/I", "file:///pub/o"] {
+        assert_allowed(&read(uri), ALLOW_ID);
+    }
+    let tool = |name: &str| call(&a, MEMBER, "tools/call", json!({"name": name}));
+    for name in ["l\u{043E}\u{043E}kup", "\u{FF4C}ookup", " lookup"] {
+        assert_unknown(&tool(name), &format!("Unknown tool: {name}"), DEFAULT_DENY);
+    }
+    let mut entries = vec![json!({"uri": "file:///pub/readme"})];
+    for uri in DENIED_LOOKALIKES.iter().chain(ALLOWED_LOOKALIKES) {
+        entries.push(json!({ "uri": uri }));
+    }
+    let v = list_response(
+        &a,
+        "resources/list",
+        MEMBER,
+        json!({ "resources": entries }),
+    );
+    assert_eq!(listed(&v, "resources", "uri"), ["file:///pub/readme"]);
+}
+
 /// Generates one `#[test]` per conformance check of [`crate::testing::conformance`]
 /// in a module `authorizer_conformance`, for the authorizer `fixture`
 /// builds (a `fn(Option<&[&str]>) -> impl Authorizer`, see the fixture
@@ -470,6 +540,10 @@ macro_rules! authorizer_conformance {
             #[test]
             fn lists_are_filtered() {
                 c::lists_are_filtered($fixture);
+            }
+            #[test]
+            fn lookalikes_are_refused() {
+                c::lookalikes_are_refused($fixture);
             }
         }
     };
