@@ -9,7 +9,7 @@ use portcullis_plugin_sdk::authorize;
 use portcullis_plugin_sdk::names::{CallMethod, Glob, canonical_pattern};
 use serde::{Deserialize, Deserializer};
 
-use crate::rules::{Check, Cmp, Condition, Effect, Policy, Rule, Step};
+use crate::rules::{Check, Cmp, Condition, Effect, Policy, Rule, Step, config_number};
 
 /// The top level of the configuration.
 #[derive(Debug, Deserialize)]
@@ -236,7 +236,9 @@ fn compile_condition(c: RawCondition) -> Result<Condition, String> {
                 Op::Gt => Cmp::Gt,
                 _ => Cmp::Gte,
             };
-            Check::Cmp(cmp, n)
+            let exact = config_number(&n)
+                .ok_or_else(|| format!("op {:?}: cannot compare {n} exactly", op_name(op)))?;
+            Check::Cmp(cmp, exact)
         }
         (Op::Regex, Some(Value::String(pattern))) => Check::Regex(full_match_regex(&pattern)?),
         (Op::Regex, Some(_)) => return Err("op \"regex\" needs a string value".into()),

@@ -140,13 +140,15 @@
 )]
 
 mod config;
+mod decimal;
 mod rules;
 #[cfg(test)]
 mod tests;
 
 use portcullis_plugin_sdk::authorize::{self, Authorizer, DEFAULT_DENY, Ruling};
 use portcullis_plugin_sdk::names::CallMethod;
-use portcullis_plugin_sdk::{ConfiguredPlugin, Context, Interests, Value, Verdict, log_info};
+use portcullis_plugin_sdk::strict::Arguments;
+use portcullis_plugin_sdk::{ConfiguredPlugin, Context, Interests, Verdict, log_info};
 
 use rules::{Decided, Policy, Request};
 
@@ -198,7 +200,7 @@ impl Authorizer for Policy {
         ctx: &Context,
         method: CallMethod,
         name: &str,
-        arguments: Option<&Value>,
+        arguments: Option<&Arguments<'_>>,
     ) -> Ruling {
         let canonical = self.canonical(name);
         let request = request(ctx, method, name, &canonical, arguments);
@@ -236,7 +238,7 @@ fn request<'a>(
     method: CallMethod,
     name: &'a str,
     canonical: &'a str,
-    args: Option<&'a Value>,
+    args: Option<&'a Arguments<'a>>,
 ) -> Request<'a> {
     Request {
         principal: &ctx.principal,

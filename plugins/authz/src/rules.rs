@@ -6,11 +6,16 @@
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
+use std::collections::HashMap;
 
 use portcullis_plugin_sdk::names::{CallMethod, Glob, canonical};
+use portcullis_plugin_sdk::strict::Arguments;
 use portcullis_plugin_sdk::{Principal, Value};
 use regex_lite::Regex;
 use serde_json::Number;
+use serde_json::value::RawValue;
+
+use crate::decimal::Decimal;
 
 /// True when any glob matches.
 fn any_glob(globs: &[Glob], text: &str) -> bool {
@@ -54,6 +59,26 @@ pub fn lookup<'v>(root: Option<&'v Value>, path: &[Step]) -> Option<&'v Value> {
     Some(cur)
 }
 
+/// The JSON text at `path` under `text` (the arguments as sent), following
+/// exactly that path, like [`lookup`]: how the number there was written.
+pub fn lookup_text<'t>(text: &'t str, path: &[Step]) -> Option<&'t str> {
+    let mut cur = text;
+    for step in path {
+        cur = match cur.trim_start().as_bytes().first()? {
+            b'{' => {
+                let map: HashMap<String, &'t RawValue> = serde_json::from_str(cur).ok()?;
+                map.get(&step.key)?.get()
+            }
+            b'[' => {
+                let items: Vec<&'t RawValue> = serde_json::from_str(cur).ok()?;
+                items.get(step.index?)?.get()
+            }
+            _ => return None,
+        };
+    }
+    Some(cur)
+}
+
 /// Numeric comparison operators.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cmp {
@@ -70,7 +95,8 @@ pub enum Check {
     Ne(Value),
     In(Vec<Value>),
     NotIn(Vec<Value>),
-    Cmp(Cmp, Number),
+    /// Against the configured number, exactly (see [`crate::decimal`]).
+    Cmp(Cmp, Decimal),
     /// Compiled as `\A(?:pattern)\z`: a full match.
     Regex(Regex),
     Present,
@@ -83,8 +109,10 @@ pub enum Outcome {
     Holds,
     Fails,
     /// The argument exists but has the wrong JSON type for the check (a
-    /// string `"100"` for `lte 100`). Never satisfies an allow rule; makes a
-    /// deny rule's condition hold, so type confusion cannot dodge a deny.
+    /// string `"100"` for `lte 100`), or is a number that cannot be compared
+    /// exactly (an exponent beyond [`crate::decimal::MAX_EXPONENT`]). Never
+    /// satisfies an allow rule; makes a deny rule's condition hold, so type
+    /// confusion cannot dodge a deny.
     Mismatch,
 }
 
@@ -97,8 +125,8 @@ pub struct Condition {
 
 impl Condition {
     /// Evaluates against `params.arguments` (`None` when absent).
-    pub fn eval(&self, args: Option<&Value>) -> Outcome {
-        let found = lookup(args, &self.path);
+    pub fn eval(&self, args: Option<&Arguments<'_>>) -> Outcome {
+        let found = lookup(args.map(|a| &a.value), &self.path);
         let Some(v) = found else {
             return if matches!(self.check, Check::Absent) {
                 Outcome::Holds
@@ -106,29 +134,38 @@ impl Condition {
                 Outcome::Fails
             };
         };
-        let holds = |b: bool| if b { Outcome::Holds } else { Outcome::Fails };
+        // The argument as written: numbers compare exactly.
+        let text = || args.and_then(|a| lookup_text(a.text, &self.path));
+        let holds = |b: Option<bool>| match b {
+            Some(true) => Outcome::Holds,
+            Some(false) => Outcome::Fails,
+            None => Outcome::Mismatch,
+        };
+        let any_eq = |xs: &[Value]| {
+            let text = text()?;
+            xs.iter()
+                .try_fold(false, |hit, x| Some(hit || exact_eq(text, x)?))
+        };
         match &self.check {
             Check::Present => Outcome::Holds,
             Check::Absent => Outcome::Fails,
-            Check::Eq(x) if same_type(v, x) => holds(json_eq(v, x)),
-            Check::Ne(x) if same_type(v, x) => holds(!json_eq(v, x)),
-            Check::In(xs) if xs.iter().any(|x| same_type(v, x)) => {
-                holds(xs.iter().any(|x| json_eq(v, x)))
-            }
-            Check::NotIn(xs) if xs.iter().any(|x| same_type(v, x)) => {
-                holds(!xs.iter().any(|x| json_eq(v, x)))
-            }
+            Check::Eq(x) if same_type(v, x) => holds(any_eq(std::slice::from_ref(x))),
+            Check::Ne(x) if same_type(v, x) => holds(any_eq(std::slice::from_ref(x)).map(|b| !b)),
+            Check::In(xs) if xs.iter().any(|x| same_type(v, x)) => holds(any_eq(xs)),
+            Check::NotIn(xs) if xs.iter().any(|x| same_type(v, x)) => holds(any_eq(xs).map(|b| !b)),
             Check::Cmp(op, n) => match v {
-                Value::Number(v) => holds(num_cmp(v, n).is_some_and(|o| match op {
-                    Cmp::Lt => o == Ordering::Less,
-                    Cmp::Lte => o != Ordering::Greater,
-                    Cmp::Gt => o == Ordering::Greater,
-                    Cmp::Gte => o != Ordering::Less,
+                Value::Number(_) => holds(text().and_then(|t| Decimal::parse(t.trim())).map(|v| {
+                    match (op, v.cmp(n)) {
+                        (Cmp::Lt, o) => o == Ordering::Less,
+                        (Cmp::Lte, o) => o != Ordering::Greater,
+                        (Cmp::Gt, o) => o == Ordering::Greater,
+                        (Cmp::Gte, o) => o != Ordering::Less,
+                    }
                 })),
                 _ => Outcome::Mismatch,
             },
             Check::Regex(re) => match v {
-                Value::String(s) => holds(re.is_match(s)),
+                Value::String(s) => holds(Some(re.is_match(s))),
                 _ => Outcome::Mismatch,
             },
             Check::Eq(_) | Check::Ne(_) | Check::In(_) | Check::NotIn(_) => Outcome::Mismatch,
@@ -141,33 +178,44 @@ fn same_type(a: &Value, b: &Value) -> bool {
     std::mem::discriminant(a) == std::mem::discriminant(b)
 }
 
-/// JSON equality where numbers compare by value (`1` equals `1.0`).
-fn json_eq(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => num_cmp(x, y) == Some(Ordering::Equal),
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_eq(a, b))
+/// JSON equality of the argument written as `text` with the configured
+/// `x`, where numbers compare exactly by value (`1` equals `1.0` and `1e0`;
+/// `100.00000000000000001` is not `100`). `None` when a number in `text`
+/// cannot be compared exactly (see [`Decimal::parse`]).
+fn exact_eq(text: &str, x: &Value) -> Option<bool> {
+    match x {
+        Value::Number(n) => Some(Decimal::parse(text.trim())? == config_number(n)?),
+        Value::Array(xs) => {
+            let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(text) else {
+                return Some(false);
+            };
+            if items.len() != xs.len() {
+                return Some(false);
+            }
+            items
+                .iter()
+                .zip(xs)
+                .try_fold(true, |all, (i, x)| Some(exact_eq(i.get(), x)? && all))
         }
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .all(|(k, a)| y.get(k).is_some_and(|b| json_eq(a, b)))
+        Value::Object(map) => {
+            let Ok(items) = serde_json::from_str::<HashMap<String, &RawValue>>(text) else {
+                return Some(false);
+            };
+            if items.len() != map.len() {
+                return Some(false);
+            }
+            map.iter().try_fold(true, |all, (k, x)| match items.get(k) {
+                Some(i) => Some(exact_eq(i.get(), x)? && all),
+                None => Some(false),
+            })
         }
-        _ => a == b,
+        _ => Some(serde_json::from_str::<Value>(text).is_ok_and(|v| v == *x)),
     }
 }
 
-/// Compares two JSON numbers: exactly when both are integers, else as f64.
-fn num_cmp(a: &Number, b: &Number) -> Option<Ordering> {
-    fn int(n: &Number) -> Option<i128> {
-        n.as_i64()
-            .map(i128::from)
-            .or_else(|| n.as_u64().map(i128::from))
-    }
-    match (int(a), int(b)) {
-        (Some(x), Some(y)) => Some(x.cmp(&y)),
-        _ => a.as_f64()?.partial_cmp(&b.as_f64()?),
-    }
+/// A number of the configuration, exactly as it reached the plugin.
+pub fn config_number(n: &Number) -> Option<Decimal> {
+    Decimal::parse(&n.to_string())
 }
 
 // ---------------------------------------------------------------------------
@@ -209,7 +257,7 @@ pub struct Request<'a> {
     /// The target's canonical form (deny rules); see [`canonical`].
     pub canonical: &'a str,
     /// `params.arguments`, or `None` when listing (conditions ignored).
-    pub args: Option<&'a Value>,
+    pub args: Option<&'a Arguments<'a>>,
 }
 
 impl Rule {

@@ -1,7 +1,7 @@
 //! Unit tests, run natively with `cargo test` (no host imports are called).
 
 use portcullis_plugin_sdk::testing::conformance::listed;
-use portcullis_plugin_sdk::{Direction, MessageKind, json, testing};
+use portcullis_plugin_sdk::{Direction, MessageKind, Value, json, testing};
 
 use super::*;
 
@@ -210,6 +210,87 @@ fn check(cond: Value, cases: &[(Value, bool)]) {
         let got = call(&p, "u", "t", args.clone()).is_allow();
         assert_eq!(got, *want, "{cond} with arguments {args}");
     }
+}
+
+/// Decides a `tools/call` of `t` by `u` whose arguments are `args`, as
+/// written (numbers that a `json!` value would round).
+fn call_text(p: &Policy, args: &str) -> Verdict {
+    let msg = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"t","arguments":{args}}}}}"#
+    );
+    Authz::decide(p, &request("tools/call", "u"), &msg)
+}
+
+#[test]
+fn numbers_compare_as_written() {
+    // (op, value, argument text, allowed by an allow rule with the condition)
+    let cases: &[(&str, Value, &str, bool)] = &[
+        ("lte", json!(100), "100.00000000000000001", false),
+        ("gt", json!(100), "100.00000000000000001", true),
+        ("lt", json!(100), "99.999999999999999999", true),
+        ("gte", json!(100), "99.999999999999999999", false),
+        ("eq", json!(100), "1e2", true),
+        ("eq", json!(100), "100.000", true),
+        ("eq", json!(100), "100.00000000000000001", false),
+        ("ne", json!(100), "100.00000000000000001", true),
+        ("eq", json!(0), "-0", true),
+        ("eq", json!(0), "-0.0", true),
+        ("gt", json!(0), "1e-400", true),
+        ("lte", json!(0), "1e-400", false),
+        ("lt", json!(0), "-1e-400", true),
+        ("eq", json!(0.3), "0.30000000000000004", false),
+        ("lt", json!(0.3), "0.30000000000000004", false),
+        ("gt", json!(0.3), "0.30000000000000004", true),
+        (
+            "lte",
+            json!(18446744073709551615u64),
+            "18446744073709551616",
+            false,
+        ),
+        ("in", json!([1, 2, 100]), "100.00000000000000001", false),
+        ("in", json!([1, 2, 100]), "1E2", true),
+        ("not_in", json!([1, 2, 100]), "100.00000000000000001", true),
+        ("eq", json!([1, {"a": 2}]), r#"[1.0, {"a": 2e0}]"#, true),
+        (
+            "eq",
+            json!([1, {"a": 2}]),
+            r#"[1, {"a": 2.000000000000000001}]"#,
+            false,
+        ),
+        // Beyond the exponent limit: never compared, never allowed.
+        ("gte", json!(0), "0e-200000", false),
+        ("lt", json!(1), "1e-200000", false),
+        ("ne", json!(1), "1e-200000", false),
+        // Out of f64 range: not even parsed, refused as malformed.
+        ("gt", json!(0), "1e309", false),
+    ];
+    for (op, value, arg, want) in cases {
+        let p = when(json!({"arg": "n", "op": op, "value": value}));
+        let v = call_text(&p, &format!(r#"{{"n": {arg}}}"#));
+        assert_eq!(v.is_allow(), *want, "{op} {value} with {arg}: {v:?}");
+    }
+    // In a deny rule, what cannot be compared makes the condition hold.
+    let p = policy(
+        r#"{"rules": [{"id": "all", "effect": "allow"},
+            {"id": "big", "effect": "deny", "when": [{"arg": "n", "op": "gt", "value": 100}]}]}"#,
+    );
+    for (arg, denied) in [
+        ("100", false),
+        ("100.00000000000000001", true),
+        ("1e-200000", true),
+        ("[100.1]", true),
+    ] {
+        let v = call_text(&p, &format!(r#"{{"n": {arg}}}"#));
+        assert_eq!(v.is_allow(), !denied, "{arg}: {v:?}");
+    }
+    // Paths through arrays and nested objects read the number as written.
+    let p = when(json!({"arg": "items.1.price", "op": "lte", "value": 10}));
+    assert!(call_text(&p, r#"{"items": [{"price": 99}, {"price": 10.0}]}"#).is_allow());
+    let v = call_text(
+        &p,
+        r#"{"items": [{"price": 1}, {"price": 10.000000000000000001}]}"#,
+    );
+    assert!(!v.is_allow(), "{v:?}");
 }
 
 #[test]

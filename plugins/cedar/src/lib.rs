@@ -188,9 +188,8 @@ mod tests;
 
 use portcullis_plugin_sdk::authorize::{self, Authorizer, DEFAULT_DENY, Ruling};
 use portcullis_plugin_sdk::names::CallMethod;
-use portcullis_plugin_sdk::{
-    ConfiguredPlugin, Context, Interests, Value, Verdict, log_info, log_warn,
-};
+use portcullis_plugin_sdk::strict::Arguments;
+use portcullis_plugin_sdk::{ConfiguredPlugin, Context, Interests, Verdict, log_info, log_warn};
 
 use engine::{Engine, Outcome, Target};
 
@@ -257,8 +256,9 @@ impl Authorizer for Engine {
         ctx: &Context,
         method: CallMethod,
         name: &str,
-        arguments: Option<&Value>,
+        arguments: Option<&Arguments<'_>>,
     ) -> Ruling {
+        let arguments = arguments.map(|a| &a.value);
         match self.authorize(&target(ctx, method, name), arguments) {
             Outcome::Allowed(policies) => Ruling::Allow {
                 by: policies.join(","),

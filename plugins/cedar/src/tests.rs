@@ -1,7 +1,7 @@
 //! Unit tests, run natively with `cargo test` (no host imports are called).
 
 use portcullis_plugin_sdk::testing::conformance::listed;
-use portcullis_plugin_sdk::{Direction, MessageKind, json, testing};
+use portcullis_plugin_sdk::{Direction, MessageKind, Value, json, testing};
 
 use super::*;
 

@@ -29,7 +29,8 @@
 //! ```
 //! use portcullis_plugin_sdk::authorize::{Authorizer, Ruling, route};
 //! use portcullis_plugin_sdk::names::CallMethod;
-//! use portcullis_plugin_sdk::{Context, Direction, MessageKind, Value, json, testing};
+//! use portcullis_plugin_sdk::strict::Arguments;
+//! use portcullis_plugin_sdk::{Context, Direction, MessageKind, json, testing};
 //!
 //! /// Only `support` may call tools, and never `delete_*` ones.
 //! struct Support;
@@ -41,7 +42,7 @@
 //!         matches!(method, "initialize" | "ping" | "tools/list")
 //!     }
 //!
-//!     fn decide_call(&self, ctx: &Context, method: CallMethod, name: &str, _: Option<&Value>) -> Ruling {
+//!     fn decide_call(&self, ctx: &Context, method: CallMethod, name: &str, _: Option<&Arguments>) -> Ruling {
 //!         if self.shows(ctx, method, name) {
 //!             Ruling::Allow { by: "support".into() }
 //!         } else {
@@ -65,7 +66,7 @@
 use serde_json::Value;
 
 use crate::names::{CallMethod, Glob, is_canonical};
-use crate::strict::{Call, Head, Obj, describe};
+use crate::strict::{Arguments, Call, CallParams, Head, Obj, describe};
 use crate::{Context, Direction, MessageKind, Verdict, allow, codes, deny, rewrite_json};
 
 /// The audit label of a refusal nothing in the configuration asked for
@@ -130,7 +131,8 @@ pub trait Authorizer {
 
     /// Decides a call of `method` on `name` (the tool or prompt name, or the
     /// resource URI, exactly as sent) with `params.arguments` (`None` when
-    /// absent; never with a duplicate key), for the principal and route in
+    /// absent; never with a duplicate key; their text as sent too, for
+    /// exact numbers), for the principal and route in
     /// `ctx`. An allowing ruling on a name that is not [`is_canonical`]
     /// is turned into a refusal by [`route`].
     fn decide_call(
@@ -138,7 +140,7 @@ pub trait Authorizer {
         ctx: &Context,
         method: CallMethod,
         name: &str,
-        arguments: Option<&Value>,
+        arguments: Option<&Arguments<'_>>,
     ) -> Ruling;
 
     /// True when the entry `name` of a `*/list` response for `method` stays
@@ -238,8 +240,11 @@ fn check_call<A: Authorizer>(authorizer: &A, ctx: &Context, message: &str) -> Ve
         )
         .with_label(A::LABEL, DEFAULT_DENY);
     };
-    let arguments = params.and_then(|p| p.arguments.as_ref()).map(|a| &a.0);
-    match authorizer.decide_call(ctx, method, name, arguments) {
+    let arguments = match params.map(CallParams::arguments).transpose() {
+        Ok(arguments) => arguments.flatten(),
+        Err(e) => return malformed::<A>(&e),
+    };
+    match authorizer.decide_call(ctx, method, name, arguments.as_ref()) {
         Ruling::Allow { .. } if !is_canonical(name) => deny(
             codes::INVALID_PARAMS,
             format!("Unknown {}: {name}", method.noun()),

@@ -19,9 +19,12 @@
 //! assert_eq!(call.method.as_deref(), Some("tools/call"));
 //! let params = call.params.unwrap().0;
 //! assert_eq!(params.name.as_deref(), Some("lookup"));
+//! let arguments = params.arguments().unwrap().unwrap();
+//! assert_eq!((arguments.value["id"].as_u64(), arguments.text), (Some(7), r#"{"id":7}"#));
 //!
 //! let twice = r#"{"method":"tools/call","params":{"name":"x","arguments":{"a":1,"a":2}}}"#;
-//! let err = serde_json::from_str::<Obj<Call>>(twice).unwrap_err();
+//! let Obj(call): Obj<Call> = serde_json::from_str(twice).unwrap();
+//! let err = call.params.unwrap().0.arguments().unwrap_err();
 //! assert!(describe(&err).starts_with("duplicate key"));
 //! ```
 
@@ -30,6 +33,7 @@ use std::fmt;
 use std::marker::PhantomData;
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Number, Value};
 
 /// Just the method of a request.
@@ -84,9 +88,35 @@ pub struct CallParams<'a> {
     /// `params.uri` (resources); `None` when absent or `null`.
     #[serde(borrow, default)]
     pub uri: Option<Cow<'a, str>>,
-    /// `params.arguments`, any JSON value without duplicate keys.
-    #[serde(default)]
-    pub arguments: Option<Strict>,
+    /// `params.arguments` as sent; `None` when absent or `null`. Read it
+    /// with [`CallParams::arguments`].
+    #[serde(borrow, default, rename = "arguments")]
+    pub arguments_text: Option<&'a RawValue>,
+}
+
+impl<'a> CallParams<'a> {
+    /// `params.arguments`, parsed strictly: an error for a duplicate key
+    /// anywhere in them.
+    pub fn arguments(&self) -> Result<Option<Arguments<'a>>, serde_json::Error> {
+        let Some(raw) = self.arguments_text else {
+            return Ok(None);
+        };
+        let Strict(value) = serde_json::from_str(raw.get())?;
+        Ok(Some(Arguments {
+            value,
+            text: raw.get(),
+        }))
+    }
+}
+
+/// The `params.arguments` of a call: the value, and its JSON text exactly as
+/// sent (numbers as written: the value's are rounded to `f64`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Arguments<'a> {
+    /// The arguments, without duplicate keys.
+    pub value: Value,
+    /// Their JSON text as sent.
+    pub text: &'a str,
 }
 
 /// A JSON value parsed like [`serde_json::Value`], except that an object
