@@ -100,10 +100,20 @@
 //! indexes arrays (`items.0.sku`). Only that exact path counts: a key
 //! `"refund.amount"` or an `amount` elsewhere is not it. `op`:
 //!
-//! * `eq`, `ne`: JSON equality (numbers by value, `1` = `1.0`);
+//! * `eq`, `ne`: JSON equality (numbers by value, `1` = `1.0` = `1e0`);
 //! * `in`, `not_in`: `value` is an array; equal to one / none of them;
 //! * `lt`, `lte`, `gt`, `gte`: `value` is a number, the argument must be a
 //!   JSON number (the string `"100"` is not);
+//!
+//! Numbers compare exactly, as the argument was written, never rounded to
+//! `f64`: `100.00000000000000001` is greater than `100` (and not `eq`),
+//! `1e-400` greater than `0`, `-0` equal to `0`. The configured number is
+//! compared as it reached the plugin (the gateway reads the policy's
+//! numbers as `i64`/`u64`/`f64`). An argument whose exponent is beyond
+//! ±100000 (`1e-200000`) cannot be compared within that limit: like a wrong
+//! type, it never satisfies an allow rule's condition and makes a deny
+//! rule's hold. (Numbers beyond `f64`'s range, `1e309`, do not even parse:
+//! the call is refused as malformed.)
 //! * `regex`: `value` is a regex that must match the whole string argument
 //!   (`regex-lite` syntax: Rust `regex` without Unicode classes, so `\d`,
 //!   `\w`, `\s` and `(?i)` are ASCII-only; matching is linear-time);
