@@ -17,6 +17,7 @@ mod faults;
 mod forwarding;
 mod fuzz_corpus;
 mod layers;
+mod names;
 mod otel;
 mod otlp;
 mod overload;
