@@ -205,24 +205,15 @@ mod tests {
 
     #[test]
     fn lookalikes_are_denied() {
-        let config = Config::parse(r#"{"deny": ["Delete_*", "purge"]}"#).unwrap();
-        for name in [
-            "delete_repo",
-            "DELETE_REPO",
-            "\u{FF44}\u{FF45}\u{FF4C}\u{FF45}\u{FF54}\u{FF45}_repo",
-            "d\u{0435}lete_repo",
-            "\u{1D41D}\u{1D41E}\u{1D425}\u{1D41E}\u{1D42D}\u{1D41E}_repo",
-            "\u{24D3}elete_repo",
-            "delete\u{00A0}_repo",
-            " delete_repo ",
-            "de\u{200B}lete_repo",
-            "de\u{00AD}lete_\u{202E}repo",
-            "PURGE",
-            "\u{0440}urge",
-        ] {
+        use portcullis_plugin_sdk::testing::conformance::{DENIED_LOOKALIKES, RESOURCES};
+        let config = Config::parse(r#"{"deny": ["*Delete_*", "purge"]}"#).unwrap();
+        for name in DENIED_LOOKALIKES
+            .iter()
+            .chain(&["PURGE", "\u{0440}urge", " purge"])
+        {
             assert!(config.denying_pattern(name).is_some(), "{name:?}");
         }
-        for name in ["read_repo", "undelete_repo", "purged", "deleterepo"] {
+        for name in [RESOURCES, "read_repo", "deleterepo", "purged"] {
             assert_eq!(config.denying_pattern(name), None, "{name:?}");
         }
     }

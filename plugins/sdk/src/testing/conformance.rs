@@ -24,6 +24,9 @@
 //! * `open_methods` is the list given, or left out when `None`.
 //!
 //! The principal [`MEMBER`] is in [`GROUP`], [`OUTSIDER`] in no group.
+//!
+//! (Over 400 lines on purpose: one suite, whose checks share the fixture's
+//! constants and helpers and are listed together by the macro at the end.)
 
 // Test code: a failing assertion is how it reports, and it never runs on
 // the request path.
