@@ -38,9 +38,40 @@ impl Action {
     }
 }
 
+/// What happens to an encoding layer (`decode = { base64 = "block" }`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Layer {
+    /// Decode, detect, re-encode the redacted text (block when that is not
+    /// lossless).
+    #[default]
+    Redact,
+    /// Decode and detect; a finding inside refuses the whole message.
+    Block,
+    /// Do not decode (the encoded text is still scanned as it is).
+    Off,
+}
+
+/// Per encoding layer, what happens to it. Every layer defaults to
+/// `redact`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Decode {
+    #[serde(default)]
+    pub base64: Layer,
+    #[serde(default)]
+    pub percent: Layer,
+    #[serde(default)]
+    pub entities: Layer,
+    #[serde(default)]
+    pub json: Layer,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
+    #[serde(default)]
+    decode: Decode,
     #[serde(default)]
     detectors: BTreeMap<String, Action>,
     #[serde(default)]
@@ -83,6 +114,8 @@ pub struct Config {
     pub custom: Vec<(usize, regex::Regex)>,
     pub hmac: Option<Hmac<Sha256>>,
     pub scan_requests: bool,
+    /// The encoding layers opened before detection.
+    pub decode: Decode,
     /// Values never redacted: as written (normalized), and per kind in
     /// canonical form (see [`allow_key`]).
     pub allow: HashSet<String>,
@@ -228,6 +261,7 @@ pub fn parse(text: &str) -> Result<Config, String> {
         custom,
         hmac,
         scan_requests: raw.scan_requests,
+        decode: raw.decode,
         allow,
     })
 }

@@ -198,6 +198,7 @@
 mod config;
 #[cfg(test)]
 mod corpus;
+mod decode;
 mod detect;
 mod normalize;
 mod render;
@@ -267,6 +268,12 @@ impl ConfiguredPlugin for Redact {
                 )
                 .with_label("blocked", name)
             }
+            Err(Stop::TooDeep) => deny(
+                codes::POLICY_DENIED,
+                "Blocked by policy: the message nests JSON or encodings deeper than can be checked for sensitive data",
+                "redact: JSON or encodings nested beyond the scanner's limits",
+            )
+            .with_label("blocked", "too_deep"),
             // Unreachable for messages the gateway accepted; refuse rather than
             // let unscanned data out.
             Err(Stop::Malformed) => deny(

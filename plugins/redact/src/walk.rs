@@ -5,6 +5,12 @@
 //! parts are copied byte for byte (ids keep their exact spelling, keys their
 //! order), every token actually present is scanned, and a clean message
 //! costs no allocation beyond the strings that need unescaping.
+//!
+//! Over 400 lines: the walk is one state machine over the token stream, and
+//! the token readers below it are only used by it. The encoding layers a
+//! string is opened in live in `layers`.
+
+mod layers;
 
 use std::borrow::Cow;
 use std::cmp::Reverse;
@@ -17,12 +23,12 @@ use crate::detect::{self, Hint, Hit, hinted, key_hint, tail};
 use crate::normalize::normalize;
 use crate::render::{canonical, render};
 
-/// JSON inside strings is opened this many levels deep; deeper, it is
-/// scanned as text.
-const MAX_EMBED: u8 = 4;
+/// JSON inside strings is opened this many levels deep; JSON deeper than
+/// that blocks the message.
+pub const MAX_EMBED: u8 = 4;
 /// Nesting allowed inside an embedded JSON text (the host already limits
-/// the message itself).
-const MAX_EMBED_NESTING: usize = 128;
+/// the message itself); deeper blocks the message.
+pub const MAX_EMBED_NESTING: usize = 128;
 
 /// Why a walk stopped.
 #[derive(Debug, PartialEq, Eq)]
@@ -31,6 +37,17 @@ pub enum Stop {
     Block(usize),
     /// Not JSON this walker can read.
     Malformed,
+    /// JSON or encodings nested deeper than the walker opens, or more
+    /// encoded text than it decodes per message.
+    TooDeep,
+}
+
+/// How deep a value sits: JSON texts opened inside strings, and layers of
+/// any kind (JSON and encodings) opened around it.
+#[derive(Clone, Copy, Debug, Default)]
+struct Depth {
+    json: u8,
+    layers: u8,
 }
 
 /// Where a value sits in the JSON-RPC message (top level only).
@@ -54,6 +71,8 @@ struct Slot {
     hint: Hint,
     /// Protocol values passed through unscanned.
     protect: bool,
+    /// A `blob`: base64 whatever it decodes to.
+    blob: bool,
     tag: Tag,
 }
 
@@ -152,6 +171,12 @@ pub struct Redactor<'c> {
     /// Replacements made, per detector index.
     pub counts: Vec<u64>,
     hits: Vec<Hit>,
+    /// Replacements made so far, and the detector of the last one: a layer
+    /// whose policy is `block` refuses the message when it grew.
+    replaced: u64,
+    last_det: usize,
+    /// Bytes decoded so far (bounded by `layers::MAX_DECODED_BYTES`).
+    decoded: usize,
 }
 
 impl<'c> Redactor<'c> {
@@ -160,13 +185,16 @@ impl<'c> Redactor<'c> {
             cfg,
             counts: vec![0; cfg.detectors.len()],
             hits: Vec::new(),
+            replaced: 0,
+            last_det: usize::MAX,
+            decoded: 0,
         }
     }
 
     /// Redacts one JSON-RPC message. `method` is the host's (for responses,
     /// the request's). `Ok(None)`: nothing found.
     pub fn message(&mut self, text: &str, method: Option<&str>) -> Result<Option<String>, Stop> {
-        let (out, spans) = self.walk(text, Some(method), 0)?;
+        let (out, spans) = self.walk(text, Some(method), Depth::default())?;
         let Some(mut out) = out else { return Ok(None) };
         if let Some(st) = spans.structured {
             same_as_structured(text, &mut out, st, spans.texts);
@@ -180,7 +208,7 @@ impl<'c> Redactor<'c> {
         &mut self,
         text: &str,
         top: Option<Option<&str>>,
-        depth: u8,
+        depth: Depth,
     ) -> Result<(Option<String>, Spans), Stop> {
         enum St {
             Value,
@@ -210,7 +238,7 @@ impl<'c> Redactor<'c> {
                     match c {
                         b'{' | b'[' => {
                             if top.is_none() && stack.len() >= MAX_EMBED_NESTING {
-                                return Err(Stop::Malformed);
+                                return Err(Stop::TooDeep);
                             }
                             let obj = c == b'{';
                             let child = match (obj, slot.tag) {
@@ -257,7 +285,7 @@ impl<'c> Redactor<'c> {
                                     return Err(self.blocked());
                                 }
                             } else {
-                                let new = self.string(&s, slot.hint, depth)?;
+                                let new = self.string(&s, slot.hint, slot.blob, depth)?;
                                 if let Some(new) = &new {
                                     out.replace(i, end, &encode(new));
                                 }
@@ -323,7 +351,7 @@ impl<'c> Redactor<'c> {
                         return Err(Stop::Malformed);
                     };
                     let child = child_slot(frame.own, &key, method);
-                    if let Some(new) = self.string(&key, Hint::None, depth)? {
+                    if let Some(new) = self.string(&key, Hint::None, false, depth)? {
                         let unique = unique_key(text, frame, new);
                         out.replace(i, end, &encode(&unique));
                     }
@@ -341,19 +369,24 @@ impl<'c> Redactor<'c> {
     }
 
     /// A string value or key (decoded). Returns the new decoded text.
-    fn string(&mut self, s: &str, hint: Hint, depth: u8) -> Result<Option<String>, Stop> {
-        // JSON inside a string: scan its parts, keep its layout. A secret
-        // key's value is masked whole instead.
-        if depth < MAX_EMBED
-            && !matches!(hint, Hint::Secret | Hint::AwsSecret)
-            && looks_like_json(s)
-        {
-            let saved = self.counts.clone();
-            match self.walk(s, None, depth + 1) {
-                Ok((new, _)) => return Ok(new),
-                Err(Stop::Malformed) => self.counts = saved,
-                Err(e) => return Err(e),
-            }
+    ///
+    /// JSON inside it is walked (its layout kept), encodings are opened
+    /// (`layers`); a secret key's value is masked whole instead.
+    fn string(
+        &mut self,
+        s: &str,
+        hint: Hint,
+        blob: bool,
+        depth: Depth,
+    ) -> Result<Option<String>, Stop> {
+        if matches!(hint, Hint::Secret | Hint::AwsSecret) {
+            return self.text(s, hint);
+        }
+        if let Some(new) = self.embedded(s, depth)? {
+            return Ok(new);
+        }
+        if let Some(new) = self.layers(s, hint, blob, depth)? {
+            return Ok(Some(new));
         }
         self.text(s, hint)
     }
@@ -447,6 +480,8 @@ impl<'c> Redactor<'c> {
             if let Some(n) = self.counts.get_mut(h.det) {
                 *n += 1;
             }
+            self.replaced += 1;
+            self.last_det = h.det;
         }
         out.push_str(&norm[last..]);
         Ok(Some(out))
@@ -506,6 +541,7 @@ fn child_slot(parent: Tag, key: &str, method: Option<&str>) -> Slot {
     };
     Slot {
         hint,
+        blob: key == "blob",
         ..Slot::default()
     }
 }
