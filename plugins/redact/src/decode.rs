@@ -286,8 +286,10 @@ pub fn entities_encode(s: &str, esc: Escaped) -> String {
 /// How a base64 text was written, to write the redacted one alike.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Style {
-    url_safe: bool,
-    padded: bool,
+    /// `-` and `_` rather than `+` and `/`.
+    pub url_safe: bool,
+    /// `=` at the end.
+    pub padded: bool,
 }
 
 fn b64_val(c: u8) -> Option<u8> {
@@ -310,7 +312,9 @@ pub fn is_b64(c: u8) -> bool {
 /// alphabet). `None` when it is not base64.
 pub fn base64_decode(s: &str) -> Option<(Vec<u8>, Style)> {
     let body = s.trim_end_matches(|c: char| c == '=' || c.is_ascii_whitespace());
-    let pads = s.len() - body.len();
+    let pads = s
+        .get(body.len()..)
+        .map_or(0, |t| t.bytes().filter(|&c| c == b'=').count());
     let standard = body.bytes().any(|c| c == b'+' || c == b'/');
     let url_safe = body.bytes().any(|c| c == b'-' || c == b'_');
     if standard && url_safe {
@@ -331,8 +335,8 @@ pub fn base64_decode(s: &str) -> Option<(Vec<u8>, Style)> {
             acc &= (1 << bits) - 1;
         }
     }
-    let padded = s.get(body.len()..).is_some_and(|t| t.contains('='));
-    if n % 4 == 1 || (padded && (n + pads.min(2)) % 4 != 0) || out.is_empty() {
+    let padded = pads > 0;
+    if n % 4 == 1 || pads > 2 || (padded && !(n + pads).is_multiple_of(4)) || out.is_empty() {
         return None;
     }
     Some((out, Style { url_safe, padded }))

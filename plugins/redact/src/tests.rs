@@ -5,6 +5,8 @@ use portcullis_plugin_sdk::{MessageKind, Value, json, testing};
 
 use super::*;
 
+mod encodings;
+
 fn cfg(text: &str) -> Config {
     config::parse(text).unwrap_or_else(|e| panic!("{e}"))
 }

@@ -10,7 +10,7 @@
 //! the token readers below it are only used by it. The encoding layers a
 //! string is opened in live in `layers`.
 
-mod layers;
+pub mod layers;
 
 use std::borrow::Cow;
 use std::cmp::Reverse;
@@ -23,8 +23,8 @@ use crate::detect::{self, Hint, Hit, hinted, key_hint, tail};
 use crate::normalize::normalize;
 use crate::render::{canonical, render};
 
-/// JSON inside strings is opened this many levels deep; JSON deeper than
-/// that blocks the message.
+/// JSON directly inside JSON strings is opened this many levels deep; JSON
+/// deeper than that blocks the message.
 pub const MAX_EMBED: u8 = 4;
 /// Nesting allowed inside an embedded JSON text (the host already limits
 /// the message itself); deeper blocks the message.

@@ -34,7 +34,11 @@ impl Depth {
 impl Redactor<'_> {
     /// JSON inside a string, walked like the message: `Some` with the new
     /// text (or `None` when clean) when `s` is JSON, `None` when it is not.
-    pub(super) fn embedded(&mut self, s: &str, depth: Depth) -> Result<Option<Option<String>>, Stop> {
+    pub(super) fn embedded(
+        &mut self,
+        s: &str,
+        depth: Depth,
+    ) -> Result<Option<Option<String>>, Stop> {
         let layer = self.cfg.decode.json;
         if layer == Layer::Off || !looks_like_json(s) {
             return Ok(None);
@@ -94,7 +98,10 @@ impl Redactor<'_> {
                     };
                     let enc = decode::percent_encode(&new, esc);
                     let back = decode::percent_decode(&enc).map(|(b, _)| b);
-                    self.lossless(back.as_deref().unwrap_or(enc.as_bytes()) == new.as_bytes(), enc)
+                    self.lossless(
+                        back.as_deref().unwrap_or(enc.as_bytes()) == new.as_bytes(),
+                        enc,
+                    )
                 }
                 Err(e) => self.binary(e.as_bytes(), depth),
             };
@@ -105,8 +112,7 @@ impl Redactor<'_> {
         let t = s.trim_ascii();
         let wrapped = t.len() >= decode::MIN_BASE64_LEN
             && t.bytes().any(|c| c.is_ascii_whitespace())
-            && t
-                .bytes()
+            && t.bytes()
                 .all(|c| decode::is_b64(c) || c == b'=' || c.is_ascii_whitespace());
         if (blob || wrapped)
             && let Some((bytes, style)) = decode::base64_decode(t)
@@ -204,9 +210,11 @@ impl Redactor<'_> {
         if depth.layers >= MAX_LAYERS || self.decoded > MAX_DECODED_BYTES {
             return Err(Stop::TooDeep);
         }
+        // JSON inside a decoded text starts a new run of JSON levels (a JWT
+        // header is JSON in base64): MAX_LAYERS bounds them all.
         Ok(Depth {
+            json: 0,
             layers: depth.layers + 1,
-            ..depth
         })
     }
 
