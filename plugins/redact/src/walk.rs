@@ -11,6 +11,7 @@
 //! string is opened in live in `layers`.
 
 pub mod layers;
+mod parts;
 
 use std::borrow::Cow;
 use std::cmp::Reverse;
@@ -63,6 +64,11 @@ enum Tag {
     Content,
     ContentItem,
     ContentText,
+    /// `messages` of a prompt result or a sampling request, one item, its
+    /// `content`.
+    Messages,
+    MessageItem,
+    MessageContent,
 }
 
 /// The context of the next value.
@@ -119,6 +125,9 @@ struct Spans {
     /// `result.content[].text` strings that look like JSON: the original
     /// text and the output span of the string token.
     texts: Vec<(String, usize, usize)>,
+    /// Input spans of the text parts (`content[].text`,
+    /// `messages[].content.text`), in order.
+    parts: Vec<(usize, usize)>,
 }
 
 /// The output of a walk, built only once something changes.
@@ -195,9 +204,19 @@ impl<'c> Redactor<'c> {
     /// the request's). `Ok(None)`: nothing found.
     pub fn message(&mut self, text: &str, method: Option<&str>) -> Result<Option<String>, Stop> {
         let (out, spans) = self.walk(text, Some(method), Depth::default())?;
+        let (input, out, spans) = match self.split(text, &spans.parts)? {
+            // A value split across parts: walk again with its pieces masked.
+            Some((masked, redactor)) => {
+                *self = redactor;
+                let (out, spans) = self.walk(&masked, Some(method), Depth::default())?;
+                let out = out.unwrap_or_else(|| masked.clone());
+                (Cow::Owned(masked), Some(out), spans)
+            }
+            None => (Cow::Borrowed(text), out, spans),
+        };
         let Some(mut out) = out else { return Ok(None) };
         if let Some(st) = spans.structured {
-            same_as_structured(text, &mut out, st, spans.texts);
+            same_as_structured(&input, &mut out, st, spans.texts);
         }
         Ok(Some(out))
     }
@@ -243,8 +262,12 @@ impl<'c> Redactor<'c> {
                             let obj = c == b'{';
                             let child = match (obj, slot.tag) {
                                 (true, _) => Slot::default(),
-                                (false, Tag::Content) => Slot {
+                                (false, Tag::Content | Tag::MessageContent) => Slot {
                                     tag: Tag::ContentItem,
+                                    ..Slot::default()
+                                },
+                                (false, Tag::Messages) => Slot {
+                                    tag: Tag::MessageItem,
                                     ..Slot::default()
                                 },
                                 // Array items keep the array's key hint.
@@ -289,8 +312,11 @@ impl<'c> Redactor<'c> {
                                 if let Some(new) = &new {
                                     out.replace(i, end, &encode(new));
                                 }
-                                if slot.tag == Tag::ContentText && looks_like_json(&s) {
-                                    spans.texts.push((s.into_owned(), out_start, out.pos(end)));
+                                if slot.tag == Tag::ContentText {
+                                    spans.parts.push((i, end));
+                                    if looks_like_json(&s) {
+                                        spans.texts.push((s.into_owned(), out_start, out.pos(end)));
+                                    }
                                 }
                             }
                             i = end;
@@ -415,6 +441,35 @@ impl<'c> Redactor<'c> {
         let cfg = self.cfg;
         let norm = normalize(s);
         let norm: &str = &norm;
+        if !self.find(norm, hint)? {
+            return Ok(None);
+        }
+        let kept = self.hits.len();
+        let mut out = String::with_capacity(norm.len() + 16 * kept);
+        let mut last = 0;
+        for h in &self.hits {
+            let Some(det) = cfg.detectors.get(h.det) else {
+                return Err(Stop::Block(h.det));
+            };
+            out.push_str(&norm[last..h.start]);
+            out.push_str(&render(det, &norm[h.start..h.end], cfg.hmac.as_ref()));
+            last = h.end;
+            if let Some(n) = self.counts.get_mut(h.det) {
+                *n += 1;
+            }
+            self.replaced += 1;
+            self.last_det = h.det;
+        }
+        out.push_str(&norm[last..]);
+        Ok(Some(out))
+    }
+
+    /// Runs the detectors on normalized text: `self.hits` holds the
+    /// findings to replace, earliest first, none overlapping, allowed
+    /// values left out. False when there are none; a finding whose action
+    /// is `block` stops the walk.
+    fn find(&mut self, norm: &str, hint: Hint) -> Result<bool, Stop> {
+        let cfg = self.cfg;
         self.hits.clear();
         detect::scan(norm, cfg.enabled, &mut self.hits);
         for (det, re) in &cfg.custom {
@@ -440,7 +495,7 @@ impl<'c> Redactor<'c> {
             });
         }
         if self.hits.is_empty() {
-            return Ok(None);
+            return Ok(false);
         }
 
         // Earliest first, then longest, then the more specific detector.
@@ -454,9 +509,8 @@ impl<'c> Redactor<'c> {
             last_end = Some(h.end);
             true
         });
-        let kept = self.hits.len();
-        if kept == 0 {
-            return Ok(None);
+        if self.hits.is_empty() {
+            return Ok(false);
         }
         // Every hit names one of `cfg.detectors` (built-ins at their index,
         // custom patterns after); one that did not blocks the message.
@@ -467,24 +521,7 @@ impl<'c> Redactor<'c> {
         }) {
             return Err(Stop::Block(h.det));
         }
-
-        let mut out = String::with_capacity(norm.len() + 16 * kept);
-        let mut last = 0;
-        for h in &self.hits {
-            let Some(det) = cfg.detectors.get(h.det) else {
-                return Err(Stop::Block(h.det));
-            };
-            out.push_str(&norm[last..h.start]);
-            out.push_str(&render(det, &norm[h.start..h.end], cfg.hmac.as_ref()));
-            last = h.end;
-            if let Some(n) = self.counts.get_mut(h.det) {
-                *n += 1;
-            }
-            self.replaced += 1;
-            self.last_det = h.det;
-        }
-        out.push_str(&norm[last..]);
-        Ok(Some(out))
+        Ok(true)
     }
 
     fn allowed(cfg: &Config, norm: &str, h: Hit) -> bool {
@@ -531,7 +568,9 @@ fn child_slot(parent: Tag, key: &str, method: Option<&str>) -> Slot {
         }
         (Tag::Result, "structuredContent") => return tag(Tag::Structured),
         (Tag::Result, "content") => return tag(Tag::Content),
-        (Tag::ContentItem, "text") => return tag(Tag::ContentText),
+        (Tag::ContentItem | Tag::MessageContent, "text") => return tag(Tag::ContentText),
+        (Tag::Result | Tag::Params, "messages") => return tag(Tag::Messages),
+        (Tag::MessageItem, "content") => return tag(Tag::MessageContent),
         _ => {}
     }
     let hint = if key.is_ascii() {

@@ -360,3 +360,106 @@ fn layer_policies() {
         assert!(e.contains(err), "{bad}: {e}");
     }
 }
+
+/// A tools/call result with one text block per part.
+fn parts_result(parts: &[&str]) -> String {
+    let content: Vec<Value> = parts
+        .iter()
+        .map(|p| json!({"type": "text", "text": p}))
+        .collect();
+    json!({"jsonrpc": "2.0", "id": 1, "result": {"content": content}}).to_string()
+}
+
+#[test]
+fn values_split_across_parts() {
+    let c = cfg("{}");
+    let cases: &[(&[&str], &str, &[&str])] = &[
+        (
+            &["card 4111 1111", "1111 1111 thanks"],
+            "card",
+            &["card [REDACTED:card]", "[REDACTED:card] thanks"],
+        ),
+        (
+            &["4111", "1111", "1111", "1111"],
+            "card",
+            &["[REDACTED:card]"; 4],
+        ),
+        (&["4111111111", "111111"], "card", &["[REDACTED:card]"; 2]),
+        (
+            &["write to bob@", "example.com today"],
+            "email",
+            &["write to [REDACTED:email]", "[REDACTED:email] today"],
+        ),
+        (
+            &["ssn 123-", "45-", "6789 end"],
+            "ssn",
+            &["ssn [REDACTED:ssn]", "[REDACTED:ssn]", "[REDACTED:ssn] end"],
+        ),
+        (
+            &["key AKIAIOSF", "ODNN7EXAMPLE"],
+            "aws_access_key",
+            &["key [REDACTED:aws_access_key]", "[REDACTED:aws_access_key]"],
+        ),
+    ];
+    for (parts, name, want) in cases {
+        let msg = parts_result(parts);
+        let v = run(&c, &msg);
+        let out = after(&v, &msg);
+        let got: Vec<&str> = out["result"]["content"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["text"].as_str().unwrap())
+            .collect();
+        assert_eq!(&got, want, "{parts:?}");
+        assert_eq!(v.count(name), Some(1), "{parts:?}: {v:?}");
+    }
+    // A prompt's messages and a sampling request's messages.
+    let prompt = json!({"jsonrpc": "2.0", "id": 1, "result": {"messages": [
+        {"role": "user", "content": {"type": "text", "text": "mail bob@"}},
+        {"role": "user", "content": {"type": "text", "text": "example.com"}}]}});
+    let (_, out) = through(
+        &c,
+        &ctx(
+            Direction::ToClient,
+            MessageKind::Response,
+            Some("prompts/get"),
+        ),
+        &prompt,
+    );
+    assert_eq!(
+        out["result"]["messages"][1]["content"]["text"],
+        "[REDACTED:email]"
+    );
+    let sampling = json!({"jsonrpc": "2.0", "id": 2, "method": "sampling/createMessage",
+        "params": {"maxTokens": 9, "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "card 4111 1111 1111"}]},
+        {"role": "user", "content": [{"type": "text", "text": "1111"}]}]}});
+    let (_, out) = through(
+        &c,
+        &ctx(
+            Direction::ToClient,
+            MessageKind::Request,
+            Some("sampling/createMessage"),
+        ),
+        &sampling,
+    );
+    assert_eq!(
+        out["params"]["messages"][1]["content"][0]["text"],
+        "[REDACTED:card]"
+    );
+    // A split value whose action is block refuses the message.
+    let b = cfg(r#"{"detectors": {"card": "block"}}"#);
+    let v = run(&b, &parts_result(&["4111 1111", "1111 1111"]));
+    assert_eq!(v.label("blocked"), Some("card"));
+    // Unrelated parts stay as they are.
+    for parts in [
+        &["Order 12", "34 shipped"][..],
+        &["total: 4111", " units"],
+        &["see https://example.com", "/docs"],
+        &["v1.2", ".3.4 released"],
+        &["a", "b", "c"],
+    ] {
+        assert!(run(&c, &parts_result(parts)).is_allow(), "{parts:?}");
+    }
+}
