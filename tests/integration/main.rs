@@ -13,6 +13,7 @@ pub mod audit;
 mod cli;
 mod connections;
 mod detectors;
+mod encodings;
 mod faults;
 mod forwarding;
 mod fuzz_corpus;

@@ -20,6 +20,7 @@
 //! hmac_key = "a long random string" # required when any action is "hash"
 //! scan_requests = false            # also scan messages to the server
 //! allow_values = ["127.0.0.1", "support@example.com"]
+//! decode = { base64 = "redact", percent = "redact", entities = "redact", json = "redact" }
 //! custom = [
 //!   { name = "employee_id", regex = "EMP-[0-9]{6}", action = "mask" },
 //!   { name = "openai_key", regex = "sk-[A-Za-z0-9_-]{32,}" },
@@ -45,6 +46,11 @@
 //! * `allow_values`: never redacted; compared with the detected text and
 //!   with its canonical form (see `hash`), so `555-123-4567` also allows
 //!   `(555) 123-4567`.
+//! * `decode`: per encoding layer (`base64`, `percent`, `entities`,
+//!   `json`), `redact` (the default: decode, detect, re-encode), `block` (a
+//!   finding inside that layer refuses the message) or `off` (not decoded;
+//!   the encoded text is still scanned as written). Unknown layers or
+//!   values fail `init`. See *Decoding* below.
 //!
 //! # Actions
 //!
@@ -89,8 +95,17 @@
 //!
 //! * JSON escapes: strings are decoded before scanning and re-encoded when
 //!   changed.
-//! * JSON inside strings (`"{\"ssn\":\"123-45-6789\"}"`, four levels deep):
-//!   parsed and walked like the message, its layout kept.
+//! * JSON inside strings (`"{\"ssn\":\"123-45-6789\"}"`): parsed and
+//!   walked like the message, its layout kept, four levels deep; a fifth
+//!   level blocks the message (see *Decoding*).
+//! * Encodings: base64, percent-encoding and HTML/XML entities are decoded
+//!   before detection, layers within layers (see *Decoding*).
+//! * Values split across parts: the text parts of one message (the
+//!   `content[]` texts of a result, the `messages[]` of a prompt result or
+//!   a sampling request, each `content` a text or a list of parts) are
+//!   also scanned joined, with no separator and with a space; a value that
+//!   spans parts is replaced in each part it touches (each piece becomes
+//!   the value's replacement, counted once).
 //! * Numbers: scanned on their integer digits (`4.111111111111111e15`).
 //! * Keys: a secret or an e-mail used as an object key is renamed
 //!   (`[REDACTED:email]`, then `[REDACTED:email]#2` on collision).
@@ -157,6 +172,55 @@
 //!   than four characters, and plain lowercase words after `name:` in prose
 //!   are not secrets.
 //!
+//! # Decoding
+//!
+//! Every string (value or key) is opened in each layer that applies, and
+//! what a layer decodes to is a string again, so layers compose (base64 of
+//! percent-encoded text, entities inside embedded JSON, a JWT header's
+//! JSON, ...):
+//!
+//! * `entities`: `&#64;` and `&#x40;` (the `;` optional, as browsers do;
+//!   a reference to nothing valid is U+FFFD), and the named entities
+//!   `&amp; &lt; &gt; &quot; &apos; &nbsp; &commat; &period; &hyphen;
+//!   &dash; &ndash; &mdash; &minus; &plus; &lowbar; &colon; &semi; &comma;
+//!   &sol; &bsol; &equals; &quest; &excl; &num; &percnt; &dollar; &ast;
+//!   &lpar; &rpar; &lsqb; &rsqb; &lcub; &rcub; &verbar; &Tab; &NewLine;
+//!   &ensp; &emsp; &thinsp; &shy; &zwj; &zwnj;` (the XML five also in
+//!   upper case). Others are left as written.
+//! * `percent`: every `%XX`. `+` stays a plus sign (a space only in form
+//!   bodies, and `bob+tag@example.com` is an address).
+//! * `base64`, standard or URL-safe, padded or not: a resource's `blob`
+//!   (any key `blob`) whole, whatever it decodes to; a string that is base64
+//!   wrapped in lines (MIME) whole; and in any text, each run of at least
+//!   `MIN_BASE64_LEN` (12) base64 characters, and within a run with
+//!   slashes each segment between them, when it decodes to text: UTF-8
+//!   with at least `MIN_PRINTABLE_PERCENT` (90 %) printable characters.
+//!   Runs of only hexadecimal digits (hashes, UUIDs), only digits, or only
+//!   letters of one case are not decoded; digests and random ids decode to
+//!   binary and are left alone.
+//! * `json`: a string that is a JSON object or array is walked like the
+//!   message, `MAX_EMBED` (4) levels directly inside each other.
+//!
+//! A finding inside a layer is replaced in the decoded text, which is
+//! encoded again in the same style: entities and percent-encoding escape
+//! `&` or `%` and the characters the original escaped (all non-ASCII when
+//! it escaped any), base64 keeps its alphabet and padding (line wrapping is
+//! not kept). The re-encoded text must decode to the redacted text, or the
+//! message is refused. A finding in bytes that are not text (a binary
+//! blob, percent-encoded bytes that are not UTF-8) refuses the message:
+//! binary cannot be rewritten. A layer whose policy is `block` refuses
+//! the message on any finding inside it.
+//!
+//! Bounds, each refusing the message (`Blocked by policy: the message nests
+//! JSON or encodings deeper than can be checked for sensitive data`, label
+//! `blocked` = `too_deep`) rather than passing it unscanned: JSON more than
+//! `MAX_EMBED` (4) levels inside strings (JSON decoded from another layer
+//! starts its own count), more than `MAX_LAYERS` (8) layers of any kind
+//! around a value, nesting deeper than 128 inside an embedded JSON text,
+//! more than `MAX_DECODED_BYTES` (16 MiB) decoded per message. Decoding
+//! never lengthens a text, so the work is at most the layers times the
+//! message.
+//!
 //! # Limits
 //!
 //! * Not found: names and postal addresses; national phone formats without
@@ -164,10 +228,20 @@
 //!   separators and without a label or an `ssn` key; separators other
 //!   than those listed (`_`, `,`, `|`) or more than three in a row; digits
 //!   grouped other than the format's (`1 2 3 4 5 6 7 8 9`, `12345 6789`);
-//!   a string shorter than six characters (`::1` alone);
-//!   percent-, base64- or hex-encoded values (`bob%40example.com`, `blob` contents); look-alike
-//!   letters from other scripts (Cyrillic `а` in an address); a value split
-//!   across two strings or messages, or by visible characters.
+//!   a string shorter than six characters (`::1` alone); hex-, base32- or
+//!   otherwise encoded values, base64 shorter than 12 characters or cut at
+//!   another offset than a run or slash segment starts, `+` for a space in
+//!   percent-encoded form bodies; look-alike letters from other scripts
+//!   (Cyrillic `а` in an address); a value split across strings that are
+//!   not text parts of one message, across SSE messages or messages of one
+//!   call (the plugin sees one message at a time), or by visible
+//!   characters; a value split across parts that are themselves encoded
+//!   (parts are joined as written, not decoded).
+//! * Re-encoding escapes again what the original escaped anywhere, so an
+//!   entity- or percent-encoded string with a finding may come back with
+//!   more characters escaped than before (it decodes to the same text).
+//! * Protocol values (ids, cursors, progress tokens) are scanned as
+//!   written, not decoded: a base64 cursor is passed as it is.
 //! * Found too eagerly: four-part version numbers look like IPv4 unless a
 //!   version word is right before them (and an address written
 //!   `version 10.0.0.7` is missed); nine valid digits in a clause that
