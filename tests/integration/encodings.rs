@@ -5,7 +5,6 @@
 //! a tunnel with redact's own policies.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use base64::Engine;
@@ -17,6 +16,7 @@ use portcullis::tunnel::dial::ProxyConfig;
 use portcullis::up::{self, UpOptions};
 use serde_json::{Value, json};
 
+use crate::plugins::write_policy;
 use crate::support::*;
 
 /// The values smuggled, and what of each must not be readable afterwards.
@@ -84,7 +84,11 @@ fn views(s: &str, depth: usize, out: &mut Vec<String>) {
         let mut bytes = Vec::new();
         let mut i = 0;
         while i < b.len() {
-            match (b[i], b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok())) {
+            match (
+                b[i],
+                b.get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok()),
+            ) {
                 (b'%', Some(h)) if u8::from_str_radix(h, 16).is_ok() => {
                     bytes.push(u8::from_str_radix(h, 16).unwrap());
                     i += 3;
@@ -99,7 +103,13 @@ fn views(s: &str, depth: usize, out: &mut Vec<String>) {
     }
     if s.contains('&') {
         let mut t = s.to_owned();
-        for (name, c) in [("commat", "@"), ("period", "."), ("hyphen", "-"), ("nbsp", " "), ("amp", "&")] {
+        for (name, c) in [
+            ("commat", "@"),
+            ("period", "."),
+            ("hyphen", "-"),
+            ("nbsp", " "),
+            ("amp", "&"),
+        ] {
             t = t.replace(&format!("&{name};"), c);
         }
         let mut d = String::new();
@@ -257,7 +267,10 @@ async fn encoded_personal_data_does_not_leave_through_up() {
     }
     // A card split over two text blocks is masked in both.
     let r = c
-        .call_tool("lookup_customer", json!({"parts": ["card 4111 1111", "1111 1111"]}))
+        .call_tool(
+            "lookup_customer",
+            json!({"parts": ["card 4111 1111", "1111 1111"]}),
+        )
         .await
         .unwrap();
     assert_eq!(text_of(&r), "card [card:****1111]|[card:****1111]", "{r}");
@@ -274,14 +287,6 @@ async fn encoded_personal_data_does_not_leave_through_up() {
         assert_eq!(text_of(&r), text, "{r}");
     }
     running.stop().await;
-}
-
-fn write_policy(text: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(portcullis::secret::random_id());
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("policy.toml");
-    std::fs::write(&path, text).unwrap();
-    path
 }
 
 /// A tunnel to the hostile upstream with its gateway (kept alive).
@@ -329,7 +334,10 @@ async fn blobs_limits_and_layer_policies_through_the_component() {
     c.initialize().await.unwrap();
     // Text in a resource blob: redacted and re-encoded.
     let r = c
-        .request("resources/read", json!({"uri": b64("mail ada.lovelace@example.com")}))
+        .request(
+            "resources/read",
+            json!({"uri": b64("mail ada.lovelace@example.com")}),
+        )
         .await
         .unwrap();
     let r = r.last().unwrap();

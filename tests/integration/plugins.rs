@@ -42,7 +42,7 @@ plugin = "t"
     )
 }
 
-fn write_policy(text: &str) -> PathBuf {
+pub(crate) fn write_policy(text: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(portcullis::secret::random_id());
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("policy.toml");

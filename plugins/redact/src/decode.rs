@@ -16,6 +16,11 @@ pub const MIN_BASE64_LEN: usize = 12;
 /// return count as printable).
 pub const MIN_PRINTABLE_PERCENT: usize = 90;
 
+/// Per byte of a decoded text (and one past its end), the offset in the
+/// original it came from: an unchanged stretch of the original can be kept
+/// as it was written.
+pub type Origins = Vec<usize>;
+
 /// A set of bytes: the ones the original escaped.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Escaped([u64; 4]);
@@ -55,9 +60,10 @@ fn hex_val(c: u8) -> Option<u8> {
 /// Decodes every `%XX` of `s` (`+` stays `+`: a space only in form
 /// bodies, and `bob+tag@example.com` is an address). `None` when `s` has
 /// no `%XX`. The bytes may not be UTF-8.
-pub fn percent_decode(s: &str) -> Option<(Vec<u8>, Escaped)> {
+pub fn percent_decode(s: &str) -> Option<(Vec<u8>, Escaped, Origins)> {
     let b = s.as_bytes();
     let mut out = Vec::new();
+    let mut from = Vec::new();
     let mut esc = Escaped::default();
     let mut last = 0;
     let mut i = 0;
@@ -69,6 +75,7 @@ pub fn percent_decode(s: &str) -> Option<(Vec<u8>, Escaped)> {
         );
         if let (Some(h), Some(l)) = pair {
             out.extend_from_slice(b.get(last..i)?);
+            from.extend(last..=i);
             let v = (h << 4) | l;
             out.push(v);
             esc.add(v);
@@ -82,7 +89,8 @@ pub fn percent_decode(s: &str) -> Option<(Vec<u8>, Escaped)> {
         return None;
     }
     out.extend_from_slice(b.get(last..)?);
-    Some((out, esc))
+    from.extend(last..=b.len());
+    Some((out, esc, from))
 }
 
 /// Percent-encodes `%` and what the original escaped (every non-ASCII byte
@@ -223,9 +231,10 @@ fn entity(b: &[u8], i: usize) -> Option<(char, usize)> {
 }
 
 /// Decodes the entities of `s`. `None` when it has none.
-pub fn entities_decode(s: &str) -> Option<(String, Escaped)> {
+pub fn entities_decode(s: &str) -> Option<(String, Escaped, Origins)> {
     let b = s.as_bytes();
     let mut out = String::new();
+    let mut from = Vec::new();
     let mut esc = Escaped::default();
     let mut last = 0;
     let mut i = 0;
@@ -234,6 +243,8 @@ pub fn entities_decode(s: &str) -> Option<(String, Escaped)> {
         match entity(b, i) {
             Some((c, len)) => {
                 out.push_str(s.get(last..i)?);
+                from.extend(last..i);
+                from.extend(std::iter::repeat_n(i, c.len_utf8()));
                 out.push(c);
                 let mut buf = [0; 4];
                 for &byte in c.encode_utf8(&mut buf).as_bytes() {
@@ -249,7 +260,8 @@ pub fn entities_decode(s: &str) -> Option<(String, Escaped)> {
         return None;
     }
     out.push_str(s.get(last..)?);
-    Some((out, esc))
+    from.extend(last..=b.len());
+    Some((out, esc, from))
 }
 
 /// Escapes `&` and what the original escaped (every non-ASCII character,
@@ -428,11 +440,13 @@ mod tests {
 
     #[test]
     fn percent() {
-        let (d, esc) = percent_decode("bob%40example.com%20x%2").unwrap();
+        let (d, esc, from) = percent_decode("bob%40example.com%20x%2").unwrap();
         assert_eq!(d, b"bob@example.com x%2");
+        assert_eq!(from.len(), d.len() + 1);
+        assert_eq!((from[3], from[4], from[d.len()]), (3, 6, 23));
         assert_eq!(percent_encode("a@b c%", esc), "a%40b%20c%25");
         assert!(percent_decode("100% sure").is_none());
-        let (d, esc) = percent_decode("caf%C3%A9").unwrap();
+        let (d, esc, _) = percent_decode("caf%C3%A9").unwrap();
         assert_eq!(std::str::from_utf8(&d).unwrap(), "café");
         assert_eq!(percent_encode("né", esc), "n%C3%A9");
     }
@@ -450,7 +464,9 @@ mod tests {
             assert_eq!(entities_decode(input).unwrap().0, want, "{input}");
         }
         assert!(entities_decode("fish & chips &unknown;").is_none());
-        let (_, esc) = entities_decode("&lt;b&gt;&nbsp;").unwrap();
+        let (d, esc, from) = entities_decode("&lt;b&gt;&nbsp;").unwrap();
+        assert_eq!(from, [0, 4, 5, 9, 9, 15]);
+        assert_eq!(d.len() + 1, from.len());
         assert_eq!(entities_encode("<a> & é", esc), "&lt;a&gt; &amp; &#xe9;");
     }
 

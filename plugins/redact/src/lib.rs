@@ -202,10 +202,11 @@
 //!   message, `MAX_EMBED` (4) levels directly inside each other.
 //!
 //! A finding inside a layer is replaced in the decoded text, which is
-//! encoded again in the same style: entities and percent-encoding escape
-//! `&` or `%` and the characters the original escaped (all non-ASCII when
-//! it escaped any), base64 keeps its alphabet and padding (line wrapping is
-//! not kept). The re-encoded text must decode to the redacted text, or the
+//! encoded again in the same style: for entities and percent-encoding the
+//! text before and after the changed stretch is kept as written, and the
+//! stretch escapes `&` or `%` and the characters the original escaped (all
+//! non-ASCII when it escaped any); base64 keeps its alphabet and padding
+//! (line wrapping is not kept). The re-encoded text must decode to the redacted text, or the
 //! message is refused. A finding in bytes that are not text (a binary
 //! blob, percent-encoded bytes that are not UTF-8) refuses the message:
 //! binary cannot be rewritten. A layer whose policy is `block` refuses
@@ -237,9 +238,10 @@
 //!   call (the plugin sees one message at a time), or by visible
 //!   characters; a value split across parts that are themselves encoded
 //!   (parts are joined as written, not decoded).
-//! * Re-encoding escapes again what the original escaped anywhere, so an
-//!   entity- or percent-encoded string with a finding may come back with
-//!   more characters escaped than before (it decodes to the same text).
+//! * Between two findings of one entity- or percent-encoded string, text
+//!   is escaped again like anything the original escaped anywhere, so it
+//!   may come back with more characters escaped than before (it decodes to
+//!   the same text).
 //! * Protocol values (ids, cursors, progress tokens) are scanned as
 //!   written, not decoded: a base64 cursor is passed as it is.
 //! * Found too eagerly: four-part version numbers look like IPv4 unless a

@@ -78,26 +78,26 @@ impl Redactor<'_> {
         let d = self.cfg.decode;
         if d.entities != Layer::Off
             && s.contains('&')
-            && let Some((text, esc)) = decode::entities_decode(s)
+            && let Some((text, esc, from)) = decode::entities_decode(s)
         {
             let Some(new) = self.inside(d.entities, &text, hint, depth, s.len())? else {
                 return Ok(None);
             };
-            let enc = decode::entities_encode(&new, esc);
-            let back = decode::entities_decode(&enc).map(|(t, _)| t);
+            let enc = splice(s, &text, &new, &from, |m| decode::entities_encode(m, esc));
+            let back = decode::entities_decode(&enc).map(|(t, _, _)| t);
             return self.lossless(back.as_deref().unwrap_or(&enc) == new, enc);
         }
         if d.percent != Layer::Off
             && s.contains('%')
-            && let Some((bytes, esc)) = decode::percent_decode(s)
+            && let Some((bytes, esc, from)) = decode::percent_decode(s)
         {
             return match String::from_utf8(bytes) {
                 Ok(text) => {
                     let Some(new) = self.inside(d.percent, &text, hint, depth, s.len())? else {
                         return Ok(None);
                     };
-                    let enc = decode::percent_encode(&new, esc);
-                    let back = decode::percent_decode(&enc).map(|(b, _)| b);
+                    let enc = splice(s, &text, &new, &from, |m| decode::percent_encode(m, esc));
+                    let back = decode::percent_decode(&enc).map(|(b, _, _)| b);
                     self.lossless(
                         back.as_deref().unwrap_or(enc.as_bytes()) == new.as_bytes(),
                         enc,
@@ -233,5 +233,42 @@ impl Redactor<'_> {
         } else {
             Err(Stop::Block(self.last_det))
         }
+    }
+}
+
+/// `new`, the redacted `text` that was decoded from `orig`, written like
+/// `orig`: what comes before and after the changed stretch is kept as it
+/// was written, the stretch is encoded with `encode`.
+fn splice(
+    orig: &str,
+    text: &str,
+    new: &str,
+    from: &[usize],
+    encode: impl Fn(&str) -> String,
+) -> String {
+    let (t, n) = (text.as_bytes(), new.as_bytes());
+    let mut pre = t.iter().zip(n).take_while(|(a, b)| a == b).count();
+    while !(text.is_char_boundary(pre) && new.is_char_boundary(pre)) {
+        pre -= 1;
+    }
+    let room = t.len().min(n.len()) - pre;
+    let mut suf = t
+        .iter()
+        .rev()
+        .zip(n.iter().rev())
+        .take(room)
+        .take_while(|(a, b)| a == b)
+        .count();
+    while !(text.is_char_boundary(t.len() - suf) && new.is_char_boundary(n.len() - suf)) {
+        suf -= 1;
+    }
+    let kept = (
+        from.get(pre).and_then(|&a| orig.get(..a)),
+        from.get(t.len() - suf).and_then(|&b| orig.get(b..)),
+        new.get(pre..n.len() - suf),
+    );
+    match kept {
+        (Some(head), Some(tail), Some(mid)) => format!("{head}{}{tail}", encode(mid)),
+        _ => encode(new),
     }
 }
