@@ -52,6 +52,16 @@ pub enum Layer {
     Off,
 }
 
+impl Layer {
+    fn name(self) -> &'static str {
+        match self {
+            Layer::Redact => "redact",
+            Layer::Block => "block",
+            Layer::Off => "off",
+        }
+    }
+}
+
 /// Per encoding layer, what happens to it. Every layer defaults to
 /// `redact`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -280,6 +290,20 @@ impl Config {
             if !names.is_empty() {
                 parts.push(format!("{}: {}", action.name(), names.join(" ")));
             }
+        }
+        let d = self.decode;
+        let layers: Vec<String> = [
+            ("base64", d.base64),
+            ("percent", d.percent),
+            ("entities", d.entities),
+            ("json", d.json),
+        ]
+        .iter()
+        .filter(|(_, l)| *l != Layer::Redact)
+        .map(|(name, l)| format!("{name} {}", l.name()))
+        .collect();
+        if !layers.is_empty() {
+            parts.push(format!("decode: {}", layers.join(", ")));
         }
         format!(
             "redact: {}; requests {}",

@@ -1023,6 +1023,9 @@ fn bad_configs() {
         cfg(text);
     }
     assert!(cfg("{}").summary().contains("mask: private_key jwt"));
+    assert!(!cfg("{}").summary().contains("decode"));
+    let s = cfg(r#"{"decode": {"base64": "block", "json": "off"}}"#).summary();
+    assert!(s.contains("; decode: base64 block, json off;"), "{s}");
 }
 
 // ---------------------------------------------------------------------------
