@@ -1,6 +1,8 @@
 //! Adversarial tables for the decoding layers: every value hidden in every
 //! encoding and combination is found, benign look-alikes are left alone,
-//! nesting beyond the limits blocks.
+//! nesting beyond the limits blocks, values split across parts are masked.
+//! Over 400 lines: the tables and the independent decoding oracle they
+//! share.
 
 use super::*;
 use crate::decode::{self, Style};
