@@ -147,6 +147,22 @@ pub fn plugin_cases() -> Vec<PluginCase> {
                 "tools/call",
                 "get_ticket_thread",
             ),
+            message: result.clone(),
+            tools: None,
+        },
+        // Reference for the row above: the same detectors with every
+        // decoding layer off, so the table shows what decoding costs.
+        PluginCase {
+            label: "reference: redact, detectors only (decoding layers off), 4 KiB tool result",
+            plugin: "redact",
+            config: json!({"decode": {"base64": "off", "percent": "off", "entities": "off", "json": "off"}})
+                .to_string(),
+            ctx: ctx(
+                Direction::ToClient,
+                Kind::Response,
+                "tools/call",
+                "get_ticket_thread",
+            ),
             message: result,
             tools: None,
         },
