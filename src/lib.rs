@@ -65,18 +65,6 @@
 //! `policy::catalog`); `plugin`; the rest of `policy`; `gateway`, `relay`,
 //! `demo`; `admin`, `config`; `up`; and the binary's `src/cli/` above them.
 
-// The panic lints are denied for every target in Cargo.toml's `[lints]`;
-// the library's own unit tests may panic.
-#![cfg_attr(
-    test,
-    allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
-
 pub mod accept;
 pub mod admin;
 pub mod audit;

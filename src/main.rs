@@ -1,18 +1,6 @@
 //! The `portcullis` command line: parse, then hand the subcommand to its
 //! composition root in [`cli`].
 
-// The panic lints are denied for every target in Cargo.toml's `[lints]`;
-// the binary's own unit tests may panic.
-#![cfg_attr(
-    test,
-    allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
-
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 

@@ -138,17 +138,6 @@
 //! result (`nextCursor`, …) is kept. `resources/templates/list` is not
 //! filtered: templates are not readable by themselves.
 
-// Tests may panic: a failing assertion is how they report.
-#![cfg_attr(
-    test,
-    allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
-
 mod config;
 mod decimal;
 mod rules;

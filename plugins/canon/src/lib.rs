@@ -9,16 +9,6 @@
 //! and a path dependency of the gateway, so neither side can drift from
 //! the other. It depends on `serde_json` and `sha2` only: no bindings.
 
-// Tests may panic: a failing assertion is how they report.
-#![cfg_attr(
-    test,
-    allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
 #![warn(missing_docs)]
 
 pub mod digest;

@@ -168,17 +168,6 @@
 //! the largest of the standard plugins: it carries Cedar's parsers,
 //! validator and evaluator.
 
-// Tests may panic: a failing assertion is how they report.
-#![cfg_attr(
-    test,
-    allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
-
 mod config;
 mod engine;
 mod lookalike;

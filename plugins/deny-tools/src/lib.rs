@@ -33,17 +33,6 @@
 //! Unknown keys, a missing `deny`, or a `deny` that is not a list of non-empty
 //! strings fail `init`, and so the policy load, with a readable error.
 
-// Tests may panic: a failing assertion is how they report.
-#![cfg_attr(
-    test,
-    allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
-
 use portcullis_plugin_sdk::names::{Glob, canonical, canonical_pattern};
 use portcullis_plugin_sdk::{
     ConfiguredPlugin, Context, Interests, Message, Value, Verdict, allow, codes, deny, log_info,

@@ -260,17 +260,6 @@
 //! * Progress tokens and cancelled request ids pass unscanned (a server
 //!   could carry data there; clients drop unknown tokens).
 
-// Tests may panic: a failing assertion is how they report.
-#![cfg_attr(
-    test,
-    allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
-
 mod config;
 #[cfg(test)]
 mod corpus;

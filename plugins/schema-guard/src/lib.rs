@@ -69,17 +69,6 @@
 //! failing locations), and on `tools/list` responses `hidden_changed` and
 //! `hidden_unpinned`.
 
-// Tests may panic: a failing assertion is how they report.
-#![cfg_attr(
-    test,
-    allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
-
 pub mod config;
 /// The pin digest, shared with the gateway's `portcullis policy pin`.
 pub use portcullis_canon::digest;

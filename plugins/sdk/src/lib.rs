@@ -91,16 +91,6 @@
 //! The host provides WASI with no filesystem, network, environment or
 //! arguments. A panic aborts the instance (a trap): return a verdict instead.
 
-// Tests may panic: a failing assertion is how they report.
-#![cfg_attr(
-    test,
-    allow(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::panic,
-        clippy::indexing_slicing
-    )
-)]
 #![warn(missing_docs)]
 
 /// The raw bindings generated from `wit/policy.wit` by `wit-bindgen`.
