@@ -162,26 +162,18 @@ async fn export_costs(calls: usize) -> anyhow::Result<(Duration, f64)> {
     let start = Instant::now();
     for i in 0..calls + WARMUP {
         let t = Instant::now();
-        ctx.direction = Direction::ToServer;
-        portcullis::gateway::record_decision(
-            Some(&spool),
-            None,
-            &ctx,
-            &steps,
-            Outcome::Forwarded,
-            None,
-        )
-        .await?;
-        ctx.direction = Direction::ToClient;
-        portcullis::gateway::record_decision(
-            Some(&spool),
-            None,
-            &ctx,
-            &steps,
-            Outcome::Forwarded,
-            None,
-        )
-        .await?;
+        for direction in [Direction::ToServer, Direction::ToClient] {
+            ctx.direction = direction;
+            portcullis::gateway::record_decision(
+                Some(&spool),
+                None,
+                &ctx,
+                &steps,
+                Outcome::Forwarded,
+                None,
+            )
+            .await?;
+        }
         if i >= WARMUP {
             hot.push(t.elapsed());
         }
