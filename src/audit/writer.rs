@@ -23,6 +23,11 @@ use super::line::{self, GENESIS, Mark};
 use super::segment::{self, segments};
 use super::spool::{ANCHOR_FILE, BATCH_MAX, LOST_FILE, PRUNED_FILE, SpoolConfig, SpoolError};
 
+/// How long the writer waits after a batch it could not write (a full or
+/// failing disk) before taking the next: a failing disk is not retried in a
+/// busy loop, and records queued meanwhile still go into the next batch.
+const WRITE_FAILURE_PAUSE: Duration = Duration::from_millis(10);
+
 /// One record for the writer; an empty `kind` only asks for the ack once
 /// everything before it is durable (a flush).
 pub(super) struct Append {
@@ -398,7 +403,7 @@ pub(super) fn write_loop(
                     tracing::error!(error = %e, lost = n, "audit records could not be written");
                 }
                 w.last_failure = Some(e.to_string());
-                std::thread::sleep(Duration::from_millis(10));
+                std::thread::sleep(WRITE_FAILURE_PAUSE);
             }
         }
         let unrecorded = lost.load(Ordering::Relaxed) - w.lost_seen;
