@@ -50,6 +50,12 @@ enum Command {
     /// Internal: the gateways of the benchmark's memory measurement.
     #[command(hide = true)]
     BenchGateways(cli::bench::GatewaysArgs),
+    /// Internal: the upstream of `bench --processes`.
+    #[command(hide = true)]
+    BenchUpstream,
+    /// Internal: one end of `bench --processes`' reference byte tunnel.
+    #[command(hide = true)]
+    BenchByteTunnel(cli::bench::ByteTunnelArgs),
 }
 
 #[tokio::main]
@@ -64,5 +70,7 @@ async fn main() -> Result<()> {
         Command::Example(args) => cli::example::run(args),
         Command::Bench(args) => cli::bench::run(args).await,
         Command::BenchGateways(args) => cli::bench::run_gateways(args).await,
+        Command::BenchUpstream => cli::bench::run_upstream().await,
+        Command::BenchByteTunnel(args) => cli::bench::run_byte_tunnel(args).await,
     }
 }

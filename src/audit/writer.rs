@@ -27,6 +27,14 @@ use super::spool::{ANCHOR_FILE, BATCH_MAX, LOST_FILE, PRUNED_FILE, SpoolConfig, 
 /// failing disk) before taking the next: a failing disk is not retried in a
 /// busy loop, and records queued meanwhile still go into the next batch.
 const WRITE_FAILURE_PAUSE: Duration = Duration::from_millis(10);
+/// How long the writer gathers best-effort records before it writes and
+/// fsyncs them, when no caller waits on the batch: one fsync per window
+/// instead of one per few records (at 10,000 calls/s it was about one
+/// per 1.4 calls), and the request threads do not wake the writer for
+/// each record. A batch that someone waits on (a strict spool's append, a
+/// flush) is written at once; a flush sent during a window waits for its
+/// end.
+pub(super) const COMMIT_WINDOW: Duration = Duration::from_millis(5);
 
 /// One record for the writer; an empty `kind` only asks for the ack once
 /// everything before it is durable (a flush).
@@ -341,6 +349,16 @@ fn gap_body(lost: u64, reason: &str) -> String {
     serde_json::json!({ "lost": lost, "reason": reason }).to_string()
 }
 
+/// Moves what is queued into `batch`, up to [`BATCH_MAX`] records.
+fn gather(rx: &mut mpsc::Receiver<Append>, batch: &mut Vec<Append>) {
+    while batch.len() < BATCH_MAX {
+        match rx.try_recv() {
+            Ok(a) => batch.push(a),
+            Err(_) => break,
+        }
+    }
+}
+
 pub(super) fn write_loop(
     mut w: Writer,
     mut rx: mpsc::Receiver<Append>,
@@ -349,11 +367,11 @@ pub(super) fn write_loop(
 ) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
-        while batch.len() < BATCH_MAX {
-            match rx.try_recv() {
-                Ok(a) => batch.push(a),
-                Err(_) => break,
-            }
+        gather(&mut rx, &mut batch);
+        if batch.len() < BATCH_MAX && batch.iter().all(|a| a.ack.is_none()) {
+            // Nobody waits on these: let the window fill.
+            std::thread::sleep(COMMIT_WINDOW);
+            gather(&mut rx, &mut batch);
         }
         let mut lines: Vec<(&str, &str)> = Vec::with_capacity(batch.len() + 1);
         let lost_now = lost.load(Ordering::Relaxed);

@@ -42,8 +42,11 @@ pub struct Args {
     #[arg(long)]
     no_policy: bool,
     /// Directory for the audit spool (default: a new one under the temp dir; printed).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "no_audit")]
     audit_dir: Option<PathBuf>,
+    /// Keep no audit trail at all (for benchmarks: nothing is recorded).
+    #[arg(long)]
+    no_audit: bool,
     /// Serve /metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9464).
     #[arg(long)]
     admin: Option<SocketAddr>,
@@ -62,10 +65,11 @@ impl Args {
             (Some(path), false) => PolicySource::File(path.clone()),
             (None, false) => PolicySource::Builtin,
         };
-        let audit = self
-            .audit_dir
-            .clone()
-            .map_or(AuditSpool::Temp, AuditSpool::Dir);
+        let audit = match (&self.audit_dir, self.no_audit) {
+            (_, true) => AuditSpool::Off,
+            (Some(dir), false) => AuditSpool::Dir(dir.clone()),
+            (None, false) => AuditSpool::Temp,
+        };
         Ok(UpOptions {
             agent_listen: self.listen,
             servers,
@@ -111,6 +115,9 @@ pub async fn run(args: Args) -> Result<()> {
         }
         None => None,
     };
+    if args.no_audit {
+        eprintln!("WARNING: --no-audit: no decision is recorded.");
+    }
     if args.insecure_no_auth {
         eprintln!(
             "WARNING: --insecure-no-auth: ANY local process can call these servers without a key."

@@ -2,6 +2,7 @@
 //! initialised instances. Each call gets an epoch deadline and runs under the
 //! instance's memory cap; an instance that traps is thrown away.
 
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -119,6 +120,69 @@ fn classify(err: &wasmtime::Error, deadline: Duration, memory_refused: bool) -> 
     )
 }
 
+/// CPU time of the calling thread, when the platform tells it.
+fn thread_cpu_time() -> Option<Duration> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call's duration.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    (rc == 0).then(|| {
+        Duration::new(
+            u64::try_from(ts.tv_sec).unwrap_or(0),
+            u32::try_from(ts.tv_nsec).unwrap_or(0),
+        )
+    })
+}
+
+/// A call's time budget, counted in the CPU time of the threads that ran
+/// the plugin. The stretch from the call's start to the first tick is
+/// charged a whole tick (reading the clock on every call would cost more
+/// than a no-op plugin does); every later stretch, from the moment the
+/// plugin resumed after a yield to the next tick, is charged the CPU time
+/// its thread spent. Without a thread clock every stretch is a tick.
+struct Budget {
+    left: Duration,
+    /// The thread's CPU time when the plugin last resumed (nanoseconds, 0:
+    /// not read), written by the yield's future on the resuming thread.
+    resumed: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Budget {
+    fn new(deadline: Duration) -> Budget {
+        Budget {
+            left: deadline,
+            resumed: Arc::default(),
+        }
+    }
+
+    /// Charges the stretch that ends at this tick; true when the budget is
+    /// spent.
+    fn charge(&mut self) -> bool {
+        let resumed = self.resumed.swap(0, std::sync::atomic::Ordering::Relaxed);
+        let stretch = match (resumed, thread_cpu_time()) {
+            (0, _) | (_, None) => EPOCH_TICK,
+            (at, Some(now)) => now.saturating_sub(Duration::from_nanos(at)),
+        };
+        self.left = self.left.saturating_sub(stretch);
+        self.left.is_zero()
+    }
+
+    /// The yield between two stretches: back to the runtime once, then the
+    /// resuming thread's CPU time is noted.
+    fn resume(&self) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let resumed = self.resumed.clone();
+        Box::pin(async move {
+            tokio::task::yield_now().await;
+            if let Some(now) = thread_cpu_time() {
+                let nanos = u64::try_from(now.as_nanos()).unwrap_or(u64::MAX).max(1);
+                resumed.store(nanos, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+    }
+}
+
 impl LoadedPlugin {
     /// Compiles and links `bytes`, then creates one instance and calls
     /// `init` with `config` (JSON text): a plugin that refuses its
@@ -231,18 +295,19 @@ impl LoadedPlugin {
             },
         };
         // Every tick the call yields to the runtime (other calls run). The
-        // deadline counts the ticks the plugin itself ran through, so time
-        // spent parked while others ran is not charged to it; a wall-clock
-        // bound of HARD_DEADLINE_FACTOR times the deadline caps the whole.
+        // deadline is the plugin's own CPU time: what the thread running it
+        // spent between the point it resumed and the next tick, so waiting
+        // for a core (behind other calls, or descheduled on a busy host)
+        // is not charged to the plugin. A wall-clock bound of
+        // HARD_DEADLINE_FACTOR times the deadline caps the whole.
         let deadline = self.limits.deadline_for(message.len());
-        let mut left = ticks(deadline).max(1);
         let hard = Instant::now() + deadline * HARD_DEADLINE_FACTOR;
+        let mut budget = Budget::new(deadline);
         slot.store.epoch_deadline_callback(move |_| {
-            left = left.saturating_sub(YIELD_EVERY_TICKS);
-            Ok(if left == 0 || Instant::now() >= hard {
+            Ok(if budget.charge() || Instant::now() >= hard {
                 UpdateDeadline::Interrupt
             } else {
-                UpdateDeadline::Yield(YIELD_EVERY_TICKS)
+                UpdateDeadline::YieldCustom(YIELD_EVERY_TICKS, budget.resume())
             })
         });
         slot.store.set_epoch_deadline(YIELD_EVERY_TICKS);
@@ -298,6 +363,38 @@ enum InitFailure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Spins until this thread has spent `d` of CPU time.
+    fn spend(d: Duration) {
+        let start = thread_cpu_time().unwrap();
+        while thread_cpu_time().unwrap() - start < d {
+            std::hint::black_box(0u64);
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn waiting_for_a_core_is_not_charged_to_the_plugin() {
+        let mut b = Budget::new(Duration::from_millis(20));
+        // The first stretch, before any clock was read, costs one tick.
+        assert!(!b.charge());
+        assert_eq!(b.left, Duration::from_millis(20) - EPOCH_TICK);
+        // A stretch in which the thread waited 50 ms on the wall clock
+        // (off the CPU, as behind other threads on a busy host) costs
+        // next to nothing.
+        b.resume().await;
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!b.charge());
+        assert!(b.left > Duration::from_millis(18), "{:?}", b.left);
+        // Work is charged as it is done...
+        b.resume().await;
+        spend(Duration::from_millis(8));
+        assert!(!b.charge());
+        assert!(b.left <= Duration::from_millis(11), "{:?}", b.left);
+        // ...until the budget is spent.
+        b.resume().await;
+        spend(Duration::from_millis(12));
+        assert!(b.charge());
+    }
 
     #[test]
     fn the_memory_cap_is_told_by_the_limiter_not_by_the_error_text() {

@@ -267,6 +267,7 @@ mod decode;
 mod detect;
 mod normalize;
 mod render;
+mod swar;
 #[cfg(test)]
 mod tests;
 mod walk;

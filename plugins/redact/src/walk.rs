@@ -23,6 +23,7 @@ use crate::config::{Action, Config, allow_key};
 use crate::detect::{self, Hint, Hit, hinted, key_hint, tail};
 use crate::normalize::normalize;
 use crate::render::{canonical, render};
+use crate::swar;
 
 /// JSON directly inside JSON strings is opened this many levels deep; JSON
 /// deeper than that blocks the message.
@@ -739,13 +740,9 @@ fn ws(b: &[u8], mut i: usize) -> usize {
 /// closing quote) and its decoded text. Lone surrogates decode to U+FFFD.
 fn string_token(text: &str, i: usize) -> Result<(usize, Cow<'_, str>), Stop> {
     let b = text.as_bytes();
-    let mut j = i + 1;
-    while let Some(&c) = b.get(j) {
-        match c {
-            b'"' => return Ok((j + 1, Cow::Borrowed(&text[i + 1..j]))),
-            b'\\' => break,
-            _ => j += 1,
-        }
+    let mut j = swar::quote_or_backslash(b, i + 1);
+    if b.get(j) == Some(&b'"') {
+        return Ok((j + 1, Cow::Borrowed(&text[i + 1..j])));
     }
     let mut s = String::with_capacity(j - i + 16);
     s.push_str(&text[i + 1..j.min(b.len())]);
@@ -788,12 +785,9 @@ fn string_token(text: &str, i: usize) -> Result<(usize, Cow<'_, str>), Stop> {
                 }
             }
             Some(_) => {
-                let l = tail(b, j)
-                    .iter()
-                    .take_while(|&&c| c != b'"' && c != b'\\')
-                    .count();
-                s.push_str(&text[j..j + l]);
-                j += l;
+                let end = swar::quote_or_backslash(b, j);
+                s.push_str(&text[j..end]);
+                j = end;
             }
         }
     }
@@ -807,30 +801,28 @@ fn hex4(b: &[u8], j: usize) -> Result<u32, Stop> {
 
 /// Encodes `s` as a JSON string literal.
 pub fn encode(s: &str) -> String {
+    let b = s.as_bytes();
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     let mut last = 0;
-    for (i, &c) in s.as_bytes().iter().enumerate() {
-        let esc = match c {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0x08 => "\\b",
-            0x0c => "\\f",
-            0..0x20 => "",
-            _ => continue,
-        };
-        out.push_str(&s[last..i]);
-        if esc.is_empty() {
-            out.push_str(&format!("\\u{c:04x}"));
-        } else {
-            out.push_str(esc);
+    loop {
+        let i = swar::json_escape(b, last);
+        let Some(&c) = b.get(i) else { break };
+        // The bytes escaped are ASCII, so `i` is a character boundary.
+        out.push_str(s.get(last..i).unwrap_or_default());
+        match c {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            0x08 => out.push_str("\\b"),
+            0x0c => out.push_str("\\f"),
+            _ => out.push_str(&format!("\\u{c:04x}")),
         }
         last = i + 1;
     }
-    out.push_str(&s[last..]);
+    out.push_str(s.get(last..).unwrap_or_default());
     out.push('"');
     out
 }

@@ -13,11 +13,13 @@ mod idle;
 mod parse;
 mod paths;
 mod plugins;
+mod processes;
 mod render;
 mod stall;
 mod stats;
 
 pub use idle::{GatewaysArgs, run_gateways};
+pub use processes::{ByteTunnelArgs, run_byte_tunnel, run_upstream};
 
 /// The service name the benchmark reports its telemetry under.
 const SERVICE: &str = "portcullis-bench";
@@ -50,6 +52,14 @@ pub struct Args {
     /// other agents' 1 MiB key-flooded calls are in flight.
     #[arg(long, conflicts_with_all = ["memory_only", "path_only", "parse_only"])]
     pub stall_only: bool,
+    /// Runs only the process table: relay, gateway, `up`, the upstream and a
+    /// reference encrypted byte tunnel as separate processes, with each
+    /// path's CPU time and context switches per call.
+    #[arg(long, conflicts_with_all = ["memory_only", "path_only", "parse_only", "stall_only"])]
+    pub processes: bool,
+    /// Rounds of the process table (the paths interleaved in each).
+    #[arg(long, default_value_t = processes::DEFAULT_ROUNDS)]
+    pub rounds: usize,
 }
 
 /// The relay's RSS added per idle tunnel.
@@ -85,6 +95,16 @@ pub struct Report {
 /// every other task, not on the thread that called.
 pub async fn run(args: Args) -> Result<()> {
     let _telemetry = portcullis::telemetry::init(SERVICE)?;
+    if args.processes {
+        let rows = tokio::spawn(processes::measure(
+            args.calls,
+            args.calls_per_task,
+            args.rounds,
+        ))
+        .await??;
+        println!("{}", processes::render(&rows));
+        return Ok(());
+    }
     let report = tokio::spawn(measure(args)).await??;
     println!("{}", render::report(&report));
     Ok(())
