@@ -996,3 +996,54 @@ async fn the_python_sdks_oauth_client_discovers_the_idp_from_the_relay_and_calls
     assert_eq!(call["groups"], json!(["support"]));
     assert_eq!(call["issuer"], as_.issuer);
 }
+
+#[tokio::test]
+async fn up_with_an_oauth_issuer_takes_its_tokens_instead_of_the_demo_key() {
+    let as_ = AuthServer::start().await;
+    let running = portcullis::up::start(portcullis::up::UpOptions {
+        oauth: Some(portcullis::up::UpOAuth {
+            issuer: as_.issuer.clone(),
+            audience: None,
+            ca: Some(as_.ca_file.clone()),
+            scopes: vec![SCOPE.into()],
+            claims: vec!["department".into()],
+        }),
+        audit: portcullis::up::AuditSpool::Off,
+        ..portcullis::up::UpOptions::default()
+    })
+    .await
+    .unwrap();
+    assert!(running.token.is_none(), "no demo key with OAuth");
+    let url = running.servers["demo"].clone();
+    let (status, challenge, _) = post(&url, None).await;
+    assert_eq!(status, 401);
+    assert!(challenge.contains("resource_metadata="), "{challenge}");
+    let token = as_.token("agent", SCOPE, &url).await;
+    let mut c = McpClient::new(&url, Some(&token));
+    c.initialize().await.unwrap();
+    // The built-in policy lets `support` look customers up: the groups came
+    // from the token.
+    let r = c
+        .call_tool("lookup_customer", json!({"customer_id": "C-1001"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        r["result"]["structuredContent"]["name"], "Ada Lovelace",
+        "{r}"
+    );
+    // `ops` (agent-ed's group) may not: the policy decides on the token's groups.
+    let ops = as_.token("agent-ed", SCOPE, &url).await;
+    let mut c = McpClient::new(&url, Some(&ops));
+    c.initialize().await.unwrap();
+    let r = c
+        .call_tool("lookup_customer", json!({"customer_id": "C-1001"}))
+        .await
+        .unwrap();
+    assert_eq!(r["error"]["code"], -32602, "{r}");
+    // A token for the demo endpoint of another audience is refused.
+    let elsewhere = as_
+        .token("agent", SCOPE, "http://127.0.0.1:9/t/x/demo/mcp")
+        .await;
+    assert_eq!(post(&url, Some(&elsewhere)).await.0, 401);
+    running.stop().await;
+}
