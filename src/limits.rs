@@ -263,3 +263,12 @@ pub const MAX_PRINCIPAL_GROUPS: usize = 64;
 /// Lifetime of an identity token the gateway mints for an upstream: long
 /// enough for one call, short enough that a leaked one is soon useless.
 pub const MINTED_TOKEN_LIFETIME: Duration = Duration::from_secs(5 * 60);
+
+/// Tokens one tunnel remembers as verified (so the next call with the same
+/// token skips the signature check); past this the table is emptied.
+pub const MAX_VERIFIED_TOKENS: usize = 4096;
+
+/// Longest a verified token is remembered, even if it expires later: a key
+/// the issuer withdraws stops being honoured within this (plus
+/// [`JWKS_REFRESH_AFTER`] for the relay to learn of it).
+pub const VERIFIED_TOKEN_TTL: Duration = Duration::from_secs(60);

@@ -206,6 +206,7 @@ fn oauth_policy(o: &UpOAuth) -> Result<crate::relay::oauth::OAuthPolicy, UpError
         groups: GroupsSource::Claim("groups".into()),
         claims: o.claims.clone(),
         api_keys: false,
+        verified: Default::default(),
     })
 }
 

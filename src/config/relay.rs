@@ -429,6 +429,7 @@ fn oauth_policies(
                 groups,
                 claims: o.claims.clone(),
                 api_keys: o.api_keys.unwrap_or(true),
+                verified: Default::default(),
             }),
         );
     }

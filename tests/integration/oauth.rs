@@ -223,6 +223,7 @@ fn policy(issuers: Vec<Arc<Issuer>>, api_keys: bool) -> OAuthPolicy {
         groups: GroupsSource::Claim("groups".into()),
         claims: vec!["department".into(), "acr".into()],
         api_keys,
+        verified: Default::default(),
     }
 }
 
@@ -679,8 +680,11 @@ async fn a_key_rotated_at_the_idp_is_used_without_a_restart_and_an_idp_outage_is
     let url = s.url("rec");
     let before = as_.token("agent", SCOPE, &url).await;
     assert_eq!(post(&url, Some(&before)).await.0, 200);
-    // The IdP goes down: cached keys keep verifying.
+    // The IdP goes down: its cached keys keep verifying a token not seen
+    // before (so not in the verified-token table).
+    let unseen = as_.token("agent-ed", SCOPE, &url).await;
     as_.command("stop").await;
+    assert_eq!(post(&url, Some(&unseen)).await.0, 200);
     assert_eq!(post(&url, Some(&before)).await.0, 200);
     as_.command("start").await;
     // New keys, new kids, first in the JWKS; the old ones still published.

@@ -6,6 +6,8 @@
 //!
 //! - [`jwks`]: one issuer and its cached, refetched signing keys.
 //! - [`token`]: verifying one token into a [`Principal`].
+//! - [`verified`]: tokens already verified, so repeat calls skip the
+//!   signature check.
 //!
 //! A token never goes further than this module: what travels down the
 //! tunnel is the principal it proved (subject, groups, issuer, `jti`, the
@@ -13,6 +15,7 @@
 
 pub mod jwks;
 pub mod token;
+pub mod verified;
 
 use std::sync::Arc;
 
@@ -49,6 +52,8 @@ pub struct OAuthPolicy {
     pub claims: Vec<String>,
     /// Whether the relay's API keys also work on this tunnel.
     pub api_keys: bool,
+    /// Tokens already verified on this tunnel.
+    pub verified: Arc<verified::VerifiedTokens>,
 }
 
 /// Why a bearer token was refused, as the agent learns it.
@@ -94,7 +99,13 @@ impl OAuthPolicy {
         token: &str,
         resource: &Resource,
     ) -> Result<Principal, OAuthError> {
-        token::verify(self, token, &resource.url).await
+        let key = verified::key(&resource.url, token);
+        if let Some(p) = self.verified.get(&key) {
+            return Ok(p);
+        }
+        let (principal, exp) = token::verify(self, token, &resource.url).await?;
+        self.verified.insert(key, principal.clone(), exp);
+        Ok(principal)
     }
 
     /// The RFC 9728 protected-resource metadata of `resource`.
@@ -165,6 +176,7 @@ mod tests {
             groups: GroupsSource::Claim("groups".into()),
             claims: Vec::new(),
             api_keys: false,
+            verified: Default::default(),
         }
     }
 

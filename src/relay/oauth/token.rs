@@ -23,12 +23,13 @@ use crate::principal::Principal;
 /// Longest subject, issuer or token id taken from a token.
 const MAX_IDENTIFIER_BYTES: usize = 1024;
 
-/// Verifies `token` for the endpoint `resource`.
+/// Verifies `token` for the endpoint `resource`: the principal it proves
+/// and its `exp`.
 pub async fn verify(
     policy: &OAuthPolicy,
     token: &str,
     resource: &str,
-) -> Result<Principal, OAuthError> {
+) -> Result<(Principal, u64), OAuthError> {
     use OAuthError::InvalidToken;
     if token.len() > limits::MAX_BEARER_TOKEN_BYTES {
         return Err(InvalidToken("the token is too large"));
@@ -102,7 +103,9 @@ pub async fn verify(
     {
         return Err(OAuthError::InsufficientScope);
     }
-    principal(policy, issuer.issuer(), &claims, scopes)
+    // `jsonwebtoken` checked that `exp` is a number in the future.
+    let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
+    Ok((principal(policy, issuer.issuer(), &claims, scopes)?, exp))
 }
 
 /// A base64url JSON object segment.
@@ -196,6 +199,7 @@ mod tests {
             groups: GroupsSource::Claim("roles".into()),
             claims: vec!["department".into(), "acr".into()],
             api_keys: false,
+            verified: Default::default(),
         }
     }
 
