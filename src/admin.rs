@@ -4,7 +4,9 @@
 //! - `GET /healthz`: 200 while the process serves (liveness);
 //! - `GET /readyz`: 200 when it can do its job, 503 with the reason when
 //!   not (readiness: a gateway needs a live tunnel connection and a
-//!   writable audit spool; a relay, its listeners).
+//!   writable audit spool; a relay, its listeners);
+//! - `GET /.well-known/jwks.json`: a gateway's identity-token public keys,
+//!   when it mints identity tokens for upstreams.
 //!
 //! Bind it to a private address: metrics name servers, tools and subjects.
 
@@ -27,6 +29,9 @@ pub type Readiness = Arc<dyn Fn() -> Result<String, String> + Send + Sync>;
 pub struct Admin {
     pub registry: prometheus::Registry,
     pub ready: Readiness,
+    /// A gateway's identity-token keys, served at
+    /// [`crate::gateway::identity::JWKS_PATH`] for upstreams to verify with.
+    pub jwks: Option<serde_json::Value>,
 }
 
 fn text(status: StatusCode, body: String, ctype: &'static str) -> Response<Body> {
@@ -54,6 +59,14 @@ impl Admin {
                 "text/plain; version=0.0.4; charset=utf-8",
             ),
             "/healthz" => text(StatusCode::OK, "ok\n".into(), "text/plain; charset=utf-8"),
+            crate::gateway::identity::JWKS_PATH if self.jwks.is_some() => text(
+                StatusCode::OK,
+                self.jwks
+                    .as_ref()
+                    .map(|j| j.to_string())
+                    .unwrap_or_default(),
+                "application/jwk-set+json",
+            ),
             "/readyz" => match (self.ready)() {
                 Ok(detail) => text(
                     StatusCode::OK,

@@ -15,7 +15,9 @@
 //!   the audit records spell.
 //! - [`tls`]: PEM loading, rustls configs, in-memory CA for `up` and tests.
 //! - [`secret`]: credential generation, hashing, comparison.
-//! - [`principal`]: the verified agent identity the relay sends to the gateway.
+//! - [`principal`]: the verified agent identity the relay sends to the
+//!   gateway: subject, groups and, from an OAuth token, issuer, `jti` and
+//!   allow-listed claims, bounded in size.
 //! - [`session`]: which principal each MCP session belongs to: the bounded
 //!   binding tables the relay and the gateway both check.
 //! - [`accept`]: accepting TCP connections: the cap per listener, backoff
@@ -24,12 +26,13 @@
 //!   and HTTP/2, the idle timeout, the drain.
 //! - [`tunnel`]: dialing, the upgrade handshake, reversed HTTP/2, the
 //!   gateway's connection pool and the relay's connection registry.
-//! - [`relay`]: the agent endpoint: authentication, `Origin`/`Host` checks,
-//!   routing down a tunnel.
+//! - [`relay`]: the agent endpoint: authentication (API keys, and per
+//!   tunnel OAuth access tokens verified against each issuer's JWKS, with
+//!   RFC 9728 metadata), `Origin`/`Host` checks, routing down a tunnel.
 //! - [`gateway`]: serving tunnel streams (one exchange each, one error
 //!   exit), upstreams behind one method set (Streamable HTTP, and stdio:
 //!   router, process, HTTP mapping), message checks and the policy chain in
-//!   both directions.
+//!   both directions, and the identity tokens it mints for upstreams.
 //! - [`plugin`]: the wasmtime component host: the one `bindgen!` of
 //!   `wit/policy.wit`, the engine and its checked artifact cache, sandboxed
 //!   instances, pools and limits; a loaded plugin implements the chain's

@@ -216,3 +216,59 @@ pub const ADMIN_DRAIN_GRACE: Duration = Duration::from_secs(1);
 /// upstream chooses and the redaction chain never sees, so an unbounded one
 /// could carry a card number to the agent.
 pub const MAX_SSE_RETRY_MS: u64 = 60_000;
+
+/// Largest bearer token the relay reads. Real access tokens are a few KiB;
+/// a larger one is refused before it is decoded.
+pub const MAX_BEARER_TOKEN_BYTES: usize = 16 * 1024;
+
+/// Clock skew allowed on a JWT's `exp` and `nbf`: small, so an expired
+/// token stops working within a minute, and named, so operators know it.
+pub const JWT_CLOCK_SKEW: Duration = Duration::from_secs(60);
+
+/// Time an issuer's metadata or JWKS fetch may take, connect included.
+pub const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Largest metadata document or JWKS the relay reads from an issuer.
+pub const MAX_JWKS_BYTES: usize = 256 * 1024;
+
+/// Keys in one JWKS beyond which the rest are ignored (an IdP publishes a
+/// handful; a huge set would make every unknown-`kid` lookup a scan).
+pub const MAX_JWKS_KEYS: usize = 64;
+
+/// A cached JWKS is refetched by the first call this long after its last
+/// successful fetch (within the refetch interval), so a key the issuer
+/// rotated out stops being trusted.
+pub const JWKS_REFRESH_AFTER: Duration = Duration::from_secs(5 * 60);
+
+/// Longest a JWKS keeps being used while its issuer cannot be reached. An
+/// IdP being briefly down does not stop calls; one down for longer than
+/// this fails closed, since revoked keys could no longer be learned of.
+pub const JWKS_MAX_STALE: Duration = Duration::from_secs(60 * 60);
+
+/// Shortest time between two fetches of one issuer's JWKS triggered by a
+/// token with an unknown `kid` (or a failed fetch): tokens with made-up key
+/// ids cannot turn the relay into a load generator against the IdP.
+pub const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Largest principal (subject, groups, issuer, token id and allow-listed
+/// claims, as JSON) that travels down the tunnel: a token cannot flood the
+/// gateway, the plugins or the audit trail. A token whose principal is
+/// larger is refused at the relay, and a larger principal header at the
+/// gateway.
+pub const MAX_PRINCIPAL_BYTES: usize = 8 * 1024;
+
+/// Groups taken from one token; a token with more is refused.
+pub const MAX_PRINCIPAL_GROUPS: usize = 64;
+
+/// Lifetime of an identity token the gateway mints for an upstream: long
+/// enough for one call, short enough that a leaked one is soon useless.
+pub const MINTED_TOKEN_LIFETIME: Duration = Duration::from_secs(5 * 60);
+
+/// Tokens one tunnel remembers as verified (so the next call with the same
+/// token skips the signature check); past this the table is emptied.
+pub const MAX_VERIFIED_TOKENS: usize = 4096;
+
+/// Longest a verified token is remembered, even if it expires later: a key
+/// the issuer withdraws stops being honoured within this (plus
+/// [`JWKS_REFRESH_AFTER`] for the relay to learn of it).
+pub const VERIFIED_TOKEN_TTL: Duration = Duration::from_secs(60);

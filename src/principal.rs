@@ -37,6 +37,17 @@ pub struct Principal {
     /// Groups the subject belongs to.
     #[serde(default)]
     pub groups: Vec<String>,
+    /// The token's issuer (`iss`) when the agent presented an OAuth access
+    /// token; `None` for an API key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// The token's id (`jti`), for the audit trail; never the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<String>,
+    /// The token's claims that the tunnel's configuration allow-lists, as
+    /// the token carried them (empty for an API key).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub claims: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Principal {
@@ -44,13 +55,46 @@ impl Principal {
     pub fn anonymous() -> Principal {
         Principal {
             subject: "anonymous".into(),
-            groups: Vec::new(),
+            ..Principal::default()
+        }
+    }
+
+    /// A principal with just a subject and groups (an API key's).
+    pub fn named(subject: impl Into<String>, groups: Vec<String>) -> Principal {
+        Principal {
+            subject: subject.into(),
+            groups,
+            ..Principal::default()
         }
     }
 
     /// The identity a session is bound to.
     pub fn id(&self) -> PrincipalId {
-        PrincipalId(crate::secret::digest(&self.subject))
+        match &self.issuer {
+            None => PrincipalId(crate::secret::digest(&self.subject)),
+            // Length-prefixed, so no issuer/subject split is ambiguous.
+            Some(iss) => PrincipalId(crate::secret::digest(&format!(
+                "oauth:{}:{iss}{}",
+                iss.len(),
+                self.subject
+            ))),
+        }
+    }
+
+    /// The claims as JSON object text, as plugins receive them.
+    pub fn claims_json(&self) -> std::borrow::Cow<'static, str> {
+        if self.claims.is_empty() {
+            return std::borrow::Cow::Borrowed("{}");
+        }
+        std::borrow::Cow::Owned(
+            serde_json::to_string(&self.claims).unwrap_or_else(|_| "{}".to_owned()),
+        )
+    }
+
+    /// The size of this principal as JSON, as [`crate::limits::MAX_PRINCIPAL_BYTES`]
+    /// bounds it.
+    pub fn json_len(&self) -> usize {
+        serde_json::to_vec(self).map_or(usize::MAX, |v| v.len())
     }
 
     /// Encodes for [`PRINCIPAL_HEADER`].
@@ -59,8 +103,12 @@ impl Principal {
         URL_SAFE_NO_PAD.encode(json)
     }
 
-    /// Decodes a [`PRINCIPAL_HEADER`] value.
+    /// Decodes a [`PRINCIPAL_HEADER`] value; one larger than
+    /// [`crate::limits::MAX_PRINCIPAL_BYTES`] is refused.
     pub fn from_header(value: &[u8]) -> Option<Principal> {
+        if value.len() > crate::limits::MAX_PRINCIPAL_BYTES.div_ceil(3) * 4 {
+            return None;
+        }
         let json = URL_SAFE_NO_PAD.decode(value).ok()?;
         serde_json::from_slice(&json).ok()
     }
@@ -72,19 +120,56 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        let p = Principal {
-            subject: "agent-7".into(),
-            groups: vec!["support".into()],
-        };
+        let p = Principal::named("agent-7", vec!["support".into()]);
         assert_eq!(Principal::from_header(p.to_header().as_bytes()), Some(p));
         assert_eq!(Principal::from_header(b"!!"), None);
+        let mut claims = serde_json::Map::new();
+        claims.insert("department".into(), serde_json::json!("support"));
+        let o = Principal {
+            issuer: Some("https://idp.example.com".into()),
+            token_id: Some("j1".into()),
+            claims,
+            ..Principal::named("u1", vec!["g".into()])
+        };
+        assert_eq!(
+            Principal::from_header(o.to_header().as_bytes()),
+            Some(o.clone())
+        );
+        assert_eq!(o.claims_json(), r#"{"department":"support"}"#);
+        assert_eq!(Principal::named("x", vec![]).claims_json(), "{}");
+    }
+
+    #[test]
+    fn a_principal_header_over_the_limit_is_refused() {
+        let big = Principal::named("x".repeat(crate::limits::MAX_PRINCIPAL_BYTES * 2), vec![]);
+        assert_eq!(Principal::from_header(big.to_header().as_bytes()), None);
+    }
+
+    #[test]
+    fn an_oauth_subject_is_one_agent_only_with_its_issuer() {
+        let o = |iss: Option<&str>, sub: &str| Principal {
+            issuer: iss.map(str::to_owned),
+            ..Principal::named(sub, vec![])
+        };
+        assert_eq!(
+            o(Some("https://a"), "u").id(),
+            o(Some("https://a"), "u").id()
+        );
+        assert_ne!(
+            o(Some("https://a"), "u").id(),
+            o(Some("https://b"), "u").id()
+        );
+        assert_ne!(o(Some("https://a"), "u").id(), o(None, "u").id());
+        assert_ne!(
+            o(Some("https://a"), "bu").id(),
+            o(Some("https://ab"), "u").id()
+        );
     }
 
     #[test]
     fn the_same_agent_is_its_subject_whatever_its_groups() {
-        let p = |subject: &str, groups: &[&str]| Principal {
-            subject: subject.into(),
-            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+        let p = |subject: &str, groups: &[&str]| {
+            Principal::named(subject, groups.iter().map(|g| (*g).to_owned()).collect())
         };
         assert_eq!(p("a", &["x"]).id(), p("a", &[]).id());
         assert_ne!(p("a", &["x"]).id(), p("b", &["x"]).id());

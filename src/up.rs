@@ -75,6 +75,23 @@ pub struct UpOptions {
     pub policy: PolicySource,
     /// The gateway's and the relay's audit spools.
     pub audit: AuditSpool,
+    /// Take OAuth access tokens from this issuer instead of the demo key.
+    pub oauth: Option<UpOAuth>,
+}
+
+/// `up --oauth-issuer`: the tunnel takes access tokens from one issuer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpOAuth {
+    /// The issuer identifier (an https URL), exactly as its tokens' `iss`.
+    pub issuer: String,
+    /// An audience accepted besides the endpoint's URL.
+    pub audience: Option<String>,
+    /// CA (PEM file) for the issuer's TLS; default: the system roots.
+    pub ca: Option<PathBuf>,
+    /// Scopes every token must carry.
+    pub scopes: Vec<String>,
+    /// Claims passed to policies.
+    pub claims: Vec<String>,
 }
 
 impl Default for UpOptions {
@@ -87,6 +104,7 @@ impl Default for UpOptions {
             connections: limits::DEFAULT_TUNNEL_CONNECTIONS,
             policy: PolicySource::default(),
             audit: AuditSpool::default(),
+            oauth: None,
         }
     }
 }
@@ -115,13 +133,17 @@ pub enum UpError {
     Plugin(#[from] crate::plugin::PluginError),
     #[error(transparent)]
     Audit(#[from] crate::audit::SpoolError),
+    #[error("--oauth-issuer '{0}' is not an https URL")]
+    BadIssuer(String),
 }
 
 /// A running stack.
 pub struct Running {
     pub tunnel_id: String,
-    /// The demo agent key (absent under `--insecure-no-auth`).
+    /// The demo agent key (absent under `--insecure-no-auth` and with OAuth).
     pub token: Option<String>,
+    /// The issuer whose access tokens the tunnel takes, with OAuth.
+    pub oauth_issuer: Option<String>,
     /// Agent listener address.
     pub agent_addr: SocketAddr,
     /// Agent URL per server name.
@@ -162,6 +184,31 @@ fn tunnel_id_hint() -> String {
 
 /// Where, inside `up`'s audit directory, the relay keeps its own spool.
 pub const RELAY_AUDIT_SUBDIR: &str = "relay";
+
+/// The demo tunnel's OAuth policy: tokens from one issuer, groups from
+/// `groups`, no API keys.
+fn oauth_policy(o: &UpOAuth) -> Result<crate::relay::oauth::OAuthPolicy, UpError> {
+    use crate::relay::oauth::{GroupsSource, Issuer, IssuerSettings, OAuthPolicy};
+    if !o.issuer.starts_with("https://") || o.issuer.parse::<http::Uri>().is_err() {
+        return Err(UpError::BadIssuer(o.issuer.clone()));
+    }
+    let cas = o.ca.as_deref().map(tls::load_certs).transpose()?;
+    let issuer = Issuer::new(IssuerSettings {
+        issuer: o.issuer.clone(),
+        jwks_uri: None,
+        tls: crate::config::relay::issuer_tls(cas.as_deref())?,
+        refetch_interval: limits::JWKS_REFETCH_INTERVAL,
+    });
+    Ok(OAuthPolicy {
+        issuers: vec![Arc::new(issuer)],
+        audiences: o.audience.iter().cloned().collect(),
+        required_scopes: o.scopes.clone(),
+        groups: GroupsSource::Claim("groups".into()),
+        claims: o.claims.clone(),
+        api_keys: false,
+        verified: Default::default(),
+    })
+}
 
 /// Starts relay, gateway and demo; returns once the tunnel is connected.
 pub async fn start(opts: UpOptions) -> Result<Running, UpError> {
@@ -205,10 +252,7 @@ pub async fn start(opts: UpOptions) -> Result<Running, UpError> {
     let agents = AgentAuth::new([(
         secret::digest(&agent_key),
         AgentGrant {
-            principal: Principal {
-                subject: "demo-agent".into(),
-                groups: vec!["support".into()],
-            },
+            principal: Principal::named("demo-agent", vec!["support".into()]),
             tunnels: TunnelScope::Only(vec![tunnel_id.clone()]),
         },
     )]);
@@ -220,7 +264,6 @@ pub async fn start(opts: UpOptions) -> Result<Running, UpError> {
     if opts.agent_listen.ip().is_loopback() {
         settings.allowed_hosts = Some(loopback_hosts());
     }
-    let relay = Relay::new(settings);
     let tunnel_listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     let tunnel_addr = tunnel_listener.local_addr()?;
     let agent_listener = TcpListener::bind(opts.agent_listen)
@@ -230,6 +273,13 @@ pub async fn start(opts: UpOptions) -> Result<Running, UpError> {
             source,
         })?;
     let agent_addr = agent_listener.local_addr()?;
+    if let Some(o) = &opts.oauth {
+        settings.public_url = Some(format!("http://{agent_addr}"));
+        settings
+            .oauth
+            .insert(tunnel_id.clone(), Arc::new(oauth_policy(o)?));
+    }
+    let relay = Relay::new(settings);
     let server_tls = tls::server_config(&relay_id, None, &[b"http/1.1"])?;
     tasks.push(tokio::spawn(relay.clone().serve_tunnels(
         tunnel_listener,
@@ -306,7 +356,8 @@ pub async fn start(opts: UpOptions) -> Result<Running, UpError> {
         .collect();
     Ok(Running {
         tunnel_id,
-        token: (!opts.insecure_no_auth).then_some(agent_key),
+        token: (!opts.insecure_no_auth && opts.oauth.is_none()).then_some(agent_key),
+        oauth_issuer: opts.oauth.as_ref().map(|o| o.issuer.clone()),
         agent_addr,
         servers,
         tunnel_addr,

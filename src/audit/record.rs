@@ -28,6 +28,12 @@ pub struct DecisionRecord {
     pub server: String,
     pub subject: String,
     pub groups: Vec<String>,
+    /// The issuer of the agent's OAuth access token (none for an API key).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub issuer: Option<String>,
+    /// The token's `jti`, when it had one: which token, never the token.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub token_id: Option<String>,
     pub direction: Direction,
     pub kind: Kind,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -94,6 +100,8 @@ impl DecisionRecord {
             server: ctx.server.clone(),
             subject: ctx.principal.subject.clone(),
             groups: ctx.principal.groups.clone(),
+            issuer: ctx.principal.issuer.clone(),
+            token_id: ctx.principal.token_id.clone(),
             direction: ctx.direction,
             kind: ctx.kind,
             method: ctx.method.clone(),

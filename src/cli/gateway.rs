@@ -60,6 +60,7 @@ pub async fn run(args: Args) -> Result<()> {
         let a = portcullis::admin::Admin {
             registry: telemetry.registry.clone(),
             ready: portcullis::admin::gateway_readiness(gateway.clone(), status),
+            jwks: cfg.identity.as_ref().map(|m| m.jwks()),
         };
         a.start(addr, shutdown).await?;
     }

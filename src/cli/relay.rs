@@ -66,6 +66,7 @@ async fn serve(
             ready: Arc::new(move || {
                 Ok(format!("{} tunnels connected", r.registry().tunnel_count()))
             }),
+            jwks: None,
         };
         admin.start(addr, shutdown.clone()).await?;
     }

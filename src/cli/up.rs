@@ -50,6 +50,21 @@ pub struct Args {
     /// Serve /metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9464).
     #[arg(long)]
     admin: Option<SocketAddr>,
+    /// Take OAuth access tokens from this issuer (an https URL, exactly its tokens' `iss`) instead of the demo key.
+    #[arg(long, value_name = "URL")]
+    oauth_issuer: Option<String>,
+    /// With --oauth-issuer: an audience accepted besides the endpoint's URL.
+    #[arg(long, requires = "oauth_issuer")]
+    audience: Option<String>,
+    /// With --oauth-issuer: a CA (PEM) for the issuer's TLS instead of the system roots.
+    #[arg(long, value_name = "PEM", requires = "oauth_issuer")]
+    oauth_ca: Option<PathBuf>,
+    /// With --oauth-issuer: a scope every token must carry (repeatable).
+    #[arg(long = "oauth-scope", value_name = "SCOPE", requires = "oauth_issuer")]
+    oauth_scopes: Vec<String>,
+    /// With --oauth-issuer: a token claim passed to policies (repeatable).
+    #[arg(long = "oauth-claim", value_name = "CLAIM", requires = "oauth_issuer")]
+    oauth_claims: Vec<String>,
 }
 
 impl Args {
@@ -78,6 +93,13 @@ impl Args {
             connections: self.connections,
             policy,
             audit,
+            oauth: self.oauth_issuer.as_ref().map(|issuer| up::UpOAuth {
+                issuer: issuer.clone(),
+                audience: self.audience.clone(),
+                ca: self.oauth_ca.clone(),
+                scopes: self.oauth_scopes.clone(),
+                claims: self.oauth_claims.clone(),
+            }),
         })
     }
 }
@@ -110,6 +132,7 @@ pub async fn run(args: Args) -> Result<()> {
                     running.gateway.clone(),
                     running.pool.clone(),
                 ),
+                jwks: None,
             };
             Some(a.start(addr, running.shutdown.clone()).await?.0)
         }
@@ -140,6 +163,7 @@ pub async fn run(args: Args) -> Result<()> {
             "audit_dir": running.audit_dir,
             "admin": admin_addr.map(|a| format!("http://{a}")),
             "insecure_no_auth": args.insecure_no_auth,
+            "oauth_issuer": args.oauth_issuer,
         });
         println!("{line}");
     } else {
@@ -170,6 +194,11 @@ fn print_banner(running: &up::Running, url: &str) {
     }
     if let Some(t) = &running.token {
         println!("\n  agent token      {t}");
+    }
+    if let Some(issuer) = &running.oauth_issuer {
+        println!(
+            "\n  OAuth            access tokens from {issuer}, audience the server URL\n                   (clients discover it from the 401 and /.well-known/oauth-protected-resource/t/…/mcp)"
+        );
     }
     let header_flag = auth
         .as_deref()

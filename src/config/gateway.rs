@@ -28,9 +28,21 @@ struct RawGateway {
     audit: Option<RawAudit>,
     /// The admin listener (`/metrics`, `/healthz`, `/readyz`).
     admin: Option<RawAdmin>,
+    /// The key the gateway signs upstream identity tokens with.
+    identity: Option<RawIdentity>,
     #[serde(default)]
     limits: RawLimits,
     servers: BTreeMap<String, RawServer>,
+}
+
+/// `[identity]`: the gateway as an issuer of identity tokens for upstreams.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdentity {
+    /// The `iss` of the tokens (a URL naming this gateway).
+    issuer: String,
+    /// PKCS#8 PEM file of a P-256 private key (ES256).
+    key: PathBuf,
 }
 
 /// `[admin]` in relay and gateway configs.
@@ -121,6 +133,8 @@ struct RawServer {
     bearer_token: Option<SecretSource>,
     /// CA for an https upstream; the system roots when absent.
     ca: Option<PathBuf>,
+    /// Send a gateway-minted identity token (`[identity]`) with this `aud`.
+    identity_audience: Option<String>,
     /// Stdio command: program and arguments.
     command: Option<Vec<String>>,
     #[serde(default)]
@@ -139,6 +153,9 @@ pub struct GatewayConfig {
     pub audit: Option<crate::audit::SpoolConfig>,
     /// Where the admin listener binds, when configured.
     pub admin: Option<std::net::SocketAddr>,
+    /// The identity-token signer, when configured (its JWKS goes on the
+    /// admin listener).
+    pub identity: Option<std::sync::Arc<crate::gateway::identity::Minter>>,
     pub dial: DialConfig,
     pub pool: PoolConfig,
 }
@@ -233,6 +250,32 @@ impl GatewayConfig {
         if let Some(s) = l.call_timeout_secs {
             out_limits.call_timeout = Duration::from_secs(s);
         }
+        let minter = match &raw.identity {
+            None => None,
+            Some(id) => {
+                if !(id.issuer.starts_with("https://") || id.issuer.starts_with("http://")) {
+                    return Err(invalid("identity.issuer", "must be a URL".into()));
+                }
+                let key_path = relative_to(path, &id.key);
+                use rustls::pki_types::pem::PemObject as _;
+                let key =
+                    rustls::pki_types::PrivateKeyDer::from_pem_file(&key_path).map_err(|e| {
+                        invalid(
+                            "identity.key",
+                            format!("cannot read {}: {e}", key_path.display()),
+                        )
+                    })?;
+                let rustls::pki_types::PrivateKeyDer::Pkcs8(der) = key else {
+                    return Err(invalid(
+                        "identity.key",
+                        "must be a PKCS#8 (BEGIN PRIVATE KEY) P-256 key".into(),
+                    ));
+                };
+                let m = crate::gateway::identity::Minter::new(&id.issuer, der.secret_pkcs8_der())
+                    .map_err(|e| invalid("identity.key", e.to_string()))?;
+                Some(std::sync::Arc::new(m))
+            }
+        };
         let mut servers = BTreeMap::new();
         for (name, s) in &raw.servers {
             let field = format!("servers.{name}");
@@ -284,7 +327,31 @@ impl GatewayConfig {
                         }
                         None => None,
                     };
-                    UpstreamSpec::Http { url, headers, tls }
+                    let identity = match (&s.identity_audience, &minter) {
+                        (None, _) => None,
+                        (Some(_), None) => {
+                            return Err(invalid(
+                                &format!("{field}.identity_audience"),
+                                "needs an [identity] section with the signing key".into(),
+                            ));
+                        }
+                        (Some(_), Some(_)) if s.bearer_token.is_some() => {
+                            return Err(invalid(
+                                &format!("{field}.identity_audience"),
+                                "give bearer_token or identity_audience, not both".into(),
+                            ));
+                        }
+                        (Some(aud), Some(m)) => Some(crate::gateway::identity::UpstreamIdentity {
+                            minter: m.clone(),
+                            audience: aud.clone(),
+                        }),
+                    };
+                    UpstreamSpec::Http {
+                        url,
+                        headers,
+                        tls,
+                        identity,
+                    }
                 }
                 (None, Some(cmd)) => {
                     let (program, args) = cmd.split_first().ok_or_else(|| {
@@ -313,6 +380,7 @@ impl GatewayConfig {
             policy: raw.policy.as_ref().map(|p| relative_to(path, p)),
             audit,
             admin: raw.admin.as_ref().map(|a| a.listen),
+            identity: minter,
             dial: DialConfig {
                 tunnel_id: t.id.clone(),
                 token,

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use super::{ConfigError, read_toml, relative_to, valid_name};
 use crate::principal::Principal;
 use crate::relay::auth::{AgentAuth, AgentGrant, TunnelScope};
+use crate::relay::oauth::{GroupsSource, Issuer, IssuerSettings, OAuthPolicy};
 use crate::relay::{RelaySettings, loopback_hosts};
 use crate::secret;
 use crate::tls::{self, Identity};
@@ -25,6 +26,9 @@ struct RawRelay {
     tunnels: Vec<RawTunnel>,
     #[serde(default)]
     agents: Vec<RawAgent>,
+    /// OAuth authorization servers whose access tokens tunnels may accept.
+    #[serde(default)]
+    issuers: Vec<RawIssuer>,
     /// The admin listener (`/metrics`, `/healthz`, `/readyz`).
     admin: Option<super::gateway::RawAdmin>,
     /// The audit spool for agent requests; none when absent.
@@ -50,6 +54,42 @@ struct RawAgentListener {
     #[serde(default)]
     allowed_origins: Vec<String>,
     allowed_hosts: Option<Vec<String>>,
+    /// The agent endpoint's public base URL (`https://relay.example.com`),
+    /// which OAuth tokens are bound to. Required when a tunnel takes OAuth.
+    public_url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIssuer {
+    /// The issuer identifier, exactly as its tokens' `iss`.
+    issuer: String,
+    /// The JWKS URL; default: from the issuer's metadata.
+    jwks_uri: Option<String>,
+    /// CA (PEM) to verify the issuer's TLS with; default: system roots.
+    ca: Option<PathBuf>,
+    /// Shortest time between JWKS fetches for unknown key ids.
+    refetch_interval_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTunnelOAuth {
+    /// Issuers (their `issuer` values) whose tokens this tunnel accepts.
+    issuers: Vec<String>,
+    /// Audiences accepted besides the endpoint URL.
+    #[serde(default)]
+    audiences: Vec<String>,
+    /// Scopes every token must carry.
+    #[serde(default)]
+    scopes: Vec<String>,
+    /// The claim groups come from; `scope` for the token's scopes.
+    groups_claim: Option<String>,
+    /// Claims copied into the principal for policies.
+    #[serde(default)]
+    claims: Vec<String>,
+    /// Whether API keys keep working on this tunnel (default true).
+    api_keys: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -86,6 +126,8 @@ const MAX_CONNECTIONS_SETTING: usize = 1 << 24;
 struct RawTunnel {
     id: String,
     token_sha256: String,
+    /// Accept OAuth access tokens on this tunnel.
+    oauth: Option<RawTunnelOAuth>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -168,10 +210,7 @@ impl RelayConfig {
             agents.push((
                 digest,
                 AgentGrant {
-                    principal: Principal {
-                        subject: a.subject.clone(),
-                        groups: a.groups.clone(),
-                    },
+                    principal: Principal::named(a.subject.clone(), a.groups.clone()),
                     tunnels: scope,
                 },
             ));
@@ -208,6 +247,21 @@ impl RelayConfig {
             }
         }
         let mut settings = RelaySettings::new(AgentAuth::new(agents), TunnelAuth::new(tunnels));
+        settings.oauth = oauth_policies(&raw, path)?;
+        if let Some(url) = &al.public_url {
+            if !valid_public_url(url) {
+                return Err(invalid(
+                    "agent_listener.public_url",
+                    format!("'{url}' is not http(s)://host[:port] without a path"),
+                ));
+            }
+            settings.public_url = Some(url.clone());
+        } else if !settings.oauth.is_empty() {
+            return Err(invalid(
+                "agent_listener.public_url",
+                "required when a tunnel takes OAuth: tokens are bound to the endpoint's URL".into(),
+            ));
+        }
         settings.allowed_origins = al.allowed_origins.clone();
         settings.allowed_hosts = match &al.allowed_hosts {
             Some(h) => Some(h.iter().map(|s| s.to_ascii_lowercase()).collect()),
@@ -283,5 +337,116 @@ impl RelayConfig {
             admin: raw.admin.as_ref().map(|a| a.listen),
             audit: raw.audit.as_ref().map(|a| a.resolve(path)).transpose()?,
         })
+    }
+}
+
+/// `http(s)://host[:port]`, no path, query or trailing slash.
+fn valid_public_url(url: &str) -> bool {
+    let Some(rest) = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    !rest.is_empty()
+        && !rest.contains(['/', '?', '#', '@'])
+        && rest.parse::<http::uri::Authority>().is_ok()
+}
+
+/// The issuers, built once each, and every OAuth tunnel's policy.
+fn oauth_policies(
+    raw: &RawRelay,
+    path: &Path,
+) -> Result<std::collections::HashMap<String, Arc<OAuthPolicy>>, ConfigError> {
+    let invalid = |field: String, message: String| ConfigError::Invalid {
+        path: path.display().to_string(),
+        field,
+        message,
+    };
+    let mut issuers: Vec<Arc<Issuer>> = Vec::new();
+    for (i, r) in raw.issuers.iter().enumerate() {
+        let field = |f: &str| format!("issuers[{i}].{f}");
+        if !r.issuer.starts_with("https://") || r.issuer.parse::<http::Uri>().is_err() {
+            return Err(invalid(field("issuer"), "must be an https URL".into()));
+        }
+        if issuers.iter().any(|x| x.issuer() == r.issuer) {
+            return Err(invalid(field("issuer"), "listed twice".into()));
+        }
+        if let Some(u) = &r.jwks_uri
+            && (!u.starts_with("https://") || u.parse::<http::Uri>().is_err())
+        {
+            return Err(invalid(field("jwks_uri"), "must be an https URL".into()));
+        }
+        let cas =
+            r.ca.as_ref()
+                .map(|p| tls::load_certs(&relative_to(path, p)))
+                .transpose()?;
+        let tls = issuer_tls(cas.as_deref())?;
+        issuers.push(Arc::new(Issuer::new(IssuerSettings {
+            issuer: r.issuer.clone(),
+            jwks_uri: r.jwks_uri.clone(),
+            tls,
+            refetch_interval: r.refetch_interval_secs.map_or(
+                crate::limits::JWKS_REFETCH_INTERVAL,
+                std::time::Duration::from_secs,
+            ),
+        })));
+    }
+    let mut out = std::collections::HashMap::new();
+    for (i, t) in raw.tunnels.iter().enumerate() {
+        let Some(o) = &t.oauth else { continue };
+        let field = |f: &str| format!("tunnels[{i}].oauth.{f}");
+        if o.issuers.is_empty() {
+            return Err(invalid(field("issuers"), "name at least one issuer".into()));
+        }
+        let mut trusted = Vec::new();
+        for name in &o.issuers {
+            let issuer = issuers.iter().find(|x| x.issuer() == name).ok_or_else(|| {
+                invalid(field("issuers"), format!("'{name}' is not in [[issuers]]"))
+            })?;
+            trusted.push(issuer.clone());
+        }
+        for s in &o.scopes {
+            if s.is_empty() || s.contains([' ', '"', '\\']) || !s.is_ascii() {
+                return Err(invalid(
+                    field("scopes"),
+                    format!("'{s}' is not a scope token"),
+                ));
+            }
+        }
+        let groups = match o.groups_claim.as_deref() {
+            None => GroupsSource::Claim("groups".into()),
+            Some("scope" | "scp") => GroupsSource::Scopes,
+            Some("") => return Err(invalid(field("groups_claim"), "must not be empty".into())),
+            Some(c) => GroupsSource::Claim(c.to_owned()),
+        };
+        out.insert(
+            t.id.clone(),
+            Arc::new(OAuthPolicy {
+                issuers: trusted,
+                audiences: o.audiences.clone(),
+                required_scopes: o.scopes.clone(),
+                groups,
+                claims: o.claims.clone(),
+                api_keys: o.api_keys.unwrap_or(true),
+                verified: Default::default(),
+            }),
+        );
+    }
+    Ok(out)
+}
+
+/// TLS for an issuer's fetches: its CA, else the system roots; with no
+/// system roots (a minimal container), none, so every fetch fails to verify
+/// and its tokens are refused (closed), and the log says why.
+pub fn issuer_tls(
+    cas: Option<&[rustls::pki_types::CertificateDer<'static>]>,
+) -> Result<Arc<rustls::ClientConfig>, crate::tls::TlsError> {
+    match tls::client_config(cas, None, &[]) {
+        Err(e) if cas.is_none() => {
+            tracing::warn!(error = %e, "no system roots: issuers without `ca` cannot be verified");
+            tls::client_config(Some(&[]), None, &[])
+        }
+        other => other,
     }
 }

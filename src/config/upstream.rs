@@ -8,6 +8,7 @@ use http::{HeaderName, HeaderValue, Uri};
 
 use crate::gateway::Upstream;
 use crate::gateway::http::HttpUpstream;
+use crate::gateway::identity::UpstreamIdentity;
 use crate::gateway::outbound::OutboundLimits;
 use crate::gateway::stdio::{StdioCommand, StdioUpstream};
 use crate::tls;
@@ -19,6 +20,8 @@ pub enum UpstreamSpec {
         url: Uri,
         headers: Vec<(HeaderName, HeaderValue)>,
         tls: Option<Arc<rustls::ClientConfig>>,
+        /// Send a gateway-minted identity token for this audience.
+        identity: Option<UpstreamIdentity>,
     },
     Stdio(StdioCommand),
 }
@@ -43,6 +46,7 @@ impl UpstreamSpec {
                 url,
                 headers: Vec::new(),
                 tls: None,
+                identity: None,
             }),
             _ => Err(format!(
                 "'{spec}' must be an http(s):// URL or stdio:COMMAND"
@@ -57,7 +61,12 @@ impl UpstreamSpec {
         limits: OutboundLimits,
     ) -> Result<Upstream, crate::tls::TlsError> {
         Ok(match self {
-            UpstreamSpec::Http { url, headers, tls } => {
+            UpstreamSpec::Http {
+                url,
+                headers,
+                tls,
+                identity,
+            } => {
                 let tls = match tls {
                     Some(t) => t.clone(),
                     None => tls::client_config(None, None, &[]).or_else(|_| {
@@ -66,13 +75,11 @@ impl UpstreamSpec {
                         tls::client_config(Some(&[]), None, &[])
                     })?,
                 };
-                Upstream::Http(Box::new(HttpUpstream::new(
-                    name,
-                    url.clone(),
-                    headers.clone(),
-                    tls,
-                    limits,
-                )))
+                let mut up = HttpUpstream::new(name, url.clone(), headers.clone(), tls, limits);
+                if let Some(id) = identity {
+                    up.set_identity(id.clone());
+                }
+                Upstream::Http(Box::new(up))
             }
             UpstreamSpec::Stdio(cmd) => {
                 Upstream::Stdio(Box::new(StdioUpstream::new(name, cmd.clone(), limits)))

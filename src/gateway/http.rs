@@ -33,6 +33,8 @@ pub struct HttpUpstream {
     limits: OutboundLimits,
     /// Which principal opened each of this upstream's sessions.
     sessions: SessionTable,
+    /// A minted identity token on every request, when configured.
+    identity: Option<super::identity::UpstreamIdentity>,
 }
 
 impl HttpUpstream {
@@ -67,7 +69,15 @@ impl HttpUpstream {
                 limits::MAX_SESSIONS_PER_SERVER,
                 limits::SESSION_BINDING_IDLE,
             ),
+            identity: None,
         }
+    }
+
+    /// Sends every request with `Authorization: Bearer <token>`, a token
+    /// the gateway mints for the calling principal and this upstream
+    /// ([`super::identity`]); it replaces a configured `Authorization`.
+    pub fn set_identity(&mut self, identity: super::identity::UpstreamIdentity) {
+        self.identity = Some(identity);
     }
 
     /// The session bindings the gateway checks before forwarding.
@@ -103,6 +113,20 @@ impl HttpUpstream {
         }
         for (name, value) in &self.headers {
             h.insert(name.clone(), value.clone());
+        }
+        if let Some(id) = &self.identity {
+            let token = id
+                .minter
+                .mint(&reply.base.principal, &id.audience)
+                .map_err(|e| {
+                    tracing::error!(server = self.name, error = %e, "cannot mint the identity token");
+                    McpError::UpstreamUnavailable(format!("server '{}' is not reachable", self.name))
+                })?;
+            let mut v = HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| {
+                McpError::UpstreamUnavailable(format!("server '{}' is not reachable", self.name))
+            })?;
+            v.set_sensitive(true);
+            h.insert(http::header::AUTHORIZATION, v);
         }
         // The agent holds the gateway's id for the session; the upstream
         // gets its own back.

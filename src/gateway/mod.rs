@@ -9,6 +9,8 @@
 //! - [`outbound`]: checks on everything an upstream sends back.
 //! - `upstream`: the two kinds of upstream behind one method set:
 //!   [`http`] (Streamable HTTP) and [`stdio`] (one process per session).
+//! - [`identity`]: the short-lived identity token the gateway signs for an
+//!   upstream that wants to know the end user (never the agent's token).
 //!
 //! Every message passes the policy chain (`src/policy`): requests from the
 //! agent before they are forwarded, and every reply — JSON bodies and each
@@ -17,6 +19,7 @@
 pub mod event_id;
 mod exchange;
 pub mod http;
+pub mod identity;
 pub mod inspect;
 pub mod outbound;
 pub mod stdio;

@@ -23,6 +23,15 @@ pub enum McpError {
     HeaderMismatch(String),
     #[error("Unauthorized: {0}")]
     Unauthorized(&'static str),
+    /// A bearer token refused by an OAuth tunnel: 401 (or 403 for a
+    /// missing scope) with `challenge` as `WWW-Authenticate`, which points
+    /// the client at the endpoint's RFC 9728 metadata.
+    #[error("Unauthorized: {message}")]
+    Challenge {
+        status: StatusCode,
+        message: String,
+        challenge: String,
+    },
     #[error("Forbidden: {0}")]
     Forbidden(String),
     #[error("Not found: {0}")]
@@ -104,6 +113,7 @@ impl McpError {
             McpError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, -32600),
             McpError::HeaderMismatch(_) => (StatusCode::BAD_REQUEST, -32020),
             McpError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, -32001),
+            McpError::Challenge { status, .. } => (*status, -32001),
             McpError::Forbidden(_) => (StatusCode::FORBIDDEN, -32000),
             McpError::NotFound(_) => (StatusCode::NOT_FOUND, -32601),
             McpError::SessionNotFound => (StatusCode::NOT_FOUND, -32001),
@@ -179,6 +189,11 @@ pub fn error_response(err: &McpError, id: Option<&str>) -> Response<Body> {
     {
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+    }
+    if let McpError::Challenge { challenge, .. } = err
+        && let Ok(v) = HeaderValue::from_str(challenge)
+    {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
     }
     if matches!(err, McpError::Unauthorized(_)) {
         resp.headers_mut().insert(

@@ -312,10 +312,15 @@ impl LoadedPlugin {
         });
         slot.store.set_epoch_deadline(YIELD_EVERY_TICKS);
         let groups: Vec<&str> = ctx.principal.groups.iter().map(String::as_str).collect();
+        let claims = ctx.principal.claims_json();
         let result = slot
             .plugin
             .portcullis_policy_policy()
-            .call_handle(&mut slot.store, context_to_wit(ctx, &groups), message)
+            .call_handle(
+                &mut slot.store,
+                context_to_wit(ctx, &groups, &claims),
+                message,
+            )
             .await;
         match result {
             Ok(v) => {

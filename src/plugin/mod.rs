@@ -73,8 +73,13 @@ fn direction_from_wit(d: w::Direction) -> Direction {
 
 /// The context as the bindings lower it, borrowing the gateway's strings;
 /// `groups` is the principal's groups as `&str`s (the bindings take a slice
-/// of them).
-fn context_to_wit<'a>(c: &'a MessageContext, groups: &'a [&'a str]) -> w::Context<'a> {
+/// of them), `claims` its claims as JSON object text
+/// ([`crate::principal::Principal::claims_json`]).
+fn context_to_wit<'a>(
+    c: &'a MessageContext,
+    groups: &'a [&'a str],
+    claims: &'a str,
+) -> w::Context<'a> {
     w::Context {
         direction: direction_to_wit(c.direction),
         tunnel: &c.tunnel,
@@ -93,7 +98,7 @@ fn context_to_wit<'a>(c: &'a MessageContext, groups: &'a [&'a str]) -> w::Contex
         principal: w::Principal {
             subject: &c.principal.subject,
             groups,
-            claims: "{}",
+            claims,
         },
     }
 }

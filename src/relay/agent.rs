@@ -1,15 +1,21 @@
 //! The agent endpoint: `/t/{tunnel}/{server}/mcp`.
 //!
-//! Order of checks: route, `Host`, `Origin`, credential, tunnel scope, size,
+//! Order of checks: route, `Host`, `Origin`, credential (an API key, or on
+//! a tunnel that takes them an OAuth access token), tunnel scope, size,
 //! session owner; then one h2 stream down a live tunnel connection, streamed
 //! both ways. The agent's `Authorization` never goes further: only
 //! allow-listed headers are forwarded, plus the verified principal.
+//!
+//! Beside each endpoint, for tunnels that take OAuth, its RFC 9728
+//! protected-resource metadata at
+//! `/.well-known/oauth-protected-resource/t/{tunnel}/{server}/mcp`.
 
 use http::{HeaderMap, HeaderName, Request, Response, StatusCode, Uri, header};
 use hyper::body::Incoming;
 
 use super::Relay;
 use super::auth::bearer;
+use super::oauth::{self, OAuthError, Resource};
 use crate::audit::DecisionRecord;
 use crate::body::{Body, Holding, boxed, full, read_limited};
 use crate::limits;
@@ -135,15 +141,124 @@ impl AgentCall {
             request_id: self.peek.id.clone(),
             session_id: self.session.clone(),
             protocol_version: self.protocol_version.clone(),
-            principal: self.principal.clone().unwrap_or_else(|| Principal {
-                subject: UNAUTHENTICATED.into(),
-                groups: Vec::new(),
-            }),
+            principal: self
+                .principal
+                .clone()
+                .unwrap_or_else(|| Principal::named(UNAUTHENTICATED, Vec::new())),
         };
         let trace = crate::telemetry::span::ids(span);
         let mut record = DecisionRecord::new(&ctx, Vec::new(), outcome, None, trace);
         record.reason = reason;
         Some(record)
+    }
+}
+
+impl Relay {
+    /// The `Host` check (when hosts are configured); true when it ran.
+    fn check_host(&self, req: &Request<Incoming>) -> Result<bool, McpError> {
+        let Some(hosts) = &self.settings.allowed_hosts else {
+            return Ok(false);
+        };
+        let host = request_host(req).unwrap_or_default();
+        if !hosts.iter().any(|h| h.eq_ignore_ascii_case(&host)) {
+            return Err(McpError::Forbidden(format!("Host '{host}' is not allowed")));
+        }
+        Ok(true)
+    }
+
+    /// The endpoint URLs tokens are bound to, from the configured public
+    /// URL. Never from the request's `Host`: an agent could then choose the
+    /// audience its token is checked against.
+    fn resource(&self, tunnel: &str, server: &str) -> Result<Resource, McpError> {
+        let base = self.settings.public_url.as_deref().ok_or_else(|| {
+            tracing::error!(
+                tunnel,
+                "a tunnel takes OAuth but the relay has no public URL"
+            );
+            McpError::Forbidden("OAuth is misconfigured on this relay".into())
+        })?;
+        Ok(Resource::new(base, tunnel, server))
+    }
+
+    /// The agent's credential: an OAuth access token on a tunnel that takes
+    /// them (a JWT, or anything once the tunnel takes no API keys), else an
+    /// API key. Records the principal in `call` as soon as it is known.
+    async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        tunnel: &str,
+        server: &str,
+        call: &mut AgentCall,
+    ) -> Result<Principal, McpError> {
+        let token = bearer(headers.get(header::AUTHORIZATION));
+        let Some(policy) = self.settings.oauth.get(tunnel) else {
+            let token = token.ok_or(McpError::Unauthorized("missing bearer token"))?;
+            return self.api_key(token, tunnel, call);
+        };
+        let resource = self.resource(tunnel, server)?;
+        let refuse = |e: OAuthError| policy.refusal(&resource, &e);
+        let token = token.ok_or_else(|| refuse(OAuthError::Missing))?;
+        if policy.api_keys && !oauth::looks_like_jwt(token) {
+            return match self.api_key(token, tunnel, call) {
+                Err(McpError::Unauthorized(_)) => {
+                    Err(refuse(OAuthError::InvalidToken("invalid API key or token")))
+                }
+                other => other,
+            };
+        }
+        let principal = policy
+            .authenticate(token, &resource)
+            .await
+            .map_err(refuse)?;
+        call.principal = Some(principal.clone());
+        Ok(principal)
+    }
+
+    fn api_key(
+        &self,
+        token: &str,
+        tunnel: &str,
+        call: &mut AgentCall,
+    ) -> Result<Principal, McpError> {
+        let grant = self
+            .settings
+            .agents
+            .verify(token)
+            .ok_or(McpError::Unauthorized("invalid API key"))?;
+        call.principal = Some(grant.principal.clone());
+        if !grant.tunnels.allows(tunnel) {
+            return Err(McpError::Forbidden(format!(
+                "this key may not use tunnel '{tunnel}'"
+            )));
+        }
+        Ok(grant.principal.clone())
+    }
+
+    /// RFC 9728 metadata for the endpoint at `endpoint` (the path after the
+    /// well-known prefix), for tunnels that take OAuth.
+    fn resource_metadata(
+        &self,
+        req: &Request<Incoming>,
+        endpoint: &str,
+    ) -> Result<Response<Body>, McpError> {
+        self.check_host(req)?;
+        let not_found = || McpError::NotFound("no protected resource here".into());
+        let Route { tunnel, server } = route(endpoint).ok_or_else(not_found)?;
+        let policy = self.settings.oauth.get(tunnel).ok_or_else(not_found)?;
+        if req.method() != http::Method::GET {
+            return Err(McpError::MethodNotAllowed);
+        }
+        let doc = policy.metadata(&self.resource(tunnel, server)?);
+        let mut resp = Response::new(full(doc.to_string()));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        resp.headers_mut().insert(
+            header::CACHE_CONTROL,
+            http::HeaderValue::from_static("max-age=300"),
+        );
+        Ok(resp)
     }
 }
 
@@ -215,6 +330,9 @@ impl Relay {
             return Ok(Response::new(full("ok\n")));
         }
         let path = req.uri().path().to_owned();
+        if let Some(endpoint) = path.strip_prefix(oauth::METADATA_PREFIX) {
+            return self.resource_metadata(&req, endpoint);
+        }
         let Some(Route { tunnel, server }) = route(&path) else {
             return Err(McpError::NotFound(
                 "no MCP endpoint here; agent URLs look like /t/{tunnel}/{server}/mcp".into(),
@@ -227,14 +345,7 @@ impl Relay {
         // DNS rebinding defence: the Host must be one of ours (when the
         // list is set), and a browser Origin must be allow-listed or the
         // very origin of that checked Host.
-        let mut host_checked = false;
-        if let Some(hosts) = &s.allowed_hosts {
-            let host = request_host(&req).unwrap_or_default();
-            if !hosts.iter().any(|h| h.eq_ignore_ascii_case(&host)) {
-                return Err(McpError::Forbidden(format!("Host '{host}' is not allowed")));
-            }
-            host_checked = true;
-        }
+        let host_checked = self.check_host(&req)?;
         if let Some(origin) = req.headers().get(header::ORIGIN) {
             let origin = origin.to_str().unwrap_or("");
             let same_origin = host_checked && is_same_origin(origin, &req);
@@ -247,19 +358,8 @@ impl Relay {
         let principal = if s.insecure_no_auth {
             Principal::anonymous()
         } else {
-            let token = bearer(req.headers().get(header::AUTHORIZATION))
-                .ok_or(McpError::Unauthorized("missing bearer token"))?;
-            let grant = s
-                .agents
-                .verify(token)
-                .ok_or(McpError::Unauthorized("invalid API key"))?;
-            call.principal = Some(grant.principal.clone());
-            if !grant.tunnels.allows(tunnel) {
-                return Err(McpError::Forbidden(format!(
-                    "this key may not use tunnel '{tunnel}'"
-                )));
-            }
-            grant.principal.clone()
+            self.authenticate(req.headers(), tunnel, server, call)
+                .await?
         };
         call.principal = Some(principal.clone());
         let too_large = req

@@ -5,10 +5,14 @@
 //! agent other than the one that opened it presents (`src/session.rs`).
 //!
 //! - [`auth`]: agent API keys and their grants.
-//! - [`agent`]: the agent endpoint `/t/{tunnel}/{server}/mcp`.
+//! - [`oauth`]: OAuth 2.1 access tokens per tunnel: issuers and their JWKS,
+//!   token verification, RFC 9728 metadata and challenges.
+//! - [`agent`]: the agent endpoint `/t/{tunnel}/{server}/mcp`, and its
+//!   protected-resource metadata.
 
 pub mod agent;
 pub mod auth;
+pub mod oauth;
 
 use std::sync::Arc;
 
@@ -29,6 +33,13 @@ use auth::AgentAuth;
 pub struct RelaySettings {
     pub agents: AgentAuth,
     pub tunnels: TunnelAuth,
+    /// Tunnels that accept OAuth access tokens, and how. A tunnel not
+    /// named here takes API keys only.
+    pub oauth: std::collections::HashMap<String, Arc<oauth::OAuthPolicy>>,
+    /// The agent endpoint's public base URL (`https://relay.example.com`):
+    /// the resource tokens are bound to and metadata names. Required when
+    /// any tunnel takes OAuth.
+    pub public_url: Option<String>,
     /// `Origin` values (`scheme://host[:port]`) browsers may call from.
     pub allowed_origins: Vec<String>,
     /// Host names (without port) the agent endpoint answers to; `None`
@@ -60,6 +71,8 @@ impl RelaySettings {
         RelaySettings {
             agents,
             tunnels,
+            oauth: std::collections::HashMap::new(),
+            public_url: None,
             allowed_origins: Vec::new(),
             allowed_hosts: None,
             insecure_no_auth: false,

@@ -3,10 +3,7 @@
 use super::*;
 
 fn p(subject: &str, groups: &[&str]) -> Principal {
-    Principal {
-        subject: subject.into(),
-        groups: groups.iter().map(|g| (*g).to_owned()).collect(),
-    }
+    Principal::named(subject, groups.iter().map(|g| (*g).to_owned()).collect())
 }
 
 fn req<'a>(at: (&'a str, &'a str), session: Option<&'a str>, who: &'a Principal) -> Presented<'a> {

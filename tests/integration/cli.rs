@@ -109,6 +109,28 @@ fn bad_configs_are_clear_errors() {
             portcullis::config::EXAMPLE_RELAY.replace("certs/relay.key", "certs/missing.key"),
             "missing.key",
         ),
+        (
+            "OAuth without a public URL",
+            portcullis::config::EXAMPLE_RELAY
+                .replace(r#"public_url = "https://relay.example.com""#, ""),
+            "agent_listener.public_url",
+        ),
+        (
+            "an OAuth tunnel naming an unknown issuer",
+            portcullis::config::EXAMPLE_RELAY.replace(
+                r#"issuers = ["https://sso.example.com/realms/acme"]"#,
+                r#"issuers = ["https://elsewhere.example.com"]"#,
+            ),
+            "'https://elsewhere.example.com' is not in [[issuers]]",
+        ),
+        (
+            "a plain-http issuer",
+            portcullis::config::EXAMPLE_RELAY.replace(
+                r#"issuer = "https://sso.example.com/realms/acme"  #"#,
+                r#"issuer = "http://sso.example.com/realms/acme"  #"#,
+            ),
+            "issuers[0].issuer: must be an https URL",
+        ),
     ];
     for (what, text, expect) in cases {
         std::fs::write(dir.join("relay.toml"), text).unwrap();
@@ -545,4 +567,43 @@ async fn reqwest_metrics(admin: &str) -> String {
     let mut buf = Vec::new();
     tcp.read_to_end(&mut buf).await.unwrap();
     String::from_utf8_lossy(&buf).into_owned()
+}
+
+#[test]
+fn gateway_identity_tokens_need_a_key_and_replace_the_bearer_token() {
+    let dir = scratch_dir();
+    std::fs::create_dir_all(dir.join("secrets")).unwrap();
+    std::fs::write(dir.join("secrets/crm-token"), "upstream-secret\n").unwrap();
+    let base = portcullis::config::EXAMPLE_GATEWAY
+        .replace(
+            r#"token = { env = "PORTCULLIS_TUNNEL_TOKEN" }"#,
+            r#"token = { file = "secrets/crm-token" }"#,
+        )
+        .replace(
+            r#"# identity_audience = "https://crm.internal""#,
+            r#"identity_audience = "https://crm.internal""#,
+        );
+    let load = |text: &str| {
+        std::fs::write(dir.join("gateway.toml"), text).unwrap();
+        GatewayConfig::load(&dir.join("gateway.toml"))
+    };
+    let err = load(&base).err().unwrap().to_string();
+    assert!(err.contains("needs an [identity] section"), "{err}");
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    std::fs::write(dir.join("secrets/identity.key"), key.serialize_pem()).unwrap();
+    let with_identity = format!(
+        "{base}\n[identity]\nissuer = \"https://gateway.acme.internal\"\nkey = \"secrets/identity.key\"\n"
+    );
+    let err = load(&with_identity).err().unwrap().to_string();
+    assert!(err.contains("bearer_token or identity_audience"), "{err}");
+    let cfg = load(&with_identity.replace(r#"bearer_token = { file = "secrets/crm-token" }"#, ""))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let jwks = cfg.identity.unwrap().jwks();
+    assert_eq!(jwks["keys"][0]["alg"], "ES256");
+    std::fs::write(dir.join("secrets/identity.key"), "not a key").unwrap();
+    let err = load(&with_identity.replace(r#"bearer_token = { file = "secrets/crm-token" }"#, ""))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("identity.key"), "{err}");
 }

@@ -19,6 +19,7 @@ mod forwarding;
 mod fuzz_corpus;
 mod layers;
 mod names;
+mod oauth;
 mod otel;
 mod otlp;
 mod overload;

@@ -83,10 +83,7 @@ pub async fn start_relay_with(
         (
             secret::digest(key),
             AgentGrant {
-                principal: Principal {
-                    subject: format!("agent-{}", &key[..8]),
-                    groups: vec!["support".into()],
-                },
+                principal: Principal::named(format!("agent-{}", &key[..8]), vec!["support".into()]),
                 tunnels: TunnelScope::Only(ts.clone()),
             },
         )

@@ -47,7 +47,14 @@ struct RawRule {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCondition {
-    arg: String,
+    /// A dotted path into `params.arguments`.
+    #[serde(default)]
+    arg: Option<String>,
+    /// A claim of the principal's token (a top-level name, exactly as the
+    /// relay's allow-list passed it: `department`, `acr`,
+    /// `https://example.com/tier`).
+    #[serde(default)]
+    claim: Option<String>,
     op: Op,
     /// `Some(Null)` for `"value": null`, `None` when the key is missing.
     #[serde(default, deserialize_with = "present_value")]
@@ -87,6 +94,7 @@ pub fn parse(text: &str) -> Result<Policy, String> {
         allow: Vec::new(),
         open_methods,
         deny_names: false,
+        uses_claims: false,
     };
     let mut ids = HashSet::new();
     for (i, value) in raw.rules.into_iter().enumerate() {
@@ -100,6 +108,7 @@ pub fn parse(text: &str) -> Result<Policy, String> {
                 "authz: invalid config: {at}: duplicate rule id (ids must be unique)"
             ));
         }
+        policy.uses_claims |= !rule.claims_when.is_empty();
         match rule.effect {
             Effect::Allow => policy.allow.push(rule),
             Effect::Deny => {
@@ -156,14 +165,17 @@ fn compile_rule(value: Value) -> Result<Rule, String> {
         }
     };
 
-    let when = match raw.when {
-        None => Vec::new(),
-        Some(conditions) => conditions
-            .into_iter()
-            .enumerate()
-            .map(|(j, c)| compile_condition(c).map_err(|e| format!("when[{j}]: {e}")))
-            .collect::<Result<_, _>>()?,
-    };
+    let mut when = Vec::new();
+    let mut claims_when = Vec::new();
+    for (j, c) in raw.when.into_iter().flatten().enumerate() {
+        let on_claim = c.claim.is_some();
+        let condition = compile_condition(c).map_err(|e| format!("when[{j}]: {e}"))?;
+        if on_claim {
+            claims_when.push(condition);
+        } else {
+            when.push(condition);
+        }
+    }
 
     if let Some(groups) = &raw.groups {
         nonempty("groups", groups)?;
@@ -178,6 +190,7 @@ fn compile_rule(value: Value) -> Result<Rule, String> {
         methods,
         tools,
         when,
+        claims_when,
     })
 }
 
@@ -202,13 +215,23 @@ fn globs(key: &str, list: Option<&[String]>) -> Result<Option<Vec<Glob>>, String
 }
 
 fn compile_condition(c: RawCondition) -> Result<Condition, String> {
-    if c.arg.is_empty() || c.arg.split('.').any(str::is_empty) {
-        return Err(format!(
-            "arg {:?} is not a dotted path (e.g. \"refund.amount\", \"items.0.sku\")",
-            c.arg
-        ));
-    }
-    let path = c.arg.split('.').map(Step::new).collect();
+    let path = match (&c.arg, &c.claim) {
+        (Some(arg), None) => {
+            if arg.is_empty() || arg.split('.').any(str::is_empty) {
+                return Err(format!(
+                    "arg {arg:?} is not a dotted path (e.g. \"refund.amount\", \"items.0.sku\")"
+                ));
+            }
+            arg.split('.').map(Step::new).collect()
+        }
+        (None, Some(claim)) => {
+            if claim.is_empty() {
+                return Err("claim is an empty string".into());
+            }
+            vec![Step::new(claim)]
+        }
+        _ => return Err("give exactly one of `arg` and `claim`".into()),
+    };
     let check = match (c.op, c.value) {
         (Op::Present | Op::Absent, Some(_)) => {
             return Err(format!("op {:?} takes no value", op_name(c.op)));

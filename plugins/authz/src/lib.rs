@@ -51,7 +51,8 @@
 //!       matches none of them is an error;
 //!     * `tools`: globs on the target: the tool name, the prompt name or the
 //!       resource URI;
-//!     * `when`: argument conditions, all of which must hold.
+//!     * `when`: conditions, all of which must hold: on the call's
+//!       arguments (`arg`) or on the principal's token claims (`claim`).
 //! * `open_methods` (optional): globs of request methods anyone may use,
 //!   default `initialize`, `ping`, `notifications/*`, `tools/list`,
 //!   `prompts/list`, `resources/list`, `resources/templates/list`,
@@ -128,6 +129,17 @@
 //! duplicate key anywhere are refused outright (parsers disagree on which
 //! copy wins).
 //!
+//! ## Claim conditions
+//!
+//! `{"claim": "department", "op": "eq", "value": "support"}`,
+//! `{"claim": "acr", "op": "in", "value": ["mfa", "phr"]}`: the same ops on
+//! a claim of the agent's OAuth access token, named exactly as the token
+//! carries it at the top level (`https://example.com/tier` is one name). The
+//! relay passes only the claims its tunnel's `claims` allow-list names; an
+//! API-key principal has none, so a claim condition fails for it (and
+//! `absent` holds). Claims are known before a call, so unlike argument
+//! conditions they also decide which entries a list shows.
+//!
 //! ## Lists
 //!
 //! An entry of a `tools/list`, `prompts/list` or `resources/list` response
@@ -202,7 +214,8 @@ impl Authorizer for Policy {
         arguments: Option<&Arguments<'_>>,
     ) -> Ruling {
         let canonical = self.canonical(name);
-        let request = request(ctx, method, name, &canonical, arguments);
+        let claims = self.claims(ctx);
+        let request = request(ctx, method, name, &canonical, arguments, claims.as_ref());
         let subject = &ctx.principal.subject;
         match self.decide(&request) {
             Decided::Allowed(rule) => Ruling::Allow {
@@ -226,7 +239,29 @@ impl Authorizer for Policy {
     /// Some allow rule matches, no unconditional deny rule does.
     fn shows(&self, ctx: &Context, method: CallMethod, name: &str) -> bool {
         let canonical = self.canonical(name);
-        self.visible(&request(ctx, method, name, &canonical, None))
+        let claims = self.claims(ctx);
+        self.visible(&request(
+            ctx,
+            method,
+            name,
+            &canonical,
+            None,
+            claims.as_ref(),
+        ))
+    }
+}
+
+impl Policy {
+    /// The principal's claims, parsed strictly, when some rule tests them.
+    /// Claims that do not parse are no claims: conditions on them fail
+    /// (and so hold for deny rules only through `absent`).
+    fn claims<'c>(&self, ctx: &'c Context) -> Option<Arguments<'c>> {
+        if !self.uses_claims {
+            return None;
+        }
+        let text = ctx.principal.claims.as_str();
+        let portcullis_plugin_sdk::strict::Strict(value) = serde_json::from_str(text).ok()?;
+        value.is_object().then_some(Arguments { value, text })
     }
 }
 
@@ -238,6 +273,7 @@ fn request<'a>(
     name: &'a str,
     canonical: &'a str,
     args: Option<&'a Arguments<'a>>,
+    claims: Option<&'a Arguments<'a>>,
 ) -> Request<'a> {
     Request {
         principal: &ctx.principal,
@@ -247,5 +283,6 @@ fn request<'a>(
         name,
         canonical,
         args,
+        claims,
     }
 }

@@ -243,7 +243,11 @@ pub struct Rule {
     pub methods: u8,
     /// For deny rules, compiled from canonical patterns (see [`canonical`]).
     pub tools: Option<Vec<Glob>>,
+    /// Conditions on the call's arguments.
     pub when: Vec<Condition>,
+    /// Conditions on the principal's claims: known when listing too, so
+    /// they decide what a list shows as well as what a call may do.
+    pub claims_when: Vec<Condition>,
 }
 
 /// Who asks, where, for what: everything a rule's selectors look at.
@@ -258,6 +262,9 @@ pub struct Request<'a> {
     pub canonical: &'a str,
     /// `params.arguments`, or `None` when listing (conditions ignored).
     pub args: Option<&'a Arguments<'a>>,
+    /// The principal's claims, parsed (when some rule tests claims and
+    /// they parse).
+    pub claims: Option<&'a Arguments<'a>>,
 }
 
 impl Rule {
@@ -293,14 +300,24 @@ impl Rule {
                 .is_none_or(|s| any_glob(s, r.tunnel))
     }
 
+    /// True when every condition in `conditions` holds on `on` (a mismatch
+    /// holds for a deny rule only).
+    fn holds(&self, conditions: &[Condition], on: Option<&Arguments<'_>>) -> bool {
+        conditions.iter().all(|c| match c.eval(on) {
+            Outcome::Holds => true,
+            Outcome::Fails => false,
+            Outcome::Mismatch => self.effect == Effect::Deny,
+        })
+    }
+
+    /// True when the selectors and the claim conditions match.
+    fn selects_principal(&self, r: &Request<'_>) -> bool {
+        self.selects(r) && self.holds(&self.claims_when, r.claims)
+    }
+
     /// True when the rule applies to a call with these arguments.
     fn applies(&self, r: &Request<'_>) -> bool {
-        self.selects(r)
-            && self.when.iter().all(|c| match c.eval(r.args) {
-                Outcome::Holds => true,
-                Outcome::Fails => false,
-                Outcome::Mismatch => self.effect == Effect::Deny,
-            })
+        self.selects_principal(r) && self.holds(&self.when, r.args)
     }
 }
 
@@ -315,6 +332,8 @@ pub struct Policy {
     pub open_methods: Vec<Glob>,
     /// Whether any deny rule looks at the target name (else no canonical form).
     pub deny_names: bool,
+    /// Whether any rule tests claims (else they are not parsed).
+    pub uses_claims: bool,
 }
 
 /// How a call was decided.
@@ -357,7 +376,7 @@ impl Policy {
         !self
             .deny
             .iter()
-            .any(|rule| rule.when.is_empty() && rule.selects(r))
-            && self.allow.iter().any(|rule| rule.selects(r))
+            .any(|rule| rule.when.is_empty() && rule.selects_principal(r))
+            && self.allow.iter().any(|rule| rule.selects_principal(r))
     }
 }

@@ -747,3 +747,121 @@ fn init_errors() {
     assert!(config::parse(&cond(r#"{"arg": "a", "op": "eq", "value": null}"#)).is_ok());
     assert!(config::parse(EXAMPLE).is_ok());
 }
+
+// ---------------------------------------------------------------------------
+// Claim conditions
+// ---------------------------------------------------------------------------
+
+const CLAIMS: &str = r#"{
+  "rules": [
+    {"id": "support-dept", "effect": "allow", "tools": ["lookup_customer"],
+     "when": [{"claim": "department", "op": "eq", "value": "support"}]},
+    {"id": "strong-auth", "effect": "allow", "tools": ["issue_refund"],
+     "when": [{"claim": "acr", "op": "in", "value": ["mfa", "phr"]},
+              {"arg": "amount", "op": "lte", "value": 100}]},
+    {"id": "no-contractors", "effect": "deny", "tools": ["*"],
+     "when": [{"claim": "https://example.com/employment", "op": "eq", "value": "contractor"}]}
+  ]
+}"#;
+
+/// A `tools/call` of `tool` by bob, whose token carried `claims`.
+fn call_with_claims(p: &Policy, claims: Value, tool: &str, args: Value) -> Verdict {
+    let mut c = request("tools/call", "bob");
+    c.principal.claims = claims.to_string();
+    let msg = testing::request("tools/call", json!({"name": tool, "arguments": args}));
+    Authz::decide(p, &c, &msg)
+}
+
+#[test]
+fn claim_conditions_decide_calls() {
+    let p = policy(CLAIMS);
+    let cases: &[(Value, &str, Value, Option<&str>)] = &[
+        (
+            json!({"department": "support"}),
+            "lookup_customer",
+            json!({}),
+            Some("support-dept"),
+        ),
+        (
+            json!({"department": "sales"}),
+            "lookup_customer",
+            json!({}),
+            None,
+        ),
+        // A number is not the string: type confusion never allows.
+        (json!({"department": 1}), "lookup_customer", json!({}), None),
+        (json!({}), "lookup_customer", json!({}), None),
+        (
+            json!({"acr": "mfa"}),
+            "issue_refund",
+            json!({"amount": 50}),
+            Some("strong-auth"),
+        ),
+        (
+            json!({"acr": "mfa"}),
+            "issue_refund",
+            json!({"amount": 500}),
+            None,
+        ),
+        (
+            json!({"acr": "pwd"}),
+            "issue_refund",
+            json!({"amount": 50}),
+            None,
+        ),
+        (
+            json!({"department": "support", "https://example.com/employment": "contractor"}),
+            "lookup_customer",
+            json!({}),
+            None,
+        ),
+    ];
+    for (claims, tool, args, allowed_by) in cases {
+        let v = call_with_claims(&p, claims.clone(), tool, args.clone());
+        match allowed_by {
+            Some(rule) => assert_allowed(&v, rule),
+            None => assert!(v.denial().is_some(), "{claims} {tool} {args}: {v:?}"),
+        }
+    }
+    // An API-key principal has no claims: `{}` from the host.
+    assert!(
+        call(&p, "alice", "lookup_customer", json!({}))
+            .denial()
+            .is_some()
+    );
+}
+
+#[test]
+fn claim_conditions_decide_what_lists_show() {
+    let p = policy(CLAIMS);
+    let list = json!({"tools": [{"name": "lookup_customer"}, {"name": "issue_refund"}]});
+    let shown = |claims: Value| {
+        let mut c = ctx(
+            Direction::ToClient,
+            MessageKind::Response,
+            Some("tools/list"),
+            "bob",
+        );
+        c.principal.claims = claims.to_string();
+        let msg = json!({"jsonrpc": "2.0", "id": 1, "result": list}).to_string();
+        listed(&Authz::decide(&p, &c, &msg), "tools", "name")
+    };
+    assert_eq!(shown(json!({"department": "support"})), ["lookup_customer"]);
+    assert_eq!(shown(json!({"acr": "phr"})), ["issue_refund"]);
+    assert!(
+        shown(json!({"department": "support", "https://example.com/employment": "contractor"}))
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_condition_names_exactly_one_of_arg_and_claim() {
+    for bad in [
+        r#"{"rules": [{"id": "r", "effect": "allow", "when": [{"op": "present"}]}]}"#,
+        r#"{"rules": [{"id": "r", "effect": "allow", "when": [{"arg": "a", "claim": "b", "op": "present"}]}]}"#,
+        r#"{"rules": [{"id": "r", "effect": "allow", "when": [{"claim": "", "op": "present"}]}]}"#,
+    ] {
+        let e = config::parse(bad).unwrap_err();
+        assert!(e.contains("when[0]"), "{e}");
+    }
+}

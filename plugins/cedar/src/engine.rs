@@ -300,8 +300,14 @@ impl Engine {
         Ok((request, entities))
     }
 
-    /// `{arguments, server, tunnel}`.
+    /// `{arguments, claims, server, tunnel}`: `claims` is the principal's
+    /// token claims as a record (empty for an API key, or claims that do
+    /// not parse as an object).
     fn context(&self, t: &Target<'_>, args: Arguments<'_>) -> Result<Context, String> {
+        let claims = match serde_json::from_str::<Value>(&t.principal.claims) {
+            Ok(v @ Value::Object(_)) => self.value(&v)?,
+            _ => RestrictedExpression::new_record([]).map_err(|e| e.to_string())?,
+        };
         let arguments = match args {
             Arguments::Known(Some(v)) => self.value(v)?,
             Arguments::Known(None) => {
@@ -311,6 +317,7 @@ impl Engine {
         };
         Context::from_pairs([
             ("arguments".to_owned(), arguments),
+            ("claims".to_owned(), claims),
             (
                 "server".to_owned(),
                 RestrictedExpression::new_string(t.server.to_owned()),

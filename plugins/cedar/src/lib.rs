@@ -83,7 +83,7 @@
 //! | principal | `Portcullis::User::"<subject>"`, in `Portcullis::Group::"<g>"` for each group; the claims (JSON object) as attributes |
 //! | action    | `Portcullis::Action::"tools/call"`, `"prompts/get"` or `"resources/read"` |
 //! | resource  | `Portcullis::Tool::"<name>"`, `Portcullis::Prompt::"<name>"` or `Portcullis::Resource::"<uri>"`, attributes `name`, `server`, `tunnel`, in `Portcullis::Server::"<server>"` |
-//! | context   | `{ arguments: <params.arguments>, server: "<server>", tunnel: "<tunnel>" }` (`arguments` is `{}` when absent) |
+//! | context   | `{ arguments: <params.arguments>, claims: <the token's allow-listed claims>, server: "<server>", tunnel: "<tunnel>" }` (`arguments` is `{}` when absent, `claims` `{}` for an API key) |
 //!
 //! JSON becomes Cedar value by value (never through Cedar's JSON parser,
 //! so an argument `{"__entity": ...}` is just a record):

@@ -1071,3 +1071,18 @@ fn bench_decisions() {
         us / 20.0
     );
 }
+
+#[test]
+fn token_claims_are_in_the_context_too() {
+    let e = engine(
+        r#"
+        @id("mail") permit(principal, action, resource == Portcullis::Tool::"a") when { context.claims has email && context.claims.email like "*@example.com" };
+        @id("senior") permit(principal, action, resource == Portcullis::Tool::"b") when { context.claims.level >= 3 };
+        "#,
+    );
+    assert_allowed(&call(&e, "alice", "a", json!({})), "mail");
+    assert_allowed(&call(&e, "alice", "b", json!({})), "senior");
+    // No claims (an API key): `context.claims` is an empty record.
+    assert!(!call(&e, "bob", "a", json!({})).is_allow());
+    assert!(!call(&e, "bob", "b", json!({})).is_allow());
+}

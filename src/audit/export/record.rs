@@ -57,6 +57,8 @@ pub fn log_record(stream: &str, line: &SpoolLine, now_ns: u64) -> LogRecord {
             ("portcullis.kind", "kind"),
             ("portcullis.outcome", "outcome"),
             ("portcullis.principal.subject", "subject"),
+            ("portcullis.principal.issuer", "issuer"),
+            ("portcullis.principal.token_id", "token_id"),
             ("portcullis.policy.digest", "policy_digest"),
         ] {
             if let Some(v) = text(key) {

@@ -141,10 +141,7 @@ async fn export_costs(calls: usize) -> anyhow::Result<(Duration, f64)> {
         request_id: Some("7".into()),
         session_id: Some("3f2c9a".into()),
         protocol_version: Some("2025-11-25".into()),
-        principal: portcullis::principal::Principal {
-            subject: "demo-agent".into(),
-            groups: vec!["support".into()],
-        },
+        principal: portcullis::principal::Principal::named("demo-agent", vec!["support".into()]),
     };
     let steps = vec![portcullis::policy::StepRecord {
         plugin: "authz".into(),

@@ -84,10 +84,7 @@ pub fn plugin_cases() -> Vec<PluginCase> {
         request_id: Some("7".into()),
         session_id: None,
         protocol_version: Some("2025-11-25".into()),
-        principal: portcullis::principal::Principal {
-            subject: "demo-agent".into(),
-            groups: vec!["support".into()],
-        },
+        principal: portcullis::principal::Principal::named("demo-agent", vec!["support".into()]),
     };
     let call = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "issue_refund",
         "arguments": {"customer_id": "C-1001", "amount": 80, "reason": "duplicate charge on order 7731"}}})

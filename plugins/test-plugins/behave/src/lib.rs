@@ -16,6 +16,7 @@
 //! | `env`              | probes env vars, `/` and `/etc/passwd`, then denies (-32001) with the public message `env=N fs=ok\|err` |
 //! | `fail-init`        | (`init` fails with "fail-init: the config says so")                    |
 //! | `count`            | allows, annotating count `seen` = messages this instance has handled     |
+//! | `principal`        | allows, labelling `subject`, `groups` (comma-joined) and `claims` (the JSON text) from its context |
 //! | `tool-def`         | `tools/call` requests: denies (-32001) with the public message = host `tool-revision(ctx.server, target)` and `tool-definition(ctx.server, target)` JSON, separated by a space, each `none` when unknown |
 //!
 //! Interests are everything, except `rewrite-request`: `tools/call`, to-server.
@@ -45,6 +46,7 @@ pub enum Mode {
     Env,
     FailInit,
     Count,
+    Principal,
     ToolDef,
 }
 
@@ -108,6 +110,10 @@ impl ConfiguredPlugin for Behave {
             Mode::Garbage => rewrite("not json {"),
             Mode::Env => probe_sandbox(),
             Mode::Count => allow().with_count("seen", seen),
+            Mode::Principal => allow()
+                .with_label("subject", ctx.principal.subject.clone())
+                .with_label("groups", ctx.principal.groups.join(","))
+                .with_label("claims", ctx.principal.claims.clone()),
             Mode::ToolDef => tool_def(ctx, message),
         }
     }
