@@ -167,11 +167,11 @@ fn usage(pid: u32) -> Result<Usage> {
         .context("unreadable /proc stat")?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let field = |n: usize| -> Result<u64> {
-        Ok(fields
+        fields
             .get(n - 3)
             .context("short /proc stat")?
             .parse()
-            .context("/proc stat field")?)
+            .context("/proc stat field")
     };
     // SAFETY: sysconf takes an integer and touches no memory of ours.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
@@ -441,10 +441,14 @@ async fn start_all(setup: &Setup) -> Result<(Child, Vec<Ready>)> {
                 .await?;
                 let v: serde_json::Value = serde_json::from_str(&line)
                     .with_context(|| format!("up's JSON line: {line}"))?;
-                let url = v["servers"]["bench"]
-                    .as_str()
+                let url = v
+                    .pointer("/servers/bench")
+                    .and_then(serde_json::Value::as_str)
                     .context("up named no bench url")?;
-                let token = v["token"].as_str().context("up printed no token")?;
+                let token = v
+                    .get("token")
+                    .and_then(serde_json::Value::as_str)
+                    .context("up printed no token")?;
                 (vec![up], url.to_owned(), Some(token.to_owned()))
             }
         };
