@@ -309,6 +309,9 @@ pub struct Style {
 
 /// Each byte's base64 value (either alphabet), or [`NOT_B64`]: one table
 /// lookup per byte in the scans below, instead of a chain of range tests.
+// PANIC SAFETY: evaluated at compile time, where an index out of bounds is a
+// build error, never a panic.
+#[allow(clippy::indexing_slicing)]
 const B64: [u8; 256] = {
     let mut t = [NOT_B64; 256];
     let mut i = 0;
@@ -329,13 +332,15 @@ const B64: [u8; 256] = {
 const NOT_B64: u8 = 0xFF;
 
 fn b64_val(c: u8) -> Option<u8> {
+    // PANIC SAFETY: a `u8` indexes a 256-entry table.
+    #[allow(clippy::indexing_slicing)]
     let v = B64[usize::from(c)];
     (v != NOT_B64).then_some(v)
 }
 
 /// A character of a base64 run (either alphabet; `=` only at its end).
 pub fn is_b64(c: u8) -> bool {
-    B64[usize::from(c)] != NOT_B64
+    b64_val(c).is_some()
 }
 
 /// Decodes `s` (ASCII whitespace ignored, `=` padding optional, one
