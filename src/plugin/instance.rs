@@ -18,10 +18,10 @@ use crate::mcp::MessageContext;
 use crate::policy::catalog::Catalog;
 use crate::policy::verdict::{CallError, Evaluate, Interests, Verdict};
 
-/// Default time a plugin has per message. Deadlines are wall-clock (epoch
-/// ticks), so they include time the thread spends descheduled on a busy
-/// host; 10 ms leaves room for that, thousands of times what a no-op call
-/// costs (the README's plugin host table).
+/// Default time a plugin has per message: its own CPU time (see
+/// [`Budget`]), thousands of times what a no-op call costs (the README's
+/// plugin host table), with a wall-clock ceiling of
+/// [`HARD_DEADLINE_FACTOR`] times it.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_millis(10);
 /// Time a plugin has per MiB of message, on top of its base deadline: a
 /// deadline that refused every clean message near the size limit would be
@@ -44,7 +44,9 @@ pub const MAX_IDLE_INSTANCES: usize = 16;
 /// Per-plugin limits.
 #[derive(Debug, Clone, Copy)]
 pub struct PluginLimits {
-    /// Wall-clock time per message, plus `deadline_per_mib` per MiB of it.
+    /// The plugin's CPU time per message, plus `deadline_per_mib` per MiB
+    /// of it (and at most [`HARD_DEADLINE_FACTOR`] times that on the wall
+    /// clock).
     pub deadline: Duration,
     pub deadline_per_mib: Duration,
     pub memory_bytes: usize,

@@ -5,7 +5,7 @@
 //! [plugins.hide-admin]
 //! source = "builtin:deny-tools"        # or a path to a .wasm component
 //! config = { deny = ["delete_*"] }     # passed to the plugin's init as JSON
-//! deadline_ms = 10                     # optional, per message (wall clock)
+//! deadline_ms = 10                     # optional, per message (plugin CPU time)
 //! deadline_per_mib_ms = 50             # optional, added per MiB of message
 //! memory_mib = 64                      # optional, per instance
 //!

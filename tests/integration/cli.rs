@@ -607,3 +607,76 @@ fn gateway_identity_tokens_need_a_key_and_replace_the_bearer_token() {
         .to_string();
     assert!(err.contains("identity.key"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_with_no_audit_keeps_no_trail_and_says_so() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["up", "--json", "--listen", "127.0.0.1:0", "--no-audit"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let guard = Proc(child);
+    let up: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert!(up["audit_dir"].is_null(), "{up}");
+    let mut c = McpClient::new(up["url"].as_str().unwrap(), up["token"].as_str());
+    within("a call through up", c.initialize()).await.unwrap();
+    drop(guard);
+    let log = within(
+        "up's log",
+        tokio::task::spawn_blocking(move || std::io::read_to_string(stderr).unwrap_or_default()),
+    )
+    .await
+    .unwrap();
+    assert!(log.contains("--no-audit: no decision is recorded"), "{log}");
+    // And the flag cannot be combined with a spool directory.
+    let both = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["up", "--no-audit", "--audit-dir", "/tmp/x"])
+        .output()
+        .unwrap();
+    assert_eq!(both.status.code(), Some(2));
+}
+
+#[test]
+fn bench_processes_measures_every_path_as_separate_processes() {
+    // Tiny sizes: this checks that every process starts, carries calls and
+    // is measured, not how fast anything is.
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args([
+            "bench",
+            "--processes",
+            "--calls",
+            "20",
+            "--calls-per-task",
+            "4",
+            "--rounds",
+            "1",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for row in [
+        "direct (load generator",
+        "reference: encrypted byte tunnel",
+        "relay + gateway (2 processes), no policy, no audit",
+        "default chain, audit best effort",
+        "default chain, audit strict",
+        "`up --no-policy --no-audit`",
+        "bare tunnel CPU per call / byte tunnel's",
+        "`up` CPU per call / split processes'",
+    ] {
+        assert!(text.contains(row), "no {row:?} in:\n{text}");
+    }
+}

@@ -237,7 +237,15 @@ async fn runaway_plugins_are_stopped_and_deny() {
 
 #[tokio::test]
 async fn a_plugin_past_its_memory_cap_is_denied_and_audited_as_the_memory_cap() {
-    let s = PolicyStack::start(&behave_policy("alloc", "", "memory_mib = 16")).await;
+    // A deadline far above what filling 16 MiB takes (page faults count as
+    // the plugin's CPU time, and on a slow host they passed 10 ms), so
+    // the cap, not the clock, is what stops it.
+    let s = PolicyStack::start(&behave_policy(
+        "alloc",
+        "",
+        "memory_mib = 16\ndeadline_ms = 2000",
+    ))
+    .await;
     let (spool, dir) = s.audited();
     let reply = within("alloc", s.t.client("rec").request("ping", json!({})))
         .await

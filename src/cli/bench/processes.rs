@@ -110,18 +110,37 @@ impl Child {
     /// Starts `portcullis ARGS`, reading its stderr until a line contains
     /// every one of `ready`; returns it with that line.
     async fn start(args: &[&str], ready: &[&str]) -> Result<(Child, String)> {
+        Child::start_reading(args, ready, false).await
+    }
+
+    /// [`Child::start`], reading stdout instead when `stdout` (`up --json`
+    /// prints its line there).
+    async fn start_reading(
+        args: &[&str],
+        ready: &[&str],
+        stdout: bool,
+    ) -> Result<(Child, String)> {
+        let (out, err) = if stdout {
+            (Stdio::piped(), Stdio::null())
+        } else {
+            (Stdio::null(), Stdio::piped())
+        };
         let mut child = tokio::process::Command::new(std::env::current_exe()?)
             .args(args)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stdout(out)
+            .stderr(err)
             .env("RUST_LOG", "info")
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting portcullis {}", args.join(" ")))?;
         let pid = child.id().context("child has no pid")?;
-        let stderr = child.stderr.take().context("child stderr")?;
-        let mut lines = BufReader::new(stderr).lines();
+        let stream: Box<dyn tokio::io::AsyncRead + Unpin + Send> = if stdout {
+            Box::new(child.stdout.take().context("child stdout")?)
+        } else {
+            Box::new(child.stderr.take().context("child stderr")?)
+        };
+        let mut lines = BufReader::new(stream).lines();
         let line = tokio::time::timeout(READY_WITHIN, async {
             while let Some(line) = lines.next_line().await? {
                 if ready.iter().all(|r| line.contains(r)) {
@@ -424,7 +443,7 @@ async fn start_all(setup: &Setup) -> Result<(Child, Vec<Ready>)> {
             }
             Route::Up => {
                 let server = format!("bench=http://{upstream_addr}/mcp");
-                let (up, line) = Child::start(
+                let (up, line) = Child::start_reading(
                     &[
                         "up",
                         "--json",
@@ -437,6 +456,7 @@ async fn start_all(setup: &Setup) -> Result<(Child, Vec<Ready>)> {
                         &server,
                     ],
                     &["\"url\""],
+                    true,
                 )
                 .await?;
                 let v: serde_json::Value = serde_json::from_str(&line)
