@@ -115,11 +115,7 @@ impl Child {
 
     /// [`Child::start`], reading stdout instead when `stdout` (`up --json`
     /// prints its line there).
-    async fn start_reading(
-        args: &[&str],
-        ready: &[&str],
-        stdout: bool,
-    ) -> Result<(Child, String)> {
+    async fn start_reading(args: &[&str], ready: &[&str], stdout: bool) -> Result<(Child, String)> {
         let (out, err) = if stdout {
             (Stdio::piped(), Stdio::null())
         } else {
