@@ -9,9 +9,13 @@
 //! component and back costs before any plugin logic runs. The last column
 //! is the plugin's own code in Wasm against the same code natively.
 //!
-//! `cargo bench --bench plugins -- [--calls N] [FILTER]` runs N calls per
-//! side (default 5000) of the cases whose label contains FILTER, e.g. to
-//! profile one plugin.
+//! `cargo bench --bench plugins -- [--calls N] [--rounds R] [FILTER]` runs
+//! R rounds (default 5) of N calls per side (default 5000) of the cases
+//! whose label contains FILTER, e.g. to profile one plugin. Each round
+//! measures the Wasm side and then the native side, so each round's ratio
+//! compares two measurements seconds apart; the table shows the medians
+//! over the rounds and the lowest and highest ratio (on a noisy machine a
+//! single pass could put one side in a quiet stretch and the other not).
 
 // A build script and test harnesses fail by panicking: the crate's panic
 // lints (Cargo.toml `[lints]`) are for the code that serves traffic.
@@ -37,6 +41,20 @@ use portcullis_plugin_sdk as sdk;
 use stats::{WARMUP, percentile};
 
 const DEFAULT_CALLS: usize = 5000;
+const DEFAULT_ROUNDS: usize = 5;
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
+}
 
 fn sdk_context(c: &MessageContext) -> sdk::Context {
     sdk::Context {
@@ -128,6 +146,7 @@ fn native_p50(case: &PluginCase, calls: usize) -> Duration {
 
 fn main() {
     let mut calls = DEFAULT_CALLS;
+    let mut rounds = DEFAULT_ROUNDS;
     let mut filter = String::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -137,6 +156,12 @@ fn main() {
                     .next()
                     .and_then(|n| n.parse().ok())
                     .expect("--calls takes a number");
+            }
+            "--rounds" => {
+                rounds = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .expect("--rounds takes a number");
             }
             // cargo passes `--bench` to harness = false targets.
             "--bench" => {}
@@ -148,28 +173,41 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let wasm = runtime
-        .block_on(plugin_suite_costs(calls, &filter))
-        .expect("the Wasm side");
+    let cases: Vec<PluginCase> = plugin_cases()
+        .into_iter()
+        .filter(|c| c.label.contains(&filter))
+        .collect();
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    // Per case: (Wasm, boundary, native) µs of each round.
+    let mut rows: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); cases.len()];
+    for _ in 0..rounds.max(1) {
+        let wasm = runtime
+            .block_on(plugin_suite_costs(calls, &filter))
+            .expect("the Wasm side");
+        for ((case, cost), row) in cases.iter().zip(wasm).zip(rows.iter_mut()) {
+            assert_eq!(case.label, cost.label);
+            let native = us(native_p50(case, calls));
+            row.push((us(cost.wasm), us(cost.boundary), native));
+        }
+    }
     println!(
-        "| standard plugin, realistic message | Wasm p50 µs | boundary p50 µs | native p50 µs | Wasm / native | target | (Wasm − boundary) / native |"
+        "| standard plugin, realistic message | Wasm p50 µs | boundary p50 µs | native p50 µs | Wasm / native (lowest–highest of {rounds} rounds) | target | (Wasm − boundary) / native |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|");
-    let cases = plugin_cases()
-        .into_iter()
-        .filter(|c| c.label.contains(&filter));
-    let us = |d: Duration| d.as_secs_f64() * 1e6;
-    for (case, cost) in cases.zip(wasm) {
-        assert_eq!(case.label, cost.label);
-        let native = us(native_p50(&case, calls));
+    for (case, row) in cases.iter().zip(rows) {
+        let col = |f: fn(&(f64, f64, f64)) -> f64| median(row.iter().map(f).collect());
+        let ratios: Vec<f64> = row.iter().map(|(w, _, n)| w / n).collect();
+        let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = ratios.iter().copied().fold(0.0, f64::max);
         let target = if case.plugin == "redact" { 3.0 } else { 2.0 };
         println!(
-            "| {} | {:.1} | {:.1} | {native:.1} | {:.2}× | ≤ {target}× | {:.2}× |",
-            cost.label,
-            us(cost.wasm),
-            us(cost.boundary),
-            us(cost.wasm) / native,
-            (us(cost.wasm) - us(cost.boundary)) / native
+            "| {} | {:.1} | {:.1} | {:.1} | {:.2}× ({lo:.2}–{hi:.2}) | ≤ {target}× | {:.2}× |",
+            case.label,
+            col(|r| r.0),
+            col(|r| r.1),
+            col(|r| r.2),
+            median(ratios.clone()),
+            median(row.iter().map(|(w, b, n)| (w - b) / n).collect()),
         );
     }
 }
