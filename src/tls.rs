@@ -41,7 +41,33 @@ impl Clone for Identity {
     }
 }
 
+/// `der` as a PEM block labelled `label`.
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .filter_map(|c| std::str::from_utf8(c).ok())
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
+}
+
 impl Identity {
+    /// The certificate chain in PEM form, as [`Identity::from_pem_files`]
+    /// reads it.
+    pub fn chain_pem(&self) -> String {
+        self.chain.iter().map(|c| pem("CERTIFICATE", c)).collect()
+    }
+
+    /// The private key in PEM form (PKCS#8).
+    pub fn key_pem(&self) -> String {
+        pem("PRIVATE KEY", self.key.secret_der())
+    }
+
     /// Loads a PEM certificate chain and a PEM private key.
     pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Identity, TlsError> {
         Ok(Identity {

@@ -20,33 +20,15 @@ pub fn scratch_dir() -> PathBuf {
     dir
 }
 
-fn pem(label: &str, der: &[u8]) -> String {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let lines: Vec<_> = b64
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).unwrap())
-        .collect();
-    format!(
-        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-        lines.join("\n")
-    )
-}
-
 /// Writes a CA and a relay certificate for localhost into `dir/certs`;
 /// returns the CA.
 pub fn write_certs(dir: &Path) -> GeneratedCa {
     let ca = GeneratedCa::new("ops CA").unwrap();
     let id = ca.issue(&["localhost", "127.0.0.1"]).unwrap();
     std::fs::write(dir.join("certs/ca.crt"), ca.pem()).unwrap();
-    let chain: String = id.chain.iter().map(|c| pem("CERTIFICATE", c)).collect();
+    let chain = id.chain_pem();
     std::fs::write(dir.join("certs/relay.crt"), chain).unwrap();
-    std::fs::write(
-        dir.join("certs/relay.key"),
-        pem("PRIVATE KEY", id.key.secret_der()),
-    )
-    .unwrap();
+    std::fs::write(dir.join("certs/relay.key"), id.key_pem()).unwrap();
     ca
 }
 

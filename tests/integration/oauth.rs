@@ -50,19 +50,6 @@ fn repo(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
-fn pem(label: &str, der: &[u8]) -> String {
-    let b64 = STANDARD.encode(der);
-    let lines: Vec<&str> = b64
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).unwrap())
-        .collect();
-    format!(
-        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-        lines.join("\n")
-    )
-}
-
 /// An `oidc-provider` process on a loopback port, behind TLS from `ca`.
 pub struct AuthServer {
     pub issuer: String,
@@ -83,9 +70,9 @@ impl AuthServer {
         let id = ca.issue(&["127.0.0.1", "localhost"]).unwrap();
         let dir = scratch();
         let (cert, key, ca_file) = (dir.join("as.crt"), dir.join("as.key"), dir.join("ca.crt"));
-        let chain: String = id.chain.iter().map(|c| pem("CERTIFICATE", c)).collect();
+        let chain = id.chain_pem();
         std::fs::write(&cert, chain).unwrap();
-        std::fs::write(&key, pem("PRIVATE KEY", id.key.secret_der())).unwrap();
+        std::fs::write(&key, id.key_pem()).unwrap();
         std::fs::write(&ca_file, ca.pem()).unwrap();
         let mut child = tokio::process::Command::new(node)
             .arg(repo("tests/peers/oauth_as.mjs"))

@@ -238,20 +238,6 @@ struct Setup {
     key: String,
 }
 
-fn pem(label: &str, der: &[u8]) -> String {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let body: Vec<&str> = b64
-        .as_bytes()
-        .chunks(64)
-        .filter_map(|c| std::str::from_utf8(c).ok())
-        .collect();
-    format!(
-        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-        body.join("\n")
-    )
-}
-
 impl Setup {
     fn new() -> Result<Setup> {
         let dir = std::env::temp_dir().join(format!("portcullis-bench-{}", secret::random_id()));
@@ -259,12 +245,9 @@ impl Setup {
         let ca = GeneratedCa::new("bench CA")?;
         let id = ca.issue(&["localhost"])?;
         std::fs::write(dir.join("ca.crt"), ca.pem())?;
-        let chain: String = id.chain.iter().map(|c| pem("CERTIFICATE", c)).collect();
+        let chain = id.chain_pem();
         std::fs::write(dir.join("relay.crt"), chain)?;
-        std::fs::write(
-            dir.join("relay.key"),
-            pem("PRIVATE KEY", id.key.secret_der()),
-        )?;
+        std::fs::write(dir.join("relay.key"), id.key_pem())?;
         let setup = Setup {
             dir,
             tunnel: secret::random_id(),
