@@ -225,28 +225,35 @@ fn up_names_the_busy_address_when_it_cannot_listen() {
     );
 }
 
+/// Starts `portcullis up --json` on a free loopback port with `extra`
+/// flags; returns it, its JSON line and its stderr (unread).
+fn start_up(extra: &[&str]) -> (Proc, serde_json::Value, std::process::ChildStderr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["up", "--json", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let up = serde_json::from_str(&line).unwrap();
+    (Proc(child), up, stderr)
+}
+
 #[tokio::test]
 async fn up_stops_on_sigterm_and_sigint_without_warnings() {
     for signal in ["-TERM", "-INT"] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .args(["up", "--json", "--listen", "127.0.0.1:0"])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let up: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let (guard, up, stderr) = start_up(&[]);
         // A call first, so the tunnel has carried traffic when it stops.
         let mut c = McpClient::new(up["url"].as_str().unwrap(), up["token"].as_str());
         within("a call through up", c.initialize()).await.unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let pid = child.id().to_string();
-        let guard = Proc(child);
+        let pid = guard.0.id().to_string();
         let status = Command::new("kill").args([signal, &pid]).status().unwrap();
         assert!(status.success());
         let log = within(
@@ -592,20 +599,7 @@ fn gateway_identity_tokens_need_a_key_and_replace_the_bearer_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_with_no_audit_keeps_no_trail_and_says_so() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["up", "--json", "--listen", "127.0.0.1:0", "--no-audit"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let guard = Proc(child);
-    let up: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let (guard, up, stderr) = start_up(&["--no-audit"]);
     assert!(up["audit_dir"].is_null(), "{up}");
     let mut c = McpClient::new(up["url"].as_str().unwrap(), up["token"].as_str());
     within("a call through up", c.initialize()).await.unwrap();
