@@ -25,6 +25,9 @@ pub struct HostState {
     table: ResourceTable,
     pub(crate) limiter: Limiter,
     catalog: Arc<Catalog>,
+    /// Definitions `tool-definition` returned and the deadline has not yet
+    /// been credited for.
+    definitions_fetched: u32,
 }
 
 /// The store's resource limiter: wasmtime's [`StoreLimits`], which also
@@ -124,7 +127,15 @@ impl HostState {
             table: ResourceTable::new(),
             limiter: Limiter::new(limits),
             catalog,
+            definitions_fetched: 0,
         }
+    }
+
+    /// Tool definitions handed to the plugin since the last time this was
+    /// asked, which each earn the call more time (see
+    /// `instance::MAX_DEFINITION_GRANTS`).
+    pub fn take_definitions_fetched(&mut self) -> u32 {
+        std::mem::take(&mut self.definitions_fetched)
     }
 }
 
@@ -152,7 +163,11 @@ impl Host for HostState {
     }
 
     fn tool_definition(&mut self, server: String, tool: String) -> Option<String> {
-        self.catalog.tool(&server, &tool)
+        let definition = self.catalog.tool(&server, &tool);
+        if definition.is_some() {
+            self.definitions_fetched = self.definitions_fetched.saturating_add(1);
+        }
+        definition
     }
 
     fn tool_revision(&mut self, server: String, tool: String) -> Option<u64> {

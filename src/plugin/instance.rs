@@ -34,6 +34,15 @@ const YIELD_EVERY_TICKS: u64 = 1;
 /// However the plugin's own time is counted, a call ends after this many
 /// times its deadline on the wall clock.
 const HARD_DEADLINE_FACTOR: u32 = 10;
+/// A tool definition the plugin fetches from the host (`tool-definition`)
+/// earns the call its base deadline again, for at most this many
+/// definitions per call. Compiling a definition the instance has not seen
+/// is work no message size accounts for: in schema-guard, jsonschema
+/// builds the meta-schema's validator for every schema it compiles on
+/// wasm, 3.4 ms per definition on a quiet host, so a new instance's first
+/// call of a tool overran 10 ms on a loaded one and was refused (fail
+/// closed) though nothing was wrong with it.
+pub const MAX_DEFINITION_GRANTS: u32 = 4;
 /// Time a plugin has for `init`.
 pub const INIT_DEADLINE: Duration = Duration::from_secs(2);
 /// Default linear-memory cap per instance.
@@ -146,17 +155,32 @@ fn thread_cpu_time() -> Option<Duration> {
 /// its thread spent. Without a thread clock every stretch is a tick.
 struct Budget {
     left: Duration,
+    /// What each definition fetched adds, and how many more may.
+    per_definition: Duration,
+    grants_left: u32,
     /// The thread's CPU time when the plugin last resumed (nanoseconds, 0:
     /// not read), written by the yield's future on the resuming thread.
     resumed: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Budget {
-    fn new(deadline: Duration) -> Budget {
+    fn new(deadline: Duration, per_definition: Duration) -> Budget {
         Budget {
             left: deadline,
+            per_definition,
+            grants_left: MAX_DEFINITION_GRANTS,
             resumed: Arc::default(),
         }
+    }
+
+    /// Credits `fetched` definitions (up to what is left of
+    /// [`MAX_DEFINITION_GRANTS`]); returns the time added.
+    fn grant(&mut self, fetched: u32) -> Duration {
+        let n = fetched.min(self.grants_left);
+        self.grants_left -= n;
+        let extra = self.per_definition * n;
+        self.left += extra;
+        extra
     }
 
     /// Charges the stretch that ends at this tick; true when the budget is
@@ -302,10 +326,14 @@ impl LoadedPlugin {
         // for a core (behind other calls, or descheduled on a busy host)
         // is not charged to the plugin. A wall-clock bound of
         // HARD_DEADLINE_FACTOR times the deadline caps the whole.
+        // Each definition the plugin fetches adds to both (MAX_DEFINITION_GRANTS).
         let deadline = self.limits.deadline_for(message.len());
-        let hard = Instant::now() + deadline * HARD_DEADLINE_FACTOR;
-        let mut budget = Budget::new(deadline);
-        slot.store.epoch_deadline_callback(move |_| {
+        let mut hard = Instant::now() + deadline * HARD_DEADLINE_FACTOR;
+        let mut budget = Budget::new(deadline, self.limits.deadline);
+        slot.store.data_mut().take_definitions_fetched();
+        slot.store.epoch_deadline_callback(move |mut store| {
+            hard +=
+                budget.grant(store.data_mut().take_definitions_fetched()) * HARD_DEADLINE_FACTOR;
             Ok(if budget.charge() || Instant::now() >= hard {
                 UpdateDeadline::Interrupt
             } else {
@@ -381,7 +409,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn waiting_for_a_core_is_not_charged_to_the_plugin() {
-        let mut b = Budget::new(Duration::from_millis(20));
+        let mut b = Budget::new(Duration::from_millis(20), Duration::ZERO);
         // The first stretch, before any clock was read, costs one tick.
         assert!(!b.charge());
         assert_eq!(b.left, Duration::from_millis(20) - EPOCH_TICK);
@@ -401,6 +429,19 @@ mod tests {
         b.resume().await;
         spend(Duration::from_millis(12));
         assert!(b.charge());
+    }
+
+    #[test]
+    fn each_definition_fetched_adds_the_base_deadline_up_to_the_cap() {
+        let ms = Duration::from_millis;
+        let mut b = Budget::new(ms(12), ms(10));
+        assert_eq!(b.grant(0), Duration::ZERO);
+        assert_eq!(b.grant(1), ms(10));
+        assert_eq!(b.left, ms(22));
+        // Past MAX_DEFINITION_GRANTS, fetching more earns nothing.
+        assert_eq!(b.grant(100), ms(10) * (MAX_DEFINITION_GRANTS - 1));
+        assert_eq!(b.grant(1), Duration::ZERO);
+        assert_eq!(b.left, ms(12) + ms(10) * MAX_DEFINITION_GRANTS);
     }
 
     #[test]

@@ -347,15 +347,17 @@ async fn sse_event_ids_survive_and_resumption_replays_through_the_tunnel() {
 
 /// Per-scenario (passed, failed) from the summary of the conformance suite
 /// at `js` (under target/peers/npm/node_modules) run against `url`.
-fn conformance(js: &str, url: &str, extra: &[&str]) -> BTreeMap<String, (u32, u32)> {
+fn conformance(js: &str, url: &str, extra: &[&str]) -> Conformance {
     let js = require(peers_dir().join("npm/node_modules").join(js));
-    // The suite writes a results/ directory where it runs.
-    let cwd = std::env::temp_dir().join(format!("portcullis-conformance-{}", std::process::id()));
-    std::fs::create_dir_all(&cwd).unwrap();
+    // The suite writes a checks.json per scenario under the output directory.
+    let cwd = crate::support::scratch();
+    let results = cwd.join("results");
     let out = Command::new(node22_bin().join("node"))
         .arg(js)
         .args(["server", "--url", url])
         .args(extra)
+        .arg("--output-dir")
+        .arg(&results)
         .current_dir(&cwd)
         .stdin(Stdio::null())
         .output()
@@ -382,26 +384,59 @@ fn conformance(js: &str, url: &str, extra: &[&str]) -> BTreeMap<String, (u32, u3
         "no conformance summary in:\n{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    scenarios
+    // The checks that failed or warned, to show when a comparison fails.
+    let mut unsuccessful = Vec::new();
+    for dir in std::fs::read_dir(&results).into_iter().flatten().flatten() {
+        let Ok(checks) = std::fs::read(dir.path().join("checks.json")) else {
+            continue;
+        };
+        let checks: Vec<Value> = serde_json::from_slice(&checks).unwrap_or_default();
+        for check in checks {
+            if matches!(check["status"].as_str(), Some("FAILURE" | "WARNING")) {
+                let mut details = check["details"].to_string();
+                details.truncate(2000);
+                unsuccessful.push(format!(
+                    "{} {}: {} {details}",
+                    check["status"], check["id"], check["description"]
+                ));
+            }
+        }
+    }
+    Conformance {
+        scenarios,
+        unsuccessful,
+    }
+}
+
+/// A conformance run: per-scenario (passed, failed), and the lines of the
+/// checks that did not succeed.
+struct Conformance {
+    scenarios: BTreeMap<String, (u32, u32)>,
+    unsuccessful: Vec<String>,
 }
 
 /// Every scenario that passes directly passes through the tunnel, with the
 /// same number of checks.
-fn assert_tunnel_matches(
-    direct: &BTreeMap<String, (u32, u32)>,
-    tunneled: &BTreeMap<String, (u32, u32)>,
-) {
+fn assert_tunnel_matches(direct: &Conformance, tunneled: &Conformance) {
     let lost: Vec<_> = direct
+        .scenarios
         .iter()
         .filter(|(name, (passed, failed))| {
-            *failed == 0 && tunneled.get(*name) != Some(&(*passed, 0))
+            *failed == 0 && tunneled.scenarios.get(*name) != Some(&(*passed, 0))
         })
-        .map(|(name, d)| format!("{name}: direct {d:?}, tunneled {:?}", tunneled.get(name)))
+        .map(|(name, d)| {
+            let t = tunneled.scenarios.get(name);
+            format!("{name}: direct {d:?}, tunneled {t:?}")
+        })
         .collect();
     assert!(
         lost.is_empty(),
-        "scenarios that pass directly but not through the tunnel:\n{}",
-        lost.join("\n")
+        "scenarios that pass directly but not through the tunnel:\n{}\n\
+         checks that did not succeed through the tunnel:\n{}\n\
+         directly:\n{}",
+        lost.join("\n"),
+        tunneled.unsuccessful.join("\n"),
+        direct.unsuccessful.join("\n")
     );
 }
 
@@ -419,14 +454,16 @@ fn conformance_through_the_tunnel_matches_direct() {
     let tunneled = conformance(CONFORMANCE_0_1, &servers["everything"], &[]);
     assert_tunnel_matches(&direct, &tunneled);
     assert_eq!(
-        tunneled.get("dns-rebinding-protection"),
+        tunneled.scenarios.get("dns-rebinding-protection"),
         Some(&(2, 0)),
         "the relay must pass DNS rebinding protection completely"
     );
     let total = |m: &BTreeMap<String, (u32, u32)>| m.values().map(|(p, _)| p).sum::<u32>();
     assert!(
-        total(&tunneled) > total(&direct),
-        "direct {direct:?}\ntunneled {tunneled:?}"
+        total(&tunneled.scenarios) > total(&direct.scenarios),
+        "direct {:?}\ntunneled {:?}",
+        direct.scenarios,
+        tunneled.scenarios
     );
 }
 
@@ -442,8 +479,12 @@ fn conformance_2026_07_28_through_schema_guard_and_redact_matches_direct() {
         "tasks-lifecycle",
     ] {
         assert!(
-            direct.get(required).is_some_and(|(p, f)| *p > 0 && *f == 0),
-            "{required} fails directly: {direct:?}"
+            direct
+                .scenarios
+                .get(required)
+                .is_some_and(|(p, f)| *p > 0 && *f == 0),
+            "{required} fails directly: {:?}",
+            direct.scenarios
         );
     }
     let (_up, servers) = up_binary(&[

@@ -330,6 +330,32 @@ async fn plugins_read_tool_definitions_from_the_catalog() {
 }
 
 #[tokio::test]
+async fn a_definition_the_plugin_fetches_earns_the_call_more_time() {
+    // The default deadline (10 ms of the plugin's CPU time).
+    let policy = behave_policy("fetch-then-spin", r#"phase = "request""#, "");
+    let s = PolicyStack::start(&policy).await;
+    let mut c = s.demo().await;
+    c.request("tools/list", json!({})).await.unwrap();
+    let refused =
+        |r: &Value| r["error"]["message"] == portcullis::policy::chain::POLICY_FAILURE_MESSAGE;
+    // 30 ms of work after fetching the definition four times (budget
+    // 10 + 4 × 10 ms; at most 30 ms of CPU are spent) is allowed through
+    // to the upstream...
+    let r = c
+        .call_tool("issue_refund", json!({"fetches": 4, "spin_ms": 30}))
+        .await
+        .unwrap();
+    assert!(!refused(&r), "{r}");
+    // ...and the same work without a definition is stopped: past 10 ms of
+    // CPU, or past the 100 ms wall-clock ceiling.
+    let r = c
+        .call_tool("issue_refund", json!({"fetches": 0, "spin_ms": 200}))
+        .await
+        .unwrap();
+    assert!(refused(&r), "{r}");
+}
+
+#[tokio::test]
 async fn instances_are_reused_between_calls() {
     let s = PolicyStack::start(&behave_policy("count", "", "")).await;
     let mut c = s.t.client("rec");

@@ -18,6 +18,7 @@
 //! | `count`            | allows, annotating count `seen` = messages this instance has handled     |
 //! | `principal`        | allows, labelling `subject`, `groups` (comma-joined) and `claims` (the JSON text) from its context |
 //! | `tool-def`         | `tools/call` requests: denies (-32001) with the public message = host `tool-revision(ctx.server, target)` and `tool-definition(ctx.server, target)` JSON, separated by a space, each `none` when unknown |
+//! | `fetch-then-spin`  | `tools/call` requests: fetches the target's definition `arguments.fetches` times, spins `arguments.spin_ms` on the wall clock, then allows with count `fetched` |
 //!
 //! Interests are everything, except `rewrite-request`: `tools/call`, to-server.
 
@@ -48,6 +49,7 @@ pub enum Mode {
     Count,
     Principal,
     ToolDef,
+    FetchThenSpin,
 }
 
 #[derive(Deserialize)]
@@ -115,6 +117,7 @@ impl ConfiguredPlugin for Behave {
                 .with_label("groups", ctx.principal.groups.join(","))
                 .with_label("claims", ctx.principal.claims.clone()),
             Mode::ToolDef => tool_def(ctx, message),
+            Mode::FetchThenSpin => fetch_then_spin(ctx, message),
         }
     }
 }
@@ -205,4 +208,28 @@ fn tool_def(ctx: &Context, message: &str) -> Verdict {
         public,
         format!("tool-def: {}/{tool}", ctx.server),
     )
+}
+
+fn fetch_then_spin(ctx: &Context, message: &str) -> Verdict {
+    if !(ctx.kind == MessageKind::Request && ctx.method_is("tools/call")) {
+        return allow();
+    }
+    let Ok(msg) = Message::parse(message) else {
+        return allow();
+    };
+    let (Some(tool), Some(args)) = (msg.tool_call_name(), msg.tool_call_arguments()) else {
+        return allow();
+    };
+    let number = |k: &str| args.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+    let mut fetched = 0;
+    for _ in 0..number("fetches") {
+        if tool_definition_raw(&ctx.server, tool).is_some() {
+            fetched += 1;
+        }
+    }
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(number("spin_ms"));
+    while std::time::Instant::now() < until {
+        std::hint::black_box(0u64);
+    }
+    allow().with_count("fetched", fetched)
 }
