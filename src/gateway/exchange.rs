@@ -14,6 +14,7 @@ use super::{Gateway, server_of};
 use crate::body::{Body, read_limited};
 use crate::mcp::era::{PROTOCOL_VERSION_HEADER, SESSION_HEADER};
 use crate::mcp::{Direction, Kind, McpError, MessageContext, Outcome, error_response};
+use crate::policy::catalog::Page;
 use crate::policy::verdict::Denial;
 use crate::principal::{PRINCIPAL_HEADER, Principal};
 
@@ -144,6 +145,7 @@ impl Gateway {
             tasks: self.tasks.clone(),
             event_ids: self.event_ids.clone(),
             base,
+            page: Page::First,
             limits: self.limits,
             audit: self.audit.get().cloned(),
             span: tracing::Span::current(),
@@ -257,7 +259,15 @@ impl Gateway {
                 base.request_id = (msg.kind == Kind::Request)
                     .then(|| msg.id.clone())
                     .flatten();
-                let sent = upstream.post(&forwarded_headers, msg, reply(base));
+                let page = listing_page(&msg);
+                let sent = upstream.post(
+                    &forwarded_headers,
+                    msg,
+                    ReplyContext {
+                        page,
+                        ..reply(base)
+                    },
+                );
                 let sent = async { sent.await.map_err(|e| Refusal { error: e, id }) };
                 tracing::Instrument::instrument(sent, span.clone()).await
             }
@@ -300,5 +310,21 @@ impl Gateway {
             }
             _ => Err(McpError::MethodNotAllowed.into()),
         }
+    }
+}
+
+/// Which page of a tool listing the answer to `msg` is: a later one when
+/// it is `tools/list` with a cursor.
+fn listing_page(msg: &crate::mcp::Message) -> Page {
+    if msg.kind != Kind::Request || msg.method_str() != "tools/list" {
+        return Page::First;
+    }
+    let cursor = serde_json::from_slice::<serde_json::Value>(&msg.raw)
+        .ok()
+        .and_then(|v| v.pointer("/params/cursor").map(|c| !c.is_null()));
+    if cursor == Some(true) {
+        Page::Later
+    } else {
+        Page::First
     }
 }

@@ -18,7 +18,7 @@ use crate::gateway::tasks::{self, Tasks};
 use crate::mcp::{
     Direction, Era, Kind, McpError, Message, MessageContext, Outcome, check_standard_headers,
 };
-use crate::policy::catalog::Catalog;
+use crate::policy::catalog::{Catalog, Page};
 use crate::policy::verdict::Denial;
 use crate::policy::{Policy, Ruling};
 
@@ -40,8 +40,12 @@ pub enum Exchange<'a> {
     Agent { headers: &'a HeaderMap },
     /// The upstream's output on an exchange. `answers` is the id (raw JSON
     /// text) of the request whose stream this is; a response to any other
-    /// id answers nothing in flight here.
-    Upstream { answers: Option<&'a str> },
+    /// id answers nothing in flight here. `page`: which page of a tool
+    /// listing the answer is, when the request is `tools/list`.
+    Upstream {
+        answers: Option<&'a str>,
+        page: Page,
+    },
 }
 
 /// The checkpoint's verdict on one message that parsed.
@@ -154,7 +158,7 @@ impl Checkpoint<'_> {
         }
         let gate = match exchange {
             Exchange::Agent { headers } => self.agent_gates(&mut ctx, &msg, headers),
-            Exchange::Upstream { answers } => self.upstream_gates(&ctx, &msg, answers),
+            Exchange::Upstream { answers, page } => self.upstream_gates(&ctx, &msg, answers, page),
         };
         match gate {
             Gate::Refuse(error) => {
@@ -290,7 +294,13 @@ impl Checkpoint<'_> {
     }
 
     /// What the gateway learns from, and refuses in, the upstream's output.
-    fn upstream_gates(&self, ctx: &MessageContext, msg: &Message, answers: Option<&str>) -> Gate {
+    fn upstream_gates(
+        &self,
+        ctx: &MessageContext,
+        msg: &Message,
+        answers: Option<&str>,
+        page: Page,
+    ) -> Gate {
         let answered = ctx.method.as_deref().unwrap_or("");
         match msg.kind {
             Kind::Response | Kind::Error if msg.id.as_deref() != answers => {
@@ -301,7 +311,7 @@ impl Checkpoint<'_> {
                 return Gate::Verdict(Verdict::Dropped);
             }
             Kind::Response if answered == "tools/list" => {
-                self.catalog.learn(&ctx.server, &msg.raw, false);
+                self.catalog.learn(&ctx.server, &msg.raw, page);
             }
             Kind::Response if answered == "tools/call" => {
                 if let (Some(task), Some(tool)) = (tasks::created_task(&msg.raw), &ctx.target) {

@@ -215,7 +215,11 @@ pub async fn run(
             )));
         }
         let listing = serde_json::json!({"jsonrpc": "2.0", "id": 0, "result": {"tools": tools}});
-        catalog.learn(server, listing.to_string().as_bytes(), false);
+        catalog.learn(
+            server,
+            listing.to_string().as_bytes(),
+            crate::policy::catalog::Page::First,
+        );
     }
     let mut report = Report {
         passed: 0,

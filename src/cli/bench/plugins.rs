@@ -201,7 +201,11 @@ pub async fn plugin_suite_costs(calls: usize, filter: &str) -> anyhow::Result<Ve
         let catalog = Arc::new(portcullis::policy::catalog::Catalog::default());
         if let Some(tools) = &case.tools {
             let listing = json!({"jsonrpc": "2.0", "id": 0, "result": {"tools": tools}});
-            catalog.learn("demo", listing.to_string().as_bytes(), false);
+            catalog.learn(
+                "demo",
+                listing.to_string().as_bytes(),
+                portcullis::policy::catalog::Page::First,
+            );
         }
         let plugin = LoadedPlugin::load(
             &engine,

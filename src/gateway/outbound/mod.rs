@@ -33,7 +33,7 @@ use crate::mcp::sse::{Decoder, Event};
 use crate::mcp::{Kind, MessageContext};
 use crate::mcp::{McpError, error_response};
 use crate::policy::Policy;
-use crate::policy::catalog::Catalog;
+use crate::policy::catalog::{Catalog, Page};
 use crate::policy::verdict::Denial;
 
 /// Limits applied to what comes back.
@@ -54,6 +54,9 @@ pub struct ReplyContext {
     pub tasks: Arc<crate::gateway::tasks::Tasks>,
     pub event_ids: Arc<EventIds>,
     pub base: MessageContext,
+    /// Which page of a tool listing the reply is (a `tools/list` request
+    /// with a cursor asks for a later one).
+    pub page: Page,
     pub limits: OutboundLimits,
     pub audit: Option<Arc<Spool>>,
     /// The exchange's span: replies checked later (SSE events) stay in it.
@@ -101,7 +104,14 @@ pub async fn check_reply(rc: &ReplyContext, data: Bytes) -> Result<Option<Bytes>
     let answers = rc.base.request_id.as_deref();
     let inspected = rc
         .checkpoint()
-        .inspect(&rc.base, data, Exchange::Upstream { answers })
+        .inspect(
+            &rc.base,
+            data,
+            Exchange::Upstream {
+                answers,
+                page: rc.page,
+            },
+        )
         .await;
     match inspected {
         Ok(Inspected {

@@ -209,3 +209,66 @@ async fn a_tool_scoped_step_checks_the_notifications_of_its_call() {
         "contact someone@example.net"
     );
 }
+
+/// schema-guard on calls, for the listing tests.
+const GUARD: &str = r#"
+[plugins.schema-guard]
+source = "builtin:schema-guard"
+
+[[servers."*"]]
+plugin = "schema-guard"
+phase = "request"
+"#;
+
+#[tokio::test]
+async fn a_two_page_tool_list_is_learned_whole() {
+    let s = Stack::start(GUARD, |got| {
+        let tool = |name: &str| {
+            json!({"name": name, "inputSchema": {"type": "object",
+                "properties": {"n": {"type": "integer"}}, "required": ["n"]}})
+        };
+        let id = got.json()["id"].clone();
+        let result = match (got.rpc().as_str(), got.json()["params"]["cursor"].as_str()) {
+            ("tools/list", None) => json!({"tools": [tool("first")], "nextCursor": "page-2"}),
+            ("tools/list", Some("page-2")) => json!({"tools": [tool("second")]}),
+            _ => json!({"content": [{"type": "text", "text": "ok"}]}),
+        };
+        json_reply(&json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string())
+    })
+    .await;
+    let list = |cursor: Option<&str>| {
+        let params = cursor.map_or(json!({}), |c| json!({"cursor": c}));
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": params}).to_string()
+    };
+    let tool_call = |name: &str, n: Value| {
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": name, "arguments": {"n": n}}})
+        .to_string()
+    };
+    let agent = s.agent(0);
+    let reply = |body: String| {
+        let agent = &agent;
+        async move { post(agent, &body).await.messages()[0].clone() }
+    };
+    assert_eq!(
+        reply(list(None)).await["result"]["nextCursor"],
+        "page-2",
+        "the first page"
+    );
+    assert_eq!(
+        reply(list(Some("page-2"))).await["result"]["tools"][0]["name"],
+        "second"
+    );
+    // Both pages' tools are known to schema-guard: each is checked against
+    // its own schema, the first page's too (a second page used to replace it).
+    for name in ["first", "second"] {
+        let ok = reply(tool_call(name, json!(1))).await;
+        assert_eq!(ok["result"]["content"][0]["text"], "ok", "{name}: {ok}");
+        let bad = reply(tool_call(name, json!("one"))).await;
+        assert_eq!(bad["error"]["code"], -32602, "{name}: {bad}");
+    }
+    // Reading the first page again, without walking on, hides nothing.
+    reply(list(None)).await;
+    let ok = reply(tool_call("second", json!(2))).await;
+    assert_eq!(ok["result"]["content"][0]["text"], "ok", "{ok}");
+}
