@@ -11,11 +11,10 @@
 //!
 //! `cargo bench --bench plugins -- [--calls N] [--rounds R] [FILTER]` runs
 //! R rounds (default 5) of N calls per side (default 5000) of the cases
-//! whose label contains FILTER, e.g. to profile one plugin. Each round
-//! measures the Wasm side and then the native side, so each round's ratio
-//! compares two measurements seconds apart; the table shows the medians
-//! over the rounds and the lowest and highest ratio (on a noisy machine a
-//! single pass could put one side in a quiet stretch and the other not).
+//! whose label contains FILTER, e.g. to profile one plugin. Within a round
+//! the Wasm call, the no-op call and the native call take turns, call by
+//! call, so a noisy stretch of the host slows all three alike; the table
+//! shows the medians over the rounds and the lowest and highest ratio.
 
 // A build script and test harnesses fail by panicking: the crate's panic
 // lints (Cargo.toml `[lints]`) are for the code that serves traffic.
@@ -26,19 +25,19 @@
     clippy::indexing_slicing
 )]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 // The binary's benchmark modules, shared by path: the benchmark is
 // binary-side code, not library API.
 #[path = "../src/cli/bench/plugins.rs"]
+#[allow(dead_code)] // what only the binary's report uses
 mod plugins;
 #[path = "../src/cli/bench/stats.rs"]
 mod stats;
 
-use plugins::{PluginCase, plugin_cases, plugin_suite_costs};
+use plugins::{PluginCase, plugin_cases, plugin_suite_costs_beside};
 use portcullis::mcp::{Direction, Kind, MessageContext};
 use portcullis_plugin_sdk as sdk;
-use stats::{WARMUP, percentile};
 
 const DEFAULT_CALLS: usize = 5000;
 const DEFAULT_ROUNDS: usize = 5;
@@ -123,7 +122,9 @@ fn native(plugin: &str, config: &str, tools: Option<&serde_json::Value>) -> Deci
     }
 }
 
-fn native_p50(case: &PluginCase, calls: usize) -> Duration {
+/// One native call of the case's plugin, checked once to allow the message
+/// as the Wasm build does.
+fn native_call(case: &PluginCase) -> Box<dyn FnMut()> {
     let decide = native(case.plugin, &case.config, case.tools.as_ref());
     let ctx = sdk_context(&case.ctx);
     let first = decide(&ctx, &case.message);
@@ -132,16 +133,10 @@ fn native_p50(case: &PluginCase, calls: usize) -> Duration {
         "{}: the benchmark message was denied natively: {first:?}",
         case.label
     );
-    let mut samples = Vec::with_capacity(calls);
-    for i in 0..calls + WARMUP {
-        let t = Instant::now();
-        std::hint::black_box(decide(&ctx, std::hint::black_box(&case.message)));
-        if i >= WARMUP {
-            samples.push(t.elapsed());
-        }
-    }
-    samples.sort();
-    percentile(&samples, 0.5)
+    let message = case.message.clone();
+    Box::new(move || {
+        std::hint::black_box(decide(&ctx, std::hint::black_box(&message)));
+    })
 }
 
 fn main() {
@@ -181,13 +176,13 @@ fn main() {
     // Per case: (Wasm, boundary, native) µs of each round.
     let mut rows: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); cases.len()];
     for _ in 0..rounds.max(1) {
-        let wasm = runtime
-            .block_on(plugin_suite_costs(calls, &filter))
+        // The native build is called right after each Wasm and no-op call.
+        let costs = runtime
+            .block_on(plugin_suite_costs_beside(calls, &filter, native_call))
             .expect("the Wasm side");
-        for ((case, cost), row) in cases.iter().zip(wasm).zip(rows.iter_mut()) {
+        for ((case, (cost, native)), row) in cases.iter().zip(costs).zip(rows.iter_mut()) {
             assert_eq!(case.label, cost.label);
-            let native = us(native_p50(case, calls));
-            row.push((us(cost.wasm), us(cost.boundary), native));
+            row.push((us(cost.wasm), us(cost.boundary), us(native)));
         }
     }
     println!(

@@ -189,6 +189,19 @@ pub struct SuiteCost {
 /// p50 of each [`plugin_cases`] case through the real host (Wasm), and of
 /// the no-op plugin on the same input, interleaved.
 pub async fn plugin_suite_costs(calls: usize, filter: &str) -> anyhow::Result<Vec<SuiteCost>> {
+    let costs = plugin_suite_costs_beside(calls, filter, |_| || {}).await?;
+    Ok(costs.into_iter().map(|(cost, _)| cost).collect())
+}
+
+/// [`plugin_suite_costs`], with a third call timed beside the two, call by
+/// call: `beside(case)` gives it (the benchmark's native build of the
+/// plugin), so that all three sides see the same moments of a noisy host.
+/// Returns each case's costs and the p50 of its third call.
+pub async fn plugin_suite_costs_beside<F: FnMut()>(
+    calls: usize,
+    filter: &str,
+    mut beside: impl FnMut(&PluginCase) -> F,
+) -> anyhow::Result<Vec<(SuiteCost, Duration)>> {
     let engine = PluginEngine::new(portcullis::plugin::engine::default_cache_dir())?;
     let noop = load_noop(&engine).await?;
     let mut out = Vec::new();
@@ -218,15 +231,21 @@ pub async fn plugin_suite_costs(calls: usize, filter: &str) -> anyhow::Result<Ve
         .await?;
         let mut samples = Vec::with_capacity(calls);
         let mut boundary = Vec::with_capacity(calls);
+        let mut third = Vec::with_capacity(calls);
+        let mut call_beside = beside(&case);
         for i in 0..calls + WARMUP {
             let t = Instant::now();
             let v = plugin.call(&case.ctx, &case.message).await?;
             let wasm = t.elapsed();
             let t = Instant::now();
             noop.call(&case.ctx, &case.message).await?;
+            let noop_took = t.elapsed();
+            let t = Instant::now();
+            call_beside();
             if i >= WARMUP {
                 samples.push(wasm);
-                boundary.push(t.elapsed());
+                boundary.push(noop_took);
+                third.push(t.elapsed());
             }
             if i == 0 {
                 anyhow::ensure!(
@@ -238,11 +257,13 @@ pub async fn plugin_suite_costs(calls: usize, filter: &str) -> anyhow::Result<Ve
         }
         samples.sort();
         boundary.sort();
-        out.push(SuiteCost {
+        third.sort();
+        let cost = SuiteCost {
             label: case.label,
             wasm: percentile(&samples, 0.5),
             boundary: percentile(&boundary, 0.5),
-        });
+        };
+        out.push((cost, percentile(&third, 0.5)));
     }
     Ok(out)
 }
