@@ -12,6 +12,7 @@
 pub mod audit;
 mod cli;
 mod connections;
+mod deploy;
 mod detectors;
 mod encodings;
 mod faults;
