@@ -32,6 +32,11 @@ pub enum Command {
         /// Cases file; default: next to the policy, NAME.cases.toml.
         #[arg(long)]
         cases: Option<PathBuf>,
+        /// Under each case, what every plugin decided (verdict, the rule or
+        /// policy id and other annotations, the private reason) and what the
+        /// chain did.
+        #[arg(long)]
+        explain: bool,
     },
 }
 
@@ -45,7 +50,11 @@ pub async fn run(command: Command) -> Result<()> {
             server,
             plugin,
         } => pin_tools(file, &server, plugin.as_deref()).await,
-        Command::Test { file, cases } => run_cases(file, cases).await,
+        Command::Test {
+            file,
+            cases,
+            explain,
+        } => run_cases(file, cases, explain).await,
     }
 }
 
@@ -86,16 +95,17 @@ async fn pin_tools(file: PathBuf, server: &str, plugin: Option<&str>) -> Result<
 }
 
 /// Runs the cases file (default: beside `file`) through `file`'s plugins.
-async fn run_cases(file: PathBuf, cases_file: Option<PathBuf>) -> Result<()> {
+async fn run_cases(file: PathBuf, cases_file: Option<PathBuf>, explain: bool) -> Result<()> {
     let engine = PluginEngine::new(default_cache_dir())?;
     let catalog = Arc::new(portcullis::policy::catalog::Catalog::default());
     let policy = portcullis::policy::load(&file, &engine, catalog.clone()).await?;
     let cases_file = cases_file.unwrap_or_else(|| cases::cases_path(&file));
-    let report = cases::run(
+    let report = cases::run_with(
         &policy,
         &catalog,
         &cases_file,
         portcullis::limits::MAX_JSON_DEPTH,
+        explain,
     )
     .await?;
     print!("{}", report.text);

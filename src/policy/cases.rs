@@ -136,6 +136,52 @@ impl Report {
     }
 }
 
+impl Report {
+    /// The lines `--explain` adds under a case: one per plugin that ran,
+    /// then the chain's outcome.
+    fn explain(
+        &mut self,
+        records: &[super::chain::StepRecord],
+        outcome: &Ruling,
+        original: &Bytes,
+    ) {
+        use super::verdict::AnnotationValue;
+        if records.is_empty() {
+            let _ = writeln!(self.text, "        no plugin ran on this message");
+        }
+        for r in records {
+            let mut line = format!("        {} ({}): {}", r.plugin, r.mode, r.decision);
+            for a in &r.annotations {
+                match &a.value {
+                    AnnotationValue::Label(v) => {
+                        let _ = write!(line, "  {}={v:?}", a.key);
+                    }
+                    AnnotationValue::Count(n) => {
+                        let _ = write!(line, "  {}={n}", a.key);
+                    }
+                }
+            }
+            if let Some(reason) = &r.reason {
+                let _ = write!(line, "  private reason: {reason}");
+            }
+            let _ = writeln!(self.text, "{line}");
+        }
+        let _ = match outcome {
+            Ruling::Deny(d) => writeln!(
+                self.text,
+                "        => denied: {} {:?}",
+                d.code, d.public_message
+            ),
+            Ruling::Pass(b) if b == original => writeln!(self.text, "        => passed unchanged"),
+            Ruling::Pass(b) => writeln!(
+                self.text,
+                "        => passed rewritten: {}",
+                String::from_utf8_lossy(b)
+            ),
+        };
+    }
+}
+
 fn check(case: &Case, outcome: &Ruling, original: &Bytes) -> Vec<String> {
     let mut problems = Vec::new();
     let (got, output) = match outcome {
@@ -193,6 +239,20 @@ pub async fn run(
     catalog: &super::catalog::Catalog,
     path: &Path,
     max_depth: usize,
+) -> Result<Report, CasesError> {
+    run_with(policy, catalog, path, max_depth, false).await
+}
+
+/// [`run`]; with `explain`, each case's line is followed by what every
+/// plugin that ran decided — its verdict, mode, private reason and
+/// annotations (the rule or policy id that decided is an annotation:
+/// `rule` for authz, `policy` for Cedar) — and what the chain did.
+pub async fn run_with(
+    policy: &Policy,
+    catalog: &super::catalog::Catalog,
+    path: &Path,
+    max_depth: usize,
+    explain: bool,
 ) -> Result<Report, CasesError> {
     let text = std::fs::read_to_string(path).map_err(|e| CasesError::Read {
         path: path.display().to_string(),
@@ -278,6 +338,9 @@ pub async fn run(
             .map(|r| format!("{}={}", r.plugin, r.decision))
             .collect();
         report.record(&case.name, &steps, problems);
+        if explain {
+            report.explain(&records, &outcome, &raw_msg);
+        }
     }
     let total = report.passed + report.failed;
     let _ = writeln!(

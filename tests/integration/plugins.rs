@@ -653,6 +653,63 @@ expect = "allow"
     assert!(text.contains("0 of 1 cases as expected"), "{text}");
 }
 
+#[test]
+fn policy_test_explain_shows_what_each_plugin_decided_and_why() {
+    let policy = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/policies/pci.toml"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["policy", "test", "--explain"])
+        .arg(&policy)
+        .env(
+            "PORTCULLIS_CACHE_DIR",
+            std::env::temp_dir().join("portcullis-test-cache"),
+        )
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    // A case, then one line per plugin that ran, then the outcome.
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("PASS  billing reads a transaction"))
+        .expect("the case's line");
+    assert!(
+        lines[at + 1].contains(r#"authz (enforce): allow  rule="billing-read""#),
+        "{text}"
+    );
+    assert!(
+        lines[at + 2].contains("schema-guard (enforce): allow"),
+        "{text}"
+    );
+    assert_eq!(lines[at + 3].trim(), "=> passed unchanged", "{text}");
+    // A denial names the deciding rule, the private reason and the answer.
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("PASS  nobody exports cardholder data"))
+        .expect("the case's line");
+    assert!(
+        lines[at + 1].contains(r#"rule="no-cardholder-export""#)
+            && lines[at + 1].contains("private reason: deny rule"),
+        "{text}"
+    );
+    assert_eq!(
+        lines[at + 2].trim(),
+        r#"=> denied: -32602 "Unknown tool: export_cardholder_data""#,
+        "{text}"
+    );
+    // Without --explain, one line per case.
+    let plain = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["policy", "test"])
+        .arg(&policy)
+        .env(
+            "PORTCULLIS_CACHE_DIR",
+            std::env::temp_dir().join("portcullis-test-cache"),
+        )
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&plain.stdout).contains("=> "));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clean_result_at_the_size_limit_passes_the_default_policy() {
     // Just under the 4 MiB message limit, nothing to redact: the plugin
