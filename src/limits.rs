@@ -43,6 +43,10 @@ pub const AGENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// connections are closed as soon as they are accepted, so one client
 /// cannot take every descriptor the relay has.
 pub const MAX_AGENT_CONNECTIONS: usize = 10_000;
+/// How long the gateway keeps an idle connection to an HTTP upstream for
+/// reuse: below the 5 s after which Node's and uvicorn's servers close one
+/// (`src/gateway/http.rs`).
+pub const UPSTREAM_POOL_IDLE: Duration = Duration::from_secs(4);
 
 /// Connections the relay's tunnel listener holds open at once (live
 /// tunnels and handshakes in progress); over this, new ones are closed as

@@ -56,8 +56,16 @@ impl HttpUpstream {
             .enable_http1()
             .enable_http2()
             .wrap_connector(http);
+        // Idle pooled connections are dropped before the upstream drops
+        // them: Node's HTTP server (the TypeScript SDK's servers) and
+        // uvicorn (the Python SDK's) close keep-alive connections idle for
+        // 5 s, and a call written into a connection the server is closing
+        // fails as "not reachable" (hyper's IncompleteMessage). hyper's
+        // default, 90 s, left every call after a 5–90 s pause, an agent's
+        // usual rhythm, exposed to that race. The timer reaps them.
         let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(std::time::Duration::from_secs(90))
+            .pool_idle_timeout(limits::UPSTREAM_POOL_IDLE)
+            .pool_timer(hyper_util::rt::TokioTimer::new())
             .build(connector);
         HttpUpstream {
             name: name.to_owned(),
