@@ -42,6 +42,20 @@ plugin = "t"
     )
 }
 
+/// `portcullis policy ARGS…` run as a user runs it, with a plugin cache
+/// of its own.
+fn portcullis_policy(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .arg("policy")
+        .args(args)
+        .env(
+            "PORTCULLIS_CACHE_DIR",
+            std::env::temp_dir().join("portcullis-test-cache"),
+        )
+        .output()
+        .unwrap()
+}
+
 pub(crate) fn write_policy(text: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(portcullis::secret::random_id());
     std::fs::create_dir_all(&dir).unwrap();
@@ -445,15 +459,7 @@ async fn init_failures_are_readable_load_errors() {
         "{err}"
     );
     // The CLI says the same and exits non-zero.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["policy", "check"])
-        .arg(&path)
-        .env(
-            "PORTCULLIS_CACHE_DIR",
-            std::env::temp_dir().join("portcullis-test-cache"),
-        )
-        .output()
-        .unwrap();
+    let out = portcullis_policy(&["check".as_ref(), path.as_os_str()]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("fail-init: the config says so"));
 }
@@ -632,17 +638,12 @@ expect = "allow"
 "#,
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["policy", "test"])
-        .arg(&policy)
-        .arg("--cases")
-        .arg(&bad_cases)
-        .env(
-            "PORTCULLIS_CACHE_DIR",
-            std::env::temp_dir().join("portcullis-test-cache"),
-        )
-        .output()
-        .unwrap();
+    let out = portcullis_policy(&[
+        "test".as_ref(),
+        policy.as_os_str(),
+        "--cases".as_ref(),
+        bad_cases.as_os_str(),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -656,15 +657,7 @@ expect = "allow"
 #[test]
 fn policy_test_explain_shows_what_each_plugin_decided_and_why() {
     let policy = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/policies/pci.toml"));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["policy", "test", "--explain"])
-        .arg(&policy)
-        .env(
-            "PORTCULLIS_CACHE_DIR",
-            std::env::temp_dir().join("portcullis-test-cache"),
-        )
-        .output()
-        .unwrap();
+    let out = portcullis_policy(&["test".as_ref(), "--explain".as_ref(), policy.as_os_str()]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}");
     let lines: Vec<&str> = text.lines().collect();
@@ -698,15 +691,7 @@ fn policy_test_explain_shows_what_each_plugin_decided_and_why() {
         "{text}"
     );
     // Without --explain, one line per case.
-    let plain = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["policy", "test"])
-        .arg(&policy)
-        .env(
-            "PORTCULLIS_CACHE_DIR",
-            std::env::temp_dir().join("portcullis-test-cache"),
-        )
-        .output()
-        .unwrap();
+    let plain = portcullis_policy(&["test".as_ref(), policy.as_os_str()]);
     assert!(!String::from_utf8_lossy(&plain.stdout).contains("=> "));
 }
 
