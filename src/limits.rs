@@ -48,6 +48,16 @@ pub const MAX_AGENT_CONNECTIONS: usize = 10_000;
 /// (`src/gateway/http.rs`).
 pub const UPSTREAM_POOL_IDLE: Duration = Duration::from_secs(4);
 
+/// Longest the gateway's own walk of a server's tool listing may take (the
+/// catalog on demand, `src/gateway/listing.rs`): the call that needed it
+/// waits at most this long, then is decided with what is known.
+pub const LISTING_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// After a failed walk of a server's tool listing, how long calls are
+/// decided with what is known before the gateway tries again: a dead
+/// upstream is not asked once per call.
+pub const LISTING_RETRY_AFTER: Duration = Duration::from_secs(5);
+
 /// Connections the relay's tunnel listener holds open at once (live
 /// tunnels and handshakes in progress); over this, new ones are closed as
 /// soon as they are accepted.

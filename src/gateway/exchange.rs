@@ -185,6 +185,19 @@ impl Gateway {
                     )
                     .await;
                 let parsed = parsed?;
+                if parsed.ctx().method.as_deref() == Some("tools/call")
+                    && (policy
+                        .as_deref()
+                        .is_some_and(|p| p.reads_definitions(parsed.ctx()))
+                        || crate::mcp::params::any(&parts.headers))
+                {
+                    // The call is decided against the server's definition of
+                    // the tool (plugins, the mirrored parameters): a gateway
+                    // that has not seen the whole listing fetches it first
+                    // (`listing.rs`).
+                    self.ensure_listing(&base.server, upstream, &base.principal)
+                        .await;
+                }
                 {
                     let ctx = parsed.ctx();
                     call.method = ctx.method.clone();

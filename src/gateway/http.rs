@@ -195,3 +195,145 @@ impl HttpUpstream {
         Ok(filter_response(resp, reply).await)
     }
 }
+
+/// What an upstream answered a message the gateway sent itself.
+pub(super) struct OwnReply {
+    /// The `Mcp-Session-Id` the upstream set, when it set one.
+    pub session: Option<HeaderValue>,
+    /// The JSON-RPC message answering the request (`None` for a
+    /// notification's 202).
+    pub message: Option<Bytes>,
+}
+
+impl HttpUpstream {
+    /// Sends one JSON-RPC message of the gateway's own ([`super::listing`]):
+    /// the configured headers, and when this upstream mints identities a
+    /// token for `principal`; nothing of any agent's. `answers` is the id of
+    /// the request (`None` for a notification); the answer is read from a
+    /// JSON body or from the SSE stream, which is left as soon as it came.
+    /// Bounded by the caller's timeout and by the message size limit.
+    pub(super) async fn send_own(
+        &self,
+        body: Vec<u8>,
+        answers: Option<u64>,
+        session: Option<&HeaderValue>,
+        principal: &crate::principal::Principal,
+    ) -> Result<OwnReply, String> {
+        use http_body_util::BodyExt as _;
+        let mut req = Request::new(full(body));
+        *req.method_mut() = Method::POST;
+        *req.uri_mut() = self.url.clone();
+        let h = req.headers_mut();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(
+            http::header::ACCEPT,
+            HeaderValue::from_static("application/json, text/event-stream"),
+        );
+        h.insert(
+            crate::mcp::era::PROTOCOL_VERSION_HEADER,
+            HeaderValue::from_static(crate::client::CLIENT_PROTOCOL_VERSION),
+        );
+        if let Some(s) = session {
+            h.insert(SESSION_HEADER, s.clone());
+        }
+        for (name, value) in &self.headers {
+            h.insert(name.clone(), value.clone());
+        }
+        if let Some(id) = &self.identity {
+            let token = id
+                .minter
+                .mint(principal, &id.audience)
+                .map_err(|e| format!("cannot mint the identity token: {e}"))?;
+            let mut v = HeaderValue::try_from(format!("Bearer {token}"))
+                .map_err(|_| "the minted token is not a header value".to_owned())?;
+            v.set_sensitive(true);
+            h.insert(http::header::AUTHORIZATION, v);
+        }
+        let resp = self
+            .client
+            .request(req)
+            .await
+            .map_err(|e| format!("request failed: {e}"))?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(format!("answered HTTP {status}"));
+        }
+        let session = resp.headers().get(SESSION_HEADER).cloned();
+        let Some(answers) = answers else {
+            return Ok(OwnReply {
+                session,
+                message: None,
+            });
+        };
+        let sse = resp
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        let limit = self.limits.max_message_bytes;
+        if !sse {
+            let bytes = crate::body::read_limited(resp.into_body(), limit)
+                .await
+                .map_err(|e| format!("cannot read the answer: {e}"))?;
+            return Ok(OwnReply {
+                session,
+                message: Some(bytes),
+            });
+        }
+        let mut body = resp.into_body();
+        let mut decoder = crate::mcp::sse::Decoder::new(limit);
+        let mut events = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| format!("the stream broke: {e}"))?;
+            let Some(chunk) = frame.data_ref() else {
+                continue;
+            };
+            decoder
+                .push(chunk, &mut events)
+                .map_err(|e| format!("unreadable stream: {e}"))?;
+            for event in events.drain(..) {
+                let Some(data) = event.data else { continue };
+                if answers_id(data.as_bytes(), answers) {
+                    return Ok(OwnReply {
+                        session,
+                        message: Some(Bytes::from(data)),
+                    });
+                }
+            }
+        }
+        Err("the stream ended without the answer".into())
+    }
+}
+
+/// True when `message` is a response or error to request `id`.
+pub(super) fn answers_id(message: &[u8], id: u64) -> bool {
+    serde_json::from_slice::<serde_json::Value>(message).is_ok_and(|v| {
+        v.get("id").and_then(serde_json::Value::as_u64) == Some(id)
+            && (v.get("result").is_some() || v.get("error").is_some())
+    })
+}
+
+impl HttpUpstream {
+    /// Ends a session the gateway opened itself (best effort: a server that
+    /// refuses DELETE lets it expire).
+    pub(super) async fn end_own(&self, session: HeaderValue) {
+        let mut req = Request::new(empty());
+        *req.method_mut() = Method::DELETE;
+        *req.uri_mut() = self.url.clone();
+        let h = req.headers_mut();
+        h.insert(SESSION_HEADER, session);
+        h.insert(
+            crate::mcp::era::PROTOCOL_VERSION_HEADER,
+            HeaderValue::from_static(crate::client::CLIENT_PROTOCOL_VERSION),
+        );
+        for (name, value) in &self.headers {
+            h.insert(name.clone(), value.clone());
+        }
+        if let Err(e) = self.client.request(req).await {
+            tracing::debug!(server = self.name, error = %e, "ending the listing session failed");
+        }
+    }
+}

@@ -313,6 +313,10 @@ impl Checkpoint<'_> {
             Kind::Response if answered == "tools/list" => {
                 self.catalog.learn(&ctx.server, &msg.raw, page);
             }
+            Kind::Notification if msg.method_str() == "notifications/tools/list_changed" => {
+                // The next call walks the listing again (`listing.rs`).
+                self.catalog.changed(&ctx.server);
+            }
             Kind::Response if answered == "tools/call" => {
                 if let (Some(task), Some(tool)) = (tasks::created_task(&msg.raw), &ctx.target) {
                     self.tasks

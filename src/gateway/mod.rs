@@ -21,6 +21,7 @@ mod exchange;
 pub mod http;
 pub mod identity;
 pub mod inspect;
+mod listing;
 pub mod outbound;
 pub mod stdio;
 pub mod tasks;
@@ -55,6 +56,8 @@ pub struct Gateway {
     tasks: Arc<tasks::Tasks>,
     event_ids: Arc<event_id::EventIds>,
     audit: std::sync::OnceLock<Arc<Spool>>,
+    /// The catalog on demand: one walk of a server's listing at a time.
+    walks: listing::Walks,
 }
 
 impl crate::policy::reload::Serving for Gateway {
@@ -132,6 +135,7 @@ impl Gateway {
             tasks: Arc::default(),
             event_ids: Arc::new(event_ids),
             audit: std::sync::OnceLock::new(),
+            walks: listing::Walks::default(),
         })
     }
 

@@ -102,6 +102,35 @@ pub struct LoadedPlugin {
     name_arc: Arc<str>,
     pool: Mutex<Vec<Slot>>,
     instantiations: std::sync::atomic::AtomicU64,
+    /// Whether the component can ask for tool definitions at all
+    /// ([`reads_definitions`]).
+    reads_definitions: bool,
+}
+
+/// True when a core module inside the component imports the host's
+/// `tool-definition` or `tool-revision`: linkers keep only the imports
+/// code calls, so a component without them never reads the catalog, and
+/// the gateway need not walk a server's listing for it
+/// (`src/gateway/listing.rs`). Bytes that do not parse count as reading
+/// (the safe side: the walk is only extra work).
+pub fn reads_definitions(bytes: &[u8]) -> bool {
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        match payload {
+            Ok(wasmparser::Payload::ImportSection(imports)) => {
+                for import in imports.into_imports() {
+                    let Ok(import) = import else { return true };
+                    if import.module.starts_with("portcullis:policy/host")
+                        && matches!(import.name, "tool-definition" | "tool-revision")
+                    {
+                        return true;
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(_) => return true,
+        }
+    }
+    false
 }
 
 fn ticks(d: Duration) -> u64 {
@@ -243,6 +272,7 @@ impl LoadedPlugin {
             name_arc: Arc::from(name),
             pool: Mutex::new(Vec::new()),
             instantiations: std::sync::atomic::AtomicU64::new(0),
+            reads_definitions: reads_definitions(bytes),
         };
         let (slot, interests) = plugin.instantiate().await.map_err(|e| match e {
             InitFailure::Refused(reason) => PluginError::Init {
@@ -387,6 +417,10 @@ impl Evaluate for LoadedPlugin {
 
     async fn evaluate(&self, ctx: &MessageContext, message: &str) -> Result<Verdict, CallError> {
         self.call(ctx, message).await
+    }
+
+    fn reads_definitions(&self) -> bool {
+        self.reads_definitions
     }
 }
 

@@ -35,6 +35,9 @@ struct ServerTools {
     /// on); when it ends (a page with no `nextCursor`), tools it did not
     /// list are forgotten. `None`: no listing seen from its start.
     walk: Option<HashSet<String>>,
+    /// Whether a whole listing was learned, and the server has not said
+    /// since that its tools changed (`notifications/tools/list_changed`).
+    complete: bool,
 }
 
 /// Tools per server, as JSON text of each `tools/list` entry.
@@ -89,6 +92,40 @@ impl Catalog {
         }
         if !more && let Some(walk) = entry.walk.take() {
             entry.tools.retain(|name, _| walk.contains(name));
+            entry.complete = true;
+        }
+    }
+
+    /// Learns a whole listing, each page's response message in order (the
+    /// gateway's own walk, [`crate::gateway`]'s catalog on demand).
+    pub fn learn_listing(&self, server: &str, pages: &[bytes::Bytes]) {
+        for (n, page) in pages.iter().enumerate() {
+            let page_of = if n == 0 { Page::First } else { Page::Later };
+            self.learn(server, page, page_of);
+        }
+    }
+
+    /// True when a whole listing of `server`'s tools was learned and the
+    /// server has not announced a change since.
+    pub fn is_complete(&self, server: &str) -> bool {
+        self.tools
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(server)
+            .is_some_and(|s| s.complete)
+    }
+
+    /// The server announced that its tools changed: what is known stays
+    /// (a changed tool keeps being checked against its last definition,
+    /// never passed unchecked) until a new whole listing replaces it.
+    pub fn changed(&self, server: &str) {
+        if let Some(s) = self
+            .tools
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(server)
+        {
+            s.complete = false;
         }
     }
 
@@ -233,6 +270,41 @@ mod tests {
             Page::First,
         );
         assert_eq!(known(&catalog), ["b"]);
+    }
+
+    #[test]
+    fn a_listing_is_complete_only_when_walked_whole_until_the_server_changes_it() {
+        let catalog = Catalog::default();
+        let tool = |n: &str| serde_json::json!({"name": n});
+        assert!(!catalog.is_complete("s"));
+        // A first page with more to come is not a whole listing.
+        catalog.learn(
+            "s",
+            &page(serde_json::json!([tool("a")]), Some("p2")),
+            Page::First,
+        );
+        assert!(!catalog.is_complete("s"));
+        // A later page whose start this gateway did not see is not either.
+        let fresh = Catalog::default();
+        fresh.learn(
+            "s",
+            &page(serde_json::json!([tool("b")]), None),
+            Page::Later,
+        );
+        assert!(!fresh.is_complete("s"));
+        // The gateway's own walk, both pages in order.
+        let pages = [
+            bytes::Bytes::from(page(serde_json::json!([tool("a")]), Some("p2"))),
+            bytes::Bytes::from(page(serde_json::json!([tool("b")]), None)),
+        ];
+        catalog.learn_listing("s", &pages);
+        assert!(catalog.is_complete("s"));
+        assert!(catalog.tool("s", "a").is_some() && catalog.tool("s", "b").is_some());
+        // `list_changed`: incomplete again, and nothing is forgotten.
+        catalog.changed("s");
+        assert!(!catalog.is_complete("s"));
+        assert!(catalog.tool("s", "a").is_some() && catalog.tool("s", "b").is_some());
+        assert!(!catalog.is_complete("t"));
     }
 
     /// The largest listings a message can carry: 100,000 tools, and a tool

@@ -75,6 +75,11 @@ pub trait Evaluate: std::any::Any + Send + Sync {
     fn interests(&self) -> &Interests;
     /// Decides on one message (its text, as the previous step left it).
     async fn evaluate(&self, ctx: &MessageContext, message: &str) -> Result<Verdict, CallError>;
+    /// Whether it may read the upstream's tool definitions (the catalog):
+    /// the gateway then makes sure it holds the whole listing first.
+    fn reads_definitions(&self) -> bool {
+        false
+    }
 }
 
 /// What a plugin wants to see; empty means everything.

@@ -658,3 +658,50 @@ async fn a_stdio_server_that_speaks_only_sessions_answers_stateless_requests_wit
     assert_eq!(r["result"]["content"][0]["text"], "Echo: still here");
     running.stop().await;
 }
+
+/// A fresh gateway in front of a real stdio server (mcp-server-time) under
+/// schema-guard: the agent calls a tool without listing first, and the call
+/// is checked against the definition the gateway fetched itself (once
+/// refused as an unknown tool).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stdio_tool_is_checked_against_its_definition_without_a_listing_first() {
+    let dir = scratch();
+    let policy = dir.join("guard.toml");
+    std::fs::write(
+        &policy,
+        "[plugins.schema-guard]\nsource = \"builtin:schema-guard\"\n\n\
+         [[servers.time]]\nplugin = \"schema-guard\"\nphase = \"request\"\n",
+    )
+    .unwrap();
+    let time = format!(
+        "stdio:{} -m mcp_server_time --local-timezone UTC",
+        venv_python().display()
+    );
+    let running = up::start(UpOptions {
+        servers: vec![("time".to_owned(), UpstreamSpec::parse(&time).unwrap())],
+        demo: false,
+        policy: up::PolicySource::File(policy),
+        ..UpOptions::default()
+    })
+    .await
+    .unwrap();
+    let mut c = McpClient::new(&running.servers["time"], running.token.as_deref());
+    c.initialize().await.unwrap();
+    let ok = c
+        .call_tool("get_current_time", json!({"timezone": "UTC"}))
+        .await
+        .unwrap();
+    assert_eq!(ok["result"]["structuredContent"]["timezone"], "UTC", "{ok}");
+    let bad = c
+        .call_tool("get_current_time", json!({"timezone": 5}))
+        .await
+        .unwrap();
+    assert_eq!(bad["error"]["code"], -32602, "{bad}");
+    assert!(
+        bad["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("Invalid arguments for tool get_current_time")),
+        "{bad}"
+    );
+    running.stop().await;
+}

@@ -143,8 +143,15 @@ async fn a_request_rewrite_is_what_the_upstream_gets() {
     let s = PolicyStack::start(&behave_policy("rewrite-request", "", "")).await;
     let mut c = s.t.client("rec");
     c.call_tool("refund", json!({"amount": 5})).await.unwrap();
-    let all = s.seen.all();
-    let body: Value = serde_json::from_slice(&all[0].1).unwrap();
+    // The upstream also got the gateway's own walk of its listing (the
+    // test plugin can read definitions): the call is the tools/call.
+    let body = s
+        .seen
+        .all()
+        .iter()
+        .map(|(_, b)| serde_json::from_slice::<Value>(b).unwrap())
+        .find(|m| m["method"] == "tools/call")
+        .expect("the call reached the upstream");
     assert_eq!(
         body["params"]["arguments"],
         json!({"amount": 5, "rewritten": true})
@@ -297,7 +304,13 @@ async fn a_trapped_instance_is_replaced() {
             ok.messages
         );
     }
-    assert_eq!(s.seen.all().len(), 3);
+    let pings = s
+        .seen
+        .all()
+        .iter()
+        .filter(|(_, b)| serde_json::from_slice::<Value>(b).unwrap()["method"] == "ping")
+        .count();
+    assert_eq!(pings, 3);
     // One fresh instance replaced the trapped one, then it was reused.
     assert_eq!(plugin.instantiations(), after_trap + 1);
 }
@@ -315,10 +328,9 @@ async fn plugins_get_no_environment_or_filesystem() {
 async fn plugins_read_tool_definitions_from_the_catalog() {
     let s = PolicyStack::start(&behave_policy("tool-def", r#"phase = "request""#, "")).await;
     let mut c = s.demo().await;
-    // Unknown until a tools/list has passed.
-    let r = c.call_tool("issue_refund", json!({})).await.unwrap();
+    // A tool no listing names is unknown.
+    let r = c.call_tool("no_such_tool", json!({})).await.unwrap();
     assert_eq!(error_of(&r).1, "none none");
-    c.request("tools/list", json!({})).await.unwrap();
     // The plugin answers "REVISION DEFINITION".
     let read = |r: &Value| {
         let (revision, def) = error_of(r)
@@ -331,13 +343,15 @@ async fn plugins_read_tool_definitions_from_the_catalog() {
             serde_json::from_str::<Value>(&def).unwrap(),
         )
     };
+    // Known before any agent listed the tools: the gateway walked the
+    // listing itself before the first call.
     let (revision, def) = read(&c.call_tool("issue_refund", json!({})).await.unwrap());
     assert_eq!(def["name"], "issue_refund");
     assert_eq!(
         def["inputSchema"]["required"],
         json!(["customer_id", "amount"])
     );
-    // Listed again, unchanged: the same revision.
+    // Listed by the agent, unchanged: the same revision.
     c.request("tools/list", json!({})).await.unwrap();
     let (again, _) = read(&c.call_tool("issue_refund", json!({})).await.unwrap());
     assert_eq!(again, revision);
@@ -810,4 +824,26 @@ tools = ["lookup_customer"]
         text.contains("ada.lovelace@example.com"),
         "unscoped tool, no step: {text}"
     );
+}
+
+/// Which components make the gateway walk a server's listing before a call
+/// (`src/gateway/listing.rs`): those that import the catalog's functions.
+#[test]
+fn only_components_that_import_the_catalog_read_definitions() {
+    for (stem, reads) in [
+        ("schema_guard", true),
+        ("behave", true),
+        ("noop", false),
+        ("redact", false),
+        ("deny_tools", false),
+    ] {
+        let bytes = std::fs::read(plugin_dir().join(format!("{stem}.wasm"))).unwrap();
+        assert_eq!(
+            portcullis::plugin::instance::reads_definitions(&bytes),
+            reads,
+            "{stem}"
+        );
+    }
+    // Not a component: counted as reading (the walk is only extra work).
+    assert!(portcullis::plugin::instance::reads_definitions(b"not wasm"));
 }

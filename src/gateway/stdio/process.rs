@@ -77,18 +77,10 @@ pub(super) fn to_line(raw: &Bytes) -> Bytes {
 }
 
 impl StdioUpstream {
-    /// Starts the server process and files it in `map` under `key` (bound
-    /// to `owner` when it is a session id); the supervisor takes it out,
-    /// and unbinds it, when it ends.
-    pub(super) fn spawn_into(
-        &self,
-        map: &Sessions,
-        key: String,
-        owner: Option<&Principal>,
-    ) -> Result<Arc<Session>, McpError> {
-        if self.session_count() >= self.max_sessions {
-            return Err(McpError::TooManySessions(self.name.clone()));
-        }
+    /// The server's command: its program, arguments, working directory and
+    /// configured environment over a cleared one (only [`INHERITED_ENV`]
+    /// kept), stdio piped, killed when dropped.
+    pub(in crate::gateway) fn command(&self) -> Command {
         let mut cmd = Command::new(&self.command.program);
         cmd.args(&self.command.args)
             .env_clear()
@@ -107,7 +99,22 @@ impl StdioUpstream {
         if let Some(dir) = &self.command.cwd {
             cmd.current_dir(dir);
         }
-        let mut child = cmd.spawn().map_err(|e| {
+        cmd
+    }
+
+    /// Starts the server process and files it in `map` under `key` (bound
+    /// to `owner` when it is a session id); the supervisor takes it out,
+    /// and unbinds it, when it ends.
+    pub(super) fn spawn_into(
+        &self,
+        map: &Sessions,
+        key: String,
+        owner: Option<&Principal>,
+    ) -> Result<Arc<Session>, McpError> {
+        if self.session_count() >= self.max_sessions {
+            return Err(McpError::TooManySessions(self.name.clone()));
+        }
+        let mut child = self.command().spawn().map_err(|e| {
             tracing::warn!(server = self.name, program = self.command.program, error = %e, "cannot start stdio server");
             McpError::UpstreamUnavailable(format!("server '{}' could not be started", self.name))
         })?;

@@ -210,4 +210,11 @@ impl Policy {
     pub fn wants(&self, ctx: &MessageContext) -> bool {
         self.steps(&ctx.server).any(|s| s.applies(ctx))
     }
+
+    /// True when some step that would look at this message may read the
+    /// upstream's tool definitions.
+    pub fn reads_definitions(&self, ctx: &MessageContext) -> bool {
+        self.steps(&ctx.server)
+            .any(|s| s.applies(ctx) && s.plugin.reads_definitions())
+    }
 }

@@ -272,3 +272,88 @@ async fn a_two_page_tool_list_is_learned_whole() {
     let ok = reply(tool_call("second", json!(2))).await;
     assert_eq!(ok["result"]["content"][0]["text"], "ok", "{ok}");
 }
+
+/// A gateway that never carried a `tools/list` (a fresh replica, a
+/// restart) walks the listing itself, every page, before it decides the
+/// first call; a `list_changed` from the server makes it walk again.
+#[tokio::test]
+async fn a_gateway_that_never_saw_the_listing_fetches_it_whole_before_deciding() {
+    let lists = Arc::new(Mutex::new(Vec::<Option<String>>::new()));
+    let seen = lists.clone();
+    let s = Stack::start(GUARD, move |got| {
+        let tool = |name: &str| {
+            json!({"name": name, "inputSchema": {"type": "object",
+                "properties": {"n": {"type": "integer"}}, "required": ["n"]}})
+        };
+        let id = got.json()["id"].clone();
+        let cursor = got.json()["params"]["cursor"].as_str().map(str::to_owned);
+        let result = match (got.rpc().as_str(), cursor.as_deref()) {
+            ("tools/list", cursor) => {
+                seen.lock().unwrap().push(cursor.map(str::to_owned));
+                match cursor {
+                    None => json!({"tools": [tool("first")], "nextCursor": "page-2"}),
+                    _ => json!({"tools": [tool("second")]}),
+                }
+            }
+            ("initialize", _) => json!({"protocolVersion": "2025-11-25", "capabilities": {"tools": {"listChanged": true}},
+                "serverInfo": {"name": "scripted", "version": "1"}}),
+            _ if got.json()["params"]["arguments"]["n"] == 7 => {
+                // The server announces a change in the answer's stream.
+                let note = json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"});
+                let done = json!({"jsonrpc": "2.0", "id": id, "result": {"content": [{"type": "text", "text": "ok"}]}});
+                return sse_reply(&[], &format!("{}{}", data(&note.to_string()), data(&done.to_string())));
+            }
+            _ => json!({"content": [{"type": "text", "text": "ok"}]}),
+        };
+        json_reply(&json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string())
+    })
+    .await;
+    let tool_call = |name: &str, n: Value| {
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": name, "arguments": {"n": n}}})
+        .to_string()
+    };
+    let agent = s.agent(0);
+    let reply = |body: String| {
+        let agent = &agent;
+        async move { post(agent, &body).await.messages()[0].clone() }
+    };
+    // No agent listed the tools: both pages' tools are checked against
+    // their own schemas all the same (they used to be unknown tools).
+    for name in ["first", "second"] {
+        let ok = reply(tool_call(name, json!(1))).await;
+        assert_eq!(ok["result"]["content"][0]["text"], "ok", "{name}: {ok}");
+        let bad = reply(tool_call(name, json!("one"))).await;
+        assert_eq!(bad["error"]["code"], -32602, "{name}: {bad}");
+        assert!(
+            bad["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("Invalid arguments")),
+            "{name}: {bad}"
+        );
+    }
+    let unknown = reply(tool_call("unlisted", json!(1))).await;
+    assert_eq!(
+        unknown["error"]["message"], "Unknown tool: unlisted",
+        "{unknown}"
+    );
+    // One walk, both pages, in order, for all five calls.
+    assert_eq!(
+        *lists.lock().unwrap(),
+        [None, Some("page-2".to_owned())],
+        "the gateway's own walk"
+    );
+    // The server says its tools changed: the next call walks again.
+    let got = post(&agent, &tool_call("first", json!(7))).await.messages();
+    assert_eq!(
+        got[0]["method"], "notifications/tools/list_changed",
+        "{got:?}"
+    );
+    assert_eq!(got[1]["result"]["content"][0]["text"], "ok", "{got:?}");
+    reply(tool_call("first", json!(1))).await;
+    assert_eq!(
+        lists.lock().unwrap().len(),
+        4,
+        "walked again after list_changed"
+    );
+}
