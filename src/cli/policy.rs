@@ -96,7 +96,7 @@ pub async fn run(command: Command) -> Result<()> {
             cases,
             explain,
         } => run_cases(file, cases, explain).await,
-        Command::Replay(args) => match replay(args).await {
+        Command::Replay(args) => match replay_spool(args).await {
             Ok(false) => Ok(()),
             Ok(true) => std::process::exit(REPLAY_DIFFERS),
             Err(e) => {
@@ -109,7 +109,7 @@ pub async fn run(command: Command) -> Result<()> {
 
 /// Replays the spool through the candidate and prints the report; true
 /// when the candidate decides some message differently.
-async fn replay(args: ReplayArgs) -> Result<bool> {
+async fn replay_spool(args: ReplayArgs) -> Result<bool> {
     let key = match &args.key_env {
         Some(var) => Some(
             std::env::var(var)
