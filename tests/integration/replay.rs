@@ -163,7 +163,11 @@ async fn a_replay_lists_exactly_the_calls_a_candidate_denies_and_never_their_val
     for m in &denied {
         assert_eq!(
             (&m["direction"], &m["method"], &m["target"]),
-            (&json!("to-server"), &json!("tools/call"), &json!("search_tickets")),
+            (
+                &json!("to-server"),
+                &json!("tools/call"),
+                &json!("search_tickets")
+            ),
             "{m:#}"
         );
         assert_eq!(m["was"]["outcome"], "forwarded");
@@ -174,16 +178,27 @@ async fn a_replay_lists_exactly_the_calls_a_candidate_denies_and_never_their_val
         assert!(m["now"]["steps"][0]["annotations"]["rule"].is_string());
         assert!(m.get("values").is_none());
     }
-    assert_eq!(report["differences"], report["messages"].as_array().unwrap().len());
+    assert_eq!(
+        report["differences"],
+        report["messages"].as_array().unwrap().len()
+    );
     // The searches' results answer requests the candidate denies.
-    assert!(report["caveats"]["answers_a_newly_denied_request"].as_u64().unwrap() >= 1);
+    assert!(
+        report["caveats"]["answers_a_newly_denied_request"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
 
     // No value reaches the report unless asked for.
     let (code, text, _) = replay(&dir, &candidate, &[]);
     assert_eq!(code, 1);
     assert!(text.contains("NEWLY DENIED"), "{text}");
     assert!(text.contains("rule=\"support-read\""), "{text}");
-    assert!(!text.contains(CANARY), "a recorded argument value in the report:\n{text}");
+    assert!(
+        !text.contains(CANARY),
+        "a recorded argument value in the report:\n{text}"
+    );
     assert!(!text.contains("private reason"), "{text}");
     let (_, json_text, _) = replay(&dir, &candidate, &["--json"]);
     assert!(!json_text.contains(CANARY));
@@ -198,11 +213,19 @@ async fn a_replay_lists_exactly_the_calls_a_candidate_denies_and_never_their_val
     let (_, report) = replay_json(&dir, &recorded);
     let not = &report["not_replayable"];
     assert_eq!(not["denied_no_message_recorded"], 1, "{report:#}");
-    assert!(not["only_rewritten_form_recorded"].as_u64().unwrap() >= 2, "{report:#}");
+    assert!(
+        not["only_rewritten_form_recorded"].as_u64().unwrap() >= 2,
+        "{report:#}"
+    );
     assert!(stdout.contains("not replayable: "), "{stdout}");
     assert!(stdout.contains("record_received not set"), "{stdout}");
     let replayed = report["replayed"].as_u64().unwrap();
-    let skipped: u64 = not.as_object().unwrap().values().map(|n| n.as_u64().unwrap()).sum();
+    let skipped: u64 = not
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
     assert_eq!(replayed + skipped, report["decisions"].as_u64().unwrap());
 
     // Filters leave records out, and say how many.
@@ -219,7 +242,11 @@ async fn with_received_messages_recorded_denials_and_rewrites_replay_too() {
     assert_eq!(code, 0, "{report:#}");
     assert_eq!(report["differences"], 0);
     let not = &report["not_replayable"];
-    for reason in ["denied_no_message_recorded", "only_rewritten_form_recorded", "no_message_recorded"] {
+    for reason in [
+        "denied_no_message_recorded",
+        "only_rewritten_form_recorded",
+        "no_message_recorded",
+    ] {
         assert_eq!(not[reason], 0, "{reason}: {report:#}");
     }
 
@@ -233,11 +260,16 @@ async fn with_received_messages_recorded_denials_and_rewrites_replay_too() {
     let allowed = changed(&report, "newly_allowed");
     assert_eq!(allowed.len(), 1, "{report:#}");
     assert_eq!(allowed[0]["target"], "delete_customer");
-    assert_eq!(allowed[0]["was"]["steps"][0]["annotations"]["rule"], "erasure");
+    assert_eq!(
+        allowed[0]["was"]["steps"][0]["annotations"]["rule"],
+        "erasure"
+    );
     assert!(changed(&report, "newly_denied").is_empty(), "{report:#}");
     let listing = changed(&report, "rewritten_differently");
     assert!(
-        listing.iter().any(|m| m["method"] == "tools/list" && m["direction"] == "to-client"),
+        listing
+            .iter()
+            .any(|m| m["method"] == "tools/list" && m["direction"] == "to-client"),
         "{report:#}"
     );
     let unredacted = changed(&report, "no_longer_rewritten");
@@ -253,13 +285,19 @@ async fn with_received_messages_recorded_denials_and_rewrites_replay_too() {
 async fn a_tampered_spool_is_refused_unless_asked_and_errors_are_not_differences() {
     let recorded = policy(READ, "deny", true, false);
     let dir = record_spool(&recorded).await;
-    let segment = portcullis::audit::segment::segments(&dir).unwrap().remove(0);
+    let segment = portcullis::audit::segment::segments(&dir)
+        .unwrap()
+        .remove(0);
     let text = std::fs::read_to_string(&segment).unwrap();
     assert!(text.contains("\"target\":\"search_tickets\""));
     // One search recorded as if it had been a look-up, hash untouched.
     std::fs::write(
         &segment,
-        text.replacen("\"target\":\"search_tickets\"", "\"target\":\"lookup_customer\"", 1),
+        text.replacen(
+            "\"target\":\"search_tickets\"",
+            "\"target\":\"lookup_customer\"",
+            1,
+        ),
     )
     .unwrap();
     let (code, stdout, stderr) = replay(&dir, &recorded, &[]);
@@ -275,7 +313,11 @@ async fn a_tampered_spool_is_refused_unless_asked_and_errors_are_not_differences
     // Not a spool, or a policy that does not load: 2, never 0 or 1.
     let (code, _, stderr) = replay(&scratch(), &recorded, &[]);
     assert_eq!(code, 2, "{stderr}");
-    let (code, _, stderr) = replay(&dir, "[plugins.x]\nsource = \"builtin:nope\"\n", &["--allow-broken-chain"]);
+    let (code, _, stderr) = replay(
+        &dir,
+        "[plugins.x]\nsource = \"builtin:nope\"\n",
+        &["--allow-broken-chain"],
+    );
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("nope"), "{stderr}");
 }

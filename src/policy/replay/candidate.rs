@@ -21,7 +21,12 @@ pub(super) struct Candidate {
 }
 
 /// What `policy` decides on `received`, travelling with `ctx`.
-pub(super) async fn run(policy: &Policy, ctx: &MessageContext, received: &Value, max_depth: usize) -> Candidate {
+pub(super) async fn run(
+    policy: &Policy,
+    ctx: &MessageContext,
+    received: &Value,
+    max_depth: usize,
+) -> Candidate {
     let raw = Bytes::from(received.to_string());
     let denied = |code: i64, public_message: String, steps: Vec<StepEntry>| {
         let answered = matches!(ctx.kind, Kind::Response | Kind::Error | Kind::Request)

@@ -104,11 +104,14 @@ pub fn compare(
         (Denied, Unchanged | Rewritten(_)) => Some(Change::NewlyAllowed),
         (Unchanged, Rewritten(_)) => Some(Change::NewlyRewritten),
         (Rewritten(_), Unchanged) => Some(Change::NoLongerRewritten),
-        (Rewritten(Some(a)), Rewritten(Some(b))) => (a != b).then_some(Change::RewrittenDifferently),
+        (Rewritten(Some(a)), Rewritten(Some(b))) => {
+            (a != b).then_some(Change::RewrittenDifferently)
+        }
         // One output unknown: the verdicts and annotations are what can
         // be compared.
-        (Rewritten(_), Rewritten(_)) => (rewriters(was_steps) != rewriters(now_steps))
-            .then_some(Change::RewrittenDifferently),
+        (Rewritten(_), Rewritten(_)) => {
+            (rewriters(was_steps) != rewriters(now_steps)).then_some(Change::RewrittenDifferently)
+        }
     }
 }
 
@@ -178,10 +181,7 @@ mod tests {
         );
         // An audit-mode rewrite changes nothing, so it is not compared.
         let audit = step("shadow", Mode::Audit, Rewrite, json!({"n": 1}));
-        assert_eq!(
-            compare(&unknown, &was, &known, &[redact(1), audit]),
-            None
-        );
+        assert_eq!(compare(&unknown, &was, &known, &[redact(1), audit]), None);
     }
 
     #[test]

@@ -13,8 +13,8 @@
 //! skipped silently. The chain is verified first; a spool that does not
 //! verify is refused unless the caller accepts it.
 
-pub mod diff;
 mod candidate;
+pub mod diff;
 mod render;
 mod report;
 
@@ -231,7 +231,8 @@ async fn replay_one(
     {
         catalog.learn(&record.server, received.to_string().as_bytes(), Page::Later);
     }
-    let wanted = |filter: &Option<String>, value: &str| filter.as_deref().is_none_or(|f| f == value);
+    let wanted =
+        |filter: &Option<String>, value: &str| filter.as_deref().is_none_or(|f| f == value);
     if !wanted(&opts.server, &record.server) || !wanted(&opts.tunnel, &record.tunnel) {
         report.filtered += 1;
         return;
