@@ -55,8 +55,7 @@ pub enum ReplayError {
 pub struct Options {
     /// The spool's HMAC key, when it is keyed.
     pub key: Option<Vec<u8>>,
-    /// Replay a spool whose chain does not verify (its problems are
-    /// reported with the result).
+    /// Replay a spool whose chain does not verify (problems reported).
     pub allow_broken_chain: bool,
     /// Only records of this server.
     pub server: Option<String>,
