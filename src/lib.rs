@@ -40,7 +40,8 @@
 //! - [`policy`]: the chain's contract (`verdict`: verdicts, interests,
 //!   `Evaluate`) and the tool catalog plugins read; above the plugin host,
 //!   policy files, chains (phases, modes, failure modes, verdict merging,
-//!   what they tell telemetry), cases and hot reload.
+//!   what they tell telemetry), cases, hot reload, and replaying an audit
+//!   spool through a candidate policy.
 //! - [`demo`]: the built-in demo MCP server used by `portcullis up`.
 //! - [`config`]: relay and gateway TOML files: raw serde types, validated
 //!   into settings (the binary builds the live objects).

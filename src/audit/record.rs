@@ -63,6 +63,21 @@ pub struct DecisionRecord {
     /// the policy opted in for this server.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub payload: Option<serde_json::Value>,
+    /// For a notification or server request inside a tool call's stream:
+    /// the tool called (the chain's `related_tool`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub related_tool: Option<String>,
+    /// The message as the chain received it, before any rewrite or denial:
+    /// unredacted, only when the policy opted in for this server
+    /// (`record_received`), and left out when `payload` already is that
+    /// message (forwarded unchanged). What `policy replay` replays.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub received: Option<serde_json::Value>,
+    /// The principal's allow-listed claims, in records that keep a message
+    /// (so that a replay gives plugins the same principal); absent in
+    /// every other record and in records written before it was added.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub claims: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 fn now_ms() -> u64 {
@@ -77,6 +92,25 @@ impl DecisionRecord {
     pub fn with_payload(mut self, message: &[u8]) -> DecisionRecord {
         self.payload = serde_json::from_slice(message).ok();
         self
+    }
+
+    /// Adds the message as the chain received it (for servers whose policy
+    /// opted in to `record_received`).
+    pub fn with_received(mut self, message: &[u8]) -> DecisionRecord {
+        self.received = serde_json::from_slice(message).ok();
+        self
+    }
+
+    /// The principal this record names, as the chain was given it: the
+    /// claims are empty when the record did not keep them.
+    pub fn principal(&self) -> crate::principal::Principal {
+        crate::principal::Principal {
+            subject: self.subject.clone(),
+            groups: self.groups.clone(),
+            issuer: self.issuer.clone(),
+            token_id: self.token_id.clone(),
+            claims: self.claims.clone().unwrap_or_default(),
+        }
     }
 
     /// A record of `ctx` with the steps that ran and the outcome; `trace`
@@ -94,6 +128,9 @@ impl DecisionRecord {
             trace_id,
             span_id,
             payload: None,
+            related_tool: ctx.related_tool.clone(),
+            received: None,
+            claims: None,
             reason: None,
             time_unix_ms: now_ms(),
             tunnel: ctx.tunnel.clone(),

@@ -1,5 +1,5 @@
 //! `portcullis policy`: check a policy file, pin a server's tools in it,
-//! run the test cases kept beside it.
+//! run the test cases kept beside it, replay an audit spool through it.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use portcullis::config::upstream::UpstreamSpec;
 use portcullis::plugin::PluginEngine;
 use portcullis::plugin::engine::default_cache_dir;
-use portcullis::policy::{cases, pin};
+use portcullis::policy::{cases, pin, replay};
 
 /// `portcullis policy`'s subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -38,9 +38,50 @@ pub enum Command {
         #[arg(long)]
         explain: bool,
     },
+    /// Replay the messages an audit spool recorded through a candidate policy and print what it decides differently. Exit status: 0 no difference, 1 differences, 2 the replay could not be made.
+    Replay(ReplayArgs),
 }
 
-/// Runs one `policy` subcommand; a failed test case exits with status 1.
+/// `portcullis policy replay`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// The gateway's audit spool directory.
+    #[arg(long, value_name = "DIR")]
+    audit: PathBuf,
+    /// The candidate policy file.
+    #[arg(long, value_name = "FILE")]
+    policy: PathBuf,
+    /// Environment variable holding the spool's HMAC key, if it is keyed.
+    #[arg(long, value_name = "VAR")]
+    key_env: Option<String>,
+    /// Replay a spool whose hash chain does not verify (its problems are
+    /// listed in the report).
+    #[arg(long)]
+    allow_broken_chain: bool,
+    /// Only records of this server.
+    #[arg(long)]
+    server: Option<String>,
+    /// Only records of this tunnel.
+    #[arg(long)]
+    tunnel: Option<String>,
+    /// Show message contents, public messages and private reasons (left
+    /// out by default: they can hold the values the audit protects).
+    #[arg(long)]
+    show_values: bool,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Exit status of `policy replay` when the candidate decides differently.
+const REPLAY_DIFFERS: i32 = 1;
+/// Exit status of `policy replay` when it could not replay (unreadable or
+/// broken spool, a policy that does not load): as diff(1), distinct from
+/// a difference.
+const REPLAY_FAILED: i32 = 2;
+
+/// Runs one `policy` subcommand; a failed test case exits with status 1,
+/// a replay as [`REPLAY_DIFFERS`] and [`REPLAY_FAILED`] say.
 pub async fn run(command: Command) -> Result<()> {
     portcullis::telemetry::init_logging_only();
     match command {
@@ -55,7 +96,46 @@ pub async fn run(command: Command) -> Result<()> {
             cases,
             explain,
         } => run_cases(file, cases, explain).await,
+        Command::Replay(args) => match replay_spool(args).await {
+            Ok(false) => Ok(()),
+            Ok(true) => std::process::exit(REPLAY_DIFFERS),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::exit(REPLAY_FAILED);
+            }
+        },
     }
+}
+
+/// Replays the spool through the candidate and prints the report; true
+/// when the candidate decides some message differently.
+async fn replay_spool(args: ReplayArgs) -> Result<bool> {
+    let key = match &args.key_env {
+        Some(var) => Some(
+            std::env::var(var)
+                .with_context(|| format!("{var} is not set"))?
+                .into_bytes(),
+        ),
+        None => None,
+    };
+    let engine = PluginEngine::new(default_cache_dir())?;
+    let catalog = Arc::new(portcullis::policy::catalog::Catalog::default());
+    let policy = portcullis::policy::load(&args.policy, &engine, catalog.clone()).await?;
+    let opts = replay::Options {
+        key,
+        allow_broken_chain: args.allow_broken_chain,
+        server: args.server,
+        tunnel: args.tunnel,
+        max_depth: portcullis::limits::MAX_JSON_DEPTH,
+        show_values: args.show_values,
+    };
+    let report = replay::replay(&args.audit, &policy, &catalog, &opts).await?;
+    if args.json {
+        println!("{}", report.json());
+    } else {
+        print!("{}", report.text());
+    }
+    Ok(report.differs())
 }
 
 /// Loads `file` and every plugin it names.

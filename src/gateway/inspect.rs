@@ -185,6 +185,9 @@ impl Checkpoint<'_> {
         let kind = msg.kind;
         let is_reply = matches!(kind, Kind::Response | Kind::Error);
         let id = msg.id.clone();
+        // What the chain receives, for a policy that records it (a
+        // reference-counted handle, not a copy).
+        let received = msg.raw.clone();
         let mut rewritten = false;
         let (outcome, records) = match (gate, self.policy) {
             (Some(v), _) => (v, Vec::new()),
@@ -232,7 +235,7 @@ impl Checkpoint<'_> {
             &ctx,
             &records,
             label,
-            forwarded,
+            (Some(&received[..]), forwarded),
         )
         .await;
         // A denial is not delivered either way; anything else that cannot

@@ -93,16 +93,17 @@ pub fn log_records(ctx: &MessageContext, records: &[StepRecord]) {
 }
 
 /// Counts one decision in the metrics and appends its record to `audit`
-/// (with the message that left the chain, `forwarded`, when the policy
-/// opted in). An error means strict mode could not persist it. Both
-/// directions record through here.
+/// (with the message that left the chain, `forwarded`, and the one the
+/// chain received, `received`, where the policy opted in to each; the
+/// principal's claims with either). An error means strict mode could not
+/// persist it. Both directions record through here.
 pub async fn record_decision(
     audit: Option<&Spool>,
     policy: Option<&Policy>,
     ctx: &MessageContext,
     steps: &[StepRecord],
     outcome: Outcome,
-    forwarded: Option<&[u8]>,
+    (received, forwarded): (Option<&[u8]>, Option<&[u8]>),
 ) -> Result<(), crate::audit::SpoolError> {
     crate::policy::chain::observe::count_decision(&ctx.server, ctx.direction, outcome, steps);
     let Some(spool) = audit else {
@@ -115,8 +116,18 @@ pub async fn record_decision(
         policy.map(|p| p.digest.as_str()),
         crate::telemetry::span::ids(&tracing::Span::current()),
     );
-    if let Some(m) = forwarded.filter(|_| policy.is_some_and(|p| p.records_payload(&ctx.server))) {
+    let keep_payload = policy.is_some_and(|p| p.records_payload(&ctx.server));
+    if let Some(m) = forwarded.filter(|_| keep_payload) {
         record = record.with_payload(m);
+    }
+    // Passed unchanged, the payload already is the message received.
+    let unchanged = keep_payload && outcome == Outcome::Forwarded;
+    let keep_received = policy.is_some_and(|p| p.records_received(&ctx.server)) && !unchanged;
+    if let Some(m) = received.filter(|_| keep_received) {
+        record = record.with_received(m);
+    }
+    if record.payload.is_some() || record.received.is_some() {
+        record.claims = Some(ctx.principal.claims.clone());
     }
     spool.append(&record).await
 }

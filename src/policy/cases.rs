@@ -145,26 +145,12 @@ impl Report {
         outcome: &Ruling,
         original: &Bytes,
     ) {
-        use super::verdict::AnnotationValue;
         if records.is_empty() {
             let _ = writeln!(self.text, "        no plugin ran on this message");
         }
         for r in records {
-            let mut line = format!("        {} ({}): {}", r.plugin, r.mode, r.decision);
-            for a in &r.annotations {
-                match &a.value {
-                    AnnotationValue::Label(v) => {
-                        let _ = write!(line, "  {}={v:?}", a.key);
-                    }
-                    AnnotationValue::Count(n) => {
-                        let _ = write!(line, "  {}={n}", a.key);
-                    }
-                }
-            }
-            if let Some(reason) = &r.reason {
-                let _ = write!(line, "  private reason: {reason}");
-            }
-            let _ = writeln!(self.text, "{line}");
+            let line = describe_step(&crate::audit::StepEntry::from(r));
+            let _ = writeln!(self.text, "        {line}");
         }
         let _ = match outcome {
             Ruling::Deny(d) => writeln!(
@@ -180,6 +166,24 @@ impl Report {
             ),
         };
     }
+}
+
+/// One plugin's part in a decision, as `--explain` (and `policy replay`)
+/// show it: `plugin (mode): verdict`, its annotations (labels quoted,
+/// counts bare; the deciding authz `rule` or Cedar `policy` among them),
+/// and the private reason when the step has one.
+pub fn describe_step(step: &crate::audit::StepEntry) -> String {
+    let mut line = format!("{} ({}): {}", step.plugin, step.mode, step.decision);
+    for (key, value) in &step.annotations {
+        let _ = match value {
+            serde_json::Value::String(v) => write!(line, "  {key}={v:?}"),
+            other => write!(line, "  {key}={other}"),
+        };
+    }
+    if let Some(reason) = &step.reason {
+        let _ = write!(line, "  private reason: {reason}");
+    }
+    line
 }
 
 fn check(case: &Case, outcome: &Ruling, original: &Bytes) -> Vec<String> {

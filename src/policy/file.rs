@@ -19,6 +19,8 @@
 //! [audit]
 //! record_payloads = ["crm"]            # servers whose messages the audit
 //!                                      # records keep, as they left the chain
+//! record_received = ["crm"]            # … and as the chain received them
+//!                                      # (unredacted), for `policy replay`
 //!
 //! [messages]
 //! allow_case_colliding_keys = ["crm"]  # servers whose messages may hold keys
@@ -81,6 +83,12 @@ struct RawPolicyAudit {
     /// the form that passed the chain (after redaction). Default: none.
     #[serde(default)]
     record_payloads: Vec<String>,
+    /// Servers (or `"*"`) whose records also keep each message as the chain
+    /// received it, before any rewrite or denial: unredacted values, so
+    /// that `policy replay` can replay rewritten and denied messages.
+    /// Default: none.
+    #[serde(default)]
+    record_received: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -219,6 +227,7 @@ pub async fn load_text(
     }
     let mut policy = Policy::new(hex::encode(Sha256::digest(text.as_bytes())), chains);
     policy.record_payloads = raw.audit.record_payloads.iter().cloned().collect();
+    policy.record_received = raw.audit.record_received.iter().cloned().collect();
     policy.allow_case_colliding_keys = raw
         .messages
         .allow_case_colliding_keys

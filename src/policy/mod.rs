@@ -10,6 +10,8 @@
 //! - [`catalog`]: upstream tool definitions learned from `tools/list`.
 //! - [`cases`]: `portcullis policy test`: cases beside a policy, run for real.
 //! - [`reload`]: hot reload on file change or SIGHUP, swapped atomically.
+//! - [`replay`]: `portcullis policy replay`: recorded messages run through
+//!   a candidate policy, and what it would have decided differently.
 
 pub mod cases;
 pub mod catalog;
@@ -17,6 +19,7 @@ pub mod chain;
 pub mod file;
 pub mod pin;
 pub mod reload;
+pub mod replay;
 pub mod verdict;
 
 pub use chain::{Policy, Ruling, StepRecord, parse_options};

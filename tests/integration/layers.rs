@@ -32,6 +32,7 @@ const LAYERS: &[&[&str]] = &[
         "policy::reload",
         "policy::pin",
         "policy::cases",
+        "policy::replay",
     ],
     &["gateway", "relay", "demo", "fuzzing"],
     &["admin", "config"],

@@ -44,7 +44,7 @@ plugin = "t"
 
 /// `portcullis policy ARGS…` run as a user runs it, with a plugin cache
 /// of its own.
-fn portcullis_policy(args: &[&std::ffi::OsStr]) -> std::process::Output {
+pub(crate) fn portcullis_policy(args: &[&std::ffi::OsStr]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .arg("policy")
         .args(args)

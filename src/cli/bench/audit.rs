@@ -167,7 +167,7 @@ async fn export_costs(calls: usize) -> anyhow::Result<(Duration, f64)> {
                 &ctx,
                 &steps,
                 Outcome::Forwarded,
-                None,
+                (None, None),
             )
             .await?;
         }

@@ -132,6 +132,10 @@ pub struct Policy {
     /// Servers (or `"*"`) whose audit records keep the message as it left
     /// the chain. Empty by default: records hold no payload.
     pub record_payloads: BTreeSet<String>,
+    /// Servers (or `"*"`) whose audit records also keep the message as the
+    /// chain received it, before any rewrite or denial (unredacted), for
+    /// `policy replay`. Empty by default.
+    pub record_received: BTreeSet<String>,
     /// Servers (or `"*"`) whose messages may hold object keys that are one
     /// key under case folding. Empty by default: such messages are refused.
     pub allow_case_colliding_keys: BTreeSet<String>,
@@ -152,6 +156,7 @@ impl Policy {
             digest,
             chains,
             record_payloads: Default::default(),
+            record_received: Default::default(),
             allow_case_colliding_keys: Default::default(),
         }
     }
@@ -169,6 +174,12 @@ impl Policy {
     /// True when the policy opted in to payloads in `server`'s records.
     pub fn records_payload(&self, server: &str) -> bool {
         self.record_payloads.contains(server) || self.record_payloads.contains(ALL_SERVERS)
+    }
+
+    /// True when the policy opted in to the received message in
+    /// `server`'s records.
+    pub fn records_received(&self, server: &str) -> bool {
+        self.record_received.contains(server) || self.record_received.contains(ALL_SERVERS)
     }
 
     /// The step plugin called `name`, if a chain uses it.
