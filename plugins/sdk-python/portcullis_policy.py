@@ -22,6 +22,9 @@ componentize-py against this module and the WIT of the gateway that built it.
 
     Policy = pp.export(NoDeletes)   # componentize-py looks for `Policy`
 
+(Over 400 lines on purpose: one module, so a plugin needs one import and
+the build one extra path.)
+
 Failing closed: an exception in `configure` refuses the policy load with
 its message; an exception in `decide` (or a verdict this module cannot
 lower) is logged with the plugin's name and then ends the call as a trap,

@@ -8,6 +8,9 @@
 //! every test here shares one engine whose artifact cache lives under the
 //! test target directory: a plugin is compiled once, then loaded from disk,
 //! also by the `portcullis` processes the tests start.
+//!
+//! Over 400 lines on purpose: every Python test lives here because they
+//! share that one build and that one engine.
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;

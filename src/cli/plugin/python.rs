@@ -160,11 +160,11 @@ fn toolchain() -> Result<PathBuf> {
         trusted(&root)?;
         let _lock = InstallLock::take(&root)?;
         // Another build may have installed it while this one waited.
-        if !installed(&venv) {
-            if let Err(e) = install(&venv) {
-                let _ = std::fs::remove_dir_all(&venv);
-                return Err(e);
-            }
+        if !installed(&venv)
+            && let Err(e) = install(&venv)
+        {
+            let _ = std::fs::remove_dir_all(&venv);
+            return Err(e);
         }
     }
     trusted(&root)?;

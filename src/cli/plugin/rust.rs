@@ -35,12 +35,14 @@ pub fn build(dir: &Path) -> Result<PathBuf> {
             let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
                 continue;
             };
-            if msg["reason"] != "compiler-artifact"
-                || msg["manifest_path"].as_str() != Some(&*manifest.to_string_lossy())
+            let field = |k: &str| msg.get(k).and_then(serde_json::Value::as_str);
+            if field("reason") != Some("compiler-artifact")
+                || field("manifest_path") != Some(&*manifest.to_string_lossy())
             {
                 continue;
             }
-            for f in msg["filenames"].as_array().into_iter().flatten() {
+            let files = msg.get("filenames").and_then(serde_json::Value::as_array);
+            for f in files.into_iter().flatten() {
                 if let Some(f) = f.as_str().filter(|f| f.ends_with(".wasm")) {
                     wasm.push(PathBuf::from(f));
                 }
