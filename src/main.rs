@@ -37,6 +37,11 @@ enum Command {
         #[command(subcommand)]
         command: cli::policy::Command,
     },
+    /// Start a policy plugin from a template (Python or Rust) and build it.
+    Plugin {
+        #[command(subcommand)]
+        command: cli::plugin::Command,
+    },
     /// Run a relay (public side) from a TOML config.
     Relay(cli::relay::Args),
     /// Run a gateway (private side) from a TOML config.
@@ -64,6 +69,7 @@ async fn main() -> Result<()> {
         Command::Up(args) => cli::up::run(args).await,
         Command::Audit { command } => cli::audit::run(command),
         Command::Policy { command } => cli::policy::run(command).await,
+        Command::Plugin { command } => cli::plugin::run(command),
         Command::Relay(args) => cli::relay::run(args).await,
         Command::Gateway(args) => cli::gateway::run(args).await,
         Command::Keygen(args) => cli::keygen::run(args),

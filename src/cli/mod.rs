@@ -17,6 +17,7 @@ pub mod example;
 pub mod gateway;
 pub mod keygen;
 mod pin;
+pub mod plugin;
 pub mod policy;
 pub mod relay;
 pub mod up;

@@ -49,6 +49,14 @@ pub const INIT_DEADLINE: Duration = Duration::from_secs(2);
 pub const DEFAULT_MEMORY_BYTES: usize = 64 * 1024 * 1024;
 /// Idle initialised instances kept per plugin.
 pub const MAX_IDLE_INSTANCES: usize = 16;
+/// Core instances one plugin instance may create: a Rust plugin makes 1–3,
+/// a componentize-py (CPython) component one per core module it links
+/// (libc, libpython, the WASI adapter, its own code: 14 today).
+pub const MAX_CORE_INSTANCES_PER_PLUGIN: usize = 32;
+/// Wall-clock bound on instantiation and `init`, however they spend it: the
+/// epoch deadline only fires while guest code runs, not while it waits in
+/// a host call (a WASI sleep or poll).
+pub const INIT_WALL_DEADLINE: Duration = Duration::from_secs(4);
 
 /// Per-plugin limits.
 #[derive(Debug, Clone, Copy)]
@@ -301,12 +309,20 @@ impl LoadedPlugin {
     }
 
     async fn instantiate(&self) -> Result<(Slot, Interests), InitFailure> {
+        tokio::time::timeout(INIT_WALL_DEADLINE, self.instantiate_within())
+            .await
+            .unwrap_or(Err(InitFailure::Call(CallError::Deadline(
+                INIT_WALL_DEADLINE,
+            ))))
+    }
+
+    async fn instantiate_within(&self) -> Result<(Slot, Interests), InitFailure> {
         self.instantiations
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.limits.memory_bytes)
             .trap_on_grow_failure(true)
-            .instances(8)
+            .instances(MAX_CORE_INSTANCES_PER_PLUGIN)
             .tables(8)
             .memories(4)
             .build();
@@ -373,15 +389,19 @@ impl LoadedPlugin {
         slot.store.set_epoch_deadline(YIELD_EVERY_TICKS);
         let groups: Vec<&str> = ctx.principal.groups.iter().map(String::as_str).collect();
         let claims = ctx.principal.claims_json();
-        let result = slot
-            .plugin
-            .portcullis_policy_policy()
-            .call_handle(
-                &mut slot.store,
-                context_to_wit(ctx, &groups, &claims),
-                message,
-            )
-            .await;
+        // The epoch callback runs only while guest code does: a call waiting
+        // in a host call (a WASI sleep or poll) is bounded here instead, by
+        // the largest wall-clock bound the callback could have reached.
+        let wall = (deadline + self.limits.deadline * MAX_DEFINITION_GRANTS) * HARD_DEADLINE_FACTOR;
+        let handle = slot.plugin.portcullis_policy_policy().call_handle(
+            &mut slot.store,
+            context_to_wit(ctx, &groups, &claims),
+            message,
+        );
+        let Ok(result) = tokio::time::timeout(wall, handle).await else {
+            // The call was dropped mid-way: so is the instance.
+            return Err(CallError::Deadline(deadline));
+        };
         match result {
             Ok(v) => {
                 let mut pool = self.lock();

@@ -27,6 +27,7 @@ mod overload;
 mod peers;
 mod perimeter;
 mod plugins;
+mod python;
 mod replay;
 mod sessions;
 mod support;
