@@ -27,6 +27,7 @@ mod overload;
 mod peers;
 mod perimeter;
 mod plugins;
+mod rego;
 mod sessions;
 mod support;
 mod tunnel;

@@ -622,7 +622,10 @@ async fn shipped_policies_pass_their_cases_and_failures_are_reported() {
         assert!(report.passed > 0);
         checked += 1;
     }
-    assert!(checked >= 4, "default, pci, health and the bypass policy");
+    assert!(
+        checked >= 5,
+        "default, pci, health, support and the bypass policy"
+    );
 
     // A case that expects the wrong thing fails, readably, with exit 1.
     let policy = dir.join("default.toml");
