@@ -78,6 +78,14 @@ async fn load(path: &Path) -> Result<portcullis::policy::Policy, String> {
         .map_err(|e| e.to_string())
 }
 
+/// The error loading `text` fails with.
+async fn load_err(text: &str) -> String {
+    match load(&write(text)).await {
+        Ok(_) => panic!("the policy loaded"),
+        Err(e) => e,
+    }
+}
+
 fn ctx(principal: Principal, target: &str) -> MessageContext {
     MessageContext {
         direction: Direction::ToServer,
@@ -205,24 +213,24 @@ async fn a_broken_rego_policy_is_refused_at_load() {
         "input.tool in data.read_tools",
         "input.tool in data.read_tools ==",
     );
-    let err = load(&write(&broken)).await.unwrap_err();
+    let err = load_err(&broken).await;
     assert!(err.contains("rego: invalid config: policy.rego:"), "{err}");
     let v0 = POLICY.replace(
         "allow if {\n    \"support\" in input.principal.groups\n    input.tool in",
         "allow {\n    \"support\" in input.principal.groups\n    input.tool in",
     );
-    let err = load(&write(&v0)).await.unwrap_err();
+    let err = load_err(&v0).await;
     assert!(err.contains("policy.rego:5:7"), "{err}");
     assert!(err.contains("`if` keyword is required"), "{err}");
     let no_allow = POLICY.replace("allow", "permit");
-    let err = load(&write(&no_allow)).await.unwrap_err();
+    let err = load_err(&no_allow).await;
     assert!(
         err.contains("no module defines data.portcullis.allow"),
         "{err}"
     );
     // Found by the trial evaluation at load: the deny rule runs on every call.
     let unknown_fn = POLICY.replace("portcullis.like(", "portcullis.likes(");
-    let err = load(&write(&unknown_fn)).await.unwrap_err();
+    let err = load_err(&unknown_fn).await;
     assert!(
         err.contains("could not find function portcullis.likes"),
         "{err}"
@@ -239,7 +247,8 @@ async fn rego_refuses_before_the_upstream_and_filters_listings() {
         http_upstream("rec", &format!("http://{rec}/mcp")),
     );
     let (gw, _stop, _task) = t.gateway(ups, 1, ProxyConfig::default()).await;
-    // The API key's principal is in no group: allow what anyone may use.
+    // The test relay's API key principal is in `support`; anyone may use
+    // lookup_customer and (but for the deny) delete_customer.
     let text = POLICY.replace(
         "default allow := false",
         "default allow := false\n\nallow if { input.tool in {\"lookup_customer\", \"delete_customer\"} }",
@@ -256,7 +265,8 @@ async fn rego_refuses_before_the_upstream_and_filters_listings() {
         .iter()
         .map(|t| t["name"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(names, ["lookup_customer"]);
+    // Hidden: delete_customer (deny), get_ticket_thread, generate_report.
+    assert_eq!(names, ["lookup_customer", "issue_refund", "search_tickets"]);
     let ok = c
         .call_tool("lookup_customer", json!({"customer_id": "C-1001"}))
         .await
@@ -268,7 +278,7 @@ async fn rego_refuses_before_the_upstream_and_filters_listings() {
 
     let mut r = t.client("rec");
     for tool in ["delete_customer", "issue_refund", "DELETE_customer"] {
-        let reply = r.call_tool(tool, json!({"amount": 1})).await.unwrap();
+        let reply = r.call_tool(tool, json!({"amount": 5000})).await.unwrap();
         assert_eq!(reply["error"]["code"], -32602, "{tool}: {reply}");
         assert_eq!(reply["error"]["message"], format!("Unknown tool: {tool}"));
     }
