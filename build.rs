@@ -22,6 +22,7 @@ const BUILTINS: &[(&str, &str)] = &[
     ("authz", "authz"),
     ("schema-guard", "schema_guard"),
     ("cedar", "cedar"),
+    ("rego", "rego"),
     ("redact", "redact"),
 ];
 const TARGET: &str = "wasm32-wasip2";
@@ -40,6 +41,7 @@ fn main() {
         "authz",
         "schema-guard",
         "cedar",
+        "rego",
         "redact",
         "test-plugins",
     ] {

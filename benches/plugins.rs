@@ -1,5 +1,6 @@
 //! `cargo bench --bench plugins`: each standard plugin on a realistic
-//! message (authz with 20 rules, Cedar with 20 policies, redact with every
+//! message (authz with 20 rules, Cedar with 20 policies, Rego with 20 rules,
+//! redact with every
 //! detector on a 4 KiB result, schema-guard on a typical tool) through the
 //! Wasm host, next to the same plugin's logic compiled natively and called
 //! directly. The cases are `portcullis bench`'s (`src/cli/bench/plugins.rs`,
@@ -107,6 +108,7 @@ fn native(plugin: &str, config: &str, tools: Option<&serde_json::Value>) -> Deci
     match plugin {
         "authz" => ok(authz::native(config).map(|f| Box::new(f) as Decide)),
         "cedar" => ok(cedar::native(config).map(|f| Box::new(f) as Decide)),
+        "rego" => ok(rego::native(config).map(|f| Box::new(f) as Decide)),
         "redact" => ok(redact::native(config).map(|f| Box::new(f) as Decide)),
         "schema-guard" => {
             let texts = tools

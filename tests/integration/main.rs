@@ -28,6 +28,7 @@ mod peers;
 mod perimeter;
 mod plugins;
 mod python;
+mod rego;
 mod replay;
 mod sessions;
 mod support;

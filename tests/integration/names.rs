@@ -1,5 +1,5 @@
 //! Names compared the way an attacker would vary them, and numbers compared
-//! as written: the standard plugins (`authz`, `cedar`, `deny-tools`) as built
+//! as written: the standard plugins (`authz`, `cedar`, `rego`, `deny-tools`) as built
 //! components, through the real host and tunnel, in front of a recording
 //! upstream that must never see what they refuse.
 
@@ -42,9 +42,9 @@ const ALLOWED_LOOKALIKES: &[&str] = &[
     "read_\u{2160}",
 ];
 
-/// The three name-matching plugins, each configured to allow everything
+/// The four name-matching plugins, each configured to allow everything
 /// but `delete_*` (deny-tools only refuses).
-fn policies() -> [(&'static str, String); 3] {
+fn policies() -> [(&'static str, String); 4] {
     let chain =
         |name: &str| format!("\n[[servers.\"*\"]]\nplugin = \"{name}\"\nphase = \"both\"\n");
     [
@@ -75,6 +75,21 @@ policies = '''
 "#
             .to_owned()
                 + &chain("cedar"),
+        ),
+        (
+            "rego",
+            r#"
+[plugins.rego]
+source = "builtin:rego"
+[plugins.rego.config]
+policy = '''
+package portcullis
+allow := true
+deny contains "no-delete" if portcullis.like(input.name, "delete_*")
+'''
+"#
+            .to_owned()
+                + &chain("rego"),
         ),
         (
             "deny-tools",

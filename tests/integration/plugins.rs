@@ -640,8 +640,8 @@ async fn shipped_policies_pass_their_cases_and_failures_are_reported() {
         checked += 1;
     }
     assert!(
-        checked >= 5,
-        "default, pci, health, change-control and the bypass policy"
+        checked >= 6,
+        "default, pci, health, change-control, support and the bypass policy"
     );
 
     // A case that expects the wrong thing fails, readably, with exit 1.

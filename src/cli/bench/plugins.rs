@@ -69,8 +69,8 @@ fn refund_tool() -> serde_json::Value {
           "required": ["customer_id", "amount"], "additionalProperties": false}})
 }
 
-/// The per-plugin cases: authz with 20 rules and Cedar with 20 policies on
-/// a refund call, redact with every detector on a 4 KiB tool result,
+/// The per-plugin cases: authz with 20 rules, Cedar with 20 policies and
+/// Rego with 20 rules on a refund call, redact with every detector on a 4 KiB tool result,
 /// schema-guard on the refund call.
 pub fn plugin_cases() -> Vec<PluginCase> {
     let ctx = |direction, kind, method: &str, target: &str| MessageContext {
@@ -115,6 +115,14 @@ pub fn plugin_cases() -> Vec<PluginCase> {
         .collect();
     cedar.push_str("@id(\"support-refund\")\npermit(principal in Portcullis::Group::\"support\", action == Portcullis::Action::\"tools/call\", resource == Portcullis::Tool::\"issue_refund\") when { context.arguments has amount && context.arguments.amount <= 100 };\n");
     cedar.push_str("@id(\"no-erasure\")\nforbid(principal, action, resource) when { resource.name like \"delete_*\" };\n");
+    // 20 Rego rules, the same shape: 18 allow rules for other teams, the
+    // refund rule, the erasure deny.
+    let mut rego = String::from("package portcullis\n\n");
+    for i in 0..18 {
+        rego.push_str(&format!("allow if {{\n    \"team-{i}\" in input.principal.groups\n    input.tool == \"tool_{i}\"\n    input.arguments.region == \"eu\"\n}}\n\n"));
+    }
+    rego.push_str("allow if {\n    \"support\" in input.principal.groups\n    input.tool == \"issue_refund\"\n    input.arguments.amount <= 100\n}\n\n");
+    rego.push_str("deny contains \"erasure\" if portcullis.like(input.name, \"delete_*\")\n");
     let thread = portcullis::demo::ticket_thread("T-502");
     let result = json!({"jsonrpc": "2.0", "id": 7, "result": {"content": [{"type": "text", "text": thread}], "isError": false}}).to_string();
     vec![
@@ -130,6 +138,14 @@ pub fn plugin_cases() -> Vec<PluginCase> {
             label: "cedar, 20 policies, tools/call",
             plugin: "cedar",
             config: json!({ "policies": cedar }).to_string(),
+            ctx: to_server.clone(),
+            message: call.clone(),
+            tools: None,
+        },
+        PluginCase {
+            label: "rego, 20 rules, tools/call",
+            plugin: "rego",
+            config: json!({ "policy": rego }).to_string(),
             ctx: to_server.clone(),
             message: call.clone(),
             tools: None,
