@@ -13,7 +13,7 @@ use portcullis::plugin::PluginEngine;
 use portcullis::policy::verdict::{AnnotationValue, Decision, Verdict};
 use portcullis::principal::Principal;
 use portcullis::tunnel::dial::ProxyConfig;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::support::*;
 
@@ -296,4 +296,76 @@ fn the_shipped_rego_example_is_its_policy_file() {
         Some(module.as_str()),
         "policies/support.toml's inline module differs from policies/support.rego"
     );
+}
+
+/// The shipped Rego policy end to end: `portcullis up --policy
+/// policies/support.toml` in front of the demo CRM, called by the Python
+/// MCP SDK's client with `up`'s agent key (principal `demo-agent`, group
+/// `support`) and without one (`--insecure-no-auth`: anonymous, no group).
+#[tokio::test]
+async fn the_rego_support_policy_guards_calls_through_portcullis_up_for_the_python_sdk_client() {
+    use std::io::BufRead as _;
+    let policy = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/policies/support.toml"));
+    let start = |extra: &[&str]| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["up", "--json", "--listen", "127.0.0.1:0", "--no-audit"])
+            .args(extra)
+            .arg("--policy")
+            .arg(&policy)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let guard = Proc(child);
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line).unwrap();
+        let up: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+        (guard, up)
+    };
+    let py = |url: String, token: Option<String>, tool: &'static str, args: Value| async move {
+        let mut cmd = tokio::process::Command::new(require(peers_dir().join("venv/bin/python")));
+        cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/py_client.py"))
+            .args(["--url", &url, "--tool", tool, "--args", &args.to_string()])
+            .args(["--timeout", "60"])
+            .kill_on_drop(true);
+        if let Some(t) = token {
+            cmd.args(["--token", &t]);
+        }
+        let out = within("python client", cmd.output()).await.unwrap();
+        if out.status.success() {
+            Ok(serde_json::from_slice::<Value>(&out.stdout).unwrap())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    };
+    let (_up, up) = start(&[]);
+    let url = up["servers"]["demo"].as_str().unwrap().to_owned();
+    let token = up["token"].as_str().map(str::to_owned);
+    assert!(token.is_some(), "{up}");
+    // Support reads customers; tools/list shows what support may call.
+    let out = py(url.clone(), token.clone(), "lookup_customer", json!({"customer_id": "C-1001"}))
+        .await
+        .unwrap();
+    assert_eq!(out["result"]["structuredContent"]["name"], "Ada Lovelace", "{out}");
+    let tools = out["tools"].as_array().unwrap();
+    assert!(tools.iter().any(|t| t == "issue_refund"), "{out}");
+    assert!(!tools.iter().any(|t| t == "delete_customer"), "{out}");
+    // A refund within the limit passes; above it, it is an unknown tool.
+    let out = py(url.clone(), token.clone(), "issue_refund", json!({"customer_id": "C-1001", "amount": 40}))
+        .await
+        .unwrap();
+    assert_eq!(out["result"]["isError"], false, "{out}");
+    let err = py(url.clone(), token.clone(), "issue_refund", json!({"customer_id": "C-1001", "amount": 5000}))
+        .await
+        .unwrap_err();
+    assert!(err.contains("Unknown tool: issue_refund"), "{err}");
+    // Without the support group nothing is allowed.
+    let (_anon, anon) = start(&["--insecure-no-auth"]);
+    let url = anon["servers"]["demo"].as_str().unwrap().to_owned();
+    let err = py(url, None, "lookup_customer", json!({"customer_id": "C-1001"}))
+        .await
+        .unwrap_err();
+    assert!(err.contains("Unknown tool: lookup_customer"), "{err}");
 }
