@@ -128,7 +128,8 @@ enum Conversation<'a> {
         // Held so the process lives as long as the walk (killed on drop).
         _child: tokio::process::Child,
         stdin: tokio::process::ChildStdin,
-        lines: FramedRead<tokio::process::ChildStdout, LinesCodec>,
+        // Boxed: the reader's buffers would make every conversation large.
+        lines: Box<FramedRead<tokio::process::ChildStdout, LinesCodec>>,
         next_id: u64,
     },
 }
@@ -145,10 +146,10 @@ impl Conversation<'_> {
         Ok(Conversation::Stdio {
             _child: child,
             stdin,
-            lines: FramedRead::new(
+            lines: Box::new(FramedRead::new(
                 stdout,
                 LinesCodec::new_with_max_length(limits::MAX_MESSAGE_BYTES),
-            ),
+            )),
             next_id: 0,
         })
     }
