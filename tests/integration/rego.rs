@@ -305,7 +305,10 @@ fn the_shipped_rego_example_is_its_policy_file() {
 #[tokio::test]
 async fn the_rego_support_policy_guards_calls_through_portcullis_up_for_the_python_sdk_client() {
     use std::io::BufRead as _;
-    let policy = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/policies/support.toml"));
+    let policy = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/policies/support.toml"
+    ));
     let start = |extra: &[&str]| {
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
             .args(["up", "--json", "--listen", "127.0.0.1:0", "--no-audit"])
@@ -320,16 +323,21 @@ async fn the_rego_support_policy_guards_calls_through_portcullis_up_for_the_pyth
         let stdout = child.stdout.take().unwrap();
         let guard = Proc(child);
         let mut line = String::new();
-        std::io::BufReader::new(stdout).read_line(&mut line).unwrap();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
         let up: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
         (guard, up)
     };
     let py = |url: String, token: Option<String>, tool: &'static str, args: Value| async move {
         let mut cmd = tokio::process::Command::new(require(peers_dir().join("venv/bin/python")));
-        cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/py_client.py"))
-            .args(["--url", &url, "--tool", tool, "--args", &args.to_string()])
-            .args(["--timeout", "60"])
-            .kill_on_drop(true);
+        cmd.arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/peers/py_client.py"
+        ))
+        .args(["--url", &url, "--tool", tool, "--args", &args.to_string()])
+        .args(["--timeout", "60"])
+        .kill_on_drop(true);
         if let Some(t) = token {
             cmd.args(["--token", &t]);
         }
@@ -345,27 +353,50 @@ async fn the_rego_support_policy_guards_calls_through_portcullis_up_for_the_pyth
     let token = up["token"].as_str().map(str::to_owned);
     assert!(token.is_some(), "{up}");
     // Support reads customers; tools/list shows what support may call.
-    let out = py(url.clone(), token.clone(), "lookup_customer", json!({"customer_id": "C-1001"}))
-        .await
-        .unwrap();
-    assert_eq!(out["result"]["structuredContent"]["name"], "Ada Lovelace", "{out}");
+    let out = py(
+        url.clone(),
+        token.clone(),
+        "lookup_customer",
+        json!({"customer_id": "C-1001"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        out["result"]["structuredContent"]["name"], "Ada Lovelace",
+        "{out}"
+    );
     let tools = out["tools"].as_array().unwrap();
     assert!(tools.iter().any(|t| t == "issue_refund"), "{out}");
     assert!(!tools.iter().any(|t| t == "delete_customer"), "{out}");
     // A refund within the limit passes; above it, it is an unknown tool.
-    let out = py(url.clone(), token.clone(), "issue_refund", json!({"customer_id": "C-1001", "amount": 40}))
-        .await
-        .unwrap();
+    let out = py(
+        url.clone(),
+        token.clone(),
+        "issue_refund",
+        json!({"customer_id": "C-1001", "amount": 40}),
+    )
+    .await
+    .unwrap();
     assert_eq!(out["result"]["isError"], false, "{out}");
-    let err = py(url.clone(), token.clone(), "issue_refund", json!({"customer_id": "C-1001", "amount": 5000}))
-        .await
-        .unwrap_err();
+    let err = py(
+        url.clone(),
+        token.clone(),
+        "issue_refund",
+        json!({"customer_id": "C-1001", "amount": 5000}),
+    )
+    .await
+    .unwrap_err();
     assert!(err.contains("Unknown tool: issue_refund"), "{err}");
     // Without the support group nothing is allowed.
     let (_anon, anon) = start(&["--insecure-no-auth"]);
     let url = anon["servers"]["demo"].as_str().unwrap().to_owned();
-    let err = py(url, None, "lookup_customer", json!({"customer_id": "C-1001"}))
-        .await
-        .unwrap_err();
+    let err = py(
+        url,
+        None,
+        "lookup_customer",
+        json!({"customer_id": "C-1001"}),
+    )
+    .await
+    .unwrap_err();
     assert!(err.contains("Unknown tool: lookup_customer"), "{err}");
 }
