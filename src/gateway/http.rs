@@ -119,23 +119,10 @@ impl HttpUpstream {
                 h.append(name.clone(), value.clone());
             }
         }
-        for (name, value) in &self.headers {
-            h.insert(name.clone(), value.clone());
-        }
-        if let Some(id) = &self.identity {
-            let token = id
-                .minter
-                .mint(&reply.base.principal, &id.audience)
-                .map_err(|e| {
-                    tracing::error!(server = self.name, error = %e, "cannot mint the identity token");
-                    McpError::UpstreamUnavailable(format!("server '{}' is not reachable", self.name))
-                })?;
-            let mut v = HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| {
-                McpError::UpstreamUnavailable(format!("server '{}' is not reachable", self.name))
-            })?;
-            v.set_sensitive(true);
-            h.insert(http::header::AUTHORIZATION, v);
-        }
+        self.credentials(h, &reply.base.principal).map_err(|e| {
+            tracing::error!(server = self.name, error = %e, "upstream credentials unavailable");
+            McpError::UpstreamUnavailable(format!("server '{}' is not reachable", self.name))
+        })?;
         // The agent holds the gateway's id for the session; the upstream
         // gets its own back.
         if let Some(ours) = reply.base.session_id.as_deref() {
@@ -196,6 +183,33 @@ impl HttpUpstream {
     }
 }
 
+impl HttpUpstream {
+    /// This upstream's credentials on a request: the configured headers,
+    /// then, when it mints identities, `Authorization: Bearer` with a token
+    /// for `principal` (replacing a configured one). Every request the
+    /// gateway sends upstream, the agents' and its own, carries these.
+    fn credentials(
+        &self,
+        h: &mut HeaderMap,
+        principal: &crate::principal::Principal,
+    ) -> Result<(), String> {
+        for (name, value) in &self.headers {
+            h.insert(name.clone(), value.clone());
+        }
+        if let Some(id) = &self.identity {
+            let token = id
+                .minter
+                .mint(principal, &id.audience)
+                .map_err(|e| format!("cannot mint the identity token: {e}"))?;
+            let mut v = HeaderValue::try_from(format!("Bearer {token}"))
+                .map_err(|_| "the minted token is not a header value".to_owned())?;
+            v.set_sensitive(true);
+            h.insert(http::header::AUTHORIZATION, v);
+        }
+        Ok(())
+    }
+}
+
 /// What an upstream answered a message the gateway sent itself.
 pub(super) struct OwnReply {
     /// The `Mcp-Session-Id` the upstream set, when it set one.
@@ -239,19 +253,7 @@ impl HttpUpstream {
         if let Some(s) = session {
             h.insert(SESSION_HEADER, s.clone());
         }
-        for (name, value) in &self.headers {
-            h.insert(name.clone(), value.clone());
-        }
-        if let Some(id) = &self.identity {
-            let token = id
-                .minter
-                .mint(principal, &id.audience)
-                .map_err(|e| format!("cannot mint the identity token: {e}"))?;
-            let mut v = HeaderValue::try_from(format!("Bearer {token}"))
-                .map_err(|_| "the minted token is not a header value".to_owned())?;
-            v.set_sensitive(true);
-            h.insert(http::header::AUTHORIZATION, v);
-        }
+        self.credentials(h, principal)?;
         let resp = self
             .client
             .request(req)
@@ -319,7 +321,11 @@ pub(super) fn answers_id(message: &[u8], id: u64) -> bool {
 impl HttpUpstream {
     /// Ends a session the gateway opened itself (best effort: a server that
     /// refuses DELETE lets it expire).
-    pub(super) async fn end_own(&self, session: HeaderValue) {
+    pub(super) async fn end_own(
+        &self,
+        session: HeaderValue,
+        principal: &crate::principal::Principal,
+    ) {
         let mut req = Request::new(empty());
         *req.method_mut() = Method::DELETE;
         *req.uri_mut() = self.url.clone();
@@ -329,8 +335,9 @@ impl HttpUpstream {
             crate::mcp::era::PROTOCOL_VERSION_HEADER,
             HeaderValue::from_static(crate::client::CLIENT_PROTOCOL_VERSION),
         );
-        for (name, value) in &self.headers {
-            h.insert(name.clone(), value.clone());
+        if let Err(e) = self.credentials(h, principal) {
+            tracing::debug!(server = self.name, error = %e, "cannot end the listing session");
+            return;
         }
         if let Err(e) = self.client.request(req).await {
             tracing::debug!(server = self.name, error = %e, "ending the listing session failed");

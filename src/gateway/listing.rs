@@ -176,9 +176,6 @@ impl Conversation<'_> {
                 .as_ref()
                 .map_or(json!({}), |c| json!({ "cursor": c }));
             let page = self.request("tools/list", params).await?;
-            if let Some(e) = error_of(&page) {
-                return Err(format!("tools/list failed: {e}"));
-            }
             cursor = next_cursor(&page)?;
             pages.push(page);
             if cursor.is_none() {
@@ -272,11 +269,12 @@ impl Conversation<'_> {
     async fn end(self) {
         if let Conversation::Http {
             upstream,
+            who,
             session: Some(s),
             ..
         } = self
         {
-            upstream.end_own(s).await;
+            upstream.end_own(s, who).await;
         }
     }
 }
@@ -287,11 +285,14 @@ fn error_of(message: &[u8]) -> Option<String> {
     v.get("error").map(Value::to_string)
 }
 
-/// The `nextCursor` of a `tools/list` answer; an answer that is not a tool
-/// listing fails the walk.
+/// The `nextCursor` of a `tools/list` answer; an error, or an answer that
+/// is not a tool listing, fails the walk.
 fn next_cursor(message: &[u8]) -> Result<Option<String>, String> {
     let v: Value =
         serde_json::from_slice(message).map_err(|e| format!("tools/list: not JSON: {e}"))?;
+    if let Some(e) = v.get("error") {
+        return Err(format!("tools/list failed: {e}"));
+    }
     let result = v.get("result").ok_or("tools/list: no result")?;
     if !result.get("tools").is_some_and(Value::is_array) {
         return Err("tools/list: no tools array".into());
