@@ -373,7 +373,8 @@ pub fn rewrite(data: &[u8]) -> Result<(), Violation> {
 /// nothing in another scope, and changed in one character to nothing.
 pub fn event_id(data: &[u8]) -> Result<(), Violation> {
     static IDS: OnceLock<Option<EventIds>> = OnceLock::new();
-    let Some(ids) = IDS.get_or_init(EventIds::new) else {
+    let Some(ids) = IDS.get_or_init(|| EventIds::new(crate::session::owner::Instance::random()))
+    else {
         return Err(Violation("no randomness for the sealing key".into()));
     };
     let alice = Scope {

@@ -145,6 +145,15 @@ pub const RECONNECT_AFTER_LOSS_WINDOW: Duration = Duration::from_secs(30);
 /// Grace period for in-flight streams after SIGTERM/SIGINT.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(15);
 
+/// How often a draining relay looks whether a tunnel connection's last
+/// call ended (only while shutting down).
+pub const DRAIN_POLL: Duration = Duration::from_millis(20);
+
+/// Times the relay sends a call again on another tunnel connection when
+/// the gateway refused its stream unprocessed (going away: GOAWAY or
+/// REFUSED_STREAM), so a gateway restart fails no call.
+pub const TUNNEL_RESENDS: usize = 2;
+
 /// Concurrent stdio sessions (child processes) per stdio upstream.
 pub const MAX_STDIO_SESSIONS: usize = 64;
 

@@ -36,6 +36,8 @@ use crate::mcp::McpError;
 use crate::mcp::era::SESSION_HEADER;
 use crate::principal::{Principal, PrincipalId};
 
+pub mod owner;
+
 /// What to do with a session id the table does not know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unknown {
@@ -194,6 +196,9 @@ pub struct SessionTable {
     idle: Duration,
     /// Ids the upstream mints are replaced by the table's own.
     mints: bool,
+    /// The gateway instance stamped on the ids this table mints
+    /// ([`owner`]); set once, by the gateway that owns the table.
+    stamp: std::sync::OnceLock<owner::Instance>,
 }
 
 impl SessionTable {
@@ -205,6 +210,7 @@ impl SessionTable {
             capacity: capacity.max(1),
             idle,
             mints: false,
+            stamp: std::sync::OnceLock::new(),
         }
     }
 
@@ -215,6 +221,22 @@ impl SessionTable {
         SessionTable {
             mints: true,
             ..SessionTable::new(capacity, idle)
+        }
+    }
+
+    /// Stamps `instance` on every id minted from now on (the first call
+    /// wins: a table belongs to one gateway).
+    pub fn stamp(&self, instance: owner::Instance) {
+        let _ = self.stamp.set(instance);
+    }
+
+    /// A fresh session id for an agent: 128 random bits, behind the owning
+    /// gateway's stamp when it has one. No binding already holds it.
+    pub fn new_id(&self) -> String {
+        let id = crate::secret::random_id();
+        match self.stamp.get() {
+            Some(instance) => instance.stamp(&id),
+            None => id,
         }
     }
 
@@ -339,8 +361,7 @@ impl SessionTable {
         if self.mints {
             let ours = match (upstream, session) {
                 (Some(up), None) if opened => {
-                    let ours = crate::secret::random_id();
-                    // 128 random bits: no binding already holds it.
+                    let ours = self.new_id();
                     self.bind_entry(scope, server, &ours, who, Some(up.into()));
                     Some(ours)
                 }

@@ -334,6 +334,7 @@ pub async fn start(opts: UpOptions) -> Result<Running, UpError> {
         token: tunnel_token,
         tls: tls::client_config(Some(&[ca.cert()]), None, &[b"http/1.1"])?,
         proxy: ProxyConfig::default(),
+        instance: None,
     };
     let pool = PoolConfig {
         relays: vec![RelayTarget::new(&tunnel_addr.to_string())],

@@ -55,6 +55,8 @@ pub async fn run(args: Args) -> Result<()> {
             portcullis::policy::reload::Reloader::new(gateway.clone(), path.clone(), engine);
         tokio::spawn(reloader.run(shutdown.clone()));
     }
+    // Which replica this is: its sessions and event ids carry it.
+    tracing::info!(instance = %gateway.instance(), tunnel = %cfg.dial.tunnel_id, "gateway instance");
     let (status, task) = gateway.connect(cfg.dial, cfg.pool, shutdown.clone());
     if let Some(addr) = cfg.admin {
         let a = portcullis::admin::Admin {

@@ -386,6 +386,7 @@ impl GatewayConfig {
                 token,
                 tls,
                 proxy,
+                instance: None,
             },
             pool: PoolConfig {
                 relays,

@@ -19,6 +19,8 @@ use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 
+use crate::session::owner::Instance;
+
 /// Longest upstream event id the gateway seals; an event whose id is longer
 /// is still delivered, without an id (it cannot be resumed from).
 pub const MAX_UPSTREAM_EVENT_ID: usize = 256;
@@ -89,19 +91,23 @@ fn take(rest: &mut &[u8]) -> Option<Option<String>> {
 
 /// The gateway's sealing key.
 pub struct EventIds {
+    /// Stamped on every id, so a relay routes a resumption here.
+    instance: Instance,
     key: LessSafeKey,
     nonces: hmac::Key,
 }
 
 impl EventIds {
-    /// A fresh random key; `None` only if the system has no randomness.
-    pub fn new() -> Option<EventIds> {
+    /// A fresh random key for the gateway `instance`; `None` only if the
+    /// system has no randomness.
+    pub fn new(instance: Instance) -> Option<EventIds> {
         let rng = SystemRandom::new();
         let mut bytes = [0u8; 32];
         rng.fill(&mut bytes).ok()?;
         let key = UnboundKey::new(&AES_256_GCM, &bytes).ok()?;
         rng.fill(&mut bytes).ok()?;
         Some(EventIds {
+            instance,
             key: LessSafeKey::new(key),
             nonces: hmac::Key::new(hmac::HMAC_SHA256, &bytes),
         })
@@ -138,7 +144,7 @@ impl EventIds {
             .ok()?;
         let mut out = nonce.to_vec();
         out.extend_from_slice(&plain);
-        Some(URL_SAFE_NO_PAD.encode(out))
+        Some(self.instance.stamp(&URL_SAFE_NO_PAD.encode(out)))
     }
 
     /// Opens an id this gateway minted for `scope`; `None` for anything else.
@@ -146,7 +152,9 @@ impl EventIds {
         if minted.len() > 2 * (MAX_UPSTREAM_EVENT_ID + 3 * 4096 + 64) {
             return None;
         }
-        let mut raw = URL_SAFE_NO_PAD.decode(minted).ok()?;
+        let mut raw = URL_SAFE_NO_PAD
+            .decode(self.instance.unstamp(minted)?)
+            .ok()?;
         if raw.len() < NONCE_LEN {
             return None;
         }
@@ -182,7 +190,8 @@ mod tests {
 
     #[test]
     fn minted_ids_open_only_for_their_scope() {
-        let ids = EventIds::new().unwrap();
+        let instance = Instance::random();
+        let ids = EventIds::new(instance).unwrap();
         let call = StreamOf {
             request: Some("7"),
             method: Some("tools/call"),
@@ -220,8 +229,11 @@ mod tests {
         for scope in &others {
             assert_eq!(ids.open(scope, &minted), None);
         }
-        // Another gateway process (another key) cannot open it either.
-        assert_eq!(EventIds::new().unwrap().open(&ALICE, &minted), None);
+        // It names its gateway, for the relays' routing.
+        assert_eq!(crate::session::owner::stamped(&minted), Some(instance));
+        // Another gateway process (another key) cannot open it either, even
+        // one claiming the same instance.
+        assert_eq!(EventIds::new(instance).unwrap().open(&ALICE, &minted), None);
         // A replayed event gets the id it had; other events, other ids.
         assert_eq!(
             ids.seal(&ALICE, "e1", StreamOf::default()),
@@ -246,13 +258,25 @@ mod tests {
 
     #[test]
     fn garbage_and_tampering_do_not_open() {
-        let ids = EventIds::new().unwrap();
+        let instance = Instance::random();
+        let ids = EventIds::new(instance).unwrap();
         let minted = ids.seal(&ALICE, "e1", StreamOf::default()).unwrap();
-        let mut bytes = URL_SAFE_NO_PAD.decode(&minted).unwrap();
+        let sealed = instance.unstamp(&minted).unwrap();
+        let mut bytes = URL_SAFE_NO_PAD.decode(sealed).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
-        let tampered = URL_SAFE_NO_PAD.encode(bytes);
-        for bad in ["", "x", "!!!!", &tampered, &"A".repeat(100_000)] {
+        let tampered = instance.stamp(&URL_SAFE_NO_PAD.encode(bytes));
+        let unstamped = sealed.to_owned();
+        let restamped = Instance::random().stamp(sealed);
+        for bad in [
+            "",
+            "x",
+            "!!!!",
+            &tampered,
+            &unstamped,
+            &restamped,
+            &"A".repeat(100_000),
+        ] {
             assert_eq!(ids.open(&ALICE, bad), None, "{bad:.20}");
         }
         assert_eq!(

@@ -42,6 +42,7 @@ use crate::body::Body;
 use crate::mcp::{MessageContext, Outcome, error_response};
 use crate::policy::catalog::Catalog;
 use crate::policy::{Policy, StepRecord};
+use crate::session::owner::Instance;
 use crate::tunnel::connector::{self, PoolConfig, PoolStatus};
 use crate::tunnel::dial::DialConfig;
 use exchange::{CallInfo, Refusal};
@@ -49,6 +50,7 @@ use outbound::OutboundLimits;
 
 /// The gateway's upstreams, limits, policy and tool catalog.
 pub struct Gateway {
+    instance: Instance,
     upstreams: HashMap<String, Upstream>,
     limits: OutboundLimits,
     policy: RwLock<Option<Arc<Policy>>>,
@@ -137,8 +139,17 @@ impl Gateway {
     pub fn new(upstreams: HashMap<String, Upstream>, limits: OutboundLimits) -> Arc<Gateway> {
         // Without system randomness nothing here is safe to run.
         #[allow(clippy::expect_used)]
-        let event_ids = event_id::EventIds::new().expect("the system's random number generator");
+        let instance = Instance::random();
+        #[allow(clippy::expect_used)]
+        let event_ids =
+            event_id::EventIds::new(instance).expect("the system's random number generator");
+        // Every id this gateway hands an agent names it, so a relay routes
+        // the session's later requests here ([`crate::session::owner`]).
+        for up in upstreams.values() {
+            up.sessions().stamp(instance);
+        }
         Arc::new(Gateway {
+            instance,
             upstreams,
             limits,
             policy: RwLock::new(None),
@@ -148,6 +159,12 @@ impl Gateway {
             audit: std::sync::OnceLock::new(),
             walks: listing::Walks::default(),
         })
+    }
+
+    /// This gateway process's instance, stamped on its session and event
+    /// ids and announced on its tunnel connections.
+    pub fn instance(&self) -> Instance {
+        self.instance
     }
 
     /// Names of the configured servers.
@@ -192,6 +209,10 @@ impl Gateway {
     ) -> (PoolStatus, tokio::task::JoinHandle<()>) {
         let gw = self.clone();
         let tunnel: Arc<str> = Arc::from(dial.tunnel_id.as_str());
+        let dial = DialConfig {
+            instance: Some(self.instance),
+            ..dial
+        };
         connector::start(
             dial,
             pool,

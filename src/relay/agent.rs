@@ -22,6 +22,7 @@ use crate::limits;
 use crate::mcp::era::is_forwarded_request_header;
 use crate::mcp::{Direction, Kind, McpError, MessageContext, Outcome, error_response};
 use crate::principal::{PRINCIPAL_HEADER, Principal};
+use crate::session::owner::Owner;
 use crate::session::{Presented, Unknown};
 use crate::tunnel::TUNNEL_AUTHORITY;
 use crate::tunnel::registry::Refused;
@@ -388,6 +389,9 @@ impl Relay {
             .path_and_query(path_and_query)
             .build()
             .map_err(|_| McpError::InvalidRequest("invalid path".into()))?;
+        // The gateway replica that owns the request's session (or resumed
+        // stream), read from its ids: any relay replica routes it alike.
+        let owner = crate::session::owner::owner_of(req.headers());
         let (parts, body) = req.into_parts();
         // An MCP request body is one JSON-RPC message, bounded by the
         // message limit: read it here, so an oversized one is refused before
@@ -415,18 +419,12 @@ impl Relay {
         }
         // A stream of the tunnel, held until the response ends; when all are
         // in use the call waits, within bounds, and is refused beyond them.
+        let pinned = owner.map(|o| o.instance());
         let lease = self
             .registry
-            .lease(tunnel, body.len(), s.queue)
+            .lease(tunnel, body.len(), s.queue, pinned)
             .await
-            .map_err(|r| match r {
-                Refused::Offline => McpError::TunnelOffline(tunnel.to_owned()),
-                Refused::Overloaded => McpError::Overloaded {
-                    tunnel: tunnel.to_owned(),
-                    retry_after_secs: limits::OVERLOAD_RETRY_AFTER_SECS,
-                },
-            })?;
-        let mut sender = lease.sender.clone();
+            .map_err(|r| refusal(r, tunnel, owner))?;
         // A session belongs to the agent that opened it. An id this relay
         // has not bound goes on: the gateway, which sees every relay's
         // traffic, refuses it unless it is this agent's.
@@ -448,30 +446,58 @@ impl Relay {
                 .map_err(|_| McpError::AuditUnavailable)?;
         }
         let method = parts.method.clone();
-        let mut down = Request::new(full(body));
-        *down.method_mut() = parts.method;
-        *down.uri_mut() = uri;
-        *down.headers_mut() = forwarded_headers(&parts.headers, &principal);
-        crate::telemetry::span::inject(span, down.headers_mut());
+        let down = || {
+            let mut down = Request::new(full(body.clone()));
+            *down.method_mut() = parts.method.clone();
+            *down.uri_mut() = uri.clone();
+            *down.headers_mut() = forwarded_headers(&parts.headers, &principal);
+            crate::telemetry::span::inject(span, down.headers_mut());
+            down
+        };
 
-        let tunnel = tunnel.to_owned();
         // The relay's own deadline: a gateway that froze or was cut off
         // gets the agent a clean 504, not the agent's own timeout.
         let deadline = s.call_deadline;
-        let sent = tokio::time::timeout(deadline, sender.send_request(down));
-        let resp = tracing::Instrument::instrument(sent, span.clone())
-            .await
-            .map_err(|_| {
-                tracing::warn!(
-                    tunnel,
-                    "the gateway did not answer within the call deadline"
-                );
-                McpError::GatewayTimeout(deadline.as_millis())
-            })?
-            .map_err(|e| {
-                tracing::warn!(tunnel, error = %e, "tunnel stream failed");
-                McpError::UpstreamUnavailable(format!("the tunnel '{tunnel}' dropped the call"))
-            })?;
+        let sent = async {
+            let mut lease = lease;
+            let mut resends = 0;
+            loop {
+                let mut sender = lease.sender.clone();
+                match sender.try_send_request(down()).await {
+                    Ok(resp) => return Ok((resp, lease)),
+                    // A gateway going away refuses new streams unprocessed
+                    // (RFC 9113 §8.7): the call goes to another of the
+                    // tunnel's connections (the same gateway's, when the
+                    // session is pinned), and the agent sees no failure.
+                    Err(e) if resends < limits::TUNNEL_RESENDS && unprocessed(&e) => {
+                        resends += 1;
+                        lease.retire();
+                        tracing::info!(tunnel, error = %e.error(), "the gateway refused the stream unprocessed; sending the call on another connection");
+                        lease = self
+                            .registry
+                            .lease(tunnel, body.len(), s.queue, pinned)
+                            .await
+                            .map_err(|r| refusal(r, tunnel, owner))?;
+                    }
+                    Err(e) => {
+                        tracing::warn!(tunnel, error = %e.error(), "tunnel stream failed");
+                        return Err(McpError::UpstreamUnavailable(format!(
+                            "the tunnel '{tunnel}' dropped the call"
+                        )));
+                    }
+                }
+            }
+        };
+        let (resp, lease) =
+            tracing::Instrument::instrument(tokio::time::timeout(deadline, sent), span.clone())
+                .await
+                .map_err(|_| {
+                    tracing::warn!(
+                        tunnel,
+                        "the gateway did not answer within the call deadline"
+                    );
+                    McpError::GatewayTimeout(deadline.as_millis())
+                })??;
         let (mut parts, body) = resp.into_parts();
         // h2 forbids connection-specific headers, so there is nothing
         // hop-by-hop to strip; the gateway chose what to expose. A
@@ -486,6 +512,44 @@ impl Relay {
             boxed(Holding::new(body, lease)),
         ))
     }
+}
+
+/// The agent's answer when no tunnel stream can be had.
+fn refusal(r: Refused, tunnel: &str, owner: Option<Owner>) -> McpError {
+    match r {
+        Refused::Offline => McpError::TunnelOffline(tunnel.to_owned()),
+        // The spec's answer for a session that ended: the agent
+        // initializes a new one, which any live gateway takes.
+        Refused::OwnerGone => match owner {
+            Some(Owner::Stream(_)) => {
+                McpError::InvalidRequest("Last-Event-ID names no event of this session".into())
+            }
+            _ => McpError::SessionNotFound,
+        },
+        Refused::Overloaded => McpError::Overloaded {
+            tunnel: tunnel.to_owned(),
+            retry_after_secs: limits::OVERLOAD_RETRY_AFTER_SECS,
+        },
+    }
+}
+
+/// Whether a call the tunnel failed certainly never reached the gateway's
+/// service, so that sending it again cannot run it twice: hyper handed it
+/// back unsent, or the gateway refused its stream (REFUSED_STREAM, or a
+/// GOAWAY whose last stream is below it).
+fn unprocessed(e: &hyper::client::conn::TrySendError<Request<Body>>) -> bool {
+    if e.message().is_some() {
+        return true;
+    }
+    let mut source = std::error::Error::source(e.error());
+    while let Some(err) = source {
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            return h2.is_remote()
+                && (h2.is_go_away() || h2.reason() == Some(h2::Reason::REFUSED_STREAM));
+        }
+        source = err.source();
+    }
+    false
 }
 
 #[cfg(test)]

@@ -160,12 +160,14 @@ impl Relay {
             let registry = self.registry.clone();
             let shutdown = shutdown.clone();
             let liveness = self.settings.liveness;
+            let drain_grace = self.settings.drain_grace;
             tokio::spawn(async move {
                 // Held until the tunnel connection (or its handshake) ends.
                 let _slot = slot;
                 match tokio::time::timeout(limits::HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
-                        serve_tunnel_connection(tls, auth, registry, liveness, shutdown).await
+                        let drain = (shutdown, drain_grace);
+                        serve_tunnel_connection(tls, auth, registry, liveness, drain).await
                     }
                     Ok(Err(e)) => tracing::warn!(%peer, error = %e, "tunnel TLS handshake failed"),
                     Err(_) => tracing::warn!(%peer, "tunnel TLS handshake timed out"),

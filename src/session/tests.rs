@@ -175,3 +175,27 @@ fn a_minting_table_never_lets_the_upstreams_id_through() {
     assert_eq!(t.upstream_id("t1", "crm", &ours), None);
     assert!(t.is_empty("t1"));
 }
+
+#[test]
+fn a_stamped_table_mints_ids_that_name_its_gateway() {
+    let t = SessionTable::minting(8, IDLE);
+    let instance = super::owner::Instance::random();
+    t.stamp(instance);
+    // The first stamp wins: a table belongs to one gateway.
+    t.stamp(super::owner::Instance::random());
+    let a = p("a", &[]);
+    let mut h = HeaderMap::new();
+    h.insert(SESSION_HEADER, "upstream-1".parse().unwrap());
+    t.learn(&req(CRM, None, &a), &Method::POST, StatusCode::OK, &mut h);
+    let ours = h.get(SESSION_HEADER).unwrap().to_str().unwrap().to_owned();
+    assert_eq!(super::owner::stamped(&ours), Some(instance));
+    assert!(super::valid_session_id(&ours));
+    assert_eq!(t.check(&req(CRM, Some(&ours), &a), Unknown::Refuse), Ok(()));
+    // The same random part under another gateway's stamp is not bound.
+    let tail = instance.unstamp(&ours).unwrap();
+    let other = super::owner::Instance::random().stamp(tail);
+    assert_eq!(
+        t.check(&req(CRM, Some(&other), &a), Unknown::Refuse),
+        Err(SessionRefused::Unbound)
+    );
+}

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
@@ -131,14 +132,17 @@ impl Default for Liveness {
 /// Serves one TLS connection from a gateway: the upgrade handshake, then the
 /// tunnel until it closes.
 ///
-/// When `shutdown` is cancelled the tunnel connections close, so gateways
-/// reconnect to another relay (or this one, restarted).
+/// When `shutdown` is cancelled the connection drains: it takes no new
+/// streams (calls go to the tunnel's other connections, through other
+/// relays), the streams open on it finish, within `grace`, and then it
+/// closes, so the gateway reconnects to another relay (or this one,
+/// restarted).
 pub async fn serve_tunnel_connection<IO>(
     io: IO,
     auth: Arc<TunnelAuth>,
     registry: Arc<Registry>,
     ping: Liveness,
-    shutdown: CancellationToken,
+    (shutdown, grace): (CancellationToken, Duration),
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -162,6 +166,11 @@ pub async fn serve_tunnel_connection<IO>(
                 .and_then(|v| v.parse::<usize>().ok())
                 .unwrap_or(limits::MAX_STREAMS_PER_CONNECTION as usize)
                 .clamp(1, super::MAX_ANNOUNCED_STREAMS);
+            let instance = req
+                .headers()
+                .get(crate::session::owner::INSTANCE_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(crate::session::owner::Instance::parse);
             let on_upgrade = hyper::upgrade::on(&mut req);
             tokio::spawn(async move {
                 let upgraded = match on_upgrade.await {
@@ -187,16 +196,45 @@ pub async fn serve_tunnel_connection<IO>(
                         return;
                     }
                 };
-                let id = registry.add(&tunnel, sender, capacity);
-                tracing::info!(tunnel, conn = id, "tunnel connection up");
-                tokio::select! {
-                    r = conn => match r {
-                        Err(e) => tracing::info!(tunnel, conn = id, error = %e, "tunnel connection ended"),
-                        Ok(()) => tracing::info!(tunnel, conn = id, "tunnel connection closed"),
-                    },
-                    () = shutdown.cancelled() => {
-                        tracing::info!(tunnel, conn = id, "relay shutting down; tunnel connection closed");
+                let id = registry.add(&tunnel, sender, capacity, instance);
+                tracing::info!(
+                    tunnel,
+                    conn = id,
+                    instance = instance.map(|i| i.to_string()),
+                    "tunnel connection up"
+                );
+                tokio::pin!(conn);
+                let ended = tokio::select! {
+                    r = conn.as_mut() => Some(r),
+                    () = shutdown.cancelled() => None,
+                };
+                let ended = match ended {
+                    Some(r) => r,
+                    None => {
+                        registry.retire(&tunnel, id);
+                        let drained = async {
+                            while registry.open_on(&tunnel, id) > 0 {
+                                tokio::time::sleep(limits::DRAIN_POLL).await;
+                            }
+                        };
+                        tokio::select! {
+                            r = conn.as_mut() => r,
+                            () = drained => {
+                                tracing::info!(tunnel, conn = id, "relay shutting down; tunnel connection drained");
+                                Ok(())
+                            }
+                            () = tokio::time::sleep(grace) => {
+                                tracing::warn!(tunnel, conn = id, "drain grace period over; closing the tunnel connection with calls in flight");
+                                Ok(())
+                            }
+                        }
                     }
+                };
+                match ended {
+                    Err(e) => {
+                        tracing::info!(tunnel, conn = id, error = %e, "tunnel connection ended")
+                    }
+                    Ok(()) => tracing::info!(tunnel, conn = id, "tunnel connection closed"),
                 }
                 registry.remove(&tunnel, id);
             });

@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::{TUNNEL_HEADER, TunnelError, UPGRADE_PATH, UPGRADE_PROTOCOL};
+use crate::session::owner::{INSTANCE_HEADER, Instance};
 
 /// Longest proxy CONNECT response header accepted.
 const MAX_PROXY_RESPONSE: usize = 8 * 1024;
@@ -191,6 +192,10 @@ pub struct DialConfig {
     pub token: String,
     pub tls: Arc<rustls::ClientConfig>,
     pub proxy: ProxyConfig,
+    /// The gateway instance announced on each connection (the relays route
+    /// a session's requests to the instance that owns it); set by
+    /// [`crate::gateway::Gateway::connect`].
+    pub instance: Option<Instance>,
 }
 
 /// Dials `target` and completes the upgrade; returns the byte stream that now
@@ -223,7 +228,7 @@ pub async fn dial_serving(
         // Ends when the upgrade takes the connection over, or on error.
         let _ = conn.with_upgrades().await;
     });
-    let req = Request::get(UPGRADE_PATH)
+    let mut req = Request::get(UPGRADE_PATH)
         .header(header::HOST, &target.addr)
         .header(header::CONNECTION, "upgrade")
         .header(header::UPGRADE, UPGRADE_PROTOCOL)
@@ -232,6 +237,11 @@ pub async fn dial_serving(
         .header(super::STREAMS_HEADER, max_streams)
         .body(Empty::<bytes::Bytes>::new())
         .map_err(|e| TunnelError::Handshake(e.to_string()))?;
+    if let Some(i) = cfg.instance
+        && let Ok(v) = http::HeaderValue::from_str(i.as_str())
+    {
+        req.headers_mut().insert(INSTANCE_HEADER, v);
+    }
     let resp = sender
         .send_request(req)
         .await

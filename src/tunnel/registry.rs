@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hyper::client::conn::http2::SendRequest;
@@ -19,6 +19,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::body::Body;
 use crate::limits;
+use crate::session::owner::Instance;
 
 /// One live tunnel connection.
 #[derive(Clone)]
@@ -32,6 +33,19 @@ struct Conn {
     /// Streams it may carry at once: the lesser of the relay's limit and
     /// what the gateway announced.
     capacity: usize,
+    /// The gateway instance that dialled it, when it said.
+    instance: Option<Instance>,
+    /// Takes no new streams: the relay is draining it, or the gateway
+    /// refused a stream on it (it is going away).
+    retired: Arc<AtomicBool>,
+}
+
+impl Conn {
+    fn serves(&self, owner: Option<Instance>) -> bool {
+        !self.sender.is_closed()
+            && !self.retired.load(Ordering::Acquire)
+            && owner.is_none_or(|o| self.instance == Some(o))
+    }
 }
 
 /// Calls waiting for a stream of one tunnel.
@@ -75,6 +89,9 @@ impl Default for QueueLimits {
 pub enum Refused {
     /// No live connection for the tunnel.
     Offline,
+    /// The tunnel is up, but no live connection comes from the gateway
+    /// instance that owns the request's session (it restarted or left).
+    OwnerGone,
     /// Every stream in use and the queue full, or the wait too long.
     Overloaded,
 }
@@ -83,7 +100,16 @@ pub enum Refused {
 pub struct Lease {
     pub sender: SendRequest<Body>,
     open: Arc<AtomicUsize>,
+    retired: Arc<AtomicBool>,
     queue: Arc<Queue>,
+}
+
+impl Lease {
+    /// Takes the stream's connection out of rotation: the gateway refused
+    /// a stream on it, which it does only when going away.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+    }
 }
 
 impl Drop for Lease {
@@ -107,22 +133,22 @@ impl Drop for Waiting {
 }
 
 impl Tunnel {
-    /// A stream on a live connection with room, round robin.
-    fn try_lease(&mut self) -> Option<Lease> {
+    /// A stream on a live connection of `owner` (any, when `None`) with
+    /// room, round robin.
+    fn try_lease(&mut self, owner: Option<Instance>) -> Option<Lease> {
         let n = self.conns.len();
         for _ in 0..n {
             let i = self.next % n;
             self.next = self.next.wrapping_add(1);
             let c = self.conns.get(i)?;
-            if !c.sender.is_closed()
-                && c.sender.is_ready()
-                && c.open.load(Ordering::Acquire) < c.capacity
+            if c.serves(owner) && c.sender.is_ready() && c.open.load(Ordering::Acquire) < c.capacity
             {
                 c.open.fetch_add(1, Ordering::AcqRel);
                 c.streams.fetch_add(1, Ordering::Relaxed);
                 return Some(Lease {
                     sender: c.sender.clone(),
                     open: c.open.clone(),
+                    retired: c.retired.clone(),
                     queue: self.queue.clone(),
                 });
             }
@@ -132,6 +158,18 @@ impl Tunnel {
 
     fn live(&self) -> usize {
         self.conns.iter().filter(|c| !c.sender.is_closed()).count()
+    }
+
+    /// Why no stream of `owner` can be had now, if none ever can: the
+    /// tunnel offline, or the owner's connections gone.
+    fn unservable(&self, owner: Option<Instance>) -> Option<Refused> {
+        if !self.conns.iter().any(|c| c.serves(None)) {
+            Some(Refused::Offline)
+        } else if !self.conns.iter().any(|c| c.serves(owner)) {
+            Some(Refused::OwnerGone)
+        } else {
+            None
+        }
     }
 }
 
@@ -163,9 +201,16 @@ impl Registry {
         self.changed.send_modify(|g| *g += 1);
     }
 
-    /// Adds a connection that may carry `capacity` streams at once; returns
-    /// its id for [`Registry::remove`].
-    pub fn add(&self, tunnel: &str, sender: SendRequest<Body>, capacity: usize) -> u64 {
+    /// Adds a connection that may carry `capacity` streams at once, from
+    /// gateway `instance` when it said; returns its id for
+    /// [`Registry::remove`].
+    pub fn add(
+        &self,
+        tunnel: &str,
+        sender: SendRequest<Body>,
+        capacity: usize,
+        instance: Option<Instance>,
+    ) -> u64 {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let mut map = self.lock();
         let t = map.entry(tunnel.to_owned()).or_default();
@@ -175,6 +220,8 @@ impl Registry {
             streams: Arc::new(AtomicU64::new(0)),
             open: Arc::new(AtomicUsize::new(0)),
             capacity: capacity.max(1),
+            instance,
+            retired: Arc::default(),
         });
         t.queue.room.notify_waiters();
         drop(map);
@@ -204,23 +251,28 @@ impl Registry {
         self.bump();
     }
 
-    /// A stream on one of the tunnel's live connections, round robin; when
-    /// all are in use, waits in the tunnel's queue (a call of `bytes`) within
-    /// `q`.
+    /// A stream on one of the tunnel's live connections, round robin; only
+    /// on the connections of gateway `owner`, when the request belongs to
+    /// one. When all are in use, waits in the tunnel's queue (a call of
+    /// `bytes`) within `q`.
     pub async fn lease(
         &self,
         tunnel: &str,
         bytes: usize,
         q: QueueLimits,
+        owner: Option<Instance>,
     ) -> Result<Lease, Refused> {
         // The common case: a stream is free, one look under the lock.
         match self.lock().get_mut(tunnel) {
-            Some(t) if t.live() > 0 => {
-                if let Some(lease) = t.try_lease() {
+            Some(t) => {
+                if let Some(refused) = t.unservable(owner) {
+                    return Err(refused);
+                }
+                if let Some(lease) = t.try_lease(owner) {
                     return Ok(lease);
                 }
             }
-            _ => return Err(Refused::Offline),
+            None => return Err(Refused::Offline),
         }
         let deadline = tokio::time::Instant::now() + q.wait;
         let mut waiting: Option<Waiting> = None;
@@ -236,11 +288,13 @@ impl Registry {
             notified.as_mut().enable();
             {
                 let mut map = self.lock();
-                let t = match map.get_mut(tunnel) {
-                    Some(t) if t.live() > 0 => t,
-                    _ => return Err(Refused::Offline),
+                let Some(t) = map.get_mut(tunnel) else {
+                    return Err(Refused::Offline);
                 };
-                if let Some(lease) = t.try_lease() {
+                if let Some(refused) = t.unservable(owner) {
+                    return Err(refused);
+                }
+                if let Some(lease) = t.try_lease(owner) {
                     return Ok(lease);
                 }
                 if waiting.is_none() {
@@ -261,6 +315,29 @@ impl Registry {
                 return Err(Refused::Overloaded);
             }
         }
+    }
+
+    /// Takes connection `id` out of rotation (the relay drains it): calls
+    /// already on it finish, new ones go to the tunnel's other connections.
+    pub fn retire(&self, tunnel: &str, id: u64) {
+        let mut map = self.lock();
+        if let Some(t) = map.get_mut(tunnel) {
+            for c in t.conns.iter().filter(|c| c.id == id) {
+                c.retired.store(true, Ordering::Release);
+            }
+            t.queue.room.notify_waiters();
+        }
+    }
+
+    /// Streams open now on connection `id` of `tunnel`.
+    pub fn open_on(&self, tunnel: &str, id: u64) -> usize {
+        self.lock().get(tunnel).map_or(0, |t| {
+            t.conns
+                .iter()
+                .filter(|c| c.id == id)
+                .map(|c| c.open.load(Ordering::Acquire))
+                .sum()
+        })
     }
 
     /// Calls waiting for a stream of `tunnel` now.

@@ -483,6 +483,16 @@ fn every_container_runs_locked_down() {
         pdb["spec"]["selector"]["matchLabels"],
         relay["spec"]["selector"]["matchLabels"]
     );
+    // The gateway: two or more replicas of one tunnel (the relays pin each
+    // session to its replica), and a PDB that keeps one up.
+    let gateway = named(&docs, "StatefulSet", "portcullis-gateway");
+    assert!(gateway["spec"]["replicas"].as_u64().unwrap() >= 2);
+    let pdb = named(&docs, "PodDisruptionBudget", "portcullis-gateway");
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    assert_eq!(
+        pdb["spec"]["selector"]["matchLabels"],
+        gateway["spec"]["selector"]["matchLabels"]
+    );
 }
 
 /// Writes a relay certificate where the relay ConfigMap's `../tls/` points.

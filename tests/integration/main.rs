@@ -30,6 +30,8 @@ mod plugins;
 mod python;
 mod rego;
 mod replay;
+mod replicas;
+mod rolling;
 mod sessions;
 mod support;
 mod tunnel;

@@ -137,6 +137,7 @@ async fn connect_gateway(
             token: cred.token.clone(),
             tls: tls::client_config(Some(&[ca.cert()]), None, &[b"http/1.1"]).unwrap(),
             proxy: ProxyConfig::default(),
+            instance: None,
         },
         PoolConfig {
             relays: relays

@@ -179,6 +179,7 @@ pub fn start_gateway_with(
             token: cred.token.clone(),
             tls: tls::client_config(Some(&[ca.cert()]), identity, &[b"http/1.1"]).unwrap(),
             proxy,
+            instance: None,
         },
         PoolConfig {
             relays: vec![RelayTarget {

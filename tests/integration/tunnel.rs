@@ -54,6 +54,7 @@ async fn wrong_tunnel_token_is_refused() {
         token: other.token.clone(),
         tls: tls.clone(),
         proxy: ProxyConfig::default(),
+        instance: None,
     };
     match dial(&cfg, &target).await {
         Err(TunnelError::Refused { status, .. }) => assert_eq!(status, 401),
@@ -213,6 +214,7 @@ async fn mutual_tls_requires_a_gateway_certificate() {
         token: cred.token.clone(),
         tls: portcullis::tls::client_config(Some(&[ca.cert()]), None, &[b"http/1.1"]).unwrap(),
         proxy: ProxyConfig::default(),
+        instance: None,
     };
     // TLS 1.3: the relay's refusal of the missing certificate arrives as
     // the handshake ends or on the first read after it.

@@ -125,6 +125,7 @@ pub async fn run_gateways(args: GatewaysArgs) -> anyhow::Result<()> {
                 token: token.to_owned(),
                 tls: client_tls.clone(),
                 proxy: ProxyConfig::default(),
+                instance: None,
             },
             PoolConfig {
                 relays: vec![RelayTarget {

@@ -44,7 +44,6 @@ use crate::limits;
 use crate::mcp::era::{Era, SESSION_HEADER, STATELESS_SINCE};
 use crate::mcp::{Kind, McpError, Message};
 use crate::principal::Principal;
-use crate::secret;
 use crate::session::SessionTable;
 use probe::LegacyOnly;
 use process::{STREAM_BUFFER, Session, to_line};
@@ -123,7 +122,7 @@ impl StdioUpstream {
     /// Starts a process for a new session-era session under a fresh id,
     /// bound to `owner`.
     fn spawn(&self, owner: &Principal) -> Result<(String, Arc<Session>), McpError> {
-        let id = secret::random_id();
+        let id = self.bindings.new_id();
         let session = self.spawn_into(&self.sessions, id.clone(), Some(owner))?;
         Ok((id, session))
     }
