@@ -308,11 +308,11 @@ async fn restarting_each_relay_and_gateway_in_turn_under_load_fails_no_stateless
     // Gateway instances, per slot, in order of start.
     let mut instances: Vec<Vec<String>> = vec![Vec::new(), Vec::new()];
     let mut gateways = Vec::new();
-    for i in 0..2 {
+    for (i, started) in instances.iter_mut().enumerate() {
         let config = setup.gateway_config(i, &tunnel_ports, demo);
         let d = Daemon::spawn(&["gateway", "--config", config.to_str().unwrap()]);
         d.wait_for("gateway connected", "tunnel connected", 2).await;
-        instances[i].push(d.field("gateway instance", "instance").unwrap());
+        started.push(d.field("gateway instance", "instance").unwrap());
         gateways.push(d);
     }
     for r in &relays {
