@@ -12,6 +12,7 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 
 use portcullis::config::gateway::GatewayConfig;
+use portcullis::tunnel::connector::Discovery;
 use portcullis::config::relay::RelayConfig;
 use portcullis::plugin::PluginEngine;
 use portcullis::policy::catalog::Catalog;
@@ -541,10 +542,13 @@ async fn shipped_configs_and_policy_load_in_this_build() {
         gateway.admin.is_some(),
         "the probes need the admin listener"
     );
-    // The same number of connections to every relay.
-    let relays = gateway.pool.relays.len();
-    assert!(relays >= 2, "one entry per relay replica");
-    assert_eq!(gateway.pool.connections % relays, 0);
+    // Every relay replica, found behind the headless Service's name.
+    assert_eq!(gateway.pool.relays.len(), 1, "one name for every replica");
+    assert!(
+        matches!(gateway.pool.discovery, Discovery::Dns { .. }),
+        "{:?}",
+        gateway.pool.discovery
+    );
 
     let policy = gateway
         .policy
