@@ -227,10 +227,7 @@ impl GatewayConfig {
         let mut relays = Vec::new();
         for r in &t.relays {
             if !is_host_port(r) {
-                return Err(invalid(
-                    "tunnel.relays",
-                    format!("'{r}' is not host:port"),
-                ));
+                return Err(invalid("tunnel.relays", format!("'{r}' is not host:port")));
             }
             let mut target = RelayTarget::new(r);
             if let Some(n) = &t.server_name {
@@ -475,10 +472,7 @@ fn pool_discovery(t: &RawTunnel, relays: usize) -> Result<Discovery, (&'static s
             );
             let interval = match t.resolve_interval_secs {
                 Some(s) if s < lo || s > hi => {
-                    return Err((
-                        "tunnel.resolve_interval_secs",
-                        format!("must be {lo}-{hi}"),
-                    ));
+                    return Err(("tunnel.resolve_interval_secs", format!("must be {lo}-{hi}")));
                 }
                 Some(s) => Duration::from_secs(s),
                 None => limits::DEFAULT_RESOLVE_INTERVAL,
@@ -497,9 +491,7 @@ mod tests {
 
     /// `[tunnel]` with `extra` lines, the rest as a minimal config has it.
     fn tunnel(relays: &str, extra: &str) -> RawTunnel {
-        let text = format!(
-            "id = \"t\"\ntoken = {{ env = \"T\" }}\nrelays = {relays}\n{extra}\n"
-        );
+        let text = format!("id = \"t\"\ntoken = {{ env = \"T\" }}\nrelays = {relays}\n{extra}\n");
         toml::from_str(&text).unwrap()
     }
 
@@ -531,7 +523,13 @@ mod tests {
         for ok in ["relay.example.com:8443", "10.0.0.1:443", "[fd00::1]:8443"] {
             assert!(is_host_port(ok), "{ok}");
         }
-        for bad in ["relay.example.com", ":8443", "relay:https", "relay:99999", ""] {
+        for bad in [
+            "relay.example.com",
+            ":8443",
+            "relay:https",
+            "relay:99999",
+            "",
+        ] {
             assert!(!is_host_port(bad), "{bad}");
         }
     }

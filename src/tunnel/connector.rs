@@ -228,9 +228,8 @@ async fn discover<S, F>(
     let mut running: BTreeMap<SlotKey, CancellationToken> = BTreeMap::new();
     let mut backoff = Backoff::default();
     loop {
-        let lookups = futures_util::future::join_all(
-            names.iter().map(|n| discovery::resolve(&n.addr)),
-        );
+        let lookups =
+            futures_util::future::join_all(names.iter().map(|n| discovery::resolve(&n.addr)));
         let results = tokio::select! {
             r = lookups => r,
             () = shutdown.cancelled() => return,

@@ -221,7 +221,10 @@ mod tests {
         ];
         let answers = [vec![a(A), a(B)], vec![a(B), a(C)]];
         let t = targets(&names, &answers);
-        assert_eq!(t.keys().copied().collect::<Vec<_>>(), vec![a(A), a(B), a(C)]);
+        assert_eq!(
+            t.keys().copied().collect::<Vec<_>>(),
+            vec![a(A), a(B), a(C)]
+        );
         assert_eq!(t[&a(B)].server_name, "relays.test");
         assert_eq!(t[&a(B)].addr, "relays.test:8443");
         assert_eq!(t[&a(B)].resolved, Some(a(B)));
@@ -236,10 +239,7 @@ mod tests {
         let many: Vec<SocketAddr> = (0..1000u32)
             .map(|i| SocketAddr::from((std::net::Ipv4Addr::from(0x0a00_0000 + i), 8443)))
             .collect();
-        assert_eq!(
-            targets(&names, &[many]).len(),
-            limits::MAX_RELAY_ADDRESSES
-        );
+        assert_eq!(targets(&names, &[many]).len(), limits::MAX_RELAY_ADDRESSES);
     }
 
     #[tokio::test]

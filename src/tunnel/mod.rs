@@ -16,8 +16,8 @@
 
 pub mod acceptor;
 pub mod connector;
-pub mod discovery;
 pub mod dial;
+pub mod discovery;
 pub mod registry;
 
 /// The `Upgrade` protocol token of the tunnel handshake.

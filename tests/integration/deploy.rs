@@ -12,11 +12,11 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 
 use portcullis::config::gateway::GatewayConfig;
-use portcullis::tunnel::connector::Discovery;
 use portcullis::config::relay::RelayConfig;
 use portcullis::plugin::PluginEngine;
 use portcullis::policy::catalog::Catalog;
 use portcullis::tls::GeneratedCa;
+use portcullis::tunnel::connector::Discovery;
 use serde_json::Value;
 
 use crate::support::{peers_dir, require, scratch};

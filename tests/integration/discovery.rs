@@ -29,7 +29,12 @@ const RELAYS: &str = "relays.test";
 
 /// Starts a relay whose tunnel listener is `tunnel` and whose certificate
 /// is for [`RELAYS`]; `key` is an agent key for `cred`'s tunnel.
-async fn relay_at(ca: &GeneratedCa, cred: &TunnelCred, key: &str, tunnel: TcpListener) -> TestRelay {
+async fn relay_at(
+    ca: &GeneratedCa,
+    cred: &TunnelCred,
+    key: &str,
+    tunnel: TcpListener,
+) -> TestRelay {
     let grants = [(
         secret::digest(key),
         AgentGrant {
