@@ -22,7 +22,14 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{Proc, TestRelay, TunnelCred, WAIT, recording_upstream, scratch};
+use portcullis::gateway::Gateway;
+use portcullis::tunnel::connector::{Discovery, PoolConfig};
+use portcullis::tunnel::dial::{DialConfig, ProxyConfig, RelayTarget};
+
+use crate::support::{
+    Proc, TestRelay, TunnelCred, WAIT, connect_proxy, demo_server, demo_upstreams,
+    recording_upstream, scratch, start_relay, within,
+};
 
 /// The relays' shared name, on both certificates.
 const RELAYS: &str = "relays.test";
@@ -278,4 +285,60 @@ url = "http://{upstream}/mcp"
 
     let status = gateway.terminate().await;
     assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn through_a_proxy_a_discovered_relay_is_reached_by_its_address_and_verified_by_name() {
+    let ca = Arc::new(GeneratedCa::new("t").unwrap());
+    let cred = TunnelCred::new();
+    let key = secret::generate("pk_");
+    let relay = start_relay(
+        ca.clone(),
+        &[&cred],
+        &[(&key, vec![cred.id.clone()])],
+        None,
+        None,
+    )
+    .await;
+    let (proxy_addr, connects) = connect_proxy().await;
+    let gateway = Gateway::new(
+        demo_upstreams(demo_server().await),
+        portcullis::config::gateway::default_limits(),
+    );
+    let stop = CancellationToken::new();
+    let name = format!("localhost:{}", relay.tunnel_addr.port());
+    let (mut status, task) = gateway.connect(
+        DialConfig {
+            tunnel_id: cred.id.clone(),
+            token: cred.token.clone(),
+            tls: tls::client_config(Some(&[ca.cert()]), None, &[b"http/1.1"]).unwrap(),
+            proxy: ProxyConfig::parse(Some(&format!("http://{proxy_addr}")), None).unwrap(),
+        },
+        PoolConfig {
+            relays: vec![RelayTarget::new(&name)],
+            discovery: Discovery::Dns {
+                per_relay: 1,
+                interval: Duration::from_secs(1),
+            },
+            max_streams: 16,
+            drain_grace: Duration::from_secs(1),
+        },
+        stop.clone(),
+    );
+    // One address behind the name: both connections go to it.
+    within("two tunnel connections", status.wait_connected(2)).await;
+    let seen = connects.lock().unwrap().clone();
+    assert!(!seen.is_empty());
+    assert!(
+        seen.iter().all(|t| *t == relay.tunnel_addr.to_string()),
+        "CONNECT went to {seen:?}, not the resolved {}",
+        relay.tunnel_addr
+    );
+    let mut c = McpClient::new(&relay.url(&cred.id, "demo"), Some(&key));
+    within("a call through the tunnel", c.initialize())
+        .await
+        .unwrap();
+    stop.cancel();
+    within("the pool to drain", task).await.unwrap();
+    assert_eq!(status.connected(), 0);
 }
