@@ -25,7 +25,8 @@
 //! - [`server`]: the accept loop shared by HTTP listeners: TLS, HTTP/1.1
 //!   and HTTP/2, the idle timeout, the drain.
 //! - [`tunnel`]: dialing, the upgrade handshake, reversed HTTP/2, the
-//!   gateway's connection pool and the relay's connection registry.
+//!   gateway's connection pool (with relay discovery by DNS) and the
+//!   relay's connection registry.
 //! - [`relay`]: the agent endpoint: authentication (API keys, and per
 //!   tunnel OAuth access tokens verified against each issuer's JWKS, with
 //!   RFC 9728 metadata), `Origin`/`Host` checks, routing down a tunnel.

@@ -125,6 +125,39 @@ pub const TUNNEL_MAX_PENDING_RESETS: usize = 65_536;
 /// Tunnel connections a gateway keeps open per tunnel by default.
 pub const DEFAULT_TUNNEL_CONNECTIONS: usize = 2;
 
+/// Fewest tunnel connections a gateway keeps when it counts them per relay
+/// (`connections_per_relay`): with a single relay address it opens this
+/// many to it, so losing one connection never takes the tunnel offline.
+pub const MIN_TUNNEL_CONNECTIONS: usize = 2;
+
+/// Most tunnel connections a config may ask for, in total
+/// (`tunnel.connections`) or per relay address (`connections_per_relay`):
+/// each is a TLS connection and a task on both ends.
+pub const MAX_POOL_CONNECTIONS: usize = 64;
+
+/// Most relay addresses a gateway dials from DNS (`discovery = "dns"`),
+/// over all its relay names; the rest of an answer is ignored, so a hostile
+/// or broken DNS answer cannot make it open thousands of connections.
+pub const MAX_RELAY_ADDRESSES: usize = 64;
+
+/// How often a gateway re-resolves its relay names by default
+/// (`resolve_interval_secs`): a relay replica that appears is dialled, and
+/// one that disappears is drained, within about this long.
+pub const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Longest one lookup of a relay name may take; past it the lookup counts
+/// as failed and the addresses already known are kept (a resolver that
+/// hangs must not freeze discovery).
+pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Shortest `resolve_interval_secs` accepted: faster would only load the
+/// resolver, since a cluster's DNS answers are themselves cached for seconds.
+pub const MIN_RESOLVE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Longest `resolve_interval_secs` accepted: a replica that came up must be
+/// dialled, and one that went away drained, within the hour.
+pub const MAX_RESOLVE_INTERVAL: Duration = Duration::from_secs(3600);
+
 /// First reconnect delay after a tunnel connection fails.
 pub const RECONNECT_BASE: Duration = Duration::from_millis(200);
 

@@ -25,7 +25,7 @@ use crate::relay::{Relay, RelaySettings, loopback_hosts};
 use crate::secret;
 use crate::tls::{self, GeneratedCa};
 use crate::tunnel::acceptor::TunnelAuth;
-use crate::tunnel::connector::{PoolConfig, PoolStatus};
+use crate::tunnel::connector::{Discovery, PoolConfig, PoolStatus};
 use crate::tunnel::dial::{DialConfig, ProxyConfig, RelayTarget};
 
 /// The policy `up` runs with unless told otherwise (`policies/default.toml`).
@@ -338,7 +338,9 @@ pub async fn start(opts: UpOptions) -> Result<Running, UpError> {
     };
     let pool = PoolConfig {
         relays: vec![RelayTarget::new(&tunnel_addr.to_string())],
-        connections: opts.connections.max(1),
+        discovery: Discovery::Static {
+            connections: opts.connections.max(1),
+        },
         max_streams: limits::MAX_STREAMS_PER_CONNECTION,
         drain_grace: limits::DRAIN_GRACE,
     };

@@ -15,7 +15,7 @@ use crate::gateway::outbound::OutboundLimits;
 use crate::gateway::stdio::StdioCommand;
 use crate::limits;
 use crate::tls::{self, Identity};
-use crate::tunnel::connector::PoolConfig;
+use crate::tunnel::connector::{Discovery, PoolConfig};
 use crate::tunnel::dial::{DialConfig, ProxyConfig, RelayTarget};
 
 #[derive(Debug, Deserialize)]
@@ -67,7 +67,26 @@ struct RawTunnel {
     ca: Option<PathBuf>,
     client_cert: Option<PathBuf>,
     client_key: Option<PathBuf>,
+    /// `static` (default): dial each entry of `relays` by name. `dns`:
+    /// resolve each to all its addresses and keep connections to every one.
+    #[serde(default)]
+    discovery: RawDiscovery,
+    /// With `dns`: how often to resolve the names again, in seconds.
+    resolve_interval_secs: Option<u64>,
+    /// Connections to each relay (each address, with `dns`); at least
+    /// [`limits::MIN_TUNNEL_CONNECTIONS`] in all. Default 1.
+    connections_per_relay: Option<usize>,
+    /// Static only: the connections in all, spread over `relays` in turn
+    /// (what it always meant); instead of `connections_per_relay`.
     connections: Option<usize>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RawDiscovery {
+    #[default]
+    Static,
+    Dns,
 }
 
 #[derive(Debug, Deserialize)]
@@ -205,17 +224,18 @@ impl GatewayConfig {
                 "name at least one relay host:port".into(),
             ));
         }
-        let relays = t
-            .relays
-            .iter()
-            .map(|r| {
-                let mut target = RelayTarget::new(r);
-                if let Some(n) = &t.server_name {
-                    target.server_name = n.clone();
-                }
-                target
-            })
-            .collect();
+        let mut relays = Vec::new();
+        for r in &t.relays {
+            if !is_host_port(r) {
+                return Err(invalid("tunnel.relays", format!("'{r}' is not host:port")));
+            }
+            let mut target = RelayTarget::new(r);
+            if let Some(n) = &t.server_name {
+                target.server_name = n.clone();
+            }
+            relays.push(target);
+        }
+        let discovery = pool_discovery(t, relays.len()).map_err(|(f, m)| invalid(f, m))?;
         let ca =
             t.ca.as_ref()
                 .map(|p| tls::load_certs(&relative_to(path, p)))
@@ -235,10 +255,6 @@ impl GatewayConfig {
         };
         let tls = tls::client_config(ca.as_deref(), identity.as_ref(), &[b"http/1.1"])?;
         let proxy = ProxyConfig::from_env().map_err(|e| invalid("HTTPS_PROXY", e.to_string()))?;
-        let connections = t.connections.unwrap_or(limits::DEFAULT_TUNNEL_CONNECTIONS);
-        if connections == 0 || connections > 64 {
-            return Err(invalid("tunnel.connections", "must be 1-64".into()));
-        }
         let mut out_limits = default_limits();
         let l = &raw.limits;
         if let Some(n) = l.max_message_bytes {
@@ -390,7 +406,7 @@ impl GatewayConfig {
             },
             pool: PoolConfig {
                 relays,
-                connections,
+                discovery,
                 max_streams: l
                     .max_streams_per_connection
                     .unwrap_or(limits::MAX_STREAMS_PER_CONNECTION),
@@ -399,5 +415,193 @@ impl GatewayConfig {
                     .map_or(limits::DRAIN_GRACE, Duration::from_secs),
             },
         })
+    }
+}
+
+/// True for `host:port`, the shape every `tunnel.relays` entry has.
+fn is_host_port(r: &str) -> bool {
+    r.rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+}
+
+/// The pool's [`Discovery`] from `[tunnel]` with `relays` entries, or the
+/// offending field and why.
+fn pool_discovery(t: &RawTunnel, relays: usize) -> Result<Discovery, (&'static str, String)> {
+    let max = limits::MAX_POOL_CONNECTIONS;
+    let per_relay = match t.connections_per_relay {
+        Some(n) if n == 0 || n > max => {
+            return Err(("tunnel.connections_per_relay", format!("must be 1-{max}")));
+        }
+        Some(n) => n,
+        None => 1,
+    };
+    match t.discovery {
+        RawDiscovery::Static => {
+            if t.resolve_interval_secs.is_some() {
+                return Err((
+                    "tunnel.resolve_interval_secs",
+                    "only with discovery = \"dns\"".into(),
+                ));
+            }
+            let connections = match t.connections {
+                Some(_) if t.connections_per_relay.is_some() => {
+                    return Err((
+                        "tunnel.connections",
+                        "give connections (in all) or connections_per_relay, not both".into(),
+                    ));
+                }
+                Some(n) if n == 0 || n > max => {
+                    return Err(("tunnel.connections", format!("must be 1-{max}")));
+                }
+                Some(n) => n,
+                None => relays * crate::tunnel::discovery::per_address(relays, per_relay),
+            };
+            Ok(Discovery::Static { connections })
+        }
+        RawDiscovery::Dns => {
+            if t.connections.is_some() {
+                return Err((
+                    "tunnel.connections",
+                    "with discovery = \"dns\" the number of relays varies: \
+                     use connections_per_relay"
+                        .into(),
+                ));
+            }
+            let (lo, hi) = (
+                limits::MIN_RESOLVE_INTERVAL.as_secs(),
+                limits::MAX_RESOLVE_INTERVAL.as_secs(),
+            );
+            let interval = match t.resolve_interval_secs {
+                Some(s) if s < lo || s > hi => {
+                    return Err(("tunnel.resolve_interval_secs", format!("must be {lo}-{hi}")));
+                }
+                Some(s) => Duration::from_secs(s),
+                None => limits::DEFAULT_RESOLVE_INTERVAL,
+            };
+            Ok(Discovery::Dns {
+                per_relay,
+                interval,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `[tunnel]` with `extra` lines, the rest as a minimal config has it.
+    fn tunnel(relays: &str, extra: &str) -> RawTunnel {
+        let text = format!("id = \"t\"\ntoken = {{ env = \"T\" }}\nrelays = {relays}\n{extra}\n");
+        toml::from_str(&text).unwrap()
+    }
+
+    fn discovery(relays: &str, extra: &str) -> Result<Discovery, String> {
+        let t = tunnel(relays, extra);
+        pool_discovery(&t, t.relays.len()).map_err(|(f, m)| format!("{f}: {m}"))
+    }
+
+    const ONE: &str = r#"["relay.example.com:8443"]"#;
+    const TWO: &str = r#"["relay-0.example.com:8443", "relay-1.example.com:8443"]"#;
+    const THREE: &str = r#"["a:1", "b:1", "c:1"]"#;
+
+    #[test]
+    fn static_lists_keep_at_least_two_connections_and_one_per_relay() {
+        let s = |connections| Ok(Discovery::Static { connections });
+        assert_eq!(discovery(ONE, ""), s(2));
+        assert_eq!(discovery(TWO, ""), s(2));
+        assert_eq!(discovery(THREE, ""), s(3));
+        assert_eq!(discovery(TWO, "connections_per_relay = 2"), s(4));
+        assert_eq!(discovery(ONE, "connections_per_relay = 3"), s(3));
+        // The old key keeps meaning the total.
+        assert_eq!(discovery(TWO, "connections = 4"), s(4));
+        assert_eq!(discovery(ONE, "connections = 1"), s(1));
+        assert_eq!(discovery(ONE, r#"discovery = "static""#), s(2));
+    }
+
+    #[test]
+    fn relays_are_host_and_port() {
+        for ok in ["relay.example.com:8443", "10.0.0.1:443", "[fd00::1]:8443"] {
+            assert!(is_host_port(ok), "{ok}");
+        }
+        for bad in [
+            "relay.example.com",
+            ":8443",
+            "relay:https",
+            "relay:99999",
+            "",
+        ] {
+            assert!(!is_host_port(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn dns_discovery_takes_an_interval_and_a_count_per_address() {
+        assert_eq!(
+            discovery(ONE, r#"discovery = "dns""#),
+            Ok(Discovery::Dns {
+                per_relay: 1,
+                interval: limits::DEFAULT_RESOLVE_INTERVAL
+            })
+        );
+        assert_eq!(
+            discovery(
+                ONE,
+                "discovery = \"dns\"\nresolve_interval_secs = 5\nconnections_per_relay = 2"
+            ),
+            Ok(Discovery::Dns {
+                per_relay: 2,
+                interval: Duration::from_secs(5)
+            })
+        );
+    }
+
+    #[test]
+    fn contradictory_or_out_of_range_pool_settings_are_refused() {
+        let cases = [
+            (ONE, "connections = 0", "tunnel.connections: must be 1-64"),
+            (ONE, "connections = 65", "tunnel.connections: must be 1-64"),
+            (
+                ONE,
+                "connections_per_relay = 0",
+                "tunnel.connections_per_relay: must be 1-64",
+            ),
+            (
+                ONE,
+                "connections = 2\nconnections_per_relay = 1",
+                "not both",
+            ),
+            (
+                ONE,
+                "resolve_interval_secs = 5",
+                "resolve_interval_secs: only with discovery = \"dns\"",
+            ),
+            (
+                ONE,
+                "discovery = \"dns\"\nconnections = 4",
+                "use connections_per_relay",
+            ),
+            (
+                ONE,
+                "discovery = \"dns\"\nresolve_interval_secs = 0",
+                "resolve_interval_secs: must be 1-3600",
+            ),
+            (
+                ONE,
+                "discovery = \"dns\"\nresolve_interval_secs = 3601",
+                "must be 1-3600",
+            ),
+        ];
+        for (relays, extra, expect) in cases {
+            let got = discovery(relays, extra);
+            assert!(
+                matches!(&got, Err(m) if m.contains(expect)),
+                "{extra}: {got:?}"
+            );
+        }
+        let unknown: Result<RawTunnel, _> = toml::from_str(
+            "id = \"t\"\ntoken = { env = \"T\" }\nrelays = []\ndiscovery = \"srv\"\n",
+        );
+        assert!(unknown.is_err());
     }
 }

@@ -1,7 +1,11 @@
-//! The gateway's tunnel connections: a fixed number of slots, each dialing
-//! the relay, serving HTTP/2 on the upgraded stream, and reconnecting with
-//! jittered exponential backoff; a graceful drain on shutdown.
+//! The gateway's tunnel connections: slots, each dialing a relay, serving
+//! HTTP/2 on the upgraded stream, and reconnecting with jittered
+//! exponential backoff; a graceful drain on shutdown. The slots are fixed
+//! ([`Discovery::Static`]) or follow what the relay names resolve to
+//! ([`Discovery::Dns`]): an address that appears gets slots, one that
+//! disappears has its slots drained.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,23 +15,43 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rand::Rng;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::dial::{DialConfig, RelayTarget, dial_serving};
+use super::discovery::{self, SlotKey};
 use crate::body::Body;
 use crate::limits;
 
 /// Shape of the gateway's connection pool.
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
-    /// Relays to connect to; slot `i` uses `relays[i % relays.len()]`.
+    /// The relays as configured, `host:port` each.
     pub relays: Vec<RelayTarget>,
-    /// Connections to keep open.
-    pub connections: usize,
+    /// How the relays become connections.
+    pub discovery: Discovery,
     /// Concurrent streams per connection the gateway accepts.
     pub max_streams: u32,
-    /// Grace period for in-flight streams on shutdown.
+    /// Grace period for in-flight streams on shutdown, and for the
+    /// connections of a relay address that went away.
     pub drain_grace: Duration,
+}
+
+/// How a gateway finds the relay addresses it keeps connections to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Discovery {
+    /// `connections` slots, slot `i` dialling `relays[i % relays.len()]`
+    /// by name (each connect resolves it and takes the first address that
+    /// answers).
+    Static { connections: usize },
+    /// Every `interval`, each relay name is resolved to all its addresses;
+    /// each address gets `per_relay` connections (more when there are
+    /// fewer than [`limits::MIN_TUNNEL_CONNECTIONS`] in all), dialled by
+    /// IP and verified against the name's certificate.
+    Dns {
+        per_relay: usize,
+        interval: Duration,
+    },
 }
 
 /// Jittered exponential backoff between attempts to connect.
@@ -122,29 +146,140 @@ where
     F: std::future::Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
     let (tx, rx) = watch::channel(0usize);
-    let tx = Arc::new(tx);
-    let dial_cfg = Arc::new(dial_cfg);
-    let mut slots = Vec::new();
-    for slot in 0..pool.connections {
-        let Some(target) = pool.relays.get(slot % pool.relays.len().max(1)).cloned() else {
-            break;
-        };
-        slots.push(tokio::spawn(run_slot(
-            slot,
-            target,
-            dial_cfg.clone(),
-            pool.clone(),
-            service.clone(),
-            tx.clone(),
-            shutdown.clone(),
-        )));
-    }
+    let mut slots = Slots {
+        dial_cfg: Arc::new(dial_cfg),
+        pool: pool.clone(),
+        service,
+        connected: Arc::new(tx),
+        tasks: JoinSet::new(),
+        next_id: 0,
+    };
     let all = tokio::spawn(async move {
-        for s in slots {
-            let _ = s.await;
+        match pool.discovery {
+            Discovery::Static { connections } => {
+                for i in 0..connections {
+                    let Some(target) = pool.relays.get(i % pool.relays.len().max(1)) else {
+                        break;
+                    };
+                    slots.spawn(target.clone(), shutdown.clone());
+                }
+            }
+            Discovery::Dns {
+                per_relay,
+                interval,
+            } => discover(&pool.relays, per_relay, interval, &mut slots, &shutdown).await,
         }
+        while slots.tasks.join_next().await.is_some() {}
     });
     (PoolStatus { connected: rx }, all)
+}
+
+/// What every slot of a pool shares, and the slots' tasks.
+struct Slots<S> {
+    dial_cfg: Arc<DialConfig>,
+    pool: PoolConfig,
+    service: S,
+    connected: Arc<watch::Sender<usize>>,
+    tasks: JoinSet<()>,
+    next_id: usize,
+}
+
+impl<S, F> Slots<S>
+where
+    S: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+{
+    /// Starts a slot dialling `target` until `stop` is cancelled.
+    fn spawn(&mut self, target: RelayTarget, stop: CancellationToken) {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.tasks.spawn(run_slot(
+            id,
+            target,
+            self.dial_cfg.clone(),
+            self.pool.clone(),
+            self.service.clone(),
+            self.connected.clone(),
+            stop,
+        ));
+    }
+
+    /// Forgets the slots that were stopped and have drained.
+    fn reap(&mut self) {
+        while self.tasks.try_join_next().is_some() {}
+    }
+}
+
+/// [`Discovery::Dns`]: resolves `names` every `interval` and starts and
+/// stops slots to match, until `shutdown`. A name that fails to resolve,
+/// or resolves to nothing, keeps the addresses it had; until some name has
+/// resolved, lookups are retried with the reconnect backoff.
+async fn discover<S, F>(
+    names: &[RelayTarget],
+    per_relay: usize,
+    interval: Duration,
+    slots: &mut Slots<S>,
+    shutdown: &CancellationToken,
+) where
+    S: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+{
+    let mut answers = vec![Vec::new(); names.len()];
+    let mut running: BTreeMap<SlotKey, CancellationToken> = BTreeMap::new();
+    let mut backoff = Backoff::default();
+    loop {
+        let lookups =
+            futures_util::future::join_all(names.iter().map(|n| discovery::resolve(&n.addr)));
+        let results = tokio::select! {
+            r = lookups => r,
+            () = shutdown.cancelled() => return,
+        };
+        for ((name, result), known) in names.iter().zip(results).zip(answers.iter_mut()) {
+            match result {
+                Ok(addrs) => *known = addrs,
+                Err(e) => tracing::warn!(
+                    relay = %name.addr, error = %e, kept = known.len(),
+                    "relay discovery failed; keeping the addresses already known"
+                ),
+            }
+        }
+        let targets = discovery::targets(names, &answers);
+        if !targets.is_empty() {
+            let keys: BTreeSet<SlotKey> = running.keys().copied().collect();
+            let wanted: BTreeSet<_> = targets.keys().copied().collect();
+            let plan = discovery::plan(&keys, &wanted, per_relay);
+            for addr in &plan.added {
+                let name = targets.get(addr).map_or("", |t| t.addr.as_str());
+                tracing::info!(relay = name, %addr, "relay address added");
+            }
+            for addr in &plan.removed {
+                tracing::info!(%addr, "relay address gone; draining its connections");
+            }
+            for key in &plan.stop {
+                if let Some(stop) = running.remove(key) {
+                    stop.cancel();
+                }
+            }
+            for key in plan.start {
+                if let Some(target) = targets.get(&key.addr) {
+                    let stop = shutdown.child_token();
+                    slots.spawn(target.clone(), stop.clone());
+                    running.insert(key, stop);
+                }
+            }
+        }
+        slots.reap();
+        let wait = if running.is_empty() {
+            backoff.delay(Instant::now())
+        } else {
+            backoff.connected();
+            interval
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
 }
 
 async fn run_slot<S, F>(
@@ -161,6 +296,10 @@ async fn run_slot<S, F>(
 {
     let mut backoff = Backoff::default();
     let mut ever_connected = false;
+    let relay = match target.resolved {
+        Some(ip) => format!("{} ({ip})", target.addr),
+        None => target.addr.clone(),
+    };
     let tunnel_attr = [
         opentelemetry::KeyValue::new("portcullis.tunnel", dial_cfg.tunnel_id.clone()),
         opentelemetry::KeyValue::new("portcullis.component", "gateway"),
@@ -184,7 +323,7 @@ async fn run_slot<S, F>(
                     metrics.tunnel_reconnects.add(1, &tunnel_attr[..1]);
                 }
                 ever_connected = true;
-                tracing::info!(slot, relay = %target.addr, tunnel = %dial_cfg.tunnel_id, "tunnel connected");
+                tracing::info!(slot, relay = %relay, tunnel = %dial_cfg.tunnel_id, "tunnel connected");
                 let svc = hyper::service::service_fn(service.clone());
                 let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                     .timer(TokioTimer::new())
@@ -214,23 +353,23 @@ async fn run_slot<S, F>(
                 metrics.tunnel_connections.add(-1, &tunnel_attr);
                 match result {
                     Ok(()) => {
-                        tracing::info!(slot, relay = %target.addr, "tunnel connection closed")
+                        tracing::info!(slot, relay = %relay, "tunnel connection closed")
                     }
                     // Shutting down: the relay may close first (`up` stops
                     // both at once); that is the end asked for, not a loss.
                     Err(e) if shutdown.is_cancelled() => {
-                        tracing::debug!(slot, relay = %target.addr, error = %e, "tunnel connection closed during shutdown")
+                        tracing::debug!(slot, relay = %relay, error = %e, "tunnel connection closed during shutdown")
                     }
                     Err(e) => {
-                        tracing::warn!(slot, relay = %target.addr, error = %e, "tunnel connection lost")
+                        tracing::warn!(slot, relay = %relay, error = %e, "tunnel connection lost")
                     }
                 }
                 backoff.lost(Instant::now());
             }
             Ok(Err(e)) => {
-                tracing::warn!(slot, relay = %target.addr, error = %e, "tunnel connect failed")
+                tracing::warn!(slot, relay = %relay, error = %e, "tunnel connect failed")
             }
-            Err(_) => tracing::warn!(slot, relay = %target.addr, "tunnel handshake timed out"),
+            Err(_) => tracing::warn!(slot, relay = %relay, "tunnel handshake timed out"),
         }
         if shutdown.is_cancelled() {
             break;

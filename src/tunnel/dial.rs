@@ -28,6 +28,10 @@ pub struct RelayTarget {
     pub addr: String,
     /// Name to verify the relay's certificate against (defaults to the host).
     pub server_name: String,
+    /// The one address of `addr` to open TCP to (or to CONNECT to through
+    /// the proxy), when DNS discovery resolved it; `None` resolves `addr`
+    /// at each connect and takes the first address that answers.
+    pub resolved: Option<std::net::SocketAddr>,
 }
 
 impl RelayTarget {
@@ -36,7 +40,14 @@ impl RelayTarget {
         RelayTarget {
             addr: addr.to_owned(),
             server_name: host_of(addr).to_owned(),
+            resolved: None,
         }
+    }
+
+    /// Where TCP goes: the resolved address, else `host:port`.
+    fn tcp_addr(&self) -> String {
+        self.resolved
+            .map_or_else(|| self.addr.clone(), |a| a.to_string())
     }
 }
 
@@ -130,14 +141,14 @@ impl ProxyConfig {
 
 /// Opens TCP to the relay, through the proxy when one applies.
 async fn connect_tcp(target: &RelayTarget, proxy: &ProxyConfig) -> Result<TcpStream, TunnelError> {
+    let tcp_addr = target.tcp_addr();
     let Some(proxy_addr) = proxy.proxy_for(host_of(&target.addr)) else {
-        let tcp =
-            TcpStream::connect(&target.addr)
-                .await
-                .map_err(|source| TunnelError::Connect {
-                    addr: target.addr.clone(),
-                    source,
-                })?;
+        let tcp = TcpStream::connect(&tcp_addr)
+            .await
+            .map_err(|source| TunnelError::Connect {
+                addr: tcp_addr.clone(),
+                source,
+            })?;
         let _ = tcp.set_nodelay(true);
         return Ok(tcp);
     };
@@ -148,7 +159,7 @@ async fn connect_tcp(target: &RelayTarget, proxy: &ProxyConfig) -> Result<TcpStr
             source,
         })?;
     let _ = tcp.set_nodelay(true);
-    let mut req = format!("CONNECT {0} HTTP/1.1\r\nHost: {0}\r\n", target.addr);
+    let mut req = format!("CONNECT {tcp_addr} HTTP/1.1\r\nHost: {tcp_addr}\r\n");
     if let Some(auth) = &proxy.authorization {
         req.push_str(&format!("Proxy-Authorization: {auth}\r\n"));
     }

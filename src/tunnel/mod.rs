@@ -9,12 +9,15 @@
 //!
 //! - [`dial`]: TCP, proxy CONNECT, TLS, upgrade (gateway side).
 //! - [`connector`]: the gateway's pool of connections with reconnect and drain.
+//! - [`discovery`]: relay names resolved to every replica's address, and
+//!   which connections to start and stop when the answer changes.
 //! - [`acceptor`]: the relay's side of the upgrade and the h2 client.
 //! - [`registry`]: the relay's live connections per tunnel.
 
 pub mod acceptor;
 pub mod connector;
 pub mod dial;
+pub mod discovery;
 pub mod registry;
 
 /// The `Upgrade` protocol token of the tunnel handshake.

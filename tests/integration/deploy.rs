@@ -16,6 +16,7 @@ use portcullis::config::relay::RelayConfig;
 use portcullis::plugin::PluginEngine;
 use portcullis::policy::catalog::Catalog;
 use portcullis::tls::GeneratedCa;
+use portcullis::tunnel::connector::Discovery;
 use serde_json::Value;
 
 use crate::support::{peers_dir, require, scratch};
@@ -483,6 +484,13 @@ fn every_container_runs_locked_down() {
         pdb["spec"]["selector"]["matchLabels"],
         relay["spec"]["selector"]["matchLabels"]
     );
+    // A terminating relay first leaves the load balancer and DNS, then
+    // drains: its preStop sleep and drain fit in the grace period.
+    let pod = &relay["spec"]["template"]["spec"];
+    let pre_stop = pod["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"]
+        .as_u64()
+        .expect("the relay sleeps in preStop");
+    assert!(pod["terminationGracePeriodSeconds"].as_u64().unwrap() > pre_stop + 15);
     // The gateway: two or more replicas of one tunnel (the relays pin each
     // session to its replica), and a PDB that keeps one up.
     let gateway = named(&docs, "StatefulSet", "portcullis-gateway");
@@ -551,10 +559,13 @@ async fn shipped_configs_and_policy_load_in_this_build() {
         gateway.admin.is_some(),
         "the probes need the admin listener"
     );
-    // The same number of connections to every relay.
-    let relays = gateway.pool.relays.len();
-    assert!(relays >= 2, "one entry per relay replica");
-    assert_eq!(gateway.pool.connections % relays, 0);
+    // Every relay replica, found behind the headless Service's name.
+    assert_eq!(gateway.pool.relays.len(), 1, "one name for every replica");
+    assert!(
+        matches!(gateway.pool.discovery, Discovery::Dns { .. }),
+        "{:?}",
+        gateway.pool.discovery
+    );
 
     let policy = gateway
         .policy

@@ -15,7 +15,7 @@ use portcullis::gateway::Gateway;
 use portcullis::secret;
 use portcullis::session::owner::{Instance, stamped};
 use portcullis::tls::{self, GeneratedCa};
-use portcullis::tunnel::connector::PoolConfig;
+use portcullis::tunnel::connector::{Discovery, PoolConfig};
 use portcullis::tunnel::dial::{DialConfig, ProxyConfig, RelayTarget};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -51,9 +51,12 @@ async fn replica(
                 .map(|r| RelayTarget {
                     addr: r.tunnel_addr.to_string(),
                     server_name: "localhost".into(),
+                    resolved: None,
                 })
                 .collect(),
-            connections: relays.len(),
+            discovery: Discovery::Static {
+                connections: relays.len(),
+            },
             max_streams: TEST_GATEWAY_STREAMS,
             drain_grace: Duration::from_secs(2),
         },

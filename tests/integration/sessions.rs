@@ -21,7 +21,7 @@ use portcullis::config::upstream::UpstreamSpec;
 use portcullis::gateway::{Gateway, Upstream};
 use portcullis::secret;
 use portcullis::tls::{self, GeneratedCa};
-use portcullis::tunnel::connector::PoolConfig;
+use portcullis::tunnel::connector::{Discovery, PoolConfig};
 use portcullis::tunnel::dial::{DialConfig, ProxyConfig, RelayTarget};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -145,9 +145,12 @@ async fn connect_gateway(
                 .map(|r| RelayTarget {
                     addr: r.tunnel_addr.to_string(),
                     server_name: "localhost".into(),
+                    resolved: None,
                 })
                 .collect(),
-            connections: relays.len(),
+            discovery: Discovery::Static {
+                connections: relays.len(),
+            },
             max_streams: 64,
             drain_grace: Duration::from_secs(1),
         },

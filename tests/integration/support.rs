@@ -20,7 +20,7 @@ use portcullis::relay::{Relay, RelaySettings, loopback_hosts};
 use portcullis::secret;
 use portcullis::tls::{self, GeneratedCa};
 use portcullis::tunnel::acceptor::TunnelAuth;
-use portcullis::tunnel::connector::{PoolConfig, PoolStatus};
+use portcullis::tunnel::connector::{Discovery, PoolConfig, PoolStatus};
 use portcullis::tunnel::dial::{DialConfig, ProxyConfig, RelayTarget};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -185,8 +185,9 @@ pub fn start_gateway_with(
             relays: vec![RelayTarget {
                 addr: relay_addr.to_string(),
                 server_name: "localhost".into(),
+                resolved: None,
             }],
-            connections,
+            discovery: Discovery::Static { connections },
             max_streams,
             drain_grace: Duration::from_secs(10),
         },

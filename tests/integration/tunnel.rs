@@ -47,6 +47,7 @@ async fn wrong_tunnel_token_is_refused() {
     let target = RelayTarget {
         addr: relay.tunnel_addr.to_string(),
         server_name: "localhost".into(),
+        resolved: None,
     };
     // The token of another tunnel does not open this one.
     let cfg = DialConfig {
@@ -208,6 +209,7 @@ async fn mutual_tls_requires_a_gateway_certificate() {
     let target = RelayTarget {
         addr: relay.tunnel_addr.to_string(),
         server_name: "localhost".into(),
+        resolved: None,
     };
     let no_cert = DialConfig {
         tunnel_id: cred.id.clone(),

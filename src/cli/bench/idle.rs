@@ -12,7 +12,7 @@ use portcullis::relay::{Relay, RelaySettings};
 use portcullis::secret;
 use portcullis::tls::{self, GeneratedCa};
 use portcullis::tunnel::acceptor::TunnelAuth;
-use portcullis::tunnel::connector::PoolConfig;
+use portcullis::tunnel::connector::{Discovery, PoolConfig};
 use portcullis::tunnel::dial::{DialConfig, ProxyConfig, RelayTarget};
 use tokio_util::sync::CancellationToken;
 
@@ -131,8 +131,11 @@ pub async fn run_gateways(args: GatewaysArgs) -> anyhow::Result<()> {
                 relays: vec![RelayTarget {
                     addr: relay.clone(),
                     server_name: "localhost".into(),
+                    resolved: None,
                 }],
-                connections: portcullis::limits::DEFAULT_TUNNEL_CONNECTIONS,
+                discovery: Discovery::Static {
+                    connections: portcullis::limits::DEFAULT_TUNNEL_CONNECTIONS,
+                },
                 max_streams: portcullis::limits::MAX_STREAMS_PER_CONNECTION,
                 drain_grace: Duration::from_secs(1),
             },
