@@ -178,6 +178,11 @@ pub const RECONNECT_AFTER_LOSS_WINDOW: Duration = Duration::from_secs(30);
 /// Grace period for in-flight streams after SIGTERM/SIGINT.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(15);
 
+/// While a listener drains, an HTTP/1.1 connection idle this long is
+/// closed; one in use is closed after its next answer, which says so
+/// (`Connection: close`), so no request races the close.
+pub const HTTP1_DRAIN_IDLE: Duration = Duration::from_secs(1);
+
 /// How often a draining relay looks whether a tunnel connection's last
 /// call ended (only while shutting down).
 pub const DRAIN_POLL: Duration = Duration::from_millis(20);

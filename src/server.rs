@@ -15,7 +15,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -153,11 +153,25 @@ async fn serve_connection<IO, S, F>(
 {
     let activity = Arc::new(Activity::new());
     let tracked = activity.clone();
-    let svc = hyper::service::service_fn(move |req| {
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let http1 = req.version() < http::Version::HTTP_2;
+        if http1 {
+            tracked.http1.store(true, Ordering::Release);
+        }
         let in_flight = InFlight::start(&tracked);
+        let activity = tracked.clone();
         let response = service(req);
         async move {
-            let response = response.await?;
+            let mut response = response.await?;
+            // Draining: the client learns from this answer that the
+            // connection ends after it, so its next request goes out on a
+            // new one (elsewhere) instead of racing the close.
+            if http1 && activity.closing.load(Ordering::Acquire) {
+                response.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
             Ok::<_, Infallible>(response.map(|body| TrackedBody {
                 body,
                 _in_flight: in_flight,
@@ -182,15 +196,35 @@ async fn serve_connection<IO, S, F>(
     let result = match ended {
         Some(r) => r,
         None => {
-            // HTTP/2: GOAWAY, and streams already open finish; HTTP/1.1: no
-            // further request; a connection still choosing its protocol
-            // ends at once. A peer that neither finishes nor reads is cut
-            // after the grace.
-            conn.as_mut().graceful_shutdown();
-            tokio::select! {
-                r = conn.as_mut() => r,
-                () = tokio::time::sleep(opts.drain_grace) => Ok(()),
-                () = stop.hard.cancelled() => Ok(()),
+            activity.closing.store(true, Ordering::Release);
+            // HTTP/1.1 has no way to say "no more requests" but in an
+            // answer: closing a keep-alive connection the client may be
+            // writing into fails that request unanswered. So a connection
+            // in use stays open and its next answer says
+            // `Connection: close`; one idle for HTTP1_DRAIN_IDLE is closed.
+            let ended = if activity.http1.load(Ordering::Acquire) {
+                tokio::select! {
+                    r = conn.as_mut() => Some(r),
+                    () = activity.idle_for(limits::HTTP1_DRAIN_IDLE) => None,
+                    () = stop.hard.cancelled() => Some(Ok(())),
+                }
+            } else {
+                None
+            };
+            match ended {
+                Some(r) => r,
+                // HTTP/2: GOAWAY, and streams already open finish; HTTP/1.1:
+                // no further request; a connection still choosing its
+                // protocol ends at once. A peer that neither finishes nor
+                // reads is cut after the grace.
+                None => {
+                    conn.as_mut().graceful_shutdown();
+                    tokio::select! {
+                        r = conn.as_mut() => r,
+                        () = tokio::time::sleep(opts.drain_grace) => Ok(()),
+                        () = stop.hard.cancelled() => Ok(()),
+                    }
+                }
             }
         }
     };
@@ -202,6 +236,10 @@ async fn serve_connection<IO, S, F>(
 /// Requests in flight on one connection, and since when there were none.
 struct Activity {
     origin: Instant,
+    /// It has carried an HTTP/1 request (else HTTP/2, or nothing yet).
+    http1: AtomicBool,
+    /// The listener is draining: HTTP/1 answers say `Connection: close`.
+    closing: AtomicBool,
     in_flight: AtomicUsize,
     /// Milliseconds from `origin` to when the last request in flight ended.
     idle_since_ms: AtomicU64,
@@ -211,6 +249,8 @@ impl Activity {
     fn new() -> Activity {
         Activity {
             origin: Instant::now(),
+            http1: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(0),
         }

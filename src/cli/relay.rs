@@ -70,14 +70,20 @@ async fn serve(
         };
         admin.start(addr, shutdown.clone()).await?;
     }
+    // The tunnels outlive the agents' drain: an agent connection still
+    // open on a draining relay (HTTP/1.1 keep-alive until its next answer
+    // says close) must still reach its gateway. Once the agents are done,
+    // the tunnel connections close as their last calls end.
+    let tunnels = CancellationToken::new();
     let t = tokio::spawn(relay.clone().serve_tunnels(
         tunnel_listener,
         cfg.tunnel_tls,
-        shutdown.clone(),
+        tunnels.clone(),
     ));
     relay
         .serve_agents(agent_listener, cfg.agent_tls, shutdown)
         .await;
+    tunnels.cancel();
     let _ = t.await;
     Ok(())
 }

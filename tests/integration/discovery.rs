@@ -106,7 +106,7 @@ fn point_relays_at(hosts: &Path, addrs: &[&str]) {
 
 /// Whether this machine lets the test give the gateway its own
 /// `/etc/hosts`: `unshare -m` installed, and the privilege to mount.
-fn private_mounts_work() -> Result<(), String> {
+pub(crate) fn private_mounts_work() -> Result<(), String> {
     let out = Command::new("unshare")
         .args(["-m", "sh", "-c", "mount --bind /etc/hosts /etc/hosts"])
         .output()

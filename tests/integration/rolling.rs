@@ -1,6 +1,8 @@
 //! Rolling restarts: two relays and two gateways, each its own `portcullis`
-//! process, real TLS on the tunnel, a TCP load balancer in front of the
-//! relays (as a Service or cloud LB is), under continuous load from the
+//! process, real TLS on the tunnel, the relays found by the gateways under
+//! one name that resolves to both (`discovery = "dns"`, a hosts file of
+//! their own), a TCP load balancer in front of the relays (as a Service or
+//! cloud LB is), under continuous load from the
 //! Python SDK (sessions) and plain HTTP (stateless 2026-07-28 calls). Each
 //! of the four processes is restarted in turn with SIGTERM. Stateless
 //! calls: none fails. Sessions of a restarted gateway end with the spec's
@@ -21,8 +23,8 @@ use portcullis::secret;
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::cli::write_certs;
 use crate::support::*;
+use portcullis::tls::GeneratedCa;
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -47,8 +49,29 @@ struct Daemon {
 
 impl Daemon {
     fn spawn(args: &[&str]) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .args(args)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        cmd.args(args);
+        Daemon::start(cmd)
+    }
+
+    /// `portcullis gateway --config config`; when `hosts` is given, in a
+    /// mount namespace of its own that sees that file as `/etc/hosts`.
+    fn gateway(config: &Path, hosts: Option<&Path>) -> Daemon {
+        let Some(hosts) = hosts else {
+            return Daemon::spawn(&["gateway", "--config", config.to_str().unwrap()]);
+        };
+        let mut cmd = Command::new("unshare");
+        cmd.args(["-m", "sh", "-c"]).arg(format!(
+            "mount --bind '{}' /etc/hosts && exec '{}' gateway --config '{}'",
+            hosts.display(),
+            env!("CARGO_BIN_EXE_portcullis"),
+            config.display()
+        ));
+        Daemon::start(cmd)
+    }
+
+    fn start(mut cmd: Command) -> Daemon {
+        let mut child = cmd
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -156,10 +179,15 @@ struct Setup {
     dir: PathBuf,
     tunnel: String,
     key: String,
+    /// The relays' tunnel port, the same on 127.0.0.2 and 127.0.0.3.
+    port: u16,
+    /// A hosts file that names both `relays.test`, when the gateways can
+    /// have one of their own (else they list both addresses).
+    hosts: Option<PathBuf>,
 }
 
 impl Setup {
-    fn relay_config(&self, i: usize, tunnel_port: u16) -> PathBuf {
+    fn relay_config(&self, i: usize) -> PathBuf {
         let token = std::fs::read_to_string(self.dir.join("token")).unwrap();
         let path = self.dir.join(format!("relay{i}.toml"));
         std::fs::write(
@@ -167,7 +195,7 @@ impl Setup {
             format!(
                 r#"
 [tunnel_listener]
-listen = "127.0.0.1:{tunnel_port}"
+listen = "127.0.0.{host}:{port}"
 cert = "certs/relay.crt"
 key = "certs/relay.key"
 [agent_listener]
@@ -185,6 +213,8 @@ key_sha256 = "{key}"
 tunnels = ["{tunnel}"]
 "#,
                 tunnel = self.tunnel,
+                host = 2 + i,
+                port = self.port,
                 digest = secret::digest_hex(token.trim()),
                 key = secret::digest_hex(&self.key),
             ),
@@ -193,12 +223,20 @@ tunnels = ["{tunnel}"]
         path
     }
 
-    fn gateway_config(&self, i: usize, relays: &[u16], demo: SocketAddr) -> PathBuf {
+    fn gateway_config(&self, i: usize, demo: SocketAddr) -> PathBuf {
         let path = self.dir.join(format!("gateway{i}.toml"));
-        let relays: Vec<String> = relays
-            .iter()
-            .map(|p| format!("\"127.0.0.1:{p}\""))
-            .collect();
+        let port = self.port;
+        // One name for the relays, resolved to every replica; or, where
+        // the test cannot give the gateway a hosts file of its own, both
+        // addresses, each verified as that name.
+        let relays = match self.hosts {
+            Some(_) => format!(
+                "relays = [\"relays.test:{port}\"]\ndiscovery = \"dns\"\nresolve_interval_secs = 1"
+            ),
+            None => format!(
+                "relays = [\"127.0.0.2:{port}\", \"127.0.0.3:{port}\"]\nserver_name = \"relays.test\"\nconnections = 2"
+            ),
+        };
         std::fs::write(
             &path,
             format!(
@@ -206,10 +244,8 @@ tunnels = ["{tunnel}"]
 [tunnel]
 id = "{tunnel}"
 token = {{ file = "token" }}
-relays = [{relays}]
-server_name = "localhost"
+{relays}
 ca = "certs/ca.crt"
-connections = {n}
 [audit]
 dir = "gateway{i}-audit"
 [limits]
@@ -220,8 +256,6 @@ url = "http://{demo}/mcp"
 command = ["{python}", "-m", "mcp_server_time", "--local-timezone", "UTC"]
 "#,
                 tunnel = self.tunnel,
-                relays = relays.join(", "),
-                n = relays.len(),
                 python = venv_python().display(),
             ),
         )
@@ -230,12 +264,15 @@ command = ["{python}", "-m", "mcp_server_time", "--local-timezone", "UTC"]
     }
 }
 
+/// A port free on both relay addresses.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    loop {
+        let a = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+        let port = a.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.3", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 async fn start_relay_process(config: &Path) -> (Daemon, SocketAddr) {
@@ -286,22 +323,40 @@ async fn restarting_each_relay_and_gateway_in_turn_under_load_fails_no_stateless
  {
     let dir = scratch();
     std::fs::create_dir_all(dir.join("certs")).unwrap();
-    write_certs(&dir);
+    let ca = GeneratedCa::new("rolling CA").unwrap();
+    let id = ca.issue(&["relays.test"]).unwrap();
+    std::fs::write(dir.join("certs/ca.crt"), ca.pem()).unwrap();
+    std::fs::write(dir.join("certs/relay.crt"), id.chain_pem()).unwrap();
+    std::fs::write(dir.join("certs/relay.key"), id.key_pem()).unwrap();
     let cred = TunnelCred::new();
     std::fs::write(dir.join("token"), &cred.token).unwrap();
+    // The gateways find the relays by name where they can have a hosts
+    // file of their own (a private mount namespace).
+    let hosts = match crate::discovery::private_mounts_work() {
+        Ok(()) => {
+            let hosts = dir.join("hosts");
+            std::fs::write(&hosts, "127.0.0.2 relays.test\n127.0.0.3 relays.test\n").unwrap();
+            Some(hosts)
+        }
+        Err(why) => {
+            eprintln!("the gateways list both relay addresses: {why}");
+            None
+        }
+    };
     let setup = Setup {
         dir: dir.clone(),
         tunnel: cred.id.clone(),
         key: secret::generate(secret::AGENT_KEY_PREFIX),
+        port: free_port(),
+        hosts,
     };
     let demo = demo_server().await;
-    let tunnel_ports = [free_port(), free_port()];
     let lb = Balancer::start().await;
     let mut slots: Vec<Option<SocketAddr>> = vec![None, None];
 
     let mut relays = Vec::new();
-    for (i, port) in tunnel_ports.iter().enumerate() {
-        let (d, agents) = start_relay_process(&setup.relay_config(i, *port)).await;
+    for i in 0..2 {
+        let (d, agents) = start_relay_process(&setup.relay_config(i)).await;
         lb.set(i, Some(agents), &mut slots);
         relays.push(d);
     }
@@ -309,8 +364,8 @@ async fn restarting_each_relay_and_gateway_in_turn_under_load_fails_no_stateless
     let mut instances: Vec<Vec<String>> = vec![Vec::new(), Vec::new()];
     let mut gateways = Vec::new();
     for (i, started) in instances.iter_mut().enumerate() {
-        let config = setup.gateway_config(i, &tunnel_ports, demo);
-        let d = Daemon::spawn(&["gateway", "--config", config.to_str().unwrap()]);
+        let config = setup.gateway_config(i, demo);
+        let d = Daemon::gateway(&config, setup.hosts.as_deref());
         d.wait_for("gateway connected", "tunnel connected", 2).await;
         started.push(d.field("gateway instance", "instance").unwrap());
         gateways.push(d);
@@ -372,7 +427,7 @@ async fn restarting_each_relay_and_gateway_in_turn_under_load_fails_no_stateless
         lb.set(i, None, &mut slots);
         tokio::time::sleep(Duration::from_millis(300)).await;
         relays[i].terminate().await;
-        let config = setup.relay_config(i, tunnel_ports[i]);
+        let config = setup.relay_config(i);
         let (d, agents) = start_relay_process(&config).await;
         d.wait_for("both gateways back at the relay", "tunnel connection up", 2)
             .await;
@@ -383,8 +438,8 @@ async fn restarting_each_relay_and_gateway_in_turn_under_load_fails_no_stateless
     for i in 0..2 {
         let started = now();
         gateways[i].terminate().await;
-        let config = setup.gateway_config(i, &tunnel_ports, demo);
-        let d = Daemon::spawn(&["gateway", "--config", config.to_str().unwrap()]);
+        let config = setup.gateway_config(i, demo);
+        let d = Daemon::gateway(&config, setup.hosts.as_deref());
         d.wait_for("restarted gateway connected", "tunnel connected", 2)
             .await;
         instances[i].push(d.field("gateway instance", "instance").unwrap());
