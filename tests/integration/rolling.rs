@@ -420,19 +420,19 @@ async fn restarting_each_relay_and_gateway_in_turn_under_load_fails_no_stateless
 
     // Restart windows of each gateway slot: (SIGTERM sent, back up).
     let mut windows: Vec<(usize, f64, f64)> = Vec::new();
-    for i in 0..2 {
+    for (i, relay) in relays.iter_mut().enumerate() {
         // A relay: out of the balancer first (as endpoints are, or after a
         // preStop sleep), then SIGTERM; it drains and exits; back on the
         // same tunnel port, the gateways redial it.
         lb.set(i, None, &mut slots);
         tokio::time::sleep(Duration::from_millis(300)).await;
-        relays[i].terminate().await;
+        relay.terminate().await;
         let config = setup.relay_config(i);
         let (d, agents) = start_relay_process(&config).await;
         d.wait_for("both gateways back at the relay", "tunnel connection up", 2)
             .await;
         lb.set(i, Some(agents), &mut slots);
-        relays[i] = d;
+        *relay = d;
         settle().await;
     }
     for i in 0..2 {
