@@ -6,7 +6,6 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::StatusCode;
 use portcullis::client::McpClient;
@@ -14,9 +13,7 @@ use portcullis::config::gateway::default_limits;
 use portcullis::gateway::Gateway;
 use portcullis::secret;
 use portcullis::session::owner::{Instance, stamped};
-use portcullis::tls::{self, GeneratedCa};
-use portcullis::tunnel::connector::{Discovery, PoolConfig};
-use portcullis::tunnel::dial::{DialConfig, ProxyConfig, RelayTarget};
+use portcullis::tls::GeneratedCa;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -36,33 +33,7 @@ async fn replica(
     demo: std::net::SocketAddr,
 ) -> Replica {
     let gateway = Gateway::new(demo_upstreams(demo), default_limits());
-    let stop = CancellationToken::new();
-    let (mut status, _task) = gateway.connect(
-        DialConfig {
-            tunnel_id: cred.id.clone(),
-            token: cred.token.clone(),
-            tls: tls::client_config(Some(&[ca.cert()]), None, &[b"http/1.1"]).unwrap(),
-            proxy: ProxyConfig::default(),
-            instance: None,
-        },
-        PoolConfig {
-            relays: relays
-                .iter()
-                .map(|r| RelayTarget {
-                    addr: r.tunnel_addr.to_string(),
-                    server_name: "localhost".into(),
-                    resolved: None,
-                })
-                .collect(),
-            discovery: Discovery::Static {
-                connections: relays.len(),
-            },
-            max_streams: TEST_GATEWAY_STREAMS,
-            drain_grace: Duration::from_secs(2),
-        },
-        stop.clone(),
-    );
-    within("tunnel connections", status.wait_connected(relays.len())).await;
+    let stop = connect_gateway(ca, cred, relays, &gateway).await;
     Replica { gateway, stop }
 }
 

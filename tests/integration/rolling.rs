@@ -135,10 +135,10 @@ impl Daemon {
 
 /// A TCP load balancer: each connection goes to the next backend that
 /// accepts it.
-#[derive(Clone)]
 struct Balancer {
     addr: SocketAddr,
-    backends: Arc<Mutex<Vec<SocketAddr>>>,
+    /// Relay `i`'s agent address, while it is in the balancer.
+    backends: Arc<Mutex<Vec<Option<SocketAddr>>>>,
 }
 
 impl Balancer {
@@ -146,13 +146,14 @@ impl Balancer {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let b = Balancer {
             addr: l.local_addr().unwrap(),
-            backends: Arc::default(),
+            backends: Arc::new(Mutex::new(vec![None; 2])),
         };
         let backends = b.backends.clone();
         tokio::spawn(async move {
             let next = Arc::new(AtomicUsize::new(0));
             while let Ok((mut client, _)) = l.accept().await {
-                let list = backends.lock().unwrap().clone();
+                let list: Vec<SocketAddr> =
+                    backends.lock().unwrap().iter().flatten().copied().collect();
                 let start = next.fetch_add(1, Ordering::Relaxed);
                 tokio::spawn(async move {
                     for i in 0..list.len() {
@@ -169,9 +170,9 @@ impl Balancer {
         b
     }
 
-    fn set(&self, i: usize, addr: Option<SocketAddr>, slots: &mut [Option<SocketAddr>]) {
-        slots[i] = addr;
-        *self.backends.lock().unwrap() = slots.iter().flatten().copied().collect();
+    /// Puts relay `i` in the balancer at `addr`, or (`None`) takes it out.
+    fn set(&self, i: usize, addr: Option<SocketAddr>) {
+        self.backends.lock().unwrap()[i] = addr;
     }
 }
 
@@ -352,12 +353,11 @@ async fn restarting_each_relay_and_gateway_in_turn_under_load_fails_no_stateless
     };
     let demo = demo_server().await;
     let lb = Balancer::start().await;
-    let mut slots: Vec<Option<SocketAddr>> = vec![None, None];
 
     let mut relays = Vec::new();
     for i in 0..2 {
         let (d, agents) = start_relay_process(&setup.relay_config(i)).await;
-        lb.set(i, Some(agents), &mut slots);
+        lb.set(i, Some(agents));
         relays.push(d);
     }
     // Gateway instances, per slot, in order of start.
@@ -424,14 +424,14 @@ async fn restarting_each_relay_and_gateway_in_turn_under_load_fails_no_stateless
         // A relay: out of the balancer first (as endpoints are, or after a
         // preStop sleep), then SIGTERM; it drains and exits; back on the
         // same tunnel port, the gateways redial it.
-        lb.set(i, None, &mut slots);
+        lb.set(i, None);
         tokio::time::sleep(Duration::from_millis(300)).await;
         relay.terminate().await;
         let config = setup.relay_config(i);
         let (d, agents) = start_relay_process(&config).await;
         d.wait_for("both gateways back at the relay", "tunnel connection up", 2)
             .await;
-        lb.set(i, Some(agents), &mut slots);
+        lb.set(i, Some(agents));
         *relay = d;
         settle().await;
     }

@@ -7,7 +7,6 @@ use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
@@ -20,9 +19,7 @@ use portcullis::config::gateway::default_limits;
 use portcullis::config::upstream::UpstreamSpec;
 use portcullis::gateway::{Gateway, Upstream};
 use portcullis::secret;
-use portcullis::tls::{self, GeneratedCa};
-use portcullis::tunnel::connector::{Discovery, PoolConfig};
-use portcullis::tunnel::dial::{DialConfig, ProxyConfig, RelayTarget};
+use portcullis::tls::GeneratedCa;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -78,7 +75,7 @@ impl Stack {
         }
         let gateway_audit = scratch();
         let (gateway, stop) =
-            connect_gateway(&ca, &cred, &started, upstreams, &gateway_audit).await;
+            audited_gateway(&ca, &cred, &started, upstreams, &gateway_audit).await;
         Stack {
             ca,
             cred,
@@ -120,8 +117,9 @@ impl Stack {
     }
 }
 
-/// A gateway serving `upstreams`, with one tunnel connection to each relay.
-async fn connect_gateway(
+/// A gateway serving `upstreams` into the spool at `audit`, with one
+/// tunnel connection to each relay.
+async fn audited_gateway(
     ca: &GeneratedCa,
     cred: &TunnelCred,
     relays: &[TestRelay],
@@ -130,40 +128,7 @@ async fn connect_gateway(
 ) -> (Arc<Gateway>, CancellationToken) {
     let gateway = Gateway::new(upstreams, default_limits());
     gateway.set_audit(spool(audit));
-    let stop = CancellationToken::new();
-    let (mut status, _task) = gateway.connect(
-        DialConfig {
-            tunnel_id: cred.id.clone(),
-            token: cred.token.clone(),
-            tls: tls::client_config(Some(&[ca.cert()]), None, &[b"http/1.1"]).unwrap(),
-            proxy: ProxyConfig::default(),
-            instance: None,
-        },
-        PoolConfig {
-            relays: relays
-                .iter()
-                .map(|r| RelayTarget {
-                    addr: r.tunnel_addr.to_string(),
-                    server_name: "localhost".into(),
-                    resolved: None,
-                })
-                .collect(),
-            discovery: Discovery::Static {
-                connections: relays.len(),
-            },
-            max_streams: 64,
-            drain_grace: Duration::from_secs(1),
-        },
-        stop.clone(),
-    );
-    within("tunnel connections", status.wait_connected(relays.len())).await;
-    for r in relays {
-        within(
-            "the relay's tunnel",
-            r.relay.registry().wait_for(&cred.id, 1),
-        )
-        .await;
-    }
+    let stop = connect_gateway(ca, cred, relays, &gateway).await;
     (gateway, stop)
 }
 
@@ -578,7 +543,7 @@ async fn after_a_gateway_restart_no_session_is_usable_until_initialized_again() 
     .await;
     let audit = scratch();
     let (gateway, stop) =
-        connect_gateway(&s.ca, &s.cred, &s.relays, upstreams("crm", &url), &audit).await;
+        audited_gateway(&s.ca, &s.cred, &s.relays, upstreams("crm", &url), &audit).await;
     (s.gateway, s.stop, s.gateway_audit) = (gateway, stop, audit);
 
     // The upstream still holds the session, but the new gateway never

@@ -196,6 +196,52 @@ pub fn start_gateway_with(
     (gateway, status, shutdown, task)
 }
 
+/// Serves `gateway` for `cred` with one tunnel connection to each of
+/// `relays`; returns once every relay has the tunnel. Cancel the token to
+/// stop it (drain grace 1 s).
+pub async fn connect_gateway(
+    ca: &GeneratedCa,
+    cred: &TunnelCred,
+    relays: &[TestRelay],
+    gateway: &Arc<Gateway>,
+) -> CancellationToken {
+    let stop = CancellationToken::new();
+    let (mut status, _task) = gateway.connect(
+        DialConfig {
+            tunnel_id: cred.id.clone(),
+            token: cred.token.clone(),
+            tls: tls::client_config(Some(&[ca.cert()]), None, &[b"http/1.1"]).unwrap(),
+            proxy: ProxyConfig::default(),
+            instance: None,
+        },
+        PoolConfig {
+            relays: relays
+                .iter()
+                .map(|r| RelayTarget {
+                    addr: r.tunnel_addr.to_string(),
+                    server_name: "localhost".into(),
+                    resolved: None,
+                })
+                .collect(),
+            discovery: Discovery::Static {
+                connections: relays.len(),
+            },
+            max_streams: TEST_GATEWAY_STREAMS,
+            drain_grace: Duration::from_secs(1),
+        },
+        stop.clone(),
+    );
+    within("tunnel connections", status.wait_connected(relays.len())).await;
+    for r in relays {
+        within(
+            "the relay's tunnel",
+            r.relay.registry().wait_for(&cred.id, 1),
+        )
+        .await;
+    }
+    stop
+}
+
 /// An HTTP upstream spec for `url`.
 pub fn http_upstream(name: &str, url: &str) -> Upstream {
     portcullis::config::upstream::UpstreamSpec::parse(url)
