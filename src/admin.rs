@@ -118,13 +118,13 @@ impl Admin {
     }
 }
 
-/// A gateway is ready when at least one tunnel connection is up.
+/// A gateway is ready when at least one tunnel connection is up; one that
+/// has no tunnel (it serves agents only on its own listener) once it runs.
 pub fn gateway_readiness(
     gateway: Arc<crate::gateway::Gateway>,
-    pool: crate::tunnel::connector::PoolStatus,
+    pool: Option<crate::tunnel::connector::PoolStatus>,
 ) -> Readiness {
     Arc::new(move || {
-        let connected = pool.connected();
         let audit = match gateway.audit() {
             Some(s) => format!(
                 "audit spool at record {} ({} lost)",
@@ -133,10 +133,12 @@ pub fn gateway_readiness(
             ),
             None => "no audit spool".into(),
         };
-        if connected == 0 {
-            Err(format!("no tunnel connection to a relay; {audit}"))
-        } else {
-            Ok(format!("{connected} tunnel connections; {audit}"))
+        let Some(pool) = &pool else {
+            return Ok(format!("serving agents on its own listener; {audit}"));
+        };
+        match pool.connected() {
+            0 => Err(format!("no tunnel connection to a relay; {audit}")),
+            n => Ok(format!("{n} tunnel connections; {audit}")),
         }
     })
 }

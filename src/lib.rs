@@ -29,7 +29,8 @@
 //!   relay's connection registry.
 //! - [`relay`]: the agent endpoint: authentication (API keys, and per
 //!   tunnel OAuth access tokens verified against each issuer's JWKS, with
-//!   RFC 9728 metadata), `Origin`/`Host` checks, routing down a tunnel.
+//!   RFC 9728 metadata), `Origin`/`Host` checks, routing down a tunnel,
+//!   or in-process to the gateway whose own agent listener it fronts.
 //! - [`gateway`]: serving tunnel streams (one exchange each, one error
 //!   exit), upstreams behind one method set (Streamable HTTP, and stdio:
 //!   router, process, HTTP mapping), message checks and the policy chain in

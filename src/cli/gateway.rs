@@ -1,6 +1,6 @@
 //! `portcullis gateway`: the private side from `gateway.toml`: the gateway
 //! and its upstreams, the policy and its reloader, the audit spool and its
-//! exporter, the tunnel pool, the admin listener.
+//! exporter, the tunnel pool, its own agent listener, the admin listener.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -11,6 +11,8 @@ use portcullis::config::gateway::{GatewayConfig, GatewaySettings};
 use portcullis::gateway::Gateway;
 use portcullis::plugin::PluginEngine;
 use portcullis::plugin::engine::default_cache_dir;
+use portcullis::relay::Relay;
+use tokio::net::TcpListener;
 
 use super::{finish, open_spool, shutdown_on_signal, start_exporter};
 
@@ -39,8 +41,13 @@ pub async fn run(args: Args) -> Result<()> {
     let telemetry = portcullis::telemetry::init(SERVICE)?;
     let cfg = GatewayConfig::load(&args.config)?;
     let gateway = build(&cfg.gateway)?;
-    // Upstream connections and stdio pipes, one or more per stream.
-    portcullis::accept::fit_descriptor_limit(0);
+    // Upstream connections and stdio pipes, one or more per stream, and
+    // the agents of its own listener.
+    let agents = cfg
+        .direct
+        .as_ref()
+        .map_or(0, |d| d.settings.max_connections);
+    portcullis::accept::fit_descriptor_limit(agents as u64);
     let shutdown = shutdown_on_signal();
     if let Some(audit) = cfg.audit {
         gateway.set_audit(open_spool(audit)?);
@@ -56,17 +63,52 @@ pub async fn run(args: Args) -> Result<()> {
         tokio::spawn(reloader.run(shutdown.clone()));
     }
     // Which replica this is: its sessions and event ids carry it.
-    tracing::info!(instance = %gateway.instance(), tunnel = %cfg.dial.tunnel_id, "gateway instance");
-    let (status, task) = gateway.connect(cfg.dial, cfg.pool, shutdown.clone());
+    tracing::info!(instance = %gateway.instance(), "gateway instance");
+    // Bound before anything says ready: a port in use is a start-up error.
+    let direct = match cfg.direct {
+        Some(d) => {
+            let listener = TcpListener::bind(d.listen).await?;
+            tracing::info!(
+                agents = %listener.local_addr()?,
+                tunnel = %d.tunnel,
+                tls = d.tls.is_some(),
+                "gateway serving agents on its own listener"
+            );
+            Some((listener, d))
+        }
+        None => None,
+    };
+    let (status, tunnel) = match cfg.tunnel {
+        Some(t) => {
+            tracing::info!(tunnel = %t.dial.tunnel_id, "dialling the relays");
+            let (status, task) = gateway.connect(t.dial, t.pool, shutdown.clone());
+            (Some(status), Some(task))
+        }
+        None => (None, None),
+    };
     if let Some(addr) = cfg.admin {
         let a = portcullis::admin::Admin {
             registry: telemetry.registry.clone(),
             ready: portcullis::admin::gateway_readiness(gateway.clone(), status),
             jwks: cfg.identity.as_ref().map(|m| m.jwks()),
         };
-        a.start(addr, shutdown).await?;
+        a.start(addr, shutdown.clone()).await?;
     }
-    task.await?;
+    // The agent front end of a relay, with the gateway behind it in this
+    // process; its records go to the gateway's chain.
+    let direct = direct.map(|(listener, d)| {
+        let front = Relay::direct(d.settings, d.tunnel, gateway.clone());
+        if let Some(spool) = gateway.audit() {
+            front.set_audit(spool);
+        }
+        tokio::spawn(front.serve_agents(listener, d.tls, shutdown.clone()))
+    });
+    if let Some(task) = tunnel {
+        task.await?;
+    }
+    if let Some(task) = direct {
+        task.await?;
+    }
     if let Some(spool) = gateway.audit() {
         spool.flush_at_exit().await;
     }

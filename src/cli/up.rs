@@ -130,7 +130,7 @@ pub async fn run(args: Args) -> Result<()> {
                 registry: telemetry.registry.clone(),
                 ready: portcullis::admin::gateway_readiness(
                     running.gateway.clone(),
-                    running.pool.clone(),
+                    Some(running.pool.clone()),
                 ),
                 jwks: None,
             };

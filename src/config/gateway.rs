@@ -21,7 +21,14 @@ use crate::tunnel::dial::{DialConfig, ProxyConfig, RelayTarget};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawGateway {
-    tunnel: RawTunnel,
+    /// The tunnel to the relays; none for a gateway that serves agents only
+    /// on its own listener.
+    tunnel: Option<RawTunnel>,
+    /// Agents served by this gateway itself, without a relay.
+    agent_listener: Option<RawAgentListener>,
+    /// The API keys of the agents the gateway's own listener serves.
+    #[serde(default)]
+    agents: Vec<RawAgent>,
     /// Policy file (plugins and chains); no policy when absent.
     policy: Option<PathBuf>,
     /// The audit spool; no audit trail when absent.
@@ -33,6 +40,38 @@ struct RawGateway {
     #[serde(default)]
     limits: RawLimits,
     servers: BTreeMap<String, RawServer>,
+}
+
+/// `[agent_listener]`: the relay's agent endpoints served by the gateway
+/// itself, for agents on the private network or another vendor's tunnel
+/// connector in front of it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgentListener {
+    listen: std::net::SocketAddr,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    #[serde(default)]
+    allowed_origins: Vec<String>,
+    allowed_hosts: Option<Vec<String>>,
+    /// The tunnel id in agent URLs (`/t/{tunnel}/{server}/mcp`); default:
+    /// `[tunnel].id`. Required without a `[tunnel]`.
+    tunnel: Option<String>,
+    /// Serve plain HTTP on an address other than loopback (behind a
+    /// connector that terminates TLS on the same private network). Off:
+    /// such a listener needs `cert` and `key`.
+    #[serde(default)]
+    insecure_plaintext: bool,
+}
+
+/// `[[agents]]`: one API key the gateway's own listener accepts.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    subject: String,
+    #[serde(default)]
+    groups: Vec<String>,
+    key_sha256: String,
 }
 
 /// `[identity]`: the gateway as an issuer of identity tokens for upstreams.
@@ -175,8 +214,26 @@ pub struct GatewayConfig {
     /// The identity-token signer, when configured (its JWKS goes on the
     /// admin listener).
     pub identity: Option<std::sync::Arc<crate::gateway::identity::Minter>>,
+    /// The tunnel to the relays, when configured.
+    pub tunnel: Option<TunnelSettings>,
+    /// The gateway's own agent listener, when configured.
+    pub direct: Option<DirectSettings>,
+}
+
+/// How the gateway reaches its relays.
+pub struct TunnelSettings {
     pub dial: DialConfig,
     pub pool: PoolConfig,
+}
+
+/// The gateway's own agent listener: where, how, and for whom.
+pub struct DirectSettings {
+    pub listen: std::net::SocketAddr,
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// The tunnel id agents name in their URLs.
+    pub tunnel: String,
+    /// Agent keys, origins, hosts and limits, as a relay's.
+    pub settings: crate::relay::RelaySettings,
 }
 
 /// What a [`Gateway`](crate::gateway::Gateway) is built from: how each server is reached and the
@@ -213,48 +270,27 @@ impl GatewayConfig {
             field: field.to_owned(),
             message,
         };
-        let t = &raw.tunnel;
-        if !valid_name(&t.id) {
-            return Err(invalid("tunnel.id", "use 1-64 of A-Z a-z 0-9 _ -".into()));
-        }
-        let token = t.token.read(path, "tunnel.token")?;
-        if t.relays.is_empty() {
-            return Err(invalid(
-                "tunnel.relays",
-                "name at least one relay host:port".into(),
-            ));
-        }
-        let mut relays = Vec::new();
-        for r in &t.relays {
-            if !is_host_port(r) {
-                return Err(invalid("tunnel.relays", format!("'{r}' is not host:port")));
-            }
-            let mut target = RelayTarget::new(r);
-            if let Some(n) = &t.server_name {
-                target.server_name = n.clone();
-            }
-            relays.push(target);
-        }
-        let discovery = pool_discovery(t, relays.len()).map_err(|(f, m)| invalid(f, m))?;
-        let ca =
-            t.ca.as_ref()
-                .map(|p| tls::load_certs(&relative_to(path, p)))
-                .transpose()?;
-        let identity = match (&t.client_cert, &t.client_key) {
-            (Some(c), Some(k)) => Some(Identity::from_pem_files(
-                &relative_to(path, c),
-                &relative_to(path, k),
-            )?),
-            (None, None) => None,
-            _ => {
+        let tunnel = raw
+            .tunnel
+            .as_ref()
+            .map(|t| tunnel_settings(t, &raw.limits, path))
+            .transpose()?;
+        let direct = match &raw.agent_listener {
+            Some(al) => Some(direct_settings(&raw, al, path)?),
+            None if !raw.agents.is_empty() => {
                 return Err(invalid(
-                    "tunnel",
-                    "give both client_cert and client_key, or neither".into(),
+                    "agents",
+                    "[[agents]] keys are for the gateway's own [agent_listener]; agents of a relay are the relay's".into(),
                 ));
             }
+            None => None,
         };
-        let tls = tls::client_config(ca.as_deref(), identity.as_ref(), &[b"http/1.1"])?;
-        let proxy = ProxyConfig::from_env().map_err(|e| invalid("HTTPS_PROXY", e.to_string()))?;
+        if tunnel.is_none() && direct.is_none() {
+            return Err(invalid(
+                "tunnel",
+                "give a [tunnel] to relays, an [agent_listener], or both".into(),
+            ));
+        }
         let mut out_limits = default_limits();
         let l = &raw.limits;
         if let Some(n) = l.max_message_bytes {
@@ -397,25 +433,179 @@ impl GatewayConfig {
             audit,
             admin: raw.admin.as_ref().map(|a| a.listen),
             identity: minter,
-            dial: DialConfig {
-                tunnel_id: t.id.clone(),
-                token,
-                tls,
-                proxy,
-                instance: None,
-            },
-            pool: PoolConfig {
-                relays,
-                discovery,
-                max_streams: l
-                    .max_streams_per_connection
-                    .unwrap_or(limits::MAX_STREAMS_PER_CONNECTION),
-                drain_grace: l
-                    .drain_grace_secs
-                    .map_or(limits::DRAIN_GRACE, Duration::from_secs),
-            },
+            tunnel,
+            direct,
         })
     }
+}
+
+/// `[tunnel]`: the relays and how to reach them.
+fn tunnel_settings(
+    t: &RawTunnel,
+    l: &RawLimits,
+    path: &Path,
+) -> Result<TunnelSettings, ConfigError> {
+    let invalid = |field: &str, message: String| ConfigError::Invalid {
+        path: path.display().to_string(),
+        field: field.to_owned(),
+        message,
+    };
+    if !valid_name(&t.id) {
+        return Err(invalid("tunnel.id", "use 1-64 of A-Z a-z 0-9 _ -".into()));
+    }
+    let token = t.token.read(path, "tunnel.token")?;
+    if t.relays.is_empty() {
+        return Err(invalid(
+            "tunnel.relays",
+            "name at least one relay host:port".into(),
+        ));
+    }
+    let mut relays = Vec::new();
+    for r in &t.relays {
+        if !is_host_port(r) {
+            return Err(invalid("tunnel.relays", format!("'{r}' is not host:port")));
+        }
+        let mut target = RelayTarget::new(r);
+        if let Some(n) = &t.server_name {
+            target.server_name = n.clone();
+        }
+        relays.push(target);
+    }
+    let discovery = pool_discovery(t, relays.len()).map_err(|(f, m)| invalid(f, m))?;
+    let ca =
+        t.ca.as_ref()
+            .map(|p| tls::load_certs(&relative_to(path, p)))
+            .transpose()?;
+    let identity = match (&t.client_cert, &t.client_key) {
+        (Some(c), Some(k)) => Some(Identity::from_pem_files(
+            &relative_to(path, c),
+            &relative_to(path, k),
+        )?),
+        (None, None) => None,
+        _ => {
+            return Err(invalid(
+                "tunnel",
+                "give both client_cert and client_key, or neither".into(),
+            ));
+        }
+    };
+    let tls = tls::client_config(ca.as_deref(), identity.as_ref(), &[b"http/1.1"])?;
+    let proxy = ProxyConfig::from_env().map_err(|e| invalid("HTTPS_PROXY", e.to_string()))?;
+    Ok(TunnelSettings {
+        dial: DialConfig {
+            tunnel_id: t.id.clone(),
+            token,
+            tls,
+            proxy,
+            instance: None,
+        },
+        pool: PoolConfig {
+            relays,
+            discovery,
+            max_streams: l
+                .max_streams_per_connection
+                .unwrap_or(limits::MAX_STREAMS_PER_CONNECTION),
+            drain_grace: l
+                .drain_grace_secs
+                .map_or(limits::DRAIN_GRACE, Duration::from_secs),
+        },
+    })
+}
+
+/// `[agent_listener]` and `[[agents]]`.
+fn direct_settings(
+    raw: &RawGateway,
+    al: &RawAgentListener,
+    path: &Path,
+) -> Result<DirectSettings, ConfigError> {
+    use crate::relay::auth::{AgentAuth, AgentGrant, TunnelScope};
+    let invalid = |field: &str, message: String| ConfigError::Invalid {
+        path: path.display().to_string(),
+        field: field.to_owned(),
+        message,
+    };
+    let tunnel = match (&al.tunnel, &raw.tunnel) {
+        (Some(id), _) => id.clone(),
+        (None, Some(t)) => t.id.clone(),
+        (None, None) => {
+            return Err(invalid(
+                "agent_listener.tunnel",
+                "name the tunnel id agent URLs carry (/t/{tunnel}/{server}/mcp) when there is no [tunnel]".into(),
+            ));
+        }
+    };
+    if !valid_name(&tunnel) {
+        return Err(invalid(
+            "agent_listener.tunnel",
+            "use 1-64 of A-Z a-z 0-9 _ -".into(),
+        ));
+    }
+    let front = super::relay::AgentFront::load(
+        path,
+        "agent_listener",
+        al.listen,
+        (al.cert.as_deref(), al.key.as_deref()),
+        &al.allowed_origins,
+        al.allowed_hosts.as_deref(),
+    )?;
+    // Agent keys and what they call travel in the clear otherwise.
+    if front.tls.is_none() && !al.listen.ip().is_loopback() && !al.insecure_plaintext {
+        return Err(invalid(
+            "agent_listener",
+            format!(
+                "{} is not loopback: give cert and key, or set insecure_plaintext = true behind a connector that terminates TLS",
+                al.listen
+            ),
+        ));
+    }
+    if raw.agents.is_empty() {
+        return Err(invalid(
+            "agents",
+            "the agent listener needs at least one [[agents]] key (see `portcullis keygen`)".into(),
+        ));
+    }
+    let mut grants = Vec::new();
+    for (i, a) in raw.agents.iter().enumerate() {
+        let digest = crate::secret::parse_digest(&a.key_sha256).ok_or_else(|| {
+            invalid(
+                &format!("agents[{i}].key_sha256"),
+                "expected 64 hex digits (see `portcullis keygen`)".into(),
+            )
+        })?;
+        if a.subject.is_empty() {
+            return Err(invalid(
+                &format!("agents[{i}].subject"),
+                "must not be empty".into(),
+            ));
+        }
+        grants.push((
+            digest,
+            AgentGrant {
+                principal: crate::principal::Principal::named(a.subject.clone(), a.groups.clone()),
+                tunnels: TunnelScope::Only(vec![tunnel.clone()]),
+            },
+        ));
+    }
+    // Tunnel tokens are the relay's business: none are accepted here.
+    let mut settings = crate::relay::RelaySettings::new(
+        AgentAuth::new(grants),
+        crate::tunnel::acceptor::TunnelAuth::new(Vec::new()),
+    );
+    settings.allowed_origins = front.allowed_origins;
+    settings.allowed_hosts = front.allowed_hosts;
+    let l = &raw.limits;
+    if let Some(n) = l.max_message_bytes {
+        settings.max_message_bytes = n;
+    }
+    if let Some(s) = l.drain_grace_secs {
+        settings.drain_grace = Duration::from_secs(s);
+    }
+    Ok(DirectSettings {
+        listen: al.listen,
+        tls: front.tls,
+        tunnel,
+        settings,
+    })
 }
 
 /// True for `host:port`, the shape every `tunnel.relays` entry has.

@@ -225,27 +225,14 @@ impl RelayConfig {
             .transpose()?;
         let tunnel_tls = tls::server_config(&identity, client_ca.as_deref(), &[b"http/1.1"])?;
         let al = &raw.agent_listener;
-        let agent_tls = match (&al.cert, &al.key) {
-            (Some(c), Some(k)) => {
-                let id = Identity::from_pem_files(&relative_to(path, c), &relative_to(path, k))?;
-                Some(tls::server_config(&id, None, &[b"h2", b"http/1.1"])?)
-            }
-            (None, None) => None,
-            _ => {
-                return Err(invalid(
-                    "agent_listener",
-                    "give both cert and key, or neither".into(),
-                ));
-            }
-        };
-        for o in &al.allowed_origins {
-            if !(o.starts_with("https://") || o.starts_with("http://")) || o.ends_with('/') {
-                return Err(invalid(
-                    "agent_listener.allowed_origins",
-                    format!("'{o}' is not scheme://host[:port]"),
-                ));
-            }
-        }
+        let front = AgentFront::load(
+            path,
+            "agent_listener",
+            al.listen,
+            (al.cert.as_deref(), al.key.as_deref()),
+            &al.allowed_origins,
+            al.allowed_hosts.as_deref(),
+        )?;
         let mut settings = RelaySettings::new(AgentAuth::new(agents), TunnelAuth::new(tunnels));
         settings.oauth = oauth_policies(&raw, path)?;
         if let Some(url) = &al.public_url {
@@ -262,12 +249,8 @@ impl RelayConfig {
                 "required when a tunnel takes OAuth: tokens are bound to the endpoint's URL".into(),
             ));
         }
-        settings.allowed_origins = al.allowed_origins.clone();
-        settings.allowed_hosts = match &al.allowed_hosts {
-            Some(h) => Some(h.iter().map(|s| s.to_ascii_lowercase()).collect()),
-            None if al.listen.ip().is_loopback() => Some(loopback_hosts()),
-            None => None,
-        };
+        settings.allowed_origins = front.allowed_origins;
+        settings.allowed_hosts = front.allowed_hosts;
         if let Some(n) = raw.limits.max_message_bytes {
             settings.max_message_bytes = n;
         }
@@ -333,9 +316,62 @@ impl RelayConfig {
             tunnel_listen: tl.listen,
             tunnel_tls,
             agent_listen: al.listen,
-            agent_tls,
+            agent_tls: front.tls,
             admin: raw.admin.as_ref().map(|a| a.listen),
             audit: raw.audit.as_ref().map(|a| a.resolve(path)).transpose()?,
+        })
+    }
+}
+
+/// What an agent listener (a relay's, or a gateway's own) is configured
+/// with besides its credentials.
+pub(crate) struct AgentFront {
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+    pub(crate) allowed_origins: Vec<String>,
+    /// Defaults to the loopback names on a loopback listener.
+    pub(crate) allowed_hosts: Option<Vec<String>>,
+}
+
+impl AgentFront {
+    /// Checks the `section`'s listener settings and loads its TLS identity.
+    pub(crate) fn load(
+        path: &Path,
+        section: &str,
+        listen: SocketAddr,
+        (cert, key): (Option<&Path>, Option<&Path>),
+        allowed_origins: &[String],
+        allowed_hosts: Option<&[String]>,
+    ) -> Result<AgentFront, ConfigError> {
+        let invalid = |field: &str, message: String| ConfigError::Invalid {
+            path: path.display().to_string(),
+            field: format!("{section}{field}"),
+            message,
+        };
+        let tls = match (cert, key) {
+            (Some(c), Some(k)) => {
+                let id = Identity::from_pem_files(&relative_to(path, c), &relative_to(path, k))?;
+                Some(tls::server_config(&id, None, &[b"h2", b"http/1.1"])?)
+            }
+            (None, None) => None,
+            _ => return Err(invalid("", "give both cert and key, or neither".into())),
+        };
+        for o in allowed_origins {
+            if !(o.starts_with("https://") || o.starts_with("http://")) || o.ends_with('/') {
+                return Err(invalid(
+                    ".allowed_origins",
+                    format!("'{o}' is not scheme://host[:port]"),
+                ));
+            }
+        }
+        let allowed_hosts = match allowed_hosts {
+            Some(h) => Some(h.iter().map(|s| s.to_ascii_lowercase()).collect()),
+            None if listen.ip().is_loopback() => Some(loopback_hosts()),
+            None => None,
+        };
+        Ok(AgentFront {
+            tls,
+            allowed_origins: allowed_origins.to_vec(),
+            allowed_hosts,
         })
     }
 }

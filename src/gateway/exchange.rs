@@ -5,7 +5,6 @@
 //! into the response.
 
 use ::http::{Method, Request, Response};
-use hyper::body::Incoming;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use super::inspect::{self, Checkpoint, Exchange, InspectError, Inspected, Verdict};
@@ -78,13 +77,17 @@ impl Refusal {
 
 impl Gateway {
     /// Checks and forwards one exchange; `call` learns what it was.
-    pub(super) async fn dispatch(
+    pub(super) async fn dispatch<B>(
         &self,
-        req: Request<Incoming>,
+        req: Request<B>,
         tunnel: &str,
         call: &mut CallInfo,
         span: &tracing::Span,
-    ) -> Result<Response<Body>, Refusal> {
+    ) -> Result<Response<Body>, Refusal>
+    where
+        B: http_body::Body<Data = bytes::Bytes>,
+        B::Error: Into<crate::body::BoxError>,
+    {
         let (parts, body) = req.into_parts();
         let server = server_of(parts.uri.path())
             .ok_or_else(|| McpError::NotFound("unknown path".into()))?

@@ -33,7 +33,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use ::http::{Method, Request, Response};
-use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
@@ -230,7 +229,14 @@ impl Gateway {
     /// JSON-RPC error [`error_response`] makes of it. One span per
     /// exchange, a child of the relay's (whose context the tunnel request
     /// carries).
-    pub async fn handle(&self, req: Request<Incoming>, tunnel: &str) -> Response<Body> {
+    ///
+    /// The body is a tunnel stream's, or, behind the gateway's own agent
+    /// listener (`[agent_listener]`), the one the agent front end read.
+    pub async fn handle<B>(&self, req: Request<B>, tunnel: &str) -> Response<Body>
+    where
+        B: http_body::Body<Data = bytes::Bytes>,
+        B::Error: Into<crate::body::BoxError>,
+    {
         let span = crate::mcp_span!("portcullis::gateway", "server");
         crate::telemetry::span::adopt_parent(&span, req.headers(), None);
         if !span.is_disabled() {

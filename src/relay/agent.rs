@@ -374,8 +374,13 @@ impl Relay {
                 limit: s.max_message_bytes,
             });
         }
-        // Offline is told at once, before the body is read.
-        if !self.registry.is_online(tunnel) {
+        // Offline is told at once, before the body is read. A gateway's own
+        // listener serves its one tunnel, and that is always up.
+        let online = match &self.local {
+            Some(local) => local.tunnel == tunnel,
+            None => self.registry.is_online(tunnel),
+        };
+        if !online {
             return Err(McpError::TunnelOffline(tunnel.to_owned()));
         }
 
@@ -420,11 +425,15 @@ impl Relay {
         // A stream of the tunnel, held until the response ends; when all are
         // in use the call waits, within bounds, and is refused beyond them.
         let pinned = owner.map(|o| o.instance());
-        let lease = self
-            .registry
-            .lease(tunnel, body.len(), s.queue, pinned)
-            .await
-            .map_err(|r| refusal(r, tunnel, owner))?;
+        let via = match &self.local {
+            Some(local) => Via::Local(&local.gateway),
+            None => Via::Tunnel(
+                self.registry
+                    .lease(tunnel, body.len(), s.queue, pinned)
+                    .await
+                    .map_err(|r| refusal(r, tunnel, owner))?,
+            ),
+        };
         // A session belongs to the agent that opened it. An id this relay
         // has not bound goes on: the gateway, which sees every relay's
         // traffic, refuses it unless it is this agent's.
@@ -436,8 +445,10 @@ impl Relay {
         };
         self.sessions.check(&presented, Unknown::Pass)?;
         // Recorded before it goes down the tunnel: in strict mode a request
-        // whose record cannot be made durable is not forwarded.
-        if let Some(spool) = self.audit.get()
+        // whose record cannot be made durable is not forwarded. Behind a
+        // gateway's own listener, the gateway's decision record is the
+        // record of the call (the front end records what it refused).
+        if let Some(spool) = self.audit.get().filter(|_| self.local.is_none())
             && let Some(record) = call.record(Outcome::Forwarded, None, span)
         {
             spool
@@ -446,8 +457,10 @@ impl Relay {
                 .map_err(|_| McpError::AuditUnavailable)?;
         }
         let method = parts.method.clone();
+        // The request without its body: the tunnel takes a boxed one, the
+        // local gateway a plain one (whose error type holds no lifetime).
         let down = || {
-            let mut down = Request::new(full(body.clone()));
+            let mut down = Request::new(());
             *down.method_mut() = parts.method.clone();
             *down.uri_mut() = uri.clone();
             *down.headers_mut() = forwarded_headers(&parts.headers, &principal);
@@ -455,49 +468,53 @@ impl Relay {
             down
         };
 
-        // The relay's own deadline: a gateway that froze or was cut off
-        // gets the agent a clean 504, not the agent's own timeout.
         let deadline = s.call_deadline;
-        let sent = async {
-            let mut lease = lease;
-            let mut resends = 0;
-            loop {
-                let mut sender = lease.sender.clone();
-                match sender.try_send_request(down()).await {
-                    Ok(resp) => return Ok((resp, lease)),
-                    // A gateway going away refuses new streams unprocessed
-                    // (RFC 9113 §8.7): the call goes to another of the
-                    // tunnel's connections (the same gateway's, when the
-                    // session is pinned), and the agent sees no failure.
-                    Err(e) if resends < limits::TUNNEL_RESENDS && unprocessed(&e) => {
-                        resends += 1;
-                        lease.retire();
-                        tracing::info!(tunnel, error = %e.error(), "the gateway refused the stream unprocessed; sending the call on another connection");
-                        lease = self
-                            .registry
-                            .lease(tunnel, body.len(), s.queue, pinned)
-                            .await
-                            .map_err(|r| refusal(r, tunnel, owner))?;
+        let resp = match via {
+            Via::Local(gateway) => {
+                let req = down().map(|()| http_body_util::Full::new(body.clone()));
+                let local = async { Ok(gateway.handle(req, tunnel).await) };
+                within(deadline, tunnel, span, local).await?
+            }
+            Via::Tunnel(lease) => {
+                let sent = async {
+                    let mut lease = lease;
+                    let mut resends = 0;
+                    loop {
+                        let mut sender = lease.sender.clone();
+                        let req = down().map(|()| full(body.clone()));
+                        match sender.try_send_request(req).await {
+                            Ok(resp) => {
+                                let (parts, body) = resp.into_parts();
+                                let body = boxed(Holding::new(body, lease));
+                                return Ok(Response::from_parts(parts, body));
+                            }
+                            // A gateway going away refuses new streams
+                            // unprocessed (RFC 9113 §8.7): the call goes to
+                            // another of the tunnel's connections (the same
+                            // gateway's, when the session is pinned), and the
+                            // agent sees no failure.
+                            Err(e) if resends < limits::TUNNEL_RESENDS && unprocessed(&e) => {
+                                resends += 1;
+                                lease.retire();
+                                tracing::info!(tunnel, error = %e.error(), "the gateway refused the stream unprocessed; sending the call on another connection");
+                                lease = self
+                                    .registry
+                                    .lease(tunnel, body.len(), s.queue, pinned)
+                                    .await
+                                    .map_err(|r| refusal(r, tunnel, owner))?;
+                            }
+                            Err(e) => {
+                                tracing::warn!(tunnel, error = %e.error(), "tunnel stream failed");
+                                return Err(McpError::UpstreamUnavailable(format!(
+                                    "the tunnel '{tunnel}' dropped the call"
+                                )));
+                            }
+                        }
                     }
-                    Err(e) => {
-                        tracing::warn!(tunnel, error = %e.error(), "tunnel stream failed");
-                        return Err(McpError::UpstreamUnavailable(format!(
-                            "the tunnel '{tunnel}' dropped the call"
-                        )));
-                    }
-                }
+                };
+                within(deadline, tunnel, span, sent).await?
             }
         };
-        let (resp, lease) =
-            tracing::Instrument::instrument(tokio::time::timeout(deadline, sent), span.clone())
-                .await
-                .map_err(|_| {
-                    tracing::warn!(
-                        tunnel,
-                        "the gateway did not answer within the call deadline"
-                    );
-                    McpError::GatewayTimeout(deadline.as_millis())
-                })??;
         let (mut parts, body) = resp.into_parts();
         // h2 forbids connection-specific headers, so there is nothing
         // hop-by-hop to strip; the gateway chose what to expose. A
@@ -507,11 +524,37 @@ impl Relay {
         }
         self.sessions
             .learn(&presented, &method, parts.status, &mut parts.headers);
-        Ok(Response::from_parts(
-            parts,
-            boxed(Holding::new(body, lease)),
-        ))
+        Ok(Response::from_parts(parts, body))
     }
+}
+
+/// `answer` within the relay's call deadline: a gateway that froze or was
+/// cut off gets the agent a clean 504, not the agent's own timeout.
+async fn within<F>(
+    deadline: std::time::Duration,
+    tunnel: &str,
+    span: &tracing::Span,
+    answer: F,
+) -> Result<Response<Body>, McpError>
+where
+    F: Future<Output = Result<Response<Body>, McpError>>,
+{
+    tracing::Instrument::instrument(tokio::time::timeout(deadline, answer), span.clone())
+        .await
+        .map_err(|_| {
+            tracing::warn!(
+                tunnel,
+                "the gateway did not answer within the call deadline"
+            );
+            McpError::GatewayTimeout(deadline.as_millis())
+        })?
+}
+
+/// Where an agent request goes: down a leased tunnel stream, or to the
+/// gateway this listener belongs to.
+enum Via<'a> {
+    Tunnel(crate::tunnel::registry::Lease),
+    Local(&'a std::sync::Arc<crate::gateway::Gateway>),
 }
 
 /// The agent's answer when no tunnel stream can be had.

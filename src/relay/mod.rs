@@ -9,6 +9,10 @@
 //!   token verification, RFC 9728 metadata and challenges.
 //! - [`agent`]: the agent endpoint `/t/{tunnel}/{server}/mcp`, and its
 //!   protected-resource metadata.
+//!
+//! The same front end serves a gateway's own agent listener
+//! ([`Relay::direct`]): one tunnel, no tunnel connections, each exchange
+//! handed to that gateway in-process.
 
 pub mod agent;
 pub mod auth;
@@ -104,12 +108,38 @@ pub struct Relay {
     audit: std::sync::OnceLock<Arc<crate::audit::Spool>>,
     /// Which agent opened each session seen through this relay, per tunnel.
     sessions: SessionTable,
+    /// Set for a gateway's own agent listener: the one tunnel it serves and
+    /// the gateway that serves it, called in-process instead of down a
+    /// tunnel connection.
+    local: Option<Local>,
+}
+
+/// The gateway behind an agent listener of its own.
+struct Local {
+    tunnel: String,
+    gateway: Arc<crate::gateway::Gateway>,
 }
 
 impl Relay {
     /// A relay with no connections yet.
     pub fn new(settings: RelaySettings) -> Arc<Relay> {
-        Arc::new(Relay {
+        Arc::new(Relay::with(settings, None))
+    }
+
+    /// The agent front end of `gateway` itself, for `tunnel` only: the same
+    /// endpoints, checks and audit as a relay's, and each exchange handed to
+    /// the gateway in-process (`[agent_listener]` in `gateway.toml`, for a
+    /// gateway behind another vendor's tunnel or on a private network).
+    pub fn direct(
+        settings: RelaySettings,
+        tunnel: String,
+        gateway: Arc<crate::gateway::Gateway>,
+    ) -> Arc<Relay> {
+        Arc::new(Relay::with(settings, Some(Local { tunnel, gateway })))
+    }
+
+    fn with(settings: RelaySettings, local: Option<Local>) -> Relay {
+        Relay {
             settings,
             registry: Arc::new(Registry::default()),
             audit: std::sync::OnceLock::new(),
@@ -117,7 +147,8 @@ impl Relay {
                 limits::RELAY_SESSIONS_PER_TUNNEL,
                 limits::SESSION_BINDING_IDLE,
             ),
-        })
+            local,
+        }
     }
 
     /// Records every agent request addressed to an MCP endpoint in

@@ -560,11 +560,12 @@ async fn shipped_configs_and_policy_load_in_this_build() {
         "the probes need the admin listener"
     );
     // Every relay replica, found behind the headless Service's name.
-    assert_eq!(gateway.pool.relays.len(), 1, "one name for every replica");
+    let pool = &gateway.tunnel.as_ref().expect("a [tunnel]").pool;
+    assert_eq!(pool.relays.len(), 1, "one name for every replica");
     assert!(
-        matches!(gateway.pool.discovery, Discovery::Dns { .. }),
+        matches!(pool.discovery, Discovery::Dns { .. }),
         "{:?}",
-        gateway.pool.discovery
+        pool.discovery
     );
 
     let policy = gateway

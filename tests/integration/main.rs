@@ -14,6 +14,7 @@ mod cli;
 mod connections;
 mod deploy;
 mod detectors;
+mod direct;
 mod discovery;
 mod encodings;
 mod faults;

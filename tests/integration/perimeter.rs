@@ -478,10 +478,13 @@ fn call(name: &str) -> String {
 /// True for an id only the gateway could have made (URL-safe base64 of a
 /// sealed box: long, and of that alphabet only).
 fn looks_minted(id: &str) -> bool {
-    id.len() >= 40
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    portcullis::session::owner::stamped(id).is_some()
+        && id.split_once('.').is_some_and(|(_, sealed)| {
+            sealed.len() >= 40
+                && sealed
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
 
 const GATEWAY_JSON_HEADERS: &[&str] = &["content-length", "content-type", "date"];

@@ -41,19 +41,7 @@ fn now() -> f64 {
         .as_secs_f64()
 }
 
-/// A `portcullis` process and what it has logged.
-struct Daemon {
-    proc: Option<Proc>,
-    log: Arc<Mutex<String>>,
-}
-
 impl Daemon {
-    fn spawn(args: &[&str]) -> Daemon {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
-        cmd.args(args);
-        Daemon::start(cmd)
-    }
-
     /// `portcullis gateway --config config`; when `hosts` is given, in a
     /// mount namespace of its own that sees that file as `/etc/hosts`.
     fn gateway(config: &Path, hosts: Option<&Path>) -> Daemon {
@@ -68,68 +56,6 @@ impl Daemon {
             config.display()
         ));
         Daemon::start(cmd)
-    }
-
-    fn start(mut cmd: Command) -> Daemon {
-        let mut child = cmd
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        Daemon {
-            proc: Some(Proc(child)),
-            log,
-        }
-    }
-
-    fn count(&self, needle: &str) -> usize {
-        self.log.lock().unwrap().matches(needle).count()
-    }
-
-    /// The value of `key=` on the first line containing `needle`.
-    fn field(&self, needle: &str, key: &str) -> Option<String> {
-        let log = self.log.lock().unwrap();
-        let line = log.lines().find(|l| l.contains(needle))?;
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(&format!("{key}=")))
-            .map(|v| v.trim_matches('"').to_owned())
-    }
-
-    async fn wait_for(&self, what: &str, needle: &str, n: usize) {
-        within(what, async {
-            while self.count(needle) < n {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await;
-    }
-
-    async fn terminate(&mut self) {
-        let status = self.proc.take().unwrap().terminate().await;
-        assert!(
-            status.success(),
-            "exit after SIGTERM: {status}\n{}",
-            self.text()
-        );
-    }
-
-    fn text(&self) -> String {
-        self.log.lock().unwrap().clone()
     }
 }
 

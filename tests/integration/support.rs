@@ -582,3 +582,79 @@ where
     });
     addr
 }
+
+/// A `portcullis` process and what it has logged.
+pub struct Daemon {
+    proc: Option<Proc>,
+    log: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    pub fn spawn(args: &[&str]) -> Daemon {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        cmd.args(args);
+        Daemon::start(cmd)
+    }
+
+    pub fn start(mut cmd: std::process::Command) -> Daemon {
+        let mut child = cmd
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        Daemon {
+            proc: Some(Proc(child)),
+            log,
+        }
+    }
+
+    pub fn count(&self, needle: &str) -> usize {
+        self.log.lock().unwrap().matches(needle).count()
+    }
+
+    /// The value of `key=` on the first line containing `needle`.
+    pub fn field(&self, needle: &str, key: &str) -> Option<String> {
+        let log = self.log.lock().unwrap();
+        let line = log.lines().find(|l| l.contains(needle))?;
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{key}=")))
+            .map(|v| v.trim_matches('"').to_owned())
+    }
+
+    pub async fn wait_for(&self, what: &str, needle: &str, n: usize) {
+        within(what, async {
+            while self.count(needle) < n {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+    }
+
+    pub async fn terminate(&mut self) {
+        let status = self.proc.take().unwrap().terminate().await;
+        assert!(
+            status.success(),
+            "exit after SIGTERM: {status}\n{}",
+            self.text()
+        );
+    }
+
+    pub fn text(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}

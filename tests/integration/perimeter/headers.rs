@@ -210,7 +210,11 @@ async fn an_upstream_session_id_never_carries_upstream_data() {
     assert_ne!(ids[0], ids[1]);
 }
 
-/// A session id of the gateway's making: 128 random bits, hex.
+/// A session id of the gateway's making: the gateway instance's stamp, then
+/// 128 random bits, hex.
 fn looks_gateway_session(id: &str) -> bool {
-    id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
+    portcullis::session::owner::stamped(id).is_some()
+        && id
+            .split_once('.')
+            .is_some_and(|(_, own)| own.len() == 32 && own.bytes().all(|b| b.is_ascii_hexdigit()))
 }
