@@ -566,22 +566,12 @@ fn direct_settings(
     }
     let mut grants = Vec::new();
     for (i, a) in raw.agents.iter().enumerate() {
-        let digest = crate::secret::parse_digest(&a.key_sha256).ok_or_else(|| {
-            invalid(
-                &format!("agents[{i}].key_sha256"),
-                "expected 64 hex digits (see `portcullis keygen`)".into(),
-            )
-        })?;
-        if a.subject.is_empty() {
-            return Err(invalid(
-                &format!("agents[{i}].subject"),
-                "must not be empty".into(),
-            ));
-        }
+        let (digest, principal) =
+            super::relay::agent_key(path, i, &a.subject, &a.groups, &a.key_sha256)?;
         grants.push((
             digest,
             AgentGrant {
-                principal: crate::principal::Principal::named(a.subject.clone(), a.groups.clone()),
+                principal,
                 tunnels: TunnelScope::Only(vec![tunnel.clone()]),
             },
         ));

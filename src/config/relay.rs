@@ -182,18 +182,7 @@ impl RelayConfig {
         }
         let mut agents = Vec::new();
         for (i, a) in raw.agents.iter().enumerate() {
-            let digest = secret::parse_digest(&a.key_sha256).ok_or_else(|| {
-                invalid(
-                    &format!("agents[{i}].key_sha256"),
-                    "expected 64 hex digits (see `portcullis keygen`)".into(),
-                )
-            })?;
-            if a.subject.is_empty() {
-                return Err(invalid(
-                    &format!("agents[{i}].subject"),
-                    "must not be empty".into(),
-                ));
-            }
+            let (digest, principal) = agent_key(path, i, &a.subject, &a.groups, &a.key_sha256)?;
             let scope = if a.tunnels.iter().any(|t| t == "*") {
                 TunnelScope::All
             } else {
@@ -210,7 +199,7 @@ impl RelayConfig {
             agents.push((
                 digest,
                 AgentGrant {
-                    principal: Principal::named(a.subject.clone(), a.groups.clone()),
+                    principal,
                     tunnels: scope,
                 },
             ));
@@ -321,6 +310,31 @@ impl RelayConfig {
             audit: raw.audit.as_ref().map(|a| a.resolve(path)).transpose()?,
         })
     }
+}
+
+/// `[[agents]]` entry `i`: its key's digest and the principal it names.
+pub(crate) fn agent_key(
+    path: &Path,
+    i: usize,
+    subject: &str,
+    groups: &[String],
+    key_sha256: &str,
+) -> Result<([u8; 32], Principal), ConfigError> {
+    let invalid = |field: &str, message: &str| ConfigError::Invalid {
+        path: path.display().to_string(),
+        field: format!("agents[{i}].{field}"),
+        message: message.to_owned(),
+    };
+    let digest = secret::parse_digest(key_sha256).ok_or_else(|| {
+        invalid(
+            "key_sha256",
+            "expected 64 hex digits (see `portcullis keygen`)",
+        )
+    })?;
+    if subject.is_empty() {
+        return Err(invalid("subject", "must not be empty"));
+    }
+    Ok((digest, Principal::named(subject.to_owned(), groups.to_vec())))
 }
 
 /// What an agent listener (a relay's, or a gateway's own) is configured

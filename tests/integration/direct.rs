@@ -264,16 +264,7 @@ async fn a_gateway_serves_agents_itself_with_the_relays_checks_its_chain_and_its
     gateway.terminate().await;
     // One chain: the front end's refusals and the gateway's decisions.
     let audit = dir.join("audit");
-    let verify = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["audit", "verify"])
-        .arg(&audit)
-        .output()
-        .unwrap();
-    assert!(
-        verify.status.success(),
-        "{}",
-        String::from_utf8_lossy(&verify.stderr)
-    );
+    assert_audit_verifies("the gateway's spool", &audit);
     let records: Vec<Value> = spool_text(&audit)
         .lines()
         .filter_map(|l| serde_json::from_str(l.rsplit_once('\t')?.0).ok())

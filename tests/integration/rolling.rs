@@ -439,17 +439,7 @@ async fn restarting_each_relay_and_gateway_in_turn_under_load_fails_no_stateless
     // Every chain verifies, and says where each process started.
     for name in ["relay0", "relay1", "gateway0", "gateway1"] {
         let audit = dir.join(format!("{name}-audit"));
-        let verify = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .args(["audit", "verify"])
-            .arg(&audit)
-            .output()
-            .unwrap();
-        assert!(
-            verify.status.success(),
-            "{name}: {}{}",
-            String::from_utf8_lossy(&verify.stdout),
-            String::from_utf8_lossy(&verify.stderr)
-        );
+        assert_audit_verifies(name, &audit);
         let starts = spool_text(&audit)
             .lines()
             .filter(|l| l.contains(r#""type":"start""#))

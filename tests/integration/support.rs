@@ -583,6 +583,21 @@ where
     addr
 }
 
+/// `portcullis audit verify dir` passes (`what` names the spool).
+pub fn assert_audit_verifies(what: &str, dir: &std::path::Path) {
+    let verify = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["audit", "verify"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+}
+
 /// A `portcullis` process and what it has logged.
 pub struct Daemon {
     proc: Option<Proc>,
