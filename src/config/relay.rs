@@ -334,7 +334,10 @@ pub(crate) fn agent_key(
     if subject.is_empty() {
         return Err(invalid("subject", "must not be empty"));
     }
-    Ok((digest, Principal::named(subject.to_owned(), groups.to_vec())))
+    Ok((
+        digest,
+        Principal::named(subject.to_owned(), groups.to_vec()),
+    ))
 }
 
 /// What an agent listener (a relay's, or a gateway's own) is configured
