@@ -329,7 +329,7 @@ public_message = "Unknown tool: drop_table"
 }
 
 #[test]
-fn the_rust_template_depends_on_this_checkout_s_sdk() {
+fn the_rust_template_depends_on_this_checkout_s_sdk_builds_and_passes_its_cases() {
     let dir = scratch().join("my-rust-policy");
     let out = portcullis_plugin(&[
         "new".as_ref(),
@@ -354,6 +354,44 @@ fn the_rust_template_depends_on_this_checkout_s_sdk() {
     assert!(lib.contains(r#"const NAME: &'static str = "my-rust-policy";"#));
     let policy = std::fs::read_to_string(dir.join("policy.toml")).unwrap();
     assert!(policy.contains("target/wasm32-wasip2/release/my_rust_policy.wasm"));
+    // A real guest build (cargo, wasm32-wasip2), then its cases through the
+    // host; a case that expects the wrong thing fails the run.
+    let wasm = built(&dir);
+    assert_eq!(
+        wasm,
+        dir.join("target/wasm32-wasip2/release/my_rust_policy.wasm")
+    );
+    let test = |cases: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["policy", "test"])
+            .arg(dir.join("policy.toml"))
+            .arg("--cases")
+            .arg(cases)
+            .env("PORTCULLIS_CACHE_DIR", cache_dir())
+            .output()
+            .unwrap()
+    };
+    let shipped = dir.join("policy.cases.toml");
+    let passed = test(&shipped);
+    let text = String::from_utf8_lossy(&passed.stdout);
+    assert!(
+        passed.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&passed.stderr)
+    );
+    assert!(text.contains("2 of 2 cases as expected"), "{text}");
+    let wrong = dir.join("wrong.cases.toml");
+    let cases = std::fs::read_to_string(&shipped).unwrap();
+    let flipped = cases.replacen(r#"expect = "deny""#, r#"expect = "allow""#, 1);
+    assert_ne!(flipped, cases);
+    std::fs::write(&wrong, flipped).unwrap();
+    let failed = test(&wrong);
+    assert!(!failed.status.success());
+    assert!(
+        String::from_utf8_lossy(&failed.stdout).contains("expected allow, got deny"),
+        "{}",
+        String::from_utf8_lossy(&failed.stdout)
+    );
 }
 
 #[test]
