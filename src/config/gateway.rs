@@ -265,18 +265,25 @@ impl GatewayConfig {
     /// Loads and validates `path`.
     pub fn load(path: &Path) -> Result<GatewayConfig, ConfigError> {
         let raw: RawGateway = read_toml(path)?;
-        let invalid = |field: &str, message: String| ConfigError::Invalid {
-            path: path.display().to_string(),
-            field: field.to_owned(),
-            message,
-        };
+        let invalid = |field: &str, message: String| ConfigError::invalid(path, field, message);
+        let mut out_limits = default_limits();
+        let l = &raw.limits;
+        if let Some(n) = l.max_message_bytes {
+            out_limits.max_message_bytes = n;
+        }
+        if let Some(n) = l.max_json_depth {
+            out_limits.max_depth = n;
+        }
+        if let Some(s) = l.call_timeout_secs {
+            out_limits.call_timeout = Duration::from_secs(s);
+        }
         let tunnel = raw
             .tunnel
             .as_ref()
             .map(|t| tunnel_settings(t, &raw.limits, path))
             .transpose()?;
         let direct = match &raw.agent_listener {
-            Some(al) => Some(direct_settings(&raw, al, path)?),
+            Some(al) => Some(direct_settings(&raw, al, &out_limits, path)?),
             None if !raw.agents.is_empty() => {
                 return Err(invalid(
                     "agents",
@@ -290,17 +297,6 @@ impl GatewayConfig {
                 "tunnel",
                 "give a [tunnel] to relays, an [agent_listener], or both".into(),
             ));
-        }
-        let mut out_limits = default_limits();
-        let l = &raw.limits;
-        if let Some(n) = l.max_message_bytes {
-            out_limits.max_message_bytes = n;
-        }
-        if let Some(n) = l.max_json_depth {
-            out_limits.max_depth = n;
-        }
-        if let Some(s) = l.call_timeout_secs {
-            out_limits.call_timeout = Duration::from_secs(s);
         }
         let minter = match &raw.identity {
             None => None,
@@ -445,11 +441,7 @@ fn tunnel_settings(
     l: &RawLimits,
     path: &Path,
 ) -> Result<TunnelSettings, ConfigError> {
-    let invalid = |field: &str, message: String| ConfigError::Invalid {
-        path: path.display().to_string(),
-        field: field.to_owned(),
-        message,
-    };
+    let invalid = |field: &str, message: String| ConfigError::invalid(path, field, message);
     if !valid_name(&t.id) {
         return Err(invalid("tunnel.id", "use 1-64 of A-Z a-z 0-9 _ -".into()));
     }
@@ -516,14 +508,11 @@ fn tunnel_settings(
 fn direct_settings(
     raw: &RawGateway,
     al: &RawAgentListener,
+    gateway: &OutboundLimits,
     path: &Path,
 ) -> Result<DirectSettings, ConfigError> {
     use crate::relay::auth::{AgentAuth, AgentGrant, TunnelScope};
-    let invalid = |field: &str, message: String| ConfigError::Invalid {
-        path: path.display().to_string(),
-        field: field.to_owned(),
-        message,
-    };
+    let invalid = |field: &str, message: String| ConfigError::invalid(path, field, message);
     let tunnel = match (&al.tunnel, &raw.tunnel) {
         (Some(id), _) => id.clone(),
         (None, Some(t)) => t.id.clone(),
@@ -583,11 +572,14 @@ fn direct_settings(
     );
     settings.allowed_origins = front.allowed_origins;
     settings.allowed_hosts = front.allowed_hosts;
-    let l = &raw.limits;
-    if let Some(n) = l.max_message_bytes {
-        settings.max_message_bytes = n;
+    settings.max_message_bytes = gateway.max_message_bytes;
+    // An operator who gives upstreams longer than the default gets that
+    // long here too; otherwise the relay's deadline, which answers before
+    // an MCP SDK gives up waiting.
+    if gateway.call_timeout > limits::UPSTREAM_CALL_TIMEOUT {
+        settings.call_deadline = gateway.call_timeout;
     }
-    if let Some(s) = l.drain_grace_secs {
+    if let Some(s) = raw.limits.drain_grace_secs {
         settings.drain_grace = Duration::from_secs(s);
     }
     Ok(DirectSettings {

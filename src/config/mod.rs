@@ -38,6 +38,17 @@ pub enum ConfigError {
     Tls(#[from] crate::tls::TlsError),
 }
 
+impl ConfigError {
+    /// `field` of the config at `path` is wrong: `message` says how.
+    pub(crate) fn invalid(path: &Path, field: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: path.display().to_string(),
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
 /// Reads and parses a TOML file into `T`.
 pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

@@ -320,10 +320,8 @@ pub(crate) fn agent_key(
     groups: &[String],
     key_sha256: &str,
 ) -> Result<([u8; 32], Principal), ConfigError> {
-    let invalid = |field: &str, message: &str| ConfigError::Invalid {
-        path: path.display().to_string(),
-        field: format!("agents[{i}].{field}"),
-        message: message.to_owned(),
+    let invalid = |field: &str, message: &str| {
+        ConfigError::invalid(path, &format!("agents[{i}].{field}"), message)
     };
     let digest = secret::parse_digest(key_sha256).ok_or_else(|| {
         invalid(
@@ -359,10 +357,8 @@ impl AgentFront {
         allowed_origins: &[String],
         allowed_hosts: Option<&[String]>,
     ) -> Result<AgentFront, ConfigError> {
-        let invalid = |field: &str, message: String| ConfigError::Invalid {
-            path: path.display().to_string(),
-            field: format!("{section}{field}"),
-            message,
+        let invalid = |field: &str, message: String| {
+            ConfigError::invalid(path, &format!("{section}{field}"), message)
         };
         let tls = match (cert, key) {
             (Some(c), Some(k)) => {

@@ -404,7 +404,10 @@ impl Relay {
         let body = read_limited(body, s.max_message_bytes).await?;
         // What the message is, for the span and the audit record; the
         // gateway parses it fully, so this reads only when someone asks.
-        if !span.is_disabled() || self.audit.get().is_some() {
+        // Behind a gateway's own listener the gateway parses and records
+        // the message itself: peeked only for the span.
+        let recorded_here = self.audit.get().is_some() && self.local.is_none();
+        if !span.is_disabled() || recorded_here {
             call.peek = crate::telemetry::span::peek(&body);
         }
         if !span.is_disabled() {
@@ -443,7 +446,11 @@ impl Relay {
             session: call.session.as_deref(),
             who: &principal,
         };
-        self.sessions.check(&presented, Unknown::Pass)?;
+        // Behind a gateway's own listener the gateway's table is the only
+        // one: it refuses any id not bound to this agent.
+        if self.local.is_none() {
+            self.sessions.check(&presented, Unknown::Pass)?;
+        }
         // Recorded before it goes down the tunnel: in strict mode a request
         // whose record cannot be made durable is not forwarded. Behind a
         // gateway's own listener, the gateway's decision record is the
@@ -522,8 +529,10 @@ impl Relay {
         if parts.status == StatusCode::SWITCHING_PROTOCOLS {
             return Err(McpError::UpstreamUnavailable("unexpected upgrade".into()));
         }
-        self.sessions
-            .learn(&presented, &method, parts.status, &mut parts.headers);
+        if self.local.is_none() {
+            self.sessions
+                .learn(&presented, &method, parts.status, &mut parts.headers);
+        }
         Ok(Response::from_parts(parts, body))
     }
 }

@@ -363,6 +363,19 @@ fn an_agent_listener_is_configured_safely_or_refused() {
     let direct = ok.direct.expect("the agent listener");
     assert_eq!(direct.tunnel, "corp");
     assert!(direct.tls.is_none());
+    assert_eq!(
+        direct.settings.call_deadline,
+        portcullis::limits::RELAY_CALL_DEADLINE
+    );
+    // Upstreams given longer than the default: the listener waits as long.
+    let slow = load(&base.replace("[audit]", "[limits]\ncall_timeout_secs = 120\n[audit]"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let deadline = slow
+        .direct
+        .expect("the agent listener")
+        .settings
+        .call_deadline;
+    assert_eq!(deadline, std::time::Duration::from_secs(120));
     let cases = [
         (
             "plain text off loopback",
