@@ -98,3 +98,158 @@ where
         }
     }
 }
+
+/// What [`gather`] read of a body.
+pub enum Gathered<B> {
+    /// The body ended within the bound: all of it.
+    Whole(Bytes),
+    /// The body went past the bound: what was read, and the rest unread.
+    Partial { head: Bytes, rest: B },
+}
+
+/// Reads `body` until it ends or holds more than `bound` bytes. A body
+/// answered whole goes out with its length and in one write (headers and
+/// data together) instead of a head, chunks and a terminator; one longer
+/// than `bound` is handed back to stream on ([`resume`]). Trailers are not
+/// kept: nothing of ours sends them.
+pub async fn gather<B>(mut body: B, bound: usize) -> Result<Gathered<B>, B::Error>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+{
+    let mut first: Option<Bytes> = None;
+    let mut more: Option<bytes::BytesMut> = None;
+    let mut len = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue;
+        };
+        len += data.len();
+        match (&mut first, &mut more) {
+            (None, _) => first = Some(data),
+            (Some(f), None) => {
+                let mut buf = bytes::BytesMut::with_capacity(f.len() + data.len());
+                buf.extend_from_slice(f);
+                buf.extend_from_slice(&data);
+                more = Some(buf);
+            }
+            (Some(_), Some(buf)) => buf.extend_from_slice(&data),
+        }
+        if len > bound {
+            let head = match more {
+                Some(buf) => buf.freeze(),
+                None => first.unwrap_or_default(),
+            };
+            return Ok(Gathered::Partial { head, rest: body });
+        }
+    }
+    Ok(Gathered::Whole(match more {
+        Some(buf) => buf.freeze(),
+        None => first.unwrap_or_default(),
+    }))
+}
+
+/// The body that [`gather`] stopped reading: the bytes it read, then the
+/// rest as it comes.
+pub struct Resumed<B> {
+    head: Option<Bytes>,
+    rest: B,
+}
+
+impl<B> Resumed<B> {
+    pub fn new(head: Bytes, rest: B) -> Resumed<B> {
+        Resumed {
+            head: Some(head),
+            rest,
+        }
+    }
+}
+
+impl<B> http_body::Body for Resumed<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, B::Error>>> {
+        if let Some(head) = self.head.take() {
+            return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(head))));
+        }
+        std::pin::Pin::new(&mut self.rest).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.head.is_none() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        let head = self.head.as_ref().map_or(0, |h| h.len() as u64);
+        let rest = self.rest.size_hint();
+        let mut hint = http_body::SizeHint::new();
+        hint.set_lower(rest.lower() + head);
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper + head);
+        }
+        hint
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A body of `parts` as separate data frames.
+    fn frames(parts: &[&'static [u8]]) -> Body {
+        let frames: Vec<Result<http_body::Frame<Bytes>, BoxError>> = parts
+            .iter()
+            .map(|p| Ok(http_body::Frame::data(Bytes::from_static(p))))
+            .collect();
+        boxed(http_body_util::StreamBody::new(futures_util::stream::iter(
+            frames,
+        )))
+    }
+
+    #[tokio::test]
+    async fn gather_reads_a_small_body_whole() {
+        let body = frames(&[b"ab", b"", b"cde", b"f"]);
+        match gather(body, 6).await.unwrap() {
+            Gathered::Whole(b) => assert_eq!(&b[..], b"abcdef"),
+            Gathered::Partial { .. } => panic!("6 bytes within a bound of 6 are whole"),
+        }
+        match gather(empty(), 0).await.unwrap() {
+            Gathered::Whole(b) => assert!(b.is_empty()),
+            Gathered::Partial { .. } => panic!("an empty body is whole"),
+        }
+    }
+
+    #[tokio::test]
+    async fn gather_hands_back_a_long_body_with_nothing_lost() {
+        let body = frames(&[b"abc", b"def", b"ghi", b"jk"]);
+        let Gathered::Partial { head, rest } = gather(body, 5).await.unwrap() else {
+            panic!("11 bytes past a bound of 5 stream on");
+        };
+        assert_eq!(
+            &head[..],
+            b"abcdef",
+            "reading stops at the frame past the bound"
+        );
+        let resumed = Resumed::new(head, rest);
+        let all = resumed.collect().await.unwrap().to_bytes();
+        assert_eq!(&all[..], b"abcdefghijk");
+    }
+
+    #[tokio::test]
+    async fn gather_reports_a_body_cut_off() {
+        let frames: Vec<Result<http_body::Frame<Bytes>, BoxError>> = vec![
+            Ok(http_body::Frame::data(Bytes::from_static(b"{\"jsonrpc\""))),
+            Err("connection reset".into()),
+        ];
+        let body = boxed(http_body_util::StreamBody::new(futures_util::stream::iter(
+            frames,
+        )));
+        assert!(gather(body, 1024).await.is_err());
+    }
+}

@@ -160,7 +160,10 @@ async fn serve_connection<IO, S, F>(
         }
         let in_flight = InFlight::start(&tracked);
         let activity = tracked.clone();
-        let response = service(req);
+        // The handler's future is large (every step of a call's state
+        // machine, inline): boxed once here, so that this wrapper and
+        // hyper's dispatcher move a pointer, not kilobytes, per call.
+        let response = Box::pin(service(req));
         async move {
             let mut response = response.await?;
             // Draining: the client learns from this answer that the

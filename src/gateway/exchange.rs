@@ -220,8 +220,11 @@ impl Gateway {
                         },
                     );
                 }
-                let decided =
-                    tracing::Instrument::instrument(checkpoint.decide(parsed), span.clone()).await;
+                let decided = tracing::Instrument::instrument(
+                    Box::pin(checkpoint.decide(parsed)),
+                    span.clone(),
+                )
+                .await;
                 let Inspected {
                     ctx,
                     verdict,
@@ -276,14 +279,16 @@ impl Gateway {
                     .then(|| msg.id.clone())
                     .flatten();
                 let page = listing_page(&msg);
-                let sent = upstream.post(
+                // Boxed: wrapping and instrumenting it below then moves a
+                // pointer, not the upstream call's whole state machine.
+                let sent = Box::pin(upstream.post(
                     &forwarded_headers,
                     msg,
                     ReplyContext {
                         page,
                         ..reply(base)
                     },
-                );
+                ));
                 let sent = async { sent.await.map_err(|e| Refusal { error: e, id }) };
                 tracing::Instrument::instrument(sent, span.clone()).await
             }
@@ -313,7 +318,7 @@ impl Gateway {
                     base.method = opened.method;
                     base.target = opened.target;
                 }
-                let sent = async {
+                let sent = Box::pin(async {
                     let reply = reply(base);
                     let sent = if parts.method == Method::GET {
                         upstream.get(&headers, reply).await
@@ -321,7 +326,7 @@ impl Gateway {
                         upstream.delete(&headers, reply).await
                     };
                     Ok(sent?)
-                };
+                });
                 tracing::Instrument::instrument(sent, span.clone()).await
             }
             _ => Err(McpError::MethodNotAllowed.into()),

@@ -218,7 +218,10 @@ impl Gateway {
             move |req| {
                 let gw = gw.clone();
                 let tunnel = tunnel.clone();
-                async move { Ok(gw.handle(req, &tunnel).await) }
+                // Boxed when first polled: hyper moves the stream's future
+                // into a task of its own, and a pointer moves cheaper
+                // than the whole call's state machine.
+                async move { Ok(Box::pin(gw.handle(req, &tunnel)).await) }
             },
             shutdown,
         )

@@ -17,7 +17,7 @@ use super::Relay;
 use super::auth::bearer;
 use super::oauth::{self, OAuthError, Resource};
 use crate::audit::DecisionRecord;
-use crate::body::{Body, Holding, boxed, full, read_limited};
+use crate::body::{Body, Gathered, Holding, Resumed, boxed, full, gather, read_limited};
 use crate::limits;
 use crate::mcp::era::is_forwarded_request_header;
 use crate::mcp::{Direction, Kind, McpError, MessageContext, Outcome, error_response};
@@ -207,8 +207,10 @@ impl Relay {
                 other => other,
             };
         }
-        let principal = policy
-            .authenticate(token, &resource)
+        // Boxed: a token check may fetch the issuer's keys, a large state
+        // machine that would otherwise sit inline in every call's future,
+        // API-key calls included.
+        let principal = Box::pin(policy.authenticate(token, &resource))
             .await
             .map_err(refuse)?;
         call.principal = Some(principal.clone());
@@ -490,11 +492,7 @@ impl Relay {
                         let mut sender = lease.sender.clone();
                         let req = down().map(|()| full(body.clone()));
                         match sender.try_send_request(req).await {
-                            Ok(resp) => {
-                                let (parts, body) = resp.into_parts();
-                                let body = boxed(Holding::new(body, lease));
-                                return Ok(Response::from_parts(parts, body));
-                            }
+                            Ok(resp) => return answer(resp, lease, tunnel).await,
                             // A gateway going away refuses new streams
                             // unprocessed (RFC 9113 §8.7): the call goes to
                             // another of the tunnel's connections (the same
@@ -519,7 +517,9 @@ impl Relay {
                         }
                     }
                 };
-                within(deadline, tunnel, span, sent).await?
+                // Boxed, so that the deadline and the span around it move
+                // a pointer rather than the stream's whole state machine.
+                within(deadline, tunnel, span, Box::pin(sent)).await?
             }
         };
         let (mut parts, body) = resp.into_parts();
@@ -557,6 +557,55 @@ where
             );
             McpError::GatewayTimeout(deadline.as_millis())
         })?
+}
+
+/// The agent's answer from the gateway's. An event stream streams on,
+/// holding its tunnel stream; any other answer (one JSON-RPC message, or
+/// none) is read whole first when it is small, so that the agent gets it
+/// with a length, headers and body in one write rather than a head, a chunk
+/// and a terminator in three, and the tunnel stream is free again as soon
+/// as it is read. A body cut off on the way is a clean error, not a
+/// truncated answer.
+async fn answer(
+    resp: Response<hyper::body::Incoming>,
+    lease: crate::tunnel::registry::Lease,
+    tunnel: &str,
+) -> Result<Response<Body>, McpError> {
+    let (mut parts, body) = resp.into_parts();
+    let streamed = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("text/event-stream")
+        });
+    if streamed {
+        return Ok(Response::from_parts(
+            parts,
+            boxed(Holding::new(body, lease)),
+        ));
+    }
+    let body = match gather(body, limits::GATHER_ANSWER_BYTES).await {
+        Ok(Gathered::Whole(bytes)) => {
+            drop(lease);
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, http::HeaderValue::from(bytes.len()));
+            full(bytes)
+        }
+        Ok(Gathered::Partial { head, rest }) => {
+            boxed(Holding::new(Resumed::new(head, rest), lease))
+        }
+        Err(e) => {
+            tracing::warn!(tunnel, error = %e, "the gateway's answer was cut off");
+            return Err(McpError::UpstreamUnavailable(format!(
+                "the tunnel '{tunnel}' dropped the call"
+            )));
+        }
+    };
+    Ok(Response::from_parts(parts, body))
 }
 
 /// Where an agent request goes: down a leased tunnel stream, or to the

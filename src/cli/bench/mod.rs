@@ -60,6 +60,12 @@ pub struct Args {
     /// Rounds of the process table (the paths interleaved in each).
     #[arg(long, default_value_t = processes::DEFAULT_ROUNDS)]
     pub rounds: usize,
+    /// With `--processes`: another build of portcullis (e.g. the commit
+    /// before a change) whose relay and gateway run the bare path as one
+    /// more row of the same run, interleaved with this build's: an A/B on
+    /// one machine state.
+    #[arg(long, requires = "processes")]
+    pub baseline: Option<std::path::PathBuf>,
 }
 
 /// The relay's RSS added per idle tunnel.
@@ -100,6 +106,7 @@ pub async fn run(args: Args) -> Result<()> {
             args.calls,
             args.calls_per_task,
             args.rounds,
+            args.baseline,
         ))
         .await??;
         println!("{}", processes::render(&rows));

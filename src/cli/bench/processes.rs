@@ -12,7 +12,7 @@
 //! interleaved, round by round, starting with a different one each round;
 //! the table shows each figure's median over the rounds and its spread.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,6 +53,8 @@ pub enum Route {
     /// `portcullis up --no-policy --no-audit --no-demo`: relay and gateway
     /// in one process, otherwise as [`Route::Bare`].
     Up,
+    /// [`Route::Bare`] run by the build given with `--baseline`.
+    Baseline,
 }
 
 impl Route {
@@ -75,6 +77,9 @@ impl Route {
             Route::Chain => "relay + gateway, default chain, audit best effort",
             Route::Strict => "relay + gateway, default chain, audit strict",
             Route::Up => "`up --no-policy --no-audit` (relay and gateway in 1 process)",
+            Route::Baseline => {
+                "A/B: relay + gateway, no policy, no audit, run by the --baseline build"
+            }
         }
     }
 }
@@ -110,18 +115,23 @@ impl Child {
     /// Starts `portcullis ARGS`, reading its stderr until a line contains
     /// every one of `ready`; returns it with that line.
     async fn start(args: &[&str], ready: &[&str]) -> Result<(Child, String)> {
-        Child::start_reading(args, ready, false).await
+        Child::start_reading(&std::env::current_exe()?, args, ready, false).await
     }
 
     /// [`Child::start`], reading stdout instead when `stdout` (`up --json`
     /// prints its line there).
-    async fn start_reading(args: &[&str], ready: &[&str], stdout: bool) -> Result<(Child, String)> {
+    async fn start_reading(
+        exe: &Path,
+        args: &[&str],
+        ready: &[&str],
+        stdout: bool,
+    ) -> Result<(Child, String)> {
         let (out, err) = if stdout {
             (Stdio::piped(), Stdio::null())
         } else {
             (Stdio::null(), Stdio::piped())
         };
-        let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        let mut child = tokio::process::Command::new(exe)
             .args(args)
             .stdin(Stdio::null())
             .stdout(out)
@@ -264,7 +274,12 @@ impl Setup {
 
     /// `portcullis relay` (audit spool in `audit` mode, or none); returns
     /// it with its tunnel and agent addresses.
-    async fn relay(&self, name: &str, audit: Option<&str>) -> Result<(Child, String, String)> {
+    async fn relay(
+        &self,
+        exe: &Path,
+        name: &str,
+        audit: Option<&str>,
+    ) -> Result<(Child, String, String)> {
         let audit = audit.map_or(String::new(), |mode| {
             format!("[audit]\ndir = \"{name}-audit\"\nmode = \"{mode}\"\n")
         });
@@ -294,8 +309,13 @@ tunnels = ["{tunnel}"]
             ),
         )?;
         let config = config.display().to_string();
-        let (child, line) =
-            Child::start(&["relay", "--config", &config], &["relay listening"]).await?;
+        let (child, line) = Child::start_reading(
+            exe,
+            &["relay", "--config", &config],
+            &["relay listening"],
+            false,
+        )
+        .await?;
         let field = |name: &str| {
             line.split_whitespace()
                 .find_map(|w| w.strip_prefix(&format!("{name}=")))
@@ -310,6 +330,7 @@ tunnels = ["{tunnel}"]
     /// mode when given.
     async fn gateway(
         &self,
+        exe: &Path,
         name: &str,
         relay: &str,
         upstream: &str,
@@ -338,8 +359,13 @@ url = "http://{upstream}/mcp"
             ),
         )?;
         let config = config.display().to_string();
-        let (child, _) =
-            Child::start(&["gateway", "--config", &config], &["tunnel connected"]).await?;
+        let (child, _) = Child::start_reading(
+            exe,
+            &["gateway", "--config", &config],
+            &["tunnel connected"],
+            false,
+        )
+        .await?;
         Ok(child)
     }
 
@@ -363,7 +389,7 @@ async fn client(url: &str, key: Option<&str>) -> Result<McpClient> {
 }
 
 /// Starts every path's processes.
-async fn start_all(setup: &Setup) -> Result<(Child, Vec<Ready>)> {
+async fn start_all(setup: &Setup, baseline: Option<&Path>) -> Result<(Child, Vec<Ready>)> {
     let (upstream, line) = Child::start(&["bench-upstream"], &["bench upstream listening"]).await?;
     let upstream_addr = line
         .split_whitespace()
@@ -371,7 +397,12 @@ async fn start_all(setup: &Setup) -> Result<(Child, Vec<Ready>)> {
         .context("bench upstream did not say where it listens")?
         .to_owned();
     let mut ready = Vec::new();
-    for route in Route::ALL {
+    let this = std::env::current_exe()?;
+    let mut routes = Route::ALL.to_vec();
+    if baseline.is_some() {
+        routes.push(Route::Baseline);
+    }
+    for route in routes {
         let (children, url, key) = match route {
             Route::Direct => (Vec::new(), format!("http://{upstream_addr}/mcp"), None),
             Route::ByteTunnel => {
@@ -404,15 +435,27 @@ async fn start_all(setup: &Setup) -> Result<(Child, Vec<Ready>)> {
                 let entry_addr = listening_addr(&line)?;
                 (vec![exit, entry], format!("http://{entry_addr}/mcp"), None)
             }
-            Route::Bare | Route::Chain | Route::Strict => {
+            Route::Bare | Route::Chain | Route::Strict | Route::Baseline => {
                 let (name, mode) = match route {
                     Route::Bare => ("bare", None),
+                    Route::Baseline => ("baseline", None),
                     Route::Chain => ("chain", Some("best_effort")),
                     _ => ("strict", Some("strict")),
                 };
-                let (relay, tunnels, agents) = setup.relay(&format!("{name}-relay"), mode).await?;
+                let exe = match (route, baseline) {
+                    (Route::Baseline, Some(b)) => b,
+                    _ => this.as_path(),
+                };
+                let (relay, tunnels, agents) =
+                    setup.relay(exe, &format!("{name}-relay"), mode).await?;
                 let gateway = setup
-                    .gateway(&format!("{name}-gateway"), &tunnels, &upstream_addr, mode)
+                    .gateway(
+                        exe,
+                        &format!("{name}-gateway"),
+                        &tunnels,
+                        &upstream_addr,
+                        mode,
+                    )
                     .await?;
                 (
                     vec![relay, gateway],
@@ -423,6 +466,7 @@ async fn start_all(setup: &Setup) -> Result<(Child, Vec<Ready>)> {
             Route::Up => {
                 let server = format!("bench=http://{upstream_addr}/mcp");
                 let (up, line) = Child::start_reading(
+                    &std::env::current_exe()?,
                     &[
                         "up",
                         "--json",
@@ -523,9 +567,14 @@ async fn loaded(ready: &Ready, per_task: usize) -> Result<(f64, Usage)> {
 
 /// Measures every [`Route`]: `rounds` rounds, each calling every path
 /// `calls` times at c=1 and `per_task` times per task at c=32.
-pub async fn measure(calls: usize, per_task: usize, rounds: usize) -> Result<Vec<RouteRow>> {
+pub async fn measure(
+    calls: usize,
+    per_task: usize,
+    rounds: usize,
+    baseline: Option<PathBuf>,
+) -> Result<Vec<RouteRow>> {
     let setup = Setup::new()?;
-    let result = measure_in(&setup, calls, per_task, rounds).await;
+    let result = measure_in(&setup, calls, per_task, rounds, baseline.as_deref()).await;
     let _ = std::fs::remove_dir_all(&setup.dir);
     result
 }
@@ -535,8 +584,9 @@ async fn measure_in(
     calls: usize,
     per_task: usize,
     rounds: usize,
+    baseline: Option<&Path>,
 ) -> Result<Vec<RouteRow>> {
-    let (_upstream, mut ready) = start_all(setup).await?;
+    let (_upstream, mut ready) = start_all(setup, baseline).await?;
     for r in ready.iter_mut() {
         latency(&mut r.client, WARMUP_CALLS).await?;
     }
@@ -771,6 +821,23 @@ pub fn render(rows: &[RouteRow]) -> String {
             "| context switches per call, bare tunnel (byte tunnel {:.2}) | {:.2} | ≤ 1.5 |",
             bytes.switches, bare.switches
         );
+        if let Some(base) = get(Route::Baseline) {
+            let _ = writeln!(
+                out,
+                "| A/B: bare tunnel CPU per call / the --baseline build's | {:.2}× | |",
+                bare.cpu / base.cpu
+            );
+            let _ = writeln!(
+                out,
+                "| A/B: bare tunnel calls/s (c={CONCURRENCY}) / the --baseline build's | {:.2}× | |",
+                bare.rate / base.rate
+            );
+            let _ = writeln!(
+                out,
+                "| A/B: bare tunnel added p50 (c=1) / the --baseline build's | {:.2}× | |",
+                (bare.p50 - direct.p50) / (base.p50 - direct.p50)
+            );
+        }
     }
     out
 }
