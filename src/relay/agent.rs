@@ -590,9 +590,14 @@ async fn answer(
     let body = match gather(body, limits::GATHER_ANSWER_BYTES).await {
         Ok(Gathered::Whole(bytes)) => {
             drop(lease);
-            parts
-                .headers
-                .insert(header::CONTENT_LENGTH, http::HeaderValue::from(bytes.len()));
+            // A 204 or 304 has no body and must not say it has one.
+            let bodiless =
+                parts.status == StatusCode::NO_CONTENT || parts.status == StatusCode::NOT_MODIFIED;
+            if !bodiless {
+                parts
+                    .headers
+                    .insert(header::CONTENT_LENGTH, http::HeaderValue::from(bytes.len()));
+            }
             full(bytes)
         }
         Ok(Gathered::Partial { head, rest }) => {
