@@ -787,57 +787,120 @@ pub fn render(rows: &[RouteRow]) -> String {
         get(Route::Chain),
         get(Route::Up),
     ) {
+        let ratio = |x: f64| format!("{x:.2}×");
+        let mut targets = vec![
+            (
+                "bare tunnel CPU per call / byte tunnel's".to_owned(),
+                ratio(bare.cpu / bytes.cpu),
+                "≤ 1.5×",
+            ),
+            (
+                format!("bare tunnel calls/s (c={CONCURRENCY}) / byte tunnel's"),
+                ratio(bare.rate / bytes.rate),
+                "≥ 0.7×",
+            ),
+            (
+                format!(
+                    "bare tunnel added p50 (c=1) / byte tunnel's (over direct {:.0} µs)",
+                    direct.p50
+                ),
+                ratio((bare.p50 - direct.p50) / (bytes.p50 - direct.p50)),
+                "≤ 1.5×",
+            ),
+            (
+                "default chain + best-effort audit CPU per call / bare tunnel's".to_owned(),
+                ratio(chain.cpu / bare.cpu),
+                "≤ 1.3×",
+            ),
+            (
+                "`up` CPU per call / split processes'".to_owned(),
+                ratio(up.cpu / bare.cpu),
+                "≤ 1.05×",
+            ),
+            (
+                format!(
+                    "context switches per call, bare tunnel (byte tunnel {:.2})",
+                    bytes.switches
+                ),
+                format!("{:.2}", bare.switches),
+                "≤ 1.5",
+            ),
+        ];
+        if let Some(base) = get(Route::Baseline) {
+            targets.extend([
+                (
+                    "A/B: bare tunnel CPU per call / the --baseline build's".to_owned(),
+                    ratio(bare.cpu / base.cpu),
+                    "",
+                ),
+                (
+                    format!("A/B: bare tunnel calls/s (c={CONCURRENCY}) / the --baseline build's"),
+                    ratio(bare.rate / base.rate),
+                    "",
+                ),
+                (
+                    "A/B: bare tunnel added p50 (c=1) / the --baseline build's".to_owned(),
+                    ratio((bare.p50 - direct.p50) / (base.p50 - direct.p50)),
+                    "",
+                ),
+            ]);
+        }
         let _ = writeln!(out);
         let _ = writeln!(out, "| target (medians) | measured | target |");
         let _ = writeln!(out, "|---|---:|---:|");
-        let _ = writeln!(
-            out,
-            "| bare tunnel CPU per call / byte tunnel's | {:.2}× | ≤ 1.5× |",
-            bare.cpu / bytes.cpu
-        );
-        let _ = writeln!(
-            out,
-            "| bare tunnel calls/s (c={CONCURRENCY}) / byte tunnel's | {:.2}× | ≥ 0.7× |",
-            bare.rate / bytes.rate
-        );
-        let _ = writeln!(
-            out,
-            "| bare tunnel added p50 (c=1) / byte tunnel's (over direct {:.0} µs) | {:.2}× | ≤ 1.5× |",
-            direct.p50,
-            (bare.p50 - direct.p50) / (bytes.p50 - direct.p50)
-        );
-        let _ = writeln!(
-            out,
-            "| default chain + best-effort audit CPU per call / bare tunnel's | {:.2}× | ≤ 1.3× |",
-            chain.cpu / bare.cpu
-        );
-        let _ = writeln!(
-            out,
-            "| `up` CPU per call / split processes' | {:.2}× | ≤ 1.05× |",
-            up.cpu / bare.cpu
-        );
-        let _ = writeln!(
-            out,
-            "| context switches per call, bare tunnel (byte tunnel {:.2}) | {:.2} | ≤ 1.5 |",
-            bytes.switches, bare.switches
-        );
-        if let Some(base) = get(Route::Baseline) {
-            let _ = writeln!(
-                out,
-                "| A/B: bare tunnel CPU per call / the --baseline build's | {:.2}× | |",
-                bare.cpu / base.cpu
-            );
-            let _ = writeln!(
-                out,
-                "| A/B: bare tunnel calls/s (c={CONCURRENCY}) / the --baseline build's | {:.2}× | |",
-                bare.rate / base.rate
-            );
-            let _ = writeln!(
-                out,
-                "| A/B: bare tunnel added p50 (c=1) / the --baseline build's | {:.2}× | |",
-                (bare.p50 - direct.p50) / (base.p50 - direct.p50)
-            );
+        for (what, measured, target) in targets {
+            let _ = writeln!(out, "| {what} | {measured} | {target} |");
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(route: Route, cpu_us: u64, rate: f64, p50_us: u64) -> RouteRow {
+        RouteRow {
+            route,
+            samples: vec![Sample {
+                p50: Duration::from_micros(p50_us),
+                p99: Duration::from_micros(p50_us * 2),
+                rate,
+                cpu_per_call: Duration::from_micros(cpu_us),
+                switches_per_call: 1.0,
+            }],
+        }
+    }
+
+    #[test]
+    fn the_targets_are_ratios_of_the_rows_and_the_ab_lines_need_a_baseline() {
+        let mut rows = vec![
+            row(Route::Direct, 0, 1000.0, 100),
+            row(Route::ByteTunnel, 50, 400.0, 200),
+            row(Route::Bare, 100, 200.0, 300),
+            row(Route::Chain, 120, 150.0, 350),
+            row(Route::Strict, 200, 100.0, 900),
+            row(Route::Up, 90, 220.0, 280),
+        ];
+        let table = render(&rows);
+        assert!(table.contains("| bare tunnel CPU per call / byte tunnel's | 2.00× | ≤ 1.5× |"));
+        assert!(table.contains("/ byte tunnel's | 0.50× | ≥ 0.7× |"));
+        assert!(table.contains("(over direct 100 µs) | 2.00× | ≤ 1.5× |"));
+        assert!(table.contains(
+            "| default chain + best-effort audit CPU per call / bare tunnel's | 1.20× | ≤ 1.3× |"
+        ));
+        assert!(table.contains("| `up` CPU per call / split processes' | 0.90× | ≤ 1.05× |"));
+        assert!(!table.contains("A/B"));
+        rows.push(row(Route::Baseline, 125, 160.0, 350));
+        let table = render(&rows);
+        assert!(
+            table.contains("| A/B: bare tunnel CPU per call / the --baseline build's | 0.80× |  |")
+        );
+        assert!(table.contains("/ the --baseline build's | 1.25× |  |"));
+        assert!(
+            table.contains(
+                "| A/B: bare tunnel added p50 (c=1) / the --baseline build's | 0.80× |  |"
+            )
+        );
+    }
 }
