@@ -107,45 +107,42 @@ pub enum Gathered<B> {
     Partial { head: Bytes, rest: B },
 }
 
-/// Reads `body` until it ends or holds more than `bound` bytes. A body
-/// answered whole goes out with its length and in one write (headers and
-/// data together) instead of a head, chunks and a terminator; one longer
-/// than `bound` is handed back to stream on ([`resume`]). Trailers are not
-/// kept: nothing of ours sends them.
+/// Reads `body` until it ends or holds more than `bound` bytes; one
+/// longer than `bound` is handed back to stream on ([`Resumed`]). Trailers
+/// are not kept: nothing of ours sends them.
 pub async fn gather<B>(mut body: B, bound: usize) -> Result<Gathered<B>, B::Error>
 where
     B: http_body::Body<Data = Bytes> + Unpin,
 {
-    let mut first: Option<Bytes> = None;
-    let mut more: Option<bytes::BytesMut> = None;
+    let mut chunks: Vec<Bytes> = Vec::new();
     let mut len = 0usize;
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame?.into_data() else {
             continue;
         };
         len += data.len();
-        match (&mut first, &mut more) {
-            (None, _) => first = Some(data),
-            (Some(f), None) => {
-                let mut buf = bytes::BytesMut::with_capacity(f.len() + data.len());
-                buf.extend_from_slice(f);
-                buf.extend_from_slice(&data);
-                more = Some(buf);
-            }
-            (Some(_), Some(buf)) => buf.extend_from_slice(&data),
-        }
+        chunks.push(data);
         if len > bound {
-            let head = match more {
-                Some(buf) => buf.freeze(),
-                None => first.unwrap_or_default(),
-            };
-            return Ok(Gathered::Partial { head, rest: body });
+            return Ok(Gathered::Partial {
+                head: join(chunks, len),
+                rest: body,
+            });
         }
     }
-    Ok(Gathered::Whole(match more {
-        Some(buf) => buf.freeze(),
-        None => first.unwrap_or_default(),
-    }))
+    Ok(Gathered::Whole(join(chunks, len)))
+}
+
+/// `chunks` (of `len` bytes in all) as one buffer, copied only when there
+/// are several.
+fn join(mut chunks: Vec<Bytes>, len: usize) -> Bytes {
+    if chunks.len() <= 1 {
+        return chunks.pop().unwrap_or_default();
+    }
+    let mut buf = bytes::BytesMut::with_capacity(len);
+    for c in &chunks {
+        buf.extend_from_slice(c);
+    }
+    buf.freeze()
 }
 
 /// The body that [`gather`] stopped reading: the bytes it read, then the

@@ -335,6 +335,6 @@ pub const MAX_VERIFIED_TOKENS: usize = 4096;
 pub const VERIFIED_TOKEN_TTL: Duration = Duration::from_secs(60);
 
 /// A gateway answer (not an event stream) of at most this many bytes is
-/// read whole at the relay and sent to the agent with its length, headers
-/// and body in one write; a longer one streams on.
+/// read whole at the relay and sent to the agent with its length; a longer
+/// one streams on.
 pub const GATHER_ANSWER_BYTES: usize = 64 * 1024;

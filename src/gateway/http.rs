@@ -270,11 +270,7 @@ impl HttpUpstream {
                 message: None,
             });
         };
-        let sse = resp
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/event-stream"));
+        let sse = crate::mcp::era::is_event_stream(resp.headers());
         let limit = self.limits.max_message_bytes;
         if !sse {
             let bytes = crate::body::read_limited(resp.into_body(), limit)

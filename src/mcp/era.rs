@@ -18,6 +18,18 @@ pub const STATELESS_SINCE: &str = "2026-07-28";
 /// Header carrying the negotiated protocol version.
 pub const PROTOCOL_VERSION_HEADER: &str = "mcp-protocol-version";
 /// Header carrying the session id (session era).
+/// Whether `headers` say the body is an SSE stream (`text/event-stream`,
+/// any case, parameters allowed).
+pub fn is_event_stream(headers: &HeaderMap) -> bool {
+    const SSE: &str = "text/event-stream";
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim_start)
+        .and_then(|ct| ct.get(..SSE.len()))
+        .is_some_and(|ct| ct.eq_ignore_ascii_case(SSE))
+}
+
 pub const SESSION_HEADER: &str = "mcp-session-id";
 /// Header repeating the JSON-RPC method (stateless era).
 pub const METHOD_HEADER: &str = "mcp-method";
@@ -156,6 +168,20 @@ pub fn check_standard_headers(headers: &HeaderMap, msg: &Message) -> Result<(), 
 mod tests {
     use super::*;
     use bytes::Bytes;
+
+    #[test]
+    fn event_streams_are_told_by_their_media_type_in_any_case() {
+        let with = |ct: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(http::header::CONTENT_TYPE, ct.parse().unwrap());
+            is_event_stream(&h)
+        };
+        assert!(with("text/event-stream"));
+        assert!(with("Text/Event-Stream; charset=utf-8"));
+        assert!(!with("application/json"));
+        assert!(!with("text/event"));
+        assert!(!is_event_stream(&HeaderMap::new()));
+    }
 
     fn msg(s: &str) -> Message {
         Message::parse(Bytes::from(s.to_owned()), crate::mcp::ParseOptions::new(64)).unwrap()

@@ -561,27 +561,17 @@ where
 
 /// The agent's answer from the gateway's. An event stream streams on,
 /// holding its tunnel stream; any other answer (one JSON-RPC message, or
-/// none) is read whole first when it is small, so that the agent gets it
-/// with a length, headers and body in one write rather than a head, a chunk
-/// and a terminator in three, and the tunnel stream is free again as soon
-/// as it is read. A body cut off on the way is a clean error, not a
-/// truncated answer.
+/// none) is read whole first when it is small: the agent gets it with its
+/// length, the tunnel stream is free again as soon as it is read, the call
+/// deadline covers the body, and a body cut off on the way is a clean
+/// error, not a truncated answer.
 async fn answer(
     resp: Response<hyper::body::Incoming>,
     lease: crate::tunnel::registry::Lease,
     tunnel: &str,
 ) -> Result<Response<Body>, McpError> {
     let (mut parts, body) = resp.into_parts();
-    let streamed = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| {
-            ct.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("text/event-stream")
-        });
-    if streamed {
+    if crate::mcp::era::is_event_stream(&parts.headers) {
         return Ok(Response::from_parts(
             parts,
             boxed(Holding::new(body, lease)),
