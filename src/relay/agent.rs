@@ -489,19 +489,18 @@ impl Relay {
                     let mut lease = lease;
                     let mut resends = 0;
                     loop {
-                        let mut sender = lease.sender.clone();
-                        let req = down().map(|()| full(body.clone()));
-                        match sender.try_send_request(req).await {
+                        let req = down().map(|()| body.clone());
+                        match lease.sender.send(req).await {
                             Ok(resp) => return answer(resp, lease, tunnel).await,
                             // A gateway going away refuses new streams
                             // unprocessed (RFC 9113 §8.7): the call goes to
                             // another of the tunnel's connections (the same
                             // gateway's, when the session is pinned), and the
                             // agent sees no failure.
-                            Err(e) if resends < limits::TUNNEL_RESENDS && unprocessed(&e) => {
+                            Err(e) if resends < limits::TUNNEL_RESENDS && e.unprocessed() => {
                                 resends += 1;
                                 lease.retire();
-                                tracing::info!(tunnel, error = %e.error(), "the gateway refused the stream unprocessed; sending the call on another connection");
+                                tracing::info!(tunnel, error = %e, "the gateway refused the stream unprocessed; sending the call on another connection");
                                 lease = self
                                     .registry
                                     .lease(tunnel, body.len(), s.queue, pinned)
@@ -509,7 +508,7 @@ impl Relay {
                                     .map_err(|r| refusal(r, tunnel, owner))?;
                             }
                             Err(e) => {
-                                tracing::warn!(tunnel, error = %e.error(), "tunnel stream failed");
+                                tracing::warn!(tunnel, error = %e, "tunnel stream failed");
                                 return Err(McpError::UpstreamUnavailable(format!(
                                     "the tunnel '{tunnel}' dropped the call"
                                 )));
@@ -566,7 +565,7 @@ where
 /// deadline covers the body, and a body cut off on the way is a clean
 /// error, not a truncated answer.
 async fn answer(
-    resp: Response<hyper::body::Incoming>,
+    resp: Response<crate::tunnel::client::Recv>,
     lease: crate::tunnel::registry::Lease,
     tunnel: &str,
 ) -> Result<Response<Body>, McpError> {
@@ -627,25 +626,6 @@ fn refusal(r: Refused, tunnel: &str, owner: Option<Owner>) -> McpError {
             retry_after_secs: limits::OVERLOAD_RETRY_AFTER_SECS,
         },
     }
-}
-
-/// Whether a call the tunnel failed certainly never reached the gateway's
-/// service, so that sending it again cannot run it twice: hyper handed it
-/// back unsent, or the gateway refused its stream (REFUSED_STREAM, or a
-/// GOAWAY whose last stream is below it).
-fn unprocessed(e: &hyper::client::conn::TrySendError<Request<Body>>) -> bool {
-    if e.message().is_some() {
-        return true;
-    }
-    let mut source = std::error::Error::source(e.error());
-    while let Some(err) = source {
-        if let Some(h2) = err.downcast_ref::<h2::Error>() {
-            return h2.is_remote()
-                && (h2.is_go_away() || h2.reason() == Some(h2::Reason::REFUSED_STREAM));
-        }
-        source = err.source();
-    }
-    false
 }
 
 #[cfg(test)]

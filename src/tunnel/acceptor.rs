@@ -1,5 +1,6 @@
 //! The relay's side of a tunnel connection: check the upgrade request, answer
-//! 101, and run hyper's HTTP/2 client over the upgraded stream.
+//! 101, and run the relay's HTTP/2 client ([`super::client`]) over the
+//! upgraded stream.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
@@ -112,22 +113,7 @@ pub fn check_upgrade(
     Ok(tunnel.to_owned())
 }
 
-/// The relay's HTTP/2 PINGs on a tunnel connection: a connection whose PING
-/// is unanswered for `timeout` is closed.
-#[derive(Debug, Clone, Copy)]
-pub struct Liveness {
-    pub interval: std::time::Duration,
-    pub timeout: std::time::Duration,
-}
-
-impl Default for Liveness {
-    fn default() -> Liveness {
-        Liveness {
-            interval: limits::TUNNEL_PING_INTERVAL,
-            timeout: limits::TUNNEL_PING_TIMEOUT,
-        }
-    }
-}
+pub use super::client::Liveness;
 
 /// Serves one TLS connection from a gateway: the upgrade handshake, then the
 /// tunnel until it closes.
@@ -180,22 +166,17 @@ pub async fn serve_tunnel_connection<IO>(
                         return;
                     }
                 };
-                let handshake = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-                    .timer(TokioTimer::new())
-                    // The liveness signal: a gateway that stops answering
-                    // is out of rotation within interval + timeout.
-                    .keep_alive_interval(ping.interval)
-                    .keep_alive_timeout(ping.timeout)
-                    .keep_alive_while_idle(true)
-                    .handshake::<_, Body>(upgraded)
-                    .await;
-                let (sender, conn) = match handshake {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        tracing::warn!(tunnel, error = %e, "tunnel h2 handshake failed");
-                        return;
-                    }
-                };
+                // The liveness signal is the relay's PINGs: a gateway that
+                // stops answering is out of rotation within interval +
+                // timeout.
+                let (sender, conn) =
+                    match super::client::handshake(TokioIo::new(upgraded), ping).await {
+                        Ok(pair) => pair,
+                        Err(e) => {
+                            tracing::warn!(tunnel, error = %e, "tunnel h2 handshake failed");
+                            return;
+                        }
+                    };
                 let id = registry.add(&tunnel, sender, capacity, instance);
                 tracing::info!(
                     tunnel,

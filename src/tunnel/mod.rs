@@ -4,17 +4,19 @@
 //! The gateway dials the relay (TCP, optionally through an HTTPS proxy, then
 //! TLS), sends an HTTP/1.1 upgrade request naming its tunnel and presenting its
 //! token, and after `101 Switching Protocols` the same byte stream speaks
-//! HTTP/2 with hyper's *server* in the gateway and hyper's *client* in the
+//! HTTP/2 with hyper's *server* in the gateway and an `h2` client in the
 //! relay. Multiplexing, flow control and keep-alives are h2's.
 //!
 //! - [`dial`]: TCP, proxy CONNECT, TLS, upgrade (gateway side).
 //! - [`connector`]: the gateway's pool of connections with reconnect and drain.
 //! - [`discovery`]: relay names resolved to every replica's address, and
 //!   which connections to start and stop when the answer changes.
-//! - [`acceptor`]: the relay's side of the upgrade and the h2 client.
+//! - [`acceptor`]: the relay's side of the upgrade.
+//! - [`client`]: the relay's HTTP/2 client on a tunnel connection.
 //! - [`registry`]: the relay's live connections per tunnel.
 
 pub mod acceptor;
+pub mod client;
 pub mod connector;
 pub mod dial;
 pub mod discovery;

@@ -14,10 +14,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use hyper::client::conn::http2::SendRequest;
 use tokio::sync::{Notify, watch};
 
-use crate::body::Body;
+use super::client::Sender;
 use crate::limits;
 use crate::session::owner::Instance;
 
@@ -25,7 +24,7 @@ use crate::session::owner::Instance;
 #[derive(Clone)]
 struct Conn {
     id: u64,
-    sender: SendRequest<Body>,
+    sender: Sender,
     /// Streams sent so far.
     streams: Arc<AtomicU64>,
     /// Streams open now (leases held).
@@ -98,7 +97,7 @@ pub enum Refused {
 
 /// One stream of a tunnel connection, held until dropped.
 pub struct Lease {
-    pub sender: SendRequest<Body>,
+    pub sender: Sender,
     open: Arc<AtomicUsize>,
     retired: Arc<AtomicBool>,
     queue: Arc<Queue>,
@@ -141,8 +140,7 @@ impl Tunnel {
             let i = self.next % n;
             self.next = self.next.wrapping_add(1);
             let c = self.conns.get(i)?;
-            if c.serves(owner) && c.sender.is_ready() && c.open.load(Ordering::Acquire) < c.capacity
-            {
+            if c.serves(owner) && c.open.load(Ordering::Acquire) < c.capacity {
                 c.open.fetch_add(1, Ordering::AcqRel);
                 c.streams.fetch_add(1, Ordering::Relaxed);
                 return Some(Lease {
@@ -207,7 +205,7 @@ impl Registry {
     pub fn add(
         &self,
         tunnel: &str,
-        sender: SendRequest<Body>,
+        sender: Sender,
         capacity: usize,
         instance: Option<Instance>,
     ) -> u64 {
