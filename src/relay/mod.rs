@@ -66,7 +66,7 @@ pub struct RelaySettings {
     /// Calls that may wait for a free tunnel stream, and for how long.
     pub queue: crate::tunnel::registry::QueueLimits,
     /// The relay's PINGs on tunnel connections.
-    pub liveness: crate::tunnel::acceptor::Liveness,
+    pub liveness: crate::tunnel::client::Liveness,
 }
 
 impl RelaySettings {
@@ -88,7 +88,7 @@ impl RelaySettings {
             drain_grace: limits::DRAIN_GRACE,
             call_deadline: limits::RELAY_CALL_DEADLINE,
             queue: crate::tunnel::registry::QueueLimits::default(),
-            liveness: crate::tunnel::acceptor::Liveness::default(),
+            liveness: crate::tunnel::client::Liveness::default(),
         }
     }
 }

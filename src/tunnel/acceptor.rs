@@ -113,8 +113,6 @@ pub fn check_upgrade(
     Ok(tunnel.to_owned())
 }
 
-pub use super::client::Liveness;
-
 /// Serves one TLS connection from a gateway: the upgrade handshake, then the
 /// tunnel until it closes.
 ///
@@ -127,7 +125,7 @@ pub async fn serve_tunnel_connection<IO>(
     io: IO,
     auth: Arc<TunnelAuth>,
     registry: Arc<Registry>,
-    ping: Liveness,
+    ping: super::client::Liveness,
     (shutdown, grace): (CancellationToken, Duration),
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,

@@ -60,11 +60,6 @@ pub struct SendError {
 }
 
 impl SendError {
-    /// The h2 error.
-    pub fn error(&self) -> &h2::Error {
-        &self.error
-    }
-
     /// Whether the call certainly never reached the gateway's service, so
     /// that sending it again cannot run it twice: it never left, or the
     /// gateway refused its stream (REFUSED_STREAM, or a GOAWAY whose last
@@ -96,6 +91,10 @@ impl Sender {
             error,
             unsent: true,
         };
+        let sent = |error| SendError {
+            error,
+            unsent: false,
+        };
         // A fresh handle has no stream of its own pending, so this is
         // ready at once unless the connection failed.
         let mut h2 = self.h2.clone().ready().await.map_err(unsent)?;
@@ -105,30 +104,41 @@ impl Sender {
         if !body.is_empty() {
             // Queued beside the HEADERS before the connection task runs:
             // h2 buffers beyond the window, and the two leave in one write.
-            stream.send_data(body, true).map_err(|error| SendError {
-                error,
-                unsent: false,
-            })?;
+            stream.send_data(body, true).map_err(sent)?;
         }
-        let response = response.await.map_err(|error| SendError {
-            error,
-            unsent: false,
-        })?;
+        let response = response.await.map_err(sent)?;
         Ok(response.map(|body| Recv { body, done: false }))
     }
 }
 
-/// The settings hyper's HTTP/2 client used on tunnel connections (its
-/// defaults, which the tunnel's throughput tests were tuned with).
+// The settings hyper's HTTP/2 client used on tunnel connections (its
+// defaults, which the tunnel's throughput tests were tuned with).
+
+/// Flow-control window of each stream the relay receives on.
+const STREAM_WINDOW_BYTES: u32 = 2 * 1024 * 1024;
+/// Flow-control window of the whole connection the relay receives on.
+const CONNECTION_WINDOW_BYTES: u32 = 5 * 1024 * 1024;
+/// Streams the relay may open before the gateway's SETTINGS say how many.
+const INITIAL_SEND_STREAMS: usize = 100;
+/// Largest frame the relay accepts (RFC 9113's minimum, 16 KiB).
+const MAX_FRAME_BYTES: u32 = 16 * 1024;
+/// Largest header block the relay accepts in a gateway's answer.
+const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+/// Data h2 buffers per stream beyond the gateway's window.
+const MAX_SEND_BUFFER_BYTES: usize = 1024 * 1024;
+/// Streams the relay may reset for protocol errors before it closes the
+/// connection.
+const MAX_LOCAL_ERROR_RESETS: usize = 1024;
+
 fn builder() -> h2::client::Builder {
     let mut b = h2::client::Builder::new();
-    b.initial_window_size(2 * 1024 * 1024)
-        .initial_connection_window_size(5 * 1024 * 1024)
-        .initial_max_send_streams(100)
-        .max_frame_size(16 * 1024)
-        .max_header_list_size(16 * 1024)
-        .max_send_buffer_size(1024 * 1024)
-        .max_local_error_reset_streams(Some(1024))
+    b.initial_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .initial_max_send_streams(INITIAL_SEND_STREAMS)
+        .max_frame_size(MAX_FRAME_BYTES)
+        .max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .max_send_buffer_size(MAX_SEND_BUFFER_BYTES)
+        .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
         .enable_push(false);
     b
 }
